@@ -1,0 +1,298 @@
+"""Validated configuration: one ``*Params`` model per stage and the :class:`WorkflowConfig`.
+
+A stage's model has the same field names and defaults as its function's keyword arguments, so a
+stage runs as ``tl.leiden(adata, **cfg.leiden[0].model_dump())``. ``extra="forbid"`` everywhere:
+a misspelt key is an error that names it and lists the valid keys. The JSON schema
+(``scclust schema``) is generated from these models.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ._errors import ConfigError, MissingFileError
+
+__all__ = [
+    "WorkflowConfig", "PrepareParams", "NeighborsParams", "LeidenParams", "EmbeddingParams", "FiguresParams",
+    "STAGE_ORDER", "load_config", "parse_config", "json_schema", "apply_overrides",
+]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+Metric = Literal["euclidean", "cosine", "correlation", "manhattan"]
+
+
+# ---------------------------------------------------------------------------------------- prepare
+class PrepareParams(_Params):
+    """Raw counts -> integrated AnnData (:func:`scclust.pp.prepare`)."""
+
+    batch_key: str = "sample"
+    target_sum: float = Field(1e4, gt=0)
+    hvg_flavor: Literal["seurat", "cell_ranger", "seurat_v3"] = "seurat"
+    min_mean: float = 0.0125
+    max_mean: float = 3.0
+    min_disp: float = 0.5
+    n_top_genes: int | None = Field(None, ge=2)
+    regress_out: list[str] = []
+    max_value: float | None = Field(10.0, gt=0)
+    n_comps: int = Field(50, ge=2)
+    n_neighbors: int = Field(20, ge=2)
+    n_pcs: int = Field(30, ge=1)
+    umap_min_dist: float = Field(0.5, ge=0)
+    random_state: int = 0
+
+
+# ---------------------------------------------------------------------------------------- graph
+class NeighborsParams(_Params):
+    """kNN / SNN graph (:func:`scclust.pp.neighbors`)."""
+
+    use_rep: str = "X_pca"
+    n_pcs: int | None = Field(None, ge=1)
+    n_neighbors: int = Field(15, ge=2)
+    metric: Metric = "euclidean"
+    method: Literal["umap", "gauss"] = "umap"
+    backend: Literal["auto", "exact", "hnsw"] = "auto"
+    snn: bool = False
+    prune: float = Field(1 / 15, ge=0, lt=1)
+    key_added: str = "neighbors"
+    random_state: int = 0
+
+
+# ---------------------------------------------------------------------------------------- clustering
+class LeidenParams(_Params):
+    """Leiden / Louvain at several resolutions (:func:`scclust.tl.leiden`)."""
+
+    resolutions: list[float] = Field([1.0], min_length=1)
+    neighbors_key: str = "neighbors"
+    key_added: str = "leiden"
+    flavor: Literal["igraph", "leidenalg", "louvain"] = "igraph"
+    n_iterations: int = 2
+    use_weights: bool = True
+    random_state: int = 0
+
+    @field_validator("resolutions")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        bad = [r for r in v if not r > 0]
+        if bad:
+            raise ValueError(f"every resolution must be > 0; got {bad}")
+        return v
+
+
+# ---------------------------------------------------------------------------------------- outputs
+class EmbeddingParams(_Params):
+    """Embedding panels (:func:`scclust.pl.embedding`): one figure per clustering stage, plus genes."""
+
+    basis: str = "X_umap"
+    groups: list[str] | None = None
+    genes: list[str] = []
+    use_raw: bool | None = None
+    ncols: int = Field(4, ge=1)
+
+
+class FiguresParams(_Params):
+    """How figures are written."""
+
+    formats: list[Literal["png", "pdf", "svg"]] = Field(["png"], min_length=1)
+    dpi: int = Field(150, ge=50, le=600)
+
+
+# ---------------------------------------------------------------------------------------- workflow
+#: Stages in the order they run. A config lists the ones it wants in ``stages``.
+STAGE_ORDER = [
+    "prepare",
+    "neighbors",
+    "leiden",
+    # "kmeans", "hclust", "compare"        (issue 3: add here, in this order)
+    # "dendrogram" (cluster relationships + marker dot plot)   (issue 4)
+    "embedding",
+    # "composition", "qc"                  (issue 4)
+    # "heatmap"                            (issue 6)
+    # "subcluster"                         (issue 5)
+    # "report" stays last                  (issue 4)
+]
+
+
+class WorkflowConfig(_Params):
+    """A whole run: input, output directory, the stages to run and their parameters.
+
+    Sections that hold a list (``neighbors``, ``leiden``, ...) run once per entry, so several
+    graphs or parameter sets fit in one run; a single mapping is taken as a one-entry list.
+    """
+
+    input: str = Field(description="Path to an .h5ad file, or builtin:NAME (simulate, pbmc68k)")
+    outdir: str = "results"
+    stages: list[str] = Field(default_factory=lambda: ["neighbors", "leiden", "embedding"], min_length=1)
+    write_h5ad: bool = True
+    prepare: PrepareParams = PrepareParams()
+    neighbors: list[NeighborsParams] = [NeighborsParams()]
+    leiden: list[LeidenParams] = [LeidenParams()]
+    # kmeans / hclust / compare sections go here (issue 3)
+    embedding: list[EmbeddingParams] = [EmbeddingParams()]
+    # composition / qc / dendrogram / report sections (issue 4), heatmap (issue 6), subcluster (issue 5)
+    figures: FiguresParams = FiguresParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_to_list(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for name, field in cls.model_fields.items():
+                if typing.get_origin(field.annotation) is list and isinstance(data.get(name), dict):
+                    data[name] = [data[name]]
+        return data
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, v: list[str]) -> list[str]:
+        unknown = [s for s in v if s not in STAGE_ORDER]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; valid: {', '.join(STAGE_ORDER)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"a stage is listed twice in {v}; list it once and give its section several entries")
+        return sorted(v, key=STAGE_ORDER.index)
+
+
+# ---------------------------------------------------------------------------------------- loading
+def json_schema() -> dict[str, Any]:
+    """JSON schema of :class:`WorkflowConfig` (for editors and Snakemake's ``validate``)."""
+    return WorkflowConfig.model_json_schema()
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that holds the key at ``loc`` (for 'valid keys' hints)."""
+    model: type[BaseModel] = WorkflowConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return model
+        sub = _find_model(field.annotation)
+        if sub is None:
+            return model
+        model = sub
+    return model
+
+
+def _find_model(ann: Any) -> type[BaseModel] | None:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        found = _find_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem: ``key.path: message (got value)``, with valid keys for unknown keys."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            model = _model_at(loc[:-1])
+            valid = list(model.model_fields) if model else []
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            lines.append(f"unknown key {path!r}{hint} valid keys: {', '.join(valid)}")
+        elif e["type"] == "missing":
+            lines.append(f"missing required key {path!r}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}: {msg} (got {e.get('input')!r})")
+    return lines[0] + (f" (and {len(lines) - 1} more problem(s): {'; '.join(lines[1:])})" if len(lines) > 1 else "")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (value parsed as YAML; list entries by index:
+    ``leiden.0.resolutions=[0.5,1]``; a key of a list section without an index sets every entry)."""
+    data = dict(data)
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        if not sep or not path:
+            raise ConfigError(f"--set expects key.path=value; got {item!r}")
+        value = yaml.safe_load(raw)
+        parts = path.split(".")
+        _set_path(data, parts, value, item)
+    return data
+
+
+def _set_path(node: Any, parts: list[str], value: Any, item: str) -> None:
+    head, rest = parts[0], parts[1:]
+    if isinstance(node, list):
+        if head.isdigit():
+            i = int(head)
+            if i >= len(node):
+                raise ConfigError(f"--set {item!r}: index {i} out of range (the list has {len(node)} entries)")
+            if rest:
+                _set_path(node[i], rest, value, item)
+            else:
+                node[i] = value
+        else:
+            for entry in node:
+                _set_path(entry, parts, value, item)
+        return
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set {item!r}: {head!r} is not inside a section")
+    if not rest:
+        node[head] = value
+        return
+    child = node.get(head)
+    if child is None:
+        field = WorkflowConfig.model_fields.get(head)
+        child = [{}] if field is not None and typing.get_origin(field.annotation) is list else {}
+        node[head] = child
+    elif isinstance(child, dict):
+        child = dict(child)
+        node[head] = child
+    elif isinstance(child, list):
+        child = [dict(c) if isinstance(c, dict) else c for c in child]
+        node[head] = child
+    _set_path(child, rest, value, item)
+
+
+def parse_config(data: dict[str, Any]) -> WorkflowConfig:
+    """Validate a config mapping; raise :class:`ConfigError` with a one-line message."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping of sections; got {type(data).__name__}")
+    try:
+        return WorkflowConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def load_config(
+    path: str | Path, *, overrides: list[str] | None = None, input: str | None = None, outdir: str | None = None
+) -> WorkflowConfig:
+    """Read a YAML config, apply ``--set`` overrides and ``input`` / ``outdir``, and validate it.
+
+    Relative ``input`` and ``outdir`` in the file are taken relative to the current directory.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections; got {type(data).__name__}")
+    data = apply_overrides(data, overrides or [])
+    if input is not None:
+        data["input"] = input
+    if outdir is not None:
+        data["outdir"] = outdir
+    return parse_config(data)

@@ -1,0 +1,220 @@
+"""Built-in data: a simulated tutorial-shaped dataset and scanpy's embedded PBMC set (no download)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from ._errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["simulate", "simulate_counts", "pbmc68k", "load_builtin", "BUILTIN", "LAB_MARKERS"]
+
+#: The 12 marker genes of the NBIS lab's dot plot.
+LAB_MARKERS = ["CD3E", "CD4", "CD8A", "GNLY", "NKG7", "MS4A1", "FCGR3A", "CD14", "LYZ", "CST3", "MS4A7", "FCGR1A"]
+
+SAMPLES = ["covid_1", "covid_15", "covid_16", "covid_17", "ctrl_5", "ctrl_13", "ctrl_14", "ctrl_19"]
+
+# cell type: (base fraction, {marker: log-fold over the background})
+CELL_TYPES: dict[str, tuple[float, dict[str, float]]] = {
+    "CD4 T": (0.30, {"CD3E": 3, "CD3D": 3, "CD4": 2.5, "IL7R": 3, "CCR7": 2.5, "LTB": 2.5, "MAL": 2}),
+    "CD8 T": (0.14, {"CD3E": 3, "CD3D": 3, "CD8A": 3, "CD8B": 3, "GZMK": 2.5, "NKG7": 1.5, "CCL5": 2.5}),
+    "NK": (0.12, {"GNLY": 4, "NKG7": 3.5, "KLRD1": 3, "GZMB": 3, "PRF1": 3, "FCGR3A": 1.5}),
+    "B": (0.12, {"MS4A1": 3.5, "CD79A": 3.5, "CD79B": 3, "CD19": 2, "BANK1": 2}),
+    "CD14 Mono": (0.18, {"CD14": 3, "LYZ": 4, "CST3": 3, "S100A8": 4, "S100A9": 4, "FCGR1A": 2, "FCN1": 3}),
+    "FCGR3A Mono": (0.07, {"FCGR3A": 3.5, "MS4A7": 3, "LYZ": 3, "CST3": 3, "LST1": 3, "IFITM3": 2}),
+    "DC": (0.04, {"FCER1A": 3.5, "CST3": 3, "CLEC10A": 3, "HLA-DQA1": 3, "CD1C": 3}),
+    "Platelet": (0.03, {"PPBP": 5, "PF4": 5, "GNG11": 4, "TUBB1": 4}),
+}
+_MT = ["MT-ND1", "MT-ND2", "MT-CO1", "MT-CO2", "MT-ATP8", "MT-ATP6", "MT-CO3", "MT-ND3", "MT-ND4L", "MT-ND4", "MT-ND5", "MT-ND6", "MT-CYB"]
+_RIBO = [f"RPL{i}" for i in range(3, 33)] + [f"RPS{i}" for i in range(2, 30)]
+_HB = ["HBA1", "HBA2", "HBB", "HBD"]
+_ISG = ["ISG15", "IFI6", "IFI44L", "MX1", "IFIT1", "IFIT3", "OAS1", "RSAD2"]
+
+
+def simulate_counts(
+    n_cells: int = 3000,
+    *,
+    n_samples: int = 8,
+    n_genes: int = 2000,
+    batch_strength: float = 0.8,
+    type_strength: float = 0.6,
+    seed: int = 0,
+) -> AnnData:
+    """Simulated raw UMI counts of PBMC-like cells (the input of :func:`~scclust.pp.prepare`).
+
+    Eight cell types (CD4 T, CD8 T, NK, B, CD14 and FCGR3A monocytes, DC, platelets) with marker
+    genes that include the lab's 12; mitochondrial, ribosomal and haemoglobin genes; ``n_samples``
+    samples in two conditions (``type``: Covid / Ctrl, interferon genes up in Covid) with per-sample
+    multiplicative batch shifts on a fifth of the genes and per-sample composition. Counts are
+    negative-binomial (Gamma-Poisson). The truth is in ``.obs["cell_type"]``.
+    """
+    if n_cells < 100:
+        raise ConfigError(f"n_cells must be >= 100; got {n_cells}")
+    if not 2 <= n_samples <= 64:
+        raise ConfigError(f"n_samples must be in [2, 64]; got {n_samples}")
+    rng = np.random.default_rng(seed)
+    markers = sorted({g for _, m in CELL_TYPES.values() for g in m})
+    named = markers + _MT + _RIBO + _HB + _ISG
+    n_generic = n_genes - len(named)
+    if n_generic < 200:
+        raise ConfigError(f"n_genes must be >= {len(named) + 200}; got {n_genes}")
+    genes = named + [f"GENE{i:05d}" for i in range(n_generic)]
+    G = len(genes)
+    gidx = {g: i for i, g in enumerate(genes)}
+
+    # background log-abundance
+    base = rng.normal(-1.0, 1.2, G)
+    base[[gidx[g] for g in markers]] = -3.0
+    base[[gidx[g] for g in _MT]] = rng.normal(2.5, 0.3, len(_MT))
+    base[[gidx[g] for g in _RIBO]] = rng.normal(3.0, 0.4, len(_RIBO))
+    base[[gidx[g] for g in _HB]] = -4.0
+    base[[gidx[g] for g in _ISG]] = -1.0
+
+    types = list(CELL_TYPES)
+    T = len(types)
+    profiles = np.tile(base, (T, 1))
+    generic = np.arange(len(named), G)
+    for t, name in enumerate(types):
+        for g, lfc in CELL_TYPES[name][1].items():
+            profiles[t, gidx[g]] = base[gidx[g]] + type_strength * (lfc + 3.0)
+        up = rng.choice(generic, 30, replace=False)
+        profiles[t, up] += type_strength * rng.uniform(0.8, 2.0, up.size)
+        down = rng.choice(generic, 15, replace=False)
+        profiles[t, down] -= type_strength * rng.uniform(0.5, 1.5, down.size)
+    # two states per type (e.g. naive / activated) on a few genes: substructure for high resolutions
+    state_genes = [rng.choice(generic, 12, replace=False) for _ in types]
+    lib_type = {"CD14 Mono": 1.4, "FCGR3A Mono": 1.3, "DC": 1.2, "B": 1.0, "Platelet": 0.5}
+
+    samples = SAMPLES[:n_samples] if n_samples <= len(SAMPLES) else [
+        f"{'covid' if i % 2 == 0 else 'ctrl'}_{i}" for i in range(n_samples)
+    ]
+    cond = np.array(["Covid" if s.startswith("covid") else "Ctrl" for s in samples])
+    sample_of_cell = np.sort(rng.integers(0, n_samples, n_cells))
+    base_frac = np.array([CELL_TYPES[t][0] for t in types])
+    type_of_cell = np.empty(n_cells, int)
+    for s in range(n_samples):
+        cells = np.flatnonzero(sample_of_cell == s)
+        frac = rng.dirichlet(base_frac * 200)
+        type_of_cell[cells] = rng.choice(T, cells.size, p=frac)
+
+    batch_lfc = np.zeros((n_samples, G))
+    for s in range(n_samples):
+        affected = rng.choice(G, G // 5, replace=False)
+        batch_lfc[s, affected] = rng.normal(0, batch_strength, affected.size)
+    isg = [gidx[g] for g in _ISG]
+
+    logmu = profiles[type_of_cell] + batch_lfc[sample_of_cell]
+    state = rng.random(n_cells) < 0.4
+    for t in range(T):
+        cells = np.flatnonzero((type_of_cell == t) & state)
+        logmu[np.ix_(cells, state_genes[t])] += 1.2
+    logmu[np.ix_(cond[sample_of_cell] == "Covid", isg)] += 2.0
+    p = np.exp(logmu - logmu.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    lib = np.exp(rng.normal(np.log(2500), 0.35, n_cells))
+    lib *= np.array([lib_type.get(types[t], 0.9) for t in type_of_cell])
+    lib *= np.exp(rng.normal(0, 0.15, n_samples))[sample_of_cell]
+    theta = 8.0
+    lam = p * lib[:, None] * rng.gamma(theta, 1 / theta, size=p.shape)
+    counts = rng.poisson(lam).astype(np.float32)
+
+    obs = pd.DataFrame(
+        {
+            "sample": pd.Categorical([samples[s] for s in sample_of_cell], categories=samples),
+            "type": pd.Categorical(cond[sample_of_cell], categories=["Covid", "Ctrl"]),
+            "cell_type": pd.Categorical([types[t] for t in type_of_cell], categories=types),
+        },
+        index=[f"cell{i:06d}-{samples[s]}" for i, s in enumerate(sample_of_cell)],
+    )
+    obs["batch"] = obs["sample"]
+    var = pd.DataFrame(index=pd.Index(genes, name=None))
+    return AnnData(sparse.csr_matrix(counts), obs=obs, var=var)
+
+
+def simulate(
+    n_cells: int = 3000,
+    *,
+    n_samples: int = 8,
+    n_genes: int = 2000,
+    batch_strength: float = 0.8,
+    seed: int = 0,
+) -> AnnData:
+    """A tutorial-shaped *integrated* AnnData from simulated counts through the real upstream chain.
+
+    :func:`simulate_counts` -> :func:`scclust.pp.prepare` (QC metrics, normalize_total, log1p,
+    ``.raw``, HVGs, scale, PCA, Harmony on ``sample``, UMAP). Same ``.obs`` / ``.obsm`` / ``.raw``
+    names as the NBIS lab's input: ``sample``, ``type``, ``batch``, QC metrics; ``X_pca``,
+    ``X_pca_harmony``, ``X_umap_harmony``. The true cell type is ``.obs["cell_type"]``.
+    """
+    from .pp import prepare
+
+    counts = simulate_counts(n_cells, n_samples=n_samples, n_genes=n_genes, batch_strength=batch_strength, seed=seed)
+    adata = prepare(counts, batch_key="sample", random_state=seed)
+    adata.uns["scclust_dataset"] = {
+        "name": "simulate",
+        "params": {"n_cells": n_cells, "n_samples": n_samples, "n_genes": n_genes, "batch_strength": batch_strength, "seed": seed},
+    }
+    return adata
+
+
+def pbmc68k() -> AnnData:
+    """The 700-cell PBMC set embedded in scanpy (``sc.datasets.pbmc68k_reduced``), made tutorial-shaped.
+
+    Adapted: ``.obsm["X_pca_harmony"]`` is a copy of the shipped ``X_pca`` (one donor, nothing to
+    integrate) and ``X_umap_harmony`` of ``X_umap``; ``sample`` is a pseudo-sample split of the cells
+    into 4 groups and ``type`` a pseudo-condition (the set has no samples); QC names are mapped to
+    the lab's (``n_genes`` -> ``n_genes_by_counts``, ``n_counts`` -> ``total_counts``,
+    ``percent_mito`` -> ``pct_counts_mt`` in percent); ``.raw`` is kept (765 log-normalized genes,
+    including the lab's markers present in the set); ``bulk_labels`` is the known cell type.
+    """
+    import scanpy as sc
+
+    adata = sc.datasets.pbmc68k_reduced()
+    adata.obsm["X_pca_harmony"] = adata.obsm["X_pca"].copy()
+    adata.obsm["X_umap_harmony"] = adata.obsm["X_umap"].copy()
+    rng = np.random.default_rng(0)
+    sample = rng.integers(0, 4, adata.n_obs)
+    adata.obs["sample"] = pd.Categorical([f"pbmc_{s + 1}" for s in sample])
+    adata.obs["type"] = pd.Categorical(["A" if s < 2 else "B" for s in sample])
+    adata.obs["n_genes_by_counts"] = adata.obs["n_genes"].astype(float)
+    adata.obs["total_counts"] = adata.obs["n_counts"].astype(float)
+    adata.obs["pct_counts_mt"] = adata.obs["percent_mito"].astype(float) * 100
+    adata.obs["cell_type"] = adata.obs["bulk_labels"]
+    for key in ("neighbors", "louvain", "rank_genes_groups"):
+        adata.uns.pop(key, None)
+    for key in ("connectivities", "distances"):
+        adata.obsp.pop(key, None)
+    adata.uns["scclust_dataset"] = {"name": "pbmc68k", "params": {}}
+    return adata
+
+
+#: Built-in inputs accepted as ``builtin:NAME`` by the workflow and the CLI.
+BUILTIN = {"simulate": simulate, "pbmc68k": pbmc68k}
+
+
+def load_builtin(spec: str) -> AnnData:
+    """Load ``"simulate"``, ``"simulate?n_cells=7332&seed=1"`` or ``"pbmc68k"``."""
+    name, _, query = spec.partition("?")
+    if name not in BUILTIN:
+        raise ConfigError(f"unknown built-in dataset {name!r}; available: {', '.join(map(repr, BUILTIN))}")
+    kwargs: dict[str, int | float] = {}
+    if query:
+        if name != "simulate":
+            raise ConfigError(f"built-in dataset {name!r} takes no parameters; got {query!r}")
+        for part in query.split("&"):
+            key, _, value = part.partition("=")
+            if key not in ("n_cells", "n_samples", "n_genes", "batch_strength", "seed"):
+                raise ConfigError(
+                    f"unknown parameter {key!r} for builtin:simulate; valid: 'n_cells', 'n_samples', 'n_genes', 'batch_strength', 'seed'"
+                )
+            try:
+                kwargs[key] = float(value) if key == "batch_strength" else int(value)
+            except ValueError:
+                raise ConfigError(f"builtin:simulate parameter {key}={value!r} is not a number") from None
+    return BUILTIN[name](**kwargs)

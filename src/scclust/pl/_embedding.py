@@ -1,0 +1,89 @@
+"""Embedding panels coloured by clusterings, ``.obs`` columns or genes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from matplotlib.figure import Figure
+
+from .._errors import InputError, MissingKeyError, choices
+from ._style import CMAP_CONTINUOUS, categories, grid, obs_or_gene, palette, point_size
+
+#: Above this many groups the labels are written on the data as well as in the legend.
+LABEL_ON_DATA_MIN = 10
+
+
+def embedding(
+    adata: AnnData,
+    *,
+    basis: str = "X_umap",
+    color: Sequence[str] = (),
+    ncols: int = 4,
+    use_raw: bool | None = None,
+    panel_size: float = 3.6,
+    title: str | None = None,
+) -> Figure:
+    """A grid of scatter plots of ``.obsm[basis]``, one panel per key in ``color``.
+
+    Categorical keys get a colour-blind-safe palette and a legend beside the panel (labels on the
+    data as well when there are :data:`LABEL_ON_DATA_MIN` groups or more); numeric keys and genes
+    (from ``.raw`` when present) get a continuous colour map with the highest values drawn on top.
+    The AnnData is not modified.
+    """
+    if basis not in adata.obsm:
+        raise MissingKeyError(f"basis {basis!r} not in .obsm; available: {choices(adata.obsm.keys())}")
+    xy = np.asarray(adata.obsm[basis])[:, :2]
+    if not np.isfinite(xy).all():
+        raise InputError(f"basis {basis!r} has NaN or inf coordinates")
+    color = list(color) or [None]
+    values = [None if c is None else obs_or_gene(adata, c, use_raw=use_raw) for c in color]
+    nrows, ncols = grid(len(color), ncols)
+    fig = Figure(figsize=(panel_size * ncols * 1.45, panel_size * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    s = point_size(adata.n_obs)
+    label = basis.removeprefix("X_").upper()
+    for ax, key, vals in zip(axes.flat, color, values, strict=False):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"{label}1")
+        ax.set_ylabel(f"{label}2")
+        ax.set_title(key or basis)
+        if vals is None:
+            ax.scatter(xy[:, 0], xy[:, 1], s=s, c="#555555", linewidths=0, rasterized=True)
+        elif isinstance(vals.dtype, pd.CategoricalDtype) or vals.dtype == object or vals.dtype == bool:
+            _categorical(ax, xy, vals.astype("category") if not isinstance(vals.dtype, pd.CategoricalDtype) else vals, s)
+        else:
+            v = vals.to_numpy(dtype=float)
+            order = np.argsort(np.nan_to_num(v, nan=-np.inf), kind="stable")
+            sc = ax.scatter(xy[order, 0], xy[order, 1], c=v[order], s=s, cmap=CMAP_CONTINUOUS, linewidths=0, rasterized=True)
+            fig.colorbar(sc, ax=ax, shrink=0.7)
+    for ax in axes.flat[len(color):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _categorical(ax, xy: np.ndarray, vals: pd.Series, s: float) -> None:
+    cats = categories(vals)
+    cols = palette(len(cats))
+    codes = vals.cat.codes.to_numpy()
+    # draw in a fixed pseudo-random order so no group hides another systematically
+    order = np.random.default_rng(0).permutation(len(codes))
+    lut = np.array(cols + ["#BBBBBB"])
+    ax.scatter(xy[order, 0], xy[order, 1], c=lut[codes[order]], s=s, linewidths=0, rasterized=True)
+    handles = [
+        ax.scatter([], [], c=c, s=30, label=str(cat)) for cat, c in zip(cats, cols, strict=True)
+    ]
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=7,
+              markerscale=1, ncols=1 if len(cats) <= 14 else 2, handletextpad=0.2, borderaxespad=0.2)
+    if len(cats) >= LABEL_ON_DATA_MIN:
+        for i, cat in enumerate(cats):
+            pts = xy[codes == i]
+            if len(pts):
+                x, y = np.median(pts, axis=0)
+                ax.text(x, y, str(cat), fontsize=7, fontweight="bold", ha="center", va="center",
+                        bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.6})

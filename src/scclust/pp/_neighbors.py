@@ -1,0 +1,233 @@
+"""kNN / SNN graph construction, stored the scanpy way (``.obsp`` + ``.uns[key_added]``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import numpy as np
+from anndata import AnnData
+from scipy import sparse
+
+from .._checks import get_rep
+from .._errors import ConfigError, InputError
+from ._knn import BACKENDS, knn
+
+logger = logging.getLogger(__name__)
+
+Metric = Literal["euclidean", "cosine", "correlation", "manhattan"]
+
+# umap-learn constants (umap/umap_.py), reproduced so connectivities equal scanpy's without numba
+_SMOOTH_K_TOLERANCE = np.float32(1e-5)
+_MIN_K_DIST_SCALE = 1e-3
+
+
+def neighbors(
+    adata: AnnData,
+    *,
+    use_rep: str = "X_pca",
+    n_pcs: int | None = None,
+    n_neighbors: int = 15,
+    metric: Metric = "euclidean",
+    method: Literal["umap", "gauss"] = "umap",
+    backend: Literal["auto", "exact", "hnsw"] = "auto",
+    snn: bool = False,
+    prune: float = 1 / 15,
+    key_added: str = "neighbors",
+    random_state: int = 0,
+    copy: bool = False,
+) -> AnnData | None:
+    """Compute a k-nearest-neighbour graph (optionally Seurat's shared-nearest-neighbour graph).
+
+    Like :func:`scanpy.pp.neighbors`, ``n_neighbors`` counts the cell itself, and with
+    ``method="umap"`` the connectivities are umap's fuzzy simplicial set computed from the same
+    neighbours, so Leiden on this graph matches scanpy's. The fuzzy set is computed with
+    vectorised NumPy (no numba compilation on a cold process).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix.
+    use_rep
+        Key in ``.obsm`` to use (``"X"`` for ``.X``).
+    n_pcs
+        Use the first ``n_pcs`` dimensions of ``use_rep``; all when ``None``.
+    n_neighbors
+        Neighbourhood size, the cell itself included (scanpy's convention).
+    metric
+        Distance between cells.
+    method
+        Connectivity kernel: ``"umap"`` (scanpy's default) or ``"gauss"``.
+    backend
+        ``"exact"`` (brute force), ``"hnsw"`` (approximate, hnswlib) or ``"auto"``: exact below
+        :data:`scclust.pp._knn.EXACT_MAX_CELLS` cells, approximate above.
+    snn
+        Replace the connectivities by Seurat's SNN graph: the Jaccard index of the two cells'
+        neighbour sets (self included), edges below ``prune`` removed.
+    prune
+        SNN pruning threshold (Seurat's ``prune.SNN``, default 1/15).
+    key_added
+        Name of the graph. ``"neighbors"`` writes ``.obsp["connectivities"]`` and
+        ``.obsp["distances"]``; any other name writes ``.obsp[f"{key_added}_connectivities"]`` and
+        ``.obsp[f"{key_added}_distances"]``.
+    random_state
+        Seed of the approximate index.
+    copy
+        Return a modified copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    ``None`` (or the copy), having written
+
+    - ``.obsp[connectivities_key]``: symmetric weighted adjacency (SNN weights when ``snn``);
+    - ``.obsp[distances_key]``: distances to the ``n_neighbors - 1`` nearest other cells;
+    - ``.uns[key_added]``: ``connectivities_key``, ``distances_key`` and ``params``.
+    """
+    if n_neighbors < 2:
+        raise ConfigError(f"n_neighbors must be >= 2 (the cell itself counts); got {n_neighbors}")
+    if not 0 <= prune < 1:
+        raise ConfigError(f"prune must be in [0, 1); got {prune}")
+    if backend not in ("auto", *BACKENDS):
+        raise ConfigError(f"backend {backend!r} is not one of 'auto', {', '.join(map(repr, BACKENDS))}")
+    adata = adata.copy() if copy else adata
+    X = get_rep(adata, use_rep, n_pcs)
+    n = X.shape[0]
+    if n < 3:
+        raise InputError(f"too few cells for a neighbour graph: {n} (need at least 3)")
+    if n_neighbors > n:
+        raise InputError(f"n_neighbors={n_neighbors} is larger than the number of cells ({n})")
+
+    idx, dist, used = knn(X, n_neighbors, metric=metric, backend=backend, random_state=random_state)
+    distances = _distance_matrix(idx, dist, n)
+    if snn:
+        conn = snn_graph(idx, prune=prune)
+    elif method == "umap":
+        conn = umap_connectivities(idx, dist, n_neighbors=n_neighbors)
+    elif method == "gauss":
+        conn = gauss_connectivities(idx, dist)
+    else:
+        raise ConfigError(f"method {method!r} is not one of 'umap', 'gauss'")
+
+    conn_key, dist_key = (
+        ("connectivities", "distances") if key_added == "neighbors" else (f"{key_added}_connectivities", f"{key_added}_distances")
+    )
+    adata.obsp[conn_key] = conn
+    adata.obsp[dist_key] = distances
+    adata.uns[key_added] = {
+        "connectivities_key": conn_key,
+        "distances_key": dist_key,
+        "params": {
+            "n_neighbors": n_neighbors,
+            "method": "snn" if snn else method,
+            "random_state": random_state,
+            "metric": metric,
+            "use_rep": use_rep,
+            **({"n_pcs": n_pcs} if n_pcs is not None else {}),
+            "backend": used,
+            **({"prune": prune} if snn else {}),
+        },
+    }
+    n_comp = sparse.csgraph.connected_components(conn, directed=False)[0]
+    logger.info("graph %r: %d cells, k=%d, %s backend, %d connected component(s)", key_added, n, n_neighbors, used, n_comp)
+    return adata if copy else None
+
+
+def _distance_matrix(idx: np.ndarray, dist: np.ndarray, n: int) -> sparse.csr_matrix:
+    """Distances to the k-1 nearest other cells (self column dropped), as scanpy stores them."""
+    k = idx.shape[1] - 1
+    indptr = np.arange(0, n * k + 1, k)
+    return sparse.csr_matrix((dist[:, 1:].astype(np.float32).ravel(), idx[:, 1:].ravel(), indptr), shape=(n, n))
+
+
+def _smooth_knn_dist(dist: np.ndarray, k: float, n_iter: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised ``umap.umap_.smooth_knn_dist`` (local_connectivity=1, bandwidth=1), float32 like umap."""
+    n = dist.shape[0]
+    target = np.float32(np.log2(k))
+    pos = np.where(dist > 0, dist, np.inf)
+    rho = pos.min(axis=1)
+    rho[~np.isfinite(rho)] = 0
+    rho = rho.astype(np.float32)
+    lo = np.zeros(n, np.float32)
+    hi = np.full(n, np.finfo(np.float32).max, np.float32)
+    mid = np.ones(n, np.float32)
+    d = dist[:, 1:] - rho[:, None]  # float32, as in umap
+    active = np.ones(n, bool)
+    for _ in range(n_iter):
+        rows = np.flatnonzero(active)
+        if rows.size == 0:
+            break
+        dr, m = d[rows], mid[rows]
+        with np.errstate(over="ignore"):
+            terms = np.where(dr > 0, np.exp(-(dr / m[:, None])), np.float32(1.0)).astype(np.float32)
+        psum = np.zeros(rows.size, np.float32)
+        for j in range(terms.shape[1]):  # sequential float32 sum, as umap's loop
+            psum += terms[:, j]
+        done = np.abs(psum - target) < _SMOOTH_K_TOLERANCE
+        over = (psum > target) & ~done
+        under = ~over & ~done
+        r_over, r_under = rows[over], rows[under]
+        hi[r_over] = mid[r_over]
+        mid[r_over] = (lo[r_over] + hi[r_over]) / np.float32(2.0)
+        lo[r_under] = mid[r_under]
+        unbounded = hi[r_under] >= np.finfo(np.float32).max
+        mid[r_under[unbounded]] *= np.float32(2.0)
+        rb = r_under[~unbounded]
+        mid[rb] = (lo[rb] + hi[rb]) / np.float32(2.0)
+        active[rows[done]] = False
+    sigma = mid.copy()
+    mean_i = dist.mean(axis=1)
+    floor = np.where(rho > 0, _MIN_K_DIST_SCALE * mean_i, _MIN_K_DIST_SCALE * dist.mean())
+    sigma = np.where(sigma < floor, floor, sigma).astype(np.float32)
+    return sigma, rho
+
+
+def umap_connectivities(idx: np.ndarray, dist: np.ndarray, *, n_neighbors: int) -> sparse.csr_matrix:
+    """umap's fuzzy simplicial set (fuzzy union) of a kNN graph whose first column is the cell itself.
+
+    Equals ``umap.umap_.fuzzy_simplicial_set`` as called by scanpy, to float32 rounding.
+    """
+    n, k = idx.shape
+    dist = dist.astype(np.float32)
+    sigma, rho = _smooth_knn_dist(dist, float(n_neighbors))
+    with np.errstate(over="ignore"):
+        vals = np.exp(-((dist - rho[:, None]) / sigma[:, None]))
+    vals = np.where((dist - rho[:, None] <= 0) | (sigma[:, None] == 0), np.float32(1.0), vals).astype(np.float32)
+    vals[idx == np.arange(n)[:, None]] = 0.0
+    rows = np.repeat(np.arange(n, dtype=np.int32), k)
+    result = sparse.coo_matrix((vals.ravel(), (rows, idx.ravel().astype(np.int32))), shape=(n, n))
+    result.eliminate_zeros()
+    transpose = result.transpose()
+    prod = result.multiply(transpose)
+    result = result + transpose - prod
+    result.eliminate_zeros()
+    return sparse.csr_matrix(result)
+
+
+def gauss_connectivities(idx: np.ndarray, dist: np.ndarray) -> sparse.csr_matrix:
+    """Gaussian kernel of Haghverdi et al. (2016) on the kNN graph, symmetrised like scanpy's
+    ``knn=True`` variant: width per cell = median distance to its neighbours."""
+    n, k = idx.shape
+    d_sq = dist[:, 1:].astype(np.float64) ** 2
+    cols = idx[:, 1:]
+    sigmas_sq = np.median(d_sq, axis=1)
+    sigmas = np.sqrt(sigmas_sq)
+    num = 2 * sigmas[:, None] * sigmas[cols]
+    den = sigmas_sq[:, None] + sigmas_sq[cols]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.sqrt(num / den) * np.exp(-d_sq / den)
+    w = np.nan_to_num(w, nan=1.0)
+    rows = np.repeat(np.arange(n), k - 1)
+    W = sparse.csr_matrix((w.ravel(), (rows, cols.ravel())), shape=(n, n))
+    # an edge present in one direction only gets the same weight in the other
+    return W.maximum(W.T).tocsr()
+
+
+def snn_graph(idx: np.ndarray, *, prune: float = 1 / 15) -> sparse.csr_matrix:
+    """Seurat's shared-nearest-neighbour graph: Jaccard index of neighbour sets (self included),
+    ``J = s / (2k - s)`` with ``s`` shared neighbours; ``J < prune`` set to 0; no self loops."""
+    n, k = idx.shape
+    A = sparse.csr_matrix((np.ones(n * k, np.float32), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
+    S = (A @ A.T).tocoo()
+    jac = S.data / (2 * k - S.data)
+    keep = (jac >= prune) & (S.row != S.col)
+    return sparse.csr_matrix((jac[keep].astype(np.float32), (S.row[keep], S.col[keep])), shape=(n, n))

@@ -1,0 +1,227 @@
+"""The upstream chain for raw counts, in reusable pieces.
+
+``prepare`` = :func:`qc_metrics` -> normalize + log1p (``.raw`` kept) -> :func:`highly_variable_genes`
+-> :func:`scale_pca` -> :func:`harmony` -> :func:`~scclust.pp.neighbors` -> :func:`umap`.
+The subclustering stage calls the same pieces on a subset.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from anndata import AnnData
+from scipy import sparse
+
+from .._checks import check_n_obs, check_obs, get_rep
+from .._errors import ConfigError, InputError, MissingKeyError, choices
+
+logger = logging.getLogger(__name__)
+
+
+def qc_metrics(
+    adata: AnnData,
+    *,
+    mt_prefix: str = "MT-",
+    ribo_prefixes: Sequence[str] = ("RPS", "RPL"),
+    hb_pattern: str = r"^HB[^(P)]",
+) -> None:
+    """Flag mitochondrial / ribosomal / haemoglobin genes and add ``sc.pp.calculate_qc_metrics``.
+
+    Writes ``.var["mt"|"ribo"|"hb"]`` and ``.obs`` columns ``n_genes_by_counts``, ``total_counts``,
+    ``total_counts_{mt,ribo,hb}``, ``pct_counts_{mt,ribo,hb}`` (the lab's names).
+    """
+    import scanpy as sc
+
+    names = adata.var_names.str.upper()
+    adata.var["mt"] = names.str.startswith(mt_prefix.upper())
+    adata.var["ribo"] = names.str.startswith(tuple(p.upper() for p in ribo_prefixes))
+    adata.var["hb"] = names.str.contains(hb_pattern, regex=True)
+    sc.pp.calculate_qc_metrics(adata, qc_vars=["mt", "ribo", "hb"], percent_top=None, log1p=False, inplace=True)
+
+
+def normalize(adata: AnnData, *, target_sum: float = 1e4) -> None:
+    """Keep counts in ``.layers["counts"]``, ``normalize_total`` + ``log1p``, and set ``.raw``."""
+    import scanpy as sc
+
+    X = adata.X
+    data = X.data if sparse.issparse(X) else np.asarray(X)
+    if data.size and (np.any(data < 0) or not np.allclose(data[: 100_000], np.round(data[: 100_000]))):
+        raise InputError(
+            "prepare expects raw counts in .X (non-negative integers); this .X looks normalized. "
+            "Drop the 'prepare' stage for an already integrated AnnData"
+        )
+    adata.layers["counts"] = X.copy()
+    sc.pp.normalize_total(adata, target_sum=target_sum)
+    sc.pp.log1p(adata)
+    adata.raw = adata
+
+
+def highly_variable_genes(
+    adata: AnnData,
+    *,
+    flavor: Literal["seurat", "cell_ranger", "seurat_v3"] = "seurat",
+    min_mean: float = 0.0125,
+    max_mean: float = 3.0,
+    min_disp: float = 0.5,
+    n_top_genes: int | None = None,
+    batch_key: str | None = None,
+) -> None:
+    """``sc.pp.highly_variable_genes`` with the lab's defaults; writes ``.var["highly_variable"]``.
+
+    ``seurat_v3`` needs counts: it reads ``.layers["counts"]``.
+    """
+    import scanpy as sc
+
+    if batch_key is not None:
+        check_obs(adata, batch_key, what="batch_key")
+    kw = {"layer": "counts"} if flavor == "seurat_v3" else {}
+    if flavor == "seurat_v3":
+        if "counts" not in adata.layers:
+            raise MissingKeyError("flavor 'seurat_v3' needs raw counts in .layers['counts']")
+        if n_top_genes is None:
+            raise ConfigError("flavor 'seurat_v3' needs n_top_genes")
+    else:
+        kw.update(min_mean=min_mean, max_mean=max_mean, min_disp=min_disp)
+    sc.pp.highly_variable_genes(adata, flavor=flavor, n_top_genes=n_top_genes, batch_key=batch_key, **kw)
+    n_hvg = int(adata.var["highly_variable"].sum())
+    if n_hvg < 2:
+        raise InputError(f"only {n_hvg} highly variable gene(s) found; relax min_mean / min_disp or set n_top_genes")
+    logger.info("%d highly variable genes", n_hvg)
+
+
+def scale_pca(
+    adata: AnnData,
+    *,
+    regress_out: Sequence[str] = (),
+    max_value: float | None = 10.0,
+    n_comps: int = 50,
+    svd_solver: str = "arpack",
+    random_state: int = 0,
+) -> AnnData:
+    """Restrict to highly variable genes, regress out, scale and run PCA. Returns the HVG AnnData
+    (``.raw`` and ``.obs`` carried over) with ``.obsm["X_pca"]``."""
+    import scanpy as sc
+
+    if "highly_variable" not in adata.var:
+        raise MissingKeyError("no .var['highly_variable']; run highly_variable_genes first")
+    sub = adata[:, adata.var["highly_variable"].to_numpy()].copy()
+    if regress_out:
+        for key in regress_out:
+            check_obs(sub, key, what="regress_out key")
+        sc.pp.regress_out(sub, list(regress_out))
+    sc.pp.scale(sub, max_value=max_value)
+    n_comps_eff = min(n_comps, sub.n_obs - 1, sub.n_vars - 1)
+    if n_comps_eff < n_comps:
+        logger.warning("n_comps reduced from %d to %d (data is %d x %d)", n_comps, n_comps_eff, sub.n_obs, sub.n_vars)
+    sc.pp.pca(sub, n_comps=n_comps_eff, svd_solver=svd_solver, random_state=random_state)
+    return sub
+
+
+def harmony(
+    adata: AnnData,
+    *,
+    batch_key: str = "sample",
+    use_rep: str = "X_pca",
+    key_added: str = "X_pca_harmony",
+    max_iter_harmony: int = 10,
+    theta: float = 2.0,
+    min_cells_per_batch: int = 10,
+    random_state: int = 0,
+) -> None:
+    """Harmony (harmonypy called directly) on ``batch_key``; writes ``.obsm[key_added]`` (cells x dims).
+
+    harmonypy 2.x returns ``Z_corr`` as cells x dims, 0.0.x as dims x cells: both are handled.
+    Batches smaller than ``min_cells_per_batch`` are an error (Harmony's clustering is unstable there).
+    """
+    import harmonypy
+
+    batches = check_obs(adata, batch_key, what="batch_key").astype(str)
+    counts = batches.value_counts()
+    if counts.size < 2:
+        logger.warning("batch_key %r has a single value; Harmony skipped, %r copied", batch_key, use_rep)
+        adata.obsm[key_added] = get_rep(adata, use_rep).copy()
+        return
+    small = counts[counts < min_cells_per_batch]
+    if len(small):
+        raise InputError(
+            f"batch(es) with fewer than {min_cells_per_batch} cells for Harmony on {batch_key!r}: "
+            f"{', '.join(f'{b} ({n})' for b, n in small.items())}; drop them, choose another batch_key, "
+            "or lower min_cells_per_batch"
+        )
+    X = get_rep(adata, use_rep)
+    meta = adata.obs[[batch_key]].copy()
+    meta[batch_key] = batches.to_numpy()
+    hlog = logging.getLogger("harmonypy")
+    level = hlog.level
+    hlog.setLevel(logging.WARNING)
+    try:
+        ho = harmonypy.run_harmony(
+            X, meta, [batch_key], max_iter_harmony=max_iter_harmony, theta=theta, random_state=random_state, verbose=False
+        )
+    finally:
+        hlog.setLevel(level)
+    Z = np.asarray(ho.Z_corr)
+    if Z.shape != X.shape:
+        Z = Z.T
+    adata.obsm[key_added] = np.ascontiguousarray(Z, dtype=np.float32)
+
+
+def umap(
+    adata: AnnData,
+    *,
+    neighbors_key: str = "neighbors",
+    key_added: str = "X_umap",
+    min_dist: float = 0.5,
+    random_state: int = 0,
+) -> None:
+    """``sc.tl.umap`` on an existing graph, stored under ``.obsm[key_added]``."""
+    import scanpy as sc
+
+    if neighbors_key not in adata.uns:
+        raise MissingKeyError(f"graph {neighbors_key!r} not found in .uns; run the neighbors stage first")
+    sc.tl.umap(adata, neighbors_key=neighbors_key, min_dist=min_dist, random_state=random_state, key_added=key_added)
+
+
+def prepare(
+    adata: AnnData,
+    *,
+    batch_key: str = "sample",
+    target_sum: float = 1e4,
+    hvg_flavor: Literal["seurat", "cell_ranger", "seurat_v3"] = "seurat",
+    min_mean: float = 0.0125,
+    max_mean: float = 3.0,
+    min_disp: float = 0.5,
+    n_top_genes: int | None = None,
+    regress_out: Sequence[str] = (),
+    max_value: float | None = 10.0,
+    n_comps: int = 50,
+    n_neighbors: int = 20,
+    n_pcs: int = 30,
+    umap_min_dist: float = 0.5,
+    random_state: int = 0,
+) -> AnnData:
+    """Raw counts -> a tutorial-shaped integrated AnnData.
+
+    QC metrics, normalize + log1p (``.raw`` = all genes, log-normalized), HVGs, scale, PCA
+    (``X_pca``), Harmony on ``batch_key`` (``X_pca_harmony``), neighbours on the Harmony embedding
+    and UMAP (``X_umap_harmony``). Returns a new AnnData restricted to the HVGs, as the lab's input.
+    """
+    from ._neighbors import neighbors
+
+    check_n_obs(adata, 20, what="prepare")
+    if batch_key not in adata.obs:
+        raise MissingKeyError(f"batch_key {batch_key!r} not in .obs; available: {choices(adata.obs.columns)}")
+    adata = adata.copy()
+    qc_metrics(adata)
+    normalize(adata, target_sum=target_sum)
+    highly_variable_genes(
+        adata, flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean, min_disp=min_disp, n_top_genes=n_top_genes
+    )
+    out = scale_pca(adata, regress_out=regress_out, max_value=max_value, n_comps=n_comps, random_state=random_state)
+    harmony(out, batch_key=batch_key, random_state=random_state)
+    neighbors(out, use_rep="X_pca_harmony", n_pcs=min(n_pcs, out.obsm["X_pca_harmony"].shape[1]), n_neighbors=n_neighbors, random_state=random_state)
+    umap(out, key_added="X_umap_harmony", min_dist=umap_min_dist, random_state=random_state)
+    return out

@@ -1,0 +1,49 @@
+"""Shared fixtures: small session-scoped datasets built with the package's own simulator.
+
+Each test must take a ``.copy()`` before modifying a fixture.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("agg")
+os.environ.setdefault("MPLBACKEND", "agg")
+
+#: ../shared beside the checkout (real data; tests that need it skip with a reason when absent)
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+KANG = SHARED / "data" / "kang_pbmc_stim_2000.h5ad"
+
+
+@pytest.fixture(scope="session")
+def sim():
+    """3,000 simulated cells, integrated (X_pca_harmony, X_umap_harmony, .raw), truth in obs['cell_type']."""
+    from scclust.datasets import simulate
+
+    return simulate(3000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def sim7332():
+    """The lab's size: 7,332 simulated cells."""
+    from scclust.datasets import simulate
+
+    return simulate(7332, seed=0)
+
+
+@pytest.fixture(scope="session")
+def pbmc():
+    from scclust.datasets import pbmc68k
+
+    return pbmc68k()
+
+
+@pytest.fixture(scope="session")
+def kang_path():
+    if not KANG.is_file():
+        pytest.skip(f"real data not available: {KANG} (../shared/data beside the checkout)")
+    return KANG

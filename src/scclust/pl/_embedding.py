@@ -78,6 +78,8 @@ def _categorical(ax, xy: np.ndarray, vals: pd.Series, s: float) -> None:
     handles = [
         ax.scatter([], [], c=c, s=30, label=str(cat)) for cat, c in zip(cats, cols, strict=True)
     ]
+    if (codes < 0).any():
+        handles.append(ax.scatter([], [], c="#BBBBBB", s=30, label="NA"))
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=7,
               markerscale=1, ncols=1 if len(cats) <= 14 else 2, handletextpad=0.2, borderaxespad=0.2)
     if len(cats) >= LABEL_ON_DATA_MIN:

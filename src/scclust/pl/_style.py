@@ -31,8 +31,8 @@ def palette(n: int) -> list[str]:
 
 
 def point_size(n_obs: int) -> float:
-    """scanpy's rule of thumb: smaller points for more cells."""
-    return float(np.clip(120_000 / max(n_obs, 1), 0.5, 60))
+    """Smaller points for more cells (scanpy's 120,000 / n, scaled to our panel size and capped)."""
+    return float(np.clip(40_000 / max(n_obs, 1), 0.3, 20))
 
 
 def obs_or_gene(adata: AnnData, key: str, *, use_raw: bool | None = None) -> pd.Series:

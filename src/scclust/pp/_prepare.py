@@ -108,6 +108,8 @@ def scale_pca(
     if "highly_variable" not in adata.var:
         raise MissingKeyError("no .var['highly_variable']; run highly_variable_genes first")
     sub = adata[:, adata.var["highly_variable"].to_numpy()].copy()
+    if sparse.issparse(sub.X):  # scaling densifies anyway; do it explicitly (HVGs only)
+        sub.X = sub.X.toarray()
     if regress_out:
         for key in regress_out:
             check_obs(sub, key, what="regress_out key")

@@ -1,0 +1,103 @@
+"""End-to-end runs: outputs, manifest, reproducibility, input never modified, atomic outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import anndata as ad
+import pandas as pd
+import pytest
+
+from scclust import run
+from scclust._errors import UserError
+from scclust.config import parse_config
+
+
+def _cfg(tmp_path, name, **extra):
+    data = {
+        "input": "builtin:pbmc68k",
+        "outdir": str(tmp_path / name),
+        "stages": ["neighbors", "leiden", "embedding"],
+        "neighbors": {"use_rep": "X_pca_harmony", "n_pcs": 30, "n_neighbors": 15},
+        "leiden": {"resolutions": [0.5, 1.0]},
+        "embedding": {"basis": "X_umap_harmony", "genes": ["CD3E", "CST3"]},
+    }
+    data.update(extra)
+    return parse_config(data)
+
+
+def test_outputs_and_manifest(tmp_path):
+    adata, manifest = run(_cfg(tmp_path, "a"))
+    out = tmp_path / "a"
+    back = ad.read_h5ad(out / "clustered.h5ad")
+    for key in ("leiden_0.5", "leiden_1.0"):
+        assert isinstance(back.obs[key].dtype, pd.CategoricalDtype)
+        assert (back.obs[key] == adata.obs[key]).all()
+    assert "connectivities" in back.obsp
+    on_disk = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "manifest.json")
+    assert on_disk == manifest["files"]
+    assert any(f.startswith("figures/") and f.endswith(".png") for f in on_disk)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["config"]["leiden"][0]["resolutions"] == [0.5, 1.0]
+    assert {"scanpy", "anndata", "leidenalg", "igraph", "scclust"} <= set(m["versions"])
+    assert len(m["input"]["sha256"]) == 64
+    stages = [s["stage"] for s in m["stages"]]
+    assert stages[:4] == ["read", "neighbors", "leiden", "embedding"]
+    assert all(s["seconds"] >= 0 for s in m["stages"])
+    assert all(s["peak_rss_mb"] > 0 for s in m["stages"] if "peak_rss_mb" in s)
+    assert json.loads(back.uns["scclust"]["config_json"]) == m["config"]
+    assert not list(out.rglob("*.tmp*")), "temporary files left behind"
+
+
+def test_same_config_same_labels_and_tables(tmp_path):
+    run(_cfg(tmp_path, "r1"))
+    run(_cfg(tmp_path, "r2"))
+    for table in ("cluster_labels.csv", "leiden_summary.csv"):
+        assert (tmp_path / "r1" / "tables" / table).read_bytes() == (tmp_path / "r2" / "tables" / table).read_bytes()
+    for fig in (tmp_path / "r1" / "figures").iterdir():
+        assert fig.read_bytes() == (tmp_path / "r2" / "figures" / fig.name).read_bytes(), fig.name
+
+
+def test_input_file_is_never_modified(tmp_path, pbmc):
+    path = tmp_path / "input.h5ad"
+    pbmc.write_h5ad(path)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    mtime = path.stat().st_mtime_ns
+    _, manifest = run(_cfg(tmp_path, "o", input=str(path)))
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before == manifest["input"]["sha256"]
+    assert path.stat().st_mtime_ns == mtime
+
+
+def test_failure_leaves_no_half_written_result(tmp_path):
+    cfg = _cfg(tmp_path, "f", embedding={"basis": "X_umap_harmony", "genes": ["NOT_A_GENE"]})
+    with pytest.raises(UserError, match="'NOT_A_GENE' is neither an .obs column nor a gene"):
+        run(cfg)
+    out = tmp_path / "f"
+    assert not (out / "clustered.h5ad").exists()
+    assert not (out / "manifest.json").exists()
+    assert not list(out.rglob("*.tmp*"))
+
+
+def test_prepare_path_on_raw_counts(tmp_path):
+    from scclust.datasets import simulate_counts
+
+    counts = simulate_counts(600, n_samples=3, seed=2)
+    path = tmp_path / "counts.h5ad"
+    counts.write_h5ad(path)
+    cfg = parse_config({
+        "input": str(path), "outdir": str(tmp_path / "p"), "stages": ["prepare", "neighbors", "leiden"],
+        "prepare": {"batch_key": "sample", "n_comps": 20, "n_pcs": 20},
+        "neighbors": {"use_rep": "X_pca_harmony", "n_pcs": 20},
+    })
+    adata, _ = run(cfg)
+    assert adata.raw is not None and adata.raw.n_vars == counts.n_vars
+    assert {"X_pca", "X_pca_harmony", "X_umap_harmony"} <= set(adata.obsm)
+    assert "pct_counts_mt" in adata.obs and "leiden_1.0" in adata.obs
+
+
+def test_prepare_rejects_normalized_input(pbmc):
+    from scclust.pp import prepare
+
+    with pytest.raises(UserError, match="expects raw counts"):
+        prepare(pbmc.copy(), batch_key="sample")

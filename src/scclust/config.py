@@ -164,8 +164,19 @@ class WorkflowConfig(_Params):
 
 # ---------------------------------------------------------------------------------------- loading
 def json_schema() -> dict[str, Any]:
-    """JSON schema of :class:`WorkflowConfig` (for editors and Snakemake's ``validate``)."""
-    return WorkflowConfig.model_json_schema()
+    """JSON schema of :class:`WorkflowConfig` (for editors and Snakemake's ``validate``).
+
+    List sections also accept a single mapping (taken as a one-entry list), as the models do.
+    """
+    schema = WorkflowConfig.model_json_schema()
+    for prop in schema["properties"].values():
+        items = prop.get("items", {})
+        if prop.get("type") == "array" and "$ref" in items:
+            array = {"type": "array", "items": items}
+            for key in ("type", "items"):
+                prop.pop(key)
+            prop["anyOf"] = [{"$ref": items["$ref"]}, array]
+    return schema
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:

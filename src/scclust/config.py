@@ -21,6 +21,9 @@ from ._errors import ConfigError, MissingFileError
 __all__ = [
     "WorkflowConfig", "PrepareParams", "NeighborsParams", "LeidenParams", "EmbeddingParams", "FiguresParams",
     "STAGE_ORDER", "load_config", "parse_config", "json_schema", "apply_overrides",
+    "KMeansParams", "HclustParams", "CompareParams",
+    "RelationshipsParams", "CompositionParams", "QCParams", "ReportParams",
+    "HeatmapParams",
 ]
 
 
@@ -88,6 +91,81 @@ class LeidenParams(_Params):
         return v
 
 
+class KMeansParams(_Params):
+    """k-means at several k (:func:`scclust.tl.kmeans`)."""
+
+    n_clusters: list[int] = Field([5, 10, 15], min_length=1)
+    use_rep: str = "X_pca"
+    n_pcs: int | None = Field(None, ge=1)
+    n_init: int | Literal["auto"] = 10
+    max_iter: int = Field(300, ge=1)
+    random_state: int = 0
+    key_added: str = "kmeans"
+
+    @field_validator("n_clusters")
+    @classmethod
+    def _k_positive(cls, v: list[int]) -> list[int]:
+        bad = [k for k in v if k < 1]
+        if bad:
+            raise ValueError(f"every k must be >= 1; got {bad}")
+        return v
+
+    @field_validator("n_init")
+    @classmethod
+    def _n_init(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("n_init must be >= 1 or 'auto'")
+        return v
+
+
+class HclustParams(_Params):
+    """Hierarchical clustering: one tree cut at several k / heights (:func:`scclust.tl.hclust`)."""
+
+    use_rep: str = "X_pca"
+    n_pcs: int | None = Field(None, ge=1)
+    method: Literal["single", "complete", "average", "weighted", "centroid", "median", "ward"] = "ward"
+    metric: Literal["euclidean", "correlation", "cosine", "cityblock"] = "euclidean"
+    n_clusters: list[int] = [5, 10, 15]
+    heights: list[float] = []
+    optimal_ordering: bool = False
+    backend: Literal["auto", "matrix", "vector"] = "auto"
+    key_added: str = "hclust"
+
+    @field_validator("n_clusters")
+    @classmethod
+    def _k_positive(cls, v: list[int]) -> list[int]:
+        bad = [k for k in v if k < 1]
+        if bad:
+            raise ValueError(f"every k must be >= 1; got {bad}")
+        return v
+
+    @field_validator("heights")
+    @classmethod
+    def _h_positive(cls, v: list[float]) -> list[float]:
+        bad = [h for h in v if not h >= 0]
+        if bad:
+            raise ValueError(f"every height must be >= 0; got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _euclidean_methods(self) -> HclustParams:
+        if self.method in ("centroid", "median", "ward") and self.metric != "euclidean":
+            raise ValueError(
+                f"method {self.method!r} needs metric 'euclidean' (got {self.metric!r}); "
+                "with other metrics use single, complete, average or weighted"
+            )
+        if not self.n_clusters and not self.heights:
+            raise ValueError("give at least one k in n_clusters or one value in heights")
+        return self
+
+
+class CompareParams(_Params):
+    """ARI / NMI between clusterings, contingency tables (:func:`scclust.tl.compare`)."""
+
+    keys: list[str] | None = Field(None, description="clusterings to compare; None = all made in this run")
+    reference: str | None = Field(None, description="an .obs column of reference labels (e.g. cell_type)")
+
+
 # ---------------------------------------------------------------------------------------- outputs
 class EmbeddingParams(_Params):
     """Embedding panels (:func:`scclust.pl.embedding`): one figure per clustering stage, plus genes."""
@@ -99,11 +177,118 @@ class EmbeddingParams(_Params):
     ncols: int = Field(4, ge=1)
 
 
+class RelationshipsParams(_Params):
+    """Cluster dendrogram (:func:`scclust.tl.dendrogram`), marker dot plot ordered by it
+    (:func:`scclust.pl.dotplot`) and mean expression per cluster (:func:`scclust.tl.cluster_means`)."""
+
+    groupby: list[str] | None = Field(None, description="clusterings; None = every clustering made in this run")
+    use_rep: str = "X_pca"
+    n_pcs: int | None = Field(None, ge=1)
+    cor_method: Literal["pearson", "kendall", "spearman"] = "pearson"
+    linkage_method: Literal["single", "complete", "average", "weighted", "centroid", "median", "ward"] = "complete"
+    optimal_ordering: bool = False
+    genes: list[str] = Field(
+        ["CD3E", "CD4", "CD8A", "GNLY", "NKG7", "MS4A1", "FCGR3A", "CD14", "LYZ", "CST3", "MS4A7", "FCGR1A"],
+        description="dot plot and mean-expression genes (default: the lab's 12 markers, datasets.LAB_MARKERS)",
+    )
+    use_raw: bool | None = Field(None, description="expression from .raw; None = when present")
+
+
+class CompositionParams(_Params):
+    """Composition tables and stacked bars (:func:`scclust.tl.proportions`, :func:`scclust.pl.proportions`)
+    and one-sample cluster flags (:func:`scclust.tl.composition_diagnostics`)."""
+
+    groupby: list[str] | None = Field(None, description="clusterings; None = every clustering made in this run")
+    by: list[str] = Field(["sample", "type"], min_length=1, description=".obs columns to break clusters down by")
+    sample_key: str = "sample"
+    max_share: float = Field(0.5, gt=0, lt=1)
+    alpha: float = Field(0.01, gt=0, lt=1)
+
+
+class QCParams(_Params):
+    """QC violins per cluster (:func:`scclust.pl.qc_violin`) and medians with flags (:func:`scclust.tl.qc_summary`)."""
+
+    groupby: list[str] | None = Field(None, description="clusterings; None = every clustering made in this run")
+    keys: list[str] | None = Field(None, description="QC .obs columns or aliases; None = n_genes_by_counts, total_counts, pct_counts_mt")
+    n_mads: float = Field(3.0, gt=0)
+
+
+class ReportParams(_Params):
+    """The HTML report (:func:`scclust.report.write_report`); runs after everything else."""
+
+    title: str = "scclust report"
+    max_rows: int = Field(50, ge=1)
+
+
 class FiguresParams(_Params):
     """How figures are written."""
 
     formats: list[Literal["png", "pdf", "svg"]] = Field(["png"], min_length=1)
     dpi: int = Field(150, ge=50, le=600)
+
+
+# ---------------------------------------------------------------------------------------- heatmap
+_LINKAGE = Literal["single", "complete", "average", "weighted", "centroid", "median", "ward"]
+_DISTANCE = Literal["euclidean", "sqeuclidean", "cityblock", "chebyshev", "minkowski", "seuclidean", "cosine",
+                    "correlation", "braycurtis", "canberra"]
+
+
+class HeatmapParams(_Params):
+    """A clustered heatmap: the matrix (:func:`scclust.tl.heatmap_matrix`), its clustering
+    (:func:`scclust.tl.cluster_heatmap`) and the figure (:func:`scclust.pl.clustered_heatmap`).
+
+    Each field is a keyword argument of one of those three functions, with the same default.
+    """
+
+    name: str = Field("heatmap", description="output name: figures/{name}.png, tables/{name}_*.csv")
+    # matrix
+    source: Literal["cluster_means", "cells", "table"] = "cluster_means"
+    table: str | None = Field(None, description="source table: a CSV path (rows x columns, row names first) or builtin:heatmap_example")
+    table_annotations: str | None = Field(None, description="CSV of column annotations of the table (one row per table column)")
+    column_pattern: str | None = Field(None, description="regex with named groups on the table's column names, e.g. (?P<condition>ctrl|stim)_.*")
+    groupby: str | list[str] | None = Field(None, description=".obs column(s); None = the first clustering made in this run")
+    genes: list[str] | None = Field(None, description="rows; None = top markers per group (sc.tl.rank_genes_groups)")
+    n_top_genes: int = Field(5, ge=1)
+    use_raw: bool | None = None
+    max_cells: int = Field(2000, ge=2)
+    annotations: list[str] = Field([], description="further .obs columns drawn as column colour bars")
+    # clustering
+    scale: Literal["zscore", "standard", "none"] = "zscore"
+    row_metric: _DISTANCE = "correlation"
+    row_method: _LINKAGE = "average"
+    col_metric: _DISTANCE = "correlation"
+    col_method: _LINKAGE = "average"
+    cluster_rows: bool = True
+    cluster_cols: bool = True
+    optimal_ordering: bool = False
+    row_k: int | None = Field(None, ge=1)
+    n_boot: int = Field(100, ge=0)
+    nonfinite: Literal["raise", "drop"] = "raise"
+    random_state: int = 0
+    # figure
+    annotation_colors: dict[str, dict[str, str]] | None = None
+    label_rows: bool | Literal["auto"] | list[str] = "auto"
+    label_cols: bool | Literal["auto"] = "auto"
+    show_row_dendrogram: bool = True
+    show_col_dendrogram: bool = True
+    show_groups: bool = True
+    show_stability: bool = True
+    cmap: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HeatmapParams:
+        for axis in ("row", "col"):
+            method, metric = getattr(self, f"{axis}_method"), getattr(self, f"{axis}_metric")
+            if method in ("centroid", "median", "ward") and metric != "euclidean":
+                raise ValueError(
+                    f"{axis}_method {method!r} needs {axis}_metric 'euclidean' (got {metric!r}); "
+                    "with other metrics use single, complete, average or weighted"
+                )
+        if self.source == "table" and self.table is None:
+            raise ValueError("source 'table' needs table: a CSV path or builtin:heatmap_example")
+        if self.source != "table" and (self.table or self.table_annotations or self.column_pattern):
+            raise ValueError(f"table, table_annotations and column_pattern need source 'table' (source is {self.source!r})")
+        return self
 
 
 # ---------------------------------------------------------------------------------------- workflow
@@ -112,13 +297,16 @@ STAGE_ORDER = [
     "prepare",
     "neighbors",
     "leiden",
-    # "kmeans", "hclust", "compare"        (issue 3: add here, in this order)
-    # "dendrogram" (cluster relationships + marker dot plot)   (issue 4)
+    "kmeans",
+    "hclust",
+    "compare",
+    "relationships",  # cluster dendrogram + marker dot plot (issue 4)
     "embedding",
-    # "composition", "qc"                  (issue 4)
-    # "heatmap"                            (issue 6)
+    "composition",
+    "qc",
+    "heatmap",  # clustered heatmaps (issue 6)
     # "subcluster"                         (issue 5)
-    # "report" stays last                  (issue 4)
+    "report",  # stays last
 ]
 
 
@@ -136,9 +324,16 @@ class WorkflowConfig(_Params):
     prepare: PrepareParams = PrepareParams()
     neighbors: list[NeighborsParams] = [NeighborsParams()]
     leiden: list[LeidenParams] = [LeidenParams()]
-    # kmeans / hclust / compare sections go here (issue 3)
+    kmeans: list[KMeansParams] = [KMeansParams()]
+    hclust: list[HclustParams] = [HclustParams()]
+    compare: CompareParams = CompareParams()
+    relationships: RelationshipsParams = RelationshipsParams()
     embedding: list[EmbeddingParams] = [EmbeddingParams()]
-    # composition / qc / dendrogram / report sections (issue 4), heatmap (issue 6), subcluster (issue 5)
+    composition: CompositionParams = CompositionParams()
+    qc: QCParams = QCParams()
+    report: ReportParams = ReportParams()
+    heatmap: list[HeatmapParams] = [HeatmapParams()]
+    # subcluster (issue 5)
     figures: FiguresParams = FiguresParams()
 
     @model_validator(mode="before")

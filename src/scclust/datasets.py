@@ -13,7 +13,7 @@ from ._errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["simulate", "simulate_counts", "pbmc68k", "load_builtin", "BUILTIN", "LAB_MARKERS"]
+__all__ = ["simulate", "simulate_counts", "pbmc68k", "load_builtin", "BUILTIN", "LAB_MARKERS", "heatmap_example"]
 
 #: The 12 marker genes of the NBIS lab's dot plot.
 LAB_MARKERS = ["CD3E", "CD4", "CD8A", "GNLY", "NKG7", "MS4A1", "FCGR3A", "CD14", "LYZ", "CST3", "MS4A7", "FCGR1A"]
@@ -218,3 +218,29 @@ def load_builtin(spec: str) -> AnnData:
             except ValueError:
                 raise ConfigError(f"builtin:simulate parameter {key}={value!r} is not a number") from None
     return BUILTIN[name](**kwargs)
+
+
+def heatmap_example(seed: int = 4) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The clustered-heatmap seed's example: 24 genes x 6 samples in three planted gene groups.
+
+    Reproduces the seed's numpy code exactly (``np.random.seed(seed)``; rows 1-8 ~ N(1.2, 0.35),
+    9-16 ~ N(-0.8, 0.35), 17-24 ~ N(0.2, 0.35); samples 4-6 shifted by +0.7, -0.4, +0.2 per group).
+
+    Returns
+    -------
+    ``(matrix, col_annotations, row_annotations)``: the genes x samples table, ``sample_group``
+    (control for samples 1-3, treated for 4-6) per sample, and the ``planted`` group (A, B, C) per gene.
+    """
+    state = np.random.RandomState(seed)  # the legacy global-seed stream the seed uses
+    matrix = np.vstack([
+        state.normal(1.2, 0.35, (8, 6)),
+        state.normal(-0.8, 0.35, (8, 6)),
+        state.normal(0.2, 0.35, (8, 6)),
+    ])
+    matrix[:, 3:] += np.repeat([0.7, -0.4, 0.2], 8)[:, None]
+    genes = [f"gene_{i + 1}" for i in range(24)]
+    samples = [f"sample_{i + 1}" for i in range(6)]
+    df = pd.DataFrame(matrix, index=genes, columns=samples)
+    col = pd.DataFrame({"sample_group": pd.Categorical(["control"] * 3 + ["treated"] * 3)}, index=samples)
+    row = pd.DataFrame({"planted": pd.Categorical(np.repeat(["A", "B", "C"], 8))}, index=genes)
+    return df, col, row

@@ -90,6 +90,39 @@ def _stage_leiden(adata: AnnData, p, ctx: RunContext) -> None:
     ctx.save_table(pd.DataFrame.from_dict(info, orient="index").rename_axis("key"), f"{p.key_added}_summary")
 
 
+def _stage_kmeans(adata: AnnData, p, ctx: RunContext) -> None:
+    tl.kmeans(adata, **p.model_dump())
+    info = adata.uns[p.key_added]["clusterings"]
+    ctx.add_clusterings(p.key_added, list(info))
+    ctx.save_table(pd.DataFrame.from_dict(info, orient="index").rename_axis("key"), f"{p.key_added}_summary")
+
+
+def _stage_hclust(adata: AnnData, p, ctx: RunContext) -> None:
+    tl.hclust(adata, **p.model_dump())
+    info = adata.uns[p.key_added]["clusterings"]
+    ctx.add_clusterings(p.key_added, list(info))
+    ctx.save_table(pd.DataFrame.from_dict(info, orient="index").rename_axis("key"), f"{p.key_added}_summary")
+
+
+def _stage_compare(adata: AnnData, p, ctx: RunContext) -> None:
+    """ARI / NMI tables and heatmap; contingency tables vs the reference and between consecutive
+    clusterings of one stage entry (e.g. leiden_0.4 vs leiden_0.6)."""
+    keys = p.keys if p.keys is not None else (ctx.all_clusterings() or None)
+    res = tl.compare(adata, keys=keys, reference=p.reference)
+    ctx.save_table(res["ari"], "ari")
+    ctx.save_table(res["nmi"], "nmi")
+    ctx.save_table(res["summary"], "compare_summary")
+    compared = [k for k in res["ari"].index if k != p.reference]
+    pairs = [(k, p.reference) for k in compared] if p.reference is not None else []
+    groups = ctx.clusterings.values() if ctx.clusterings else [compared]
+    for group in groups:
+        members = [k for k in group if k in compared]
+        pairs += list(zip(members[:-1], members[1:], strict=True))
+    for a, b in dict.fromkeys(pairs):
+        ctx.save_table(tl.contingency(adata, a, b), f"contingency_{a}_vs_{b}")
+    ctx.save_figure(pl.compare(adata, keys=compared, reference=p.reference), "compare")
+
+
 def _stage_embedding(adata: AnnData, p, ctx: RunContext) -> None:
     basis = p.basis.removeprefix("X_")
     if p.groups is not None:
@@ -106,12 +139,136 @@ def _stage_embedding(adata: AnnData, p, ctx: RunContext) -> None:
         ctx.save_figure(fig, f"{basis}_genes")
 
 
+def _groups(stage: str, groupby: list[str] | None, ctx: RunContext) -> list[str]:
+    """The clusterings a per-clustering stage works on: those given, else all made in this run."""
+    if groupby is not None:
+        return list(groupby)
+    keys = ctx.all_clusterings()
+    if not keys:
+        logger.warning("%s: no clustering made in this run and no 'groupby' given; nothing to do", stage)
+    return keys
+
+
+def _stage_relationships(adata: AnnData, p, ctx: RunContext) -> None:
+    """Per clustering: dendrogram (stored in .uns) and its figure, marker dot plot in dendrogram
+    order, and the mean expression of the genes per cluster (same order)."""
+    from ._checks import check_genes
+    from .tl._dendrogram import _use_raw
+
+    for g in _groups("relationships", p.groupby, ctx):
+        tl.dendrogram(adata, groupby=g, use_rep=p.use_rep, n_pcs=p.n_pcs, cor_method=p.cor_method,
+                      linkage_method=p.linkage_method, optimal_ordering=p.optimal_ordering)
+        ctx.save_figure(pl.dendrogram(adata, groupby=g), f"dendrogram_{g}")
+        var_names = adata.raw.var_names if _use_raw(adata, p.use_raw) else adata.var_names
+        present, missing = check_genes(var_names, p.genes)
+        if missing:
+            logger.warning("relationships: gene(s) not in the data, left out of the dot plot and table: %s",
+                           ", ".join(missing))
+        if not present:
+            logger.warning("relationships: none of the genes is in the data; no dot plot for %s", g)
+            continue
+        ctx.save_figure(pl.dotplot(adata, groupby=g, genes=present, use_raw=p.use_raw), f"dotplot_{g}")
+        order = [str(c) for c in adata.uns[f"dendrogram_{g}"]["categories_ordered"]]
+        means = tl.cluster_means(adata, groupby=g, genes=present, use_raw=p.use_raw)
+        means.index = means.index.astype(str)
+        ctx.save_table(means.loc[order], f"cluster_means_{g}")
+
+
+def _stage_composition(adata: AnnData, p, ctx: RunContext) -> None:
+    """Per clustering and ``by`` column: a long table (count, fraction within the cluster,
+    fraction within the ``by`` value), stacked bars both ways; per clustering the one-sample
+    diagnostics. ``by`` columns missing from .obs are skipped with a warning unless set explicitly."""
+    from ._errors import MissingKeyError, choices
+
+    by = [b for b in p.by if b in adata.obs.columns]
+    absent = [b for b in p.by if b not in adata.obs.columns]
+    if absent:
+        if "by" in p.model_fields_set:
+            raise MissingKeyError(f"composition.by {choices(absent)} not in .obs; available: {choices(adata.obs.columns)}")
+        logger.warning("composition: default 'by' column(s) %s not in .obs; skipped", ", ".join(absent))
+    for g in _groups("composition", p.groupby, ctx):
+        for b in by:
+            within_g = tl.proportions(adata, groupby=g, by=b, normalize="index")
+            within_b = tl.proportions(adata, groupby=g, by=b, normalize="columns")
+            table = within_g.rename(columns={"fraction": f"fraction_within_{g}"})
+            table[f"fraction_within_{b}"] = within_b["fraction"].to_numpy()
+            ctx.save_table(table, f"composition_{g}_by_{b}", index=False)
+            ctx.save_figure(pl.proportions(adata, groupby=g, by=b), f"composition_{g}_by_{b}")
+            ctx.save_figure(pl.proportions(adata, groupby=b, by=g), f"composition_{b}_by_{g}")
+        if p.sample_key in adata.obs.columns:
+            diag = tl.composition_diagnostics(adata, groupby=g, sample_key=p.sample_key, max_share=p.max_share,
+                                              alpha=p.alpha)
+            ctx.save_table(diag, f"composition_diagnostics_{g}")
+        else:
+            logger.warning("composition: sample_key %r not in .obs; no one-sample diagnostics", p.sample_key)
+
+
+def _stage_qc(adata: AnnData, p, ctx: RunContext) -> None:
+    """Per clustering: QC medians with flags (table) and violins (figure)."""
+    for g in _groups("qc", p.groupby, ctx):
+        ctx.save_table(tl.qc_summary(adata, groupby=g, keys=p.keys, n_mads=p.n_mads), f"qc_{g}")
+        ctx.save_figure(pl.qc_violin(adata, groupby=g, keys=p.keys, n_mads=p.n_mads), f"qc_violin_{g}")
+
+
+def _stage_heatmap(adata: AnnData, p, ctx: RunContext) -> None:
+    """One clustered heatmap: figure ``{name}``; tables ``{name}_matrix`` (scaled, as drawn),
+    ``{name}_row_linkage`` / ``{name}_col_linkage``, ``{name}_row_order`` / ``{name}_col_order``
+    (leaf orders), ``{name}_row_groups``, ``{name}_stability`` and ``{name}_dropped`` (when any).
+    ``groupby`` unset: the first clustering made in this run."""
+    import inspect
+
+    from ._errors import ConfigError
+
+    kw = p.model_dump()
+    if p.source != "table" and kw["groupby"] is None:
+        made = ctx.all_clusterings()
+        if not made:
+            raise ConfigError(f"heatmap {p.name!r}: set groupby (no clustering was made in this run)")
+        kw["groupby"] = made[0]
+        logger.info("heatmap %s: groupby = %s (the first clustering of this run)", p.name, made[0])
+
+    def args(func) -> dict[str, Any]:
+        names = inspect.signature(func).parameters
+        return {k: v for k, v in kw.items() if k in names}
+
+    inp = tl.heatmap_matrix(adata if p.source != "table" else None, **args(tl.heatmap_matrix))
+    res = tl.cluster_heatmap(inp.data, **args(tl.cluster_heatmap))
+    fig = pl.clustered_heatmap(res, row_annotations=inp.row_annotations, col_annotations=inp.col_annotations,
+                               title=p.name, **args(pl.clustered_heatmap))
+    ctx.save_figure(fig, p.name)
+    ctx.save_table(res.ordered(), f"{p.name}_matrix")
+    for axis, short in (("rows", "row"), ("columns", "col")):
+        if (res.row_linkage if short == "row" else res.col_linkage) is not None:
+            ctx.save_table(res.linkage_table(axis), f"{p.name}_{short}_linkage")
+        ctx.save_table(res.leaf_order_table(axis), f"{p.name}_{short}_order")
+    if res.row_groups is not None:
+        ctx.save_table(res.row_groups.rename_axis("row").to_frame(), f"{p.name}_row_groups")
+    if res.stability is not None:
+        ctx.save_table(res.stability, f"{p.name}_stability")
+    if len(res.dropped):
+        ctx.save_table(res.dropped, f"{p.name}_dropped", index=False)
+
+
+def _stage_report(adata: AnnData, p, ctx: RunContext) -> None:
+    """Reserve ``report.html``; :func:`run` writes it once every other file (clustered.h5ad, the
+    label table) exists, just before manifest.json, so the page lists them all."""
+    ctx._record(ctx.outdir / "report.html")
+
+
 #: config section -> stage function(adata, params, ctx) -> new AnnData or None
 STAGES: dict[str, Callable[[AnnData, Any, RunContext], AnnData | None]] = {
     "prepare": _stage_prepare,
     "neighbors": _stage_neighbors,
     "leiden": _stage_leiden,
+    "kmeans": _stage_kmeans,
+    "hclust": _stage_hclust,
+    "compare": _stage_compare,
+    "relationships": _stage_relationships,
     "embedding": _stage_embedding,
+    "composition": _stage_composition,
+    "qc": _stage_qc,
+    "heatmap": _stage_heatmap,
+    "report": _stage_report,
 }
 
 
@@ -204,6 +361,12 @@ def run(cfg: WorkflowConfig, *, progress: Callable[[str], None] | None = None) -
         ctx._record(outdir / "clustered.h5ad")
         records.append({"stage": "write_h5ad", "seconds": round(time.perf_counter() - t0, 3)})
     manifest["files"] = sorted(ctx.files)
+    if "report" in cfg.stages:
+        from .report import write_report
+
+        t0 = time.perf_counter()
+        write_report(outdir, manifest, **cfg.report.model_dump())
+        records.append({"stage": "write_report", "seconds": round(time.perf_counter() - t0, 3)})
     manifest["wall_seconds"] = round(time.perf_counter() - t_start, 3)
     write_text(outdir / "manifest.json", json.dumps(manifest, indent=2, default=str) + os.linesep)
     say(f"done in {manifest['wall_seconds']:.1f}s; outputs in {outdir}")

@@ -1,5 +1,10 @@
 """Figures. Every function returns a :class:`matplotlib.figure.Figure` and never modifies the AnnData."""
 
+from ._compare import compare
+from ._composition import proportions
+from ._dendrogram import dendrogram, dotplot
 from ._embedding import embedding
+from ._heatmap import clustered_heatmap
+from ._qc import qc_violin
 
-__all__ = ["embedding"]
+__all__ = ["dendrogram", "dotplot", "proportions", "qc_violin", "compare", "embedding", "clustered_heatmap"]

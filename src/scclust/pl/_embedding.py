@@ -32,6 +32,28 @@ def embedding(
     data as well when there are :data:`LABEL_ON_DATA_MIN` groups or more); numeric keys and genes
     (from ``.raw`` when present) get a continuous colour map with the highest values drawn on top.
     The AnnData is not modified.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix.
+    basis
+        Embedding in ``.obsm`` (first two dimensions), e.g. ``X_umap_harmony``.
+    color
+        ``.obs`` columns (clusterings, samples, QC metrics) or genes, one panel each; empty: one
+        grey panel.
+    ncols
+        Panels per row.
+    use_raw
+        Genes from ``.raw`` (``None``: when present).
+    panel_size
+        Height of a panel in inches.
+    title
+        Figure title.
+
+    Returns
+    -------
+    The :class:`~matplotlib.figure.Figure`.
     """
     if basis not in adata.obsm:
         raise MissingKeyError(f"basis {basis!r} not in .obsm; available: {choices(adata.obsm.keys())}")
@@ -53,7 +75,7 @@ def embedding(
         ax.set_title(key or basis)
         if vals is None:
             ax.scatter(xy[:, 0], xy[:, 1], s=s, c="#555555", linewidths=0, rasterized=True)
-        elif isinstance(vals.dtype, pd.CategoricalDtype) or vals.dtype == object or vals.dtype == bool:
+        elif not pd.api.types.is_numeric_dtype(vals.dtype) or pd.api.types.is_bool_dtype(vals.dtype):
             _categorical(ax, xy, vals.astype("category") if not isinstance(vals.dtype, pd.CategoricalDtype) else vals, s)
         else:
             v = vals.to_numpy(dtype=float)

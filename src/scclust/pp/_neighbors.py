@@ -187,7 +187,9 @@ def umap_connectivities(idx: np.ndarray, dist: np.ndarray, *, n_neighbors: int) 
     Equals ``umap.umap_.fuzzy_simplicial_set`` as called by scanpy, to float32 rounding.
     """
     n, k = idx.shape
-    dist = dist.astype(np.float32)
+    # a cell's distance to itself is 0 (scanpy stores it so); an exact search in float32 can return
+    # ~1e-7 there, which umap would take as the nearest non-zero distance (rho) and so skew the row
+    dist = np.where(idx == np.arange(n)[:, None], 0, dist).astype(np.float32)
     sigma, rho = _smooth_knn_dist(dist, float(n_neighbors))
     with np.errstate(over="ignore"):
         vals = np.exp(-((dist - rho[:, None]) / sigma[:, None]))

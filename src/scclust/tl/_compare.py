@@ -1,0 +1,117 @@
+"""Agreement between clusterings: ARI / NMI matrices and contingency tables (pure: reads only)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._checks import check_obs
+from .._errors import InputError, MissingKeyError
+
+logger = logging.getLogger(__name__)
+
+
+def recorded_clusterings(adata: AnnData) -> list[str]:
+    """Label keys recorded by the clustering stages (``.uns[key]["clusterings"]``) and present in ``.obs``."""
+    keys: list[str] = []
+    for value in adata.uns.values():
+        if isinstance(value, dict) and isinstance(value.get("clusterings"), dict):
+            keys += [k for k in value["clusterings"] if k in adata.obs.columns and k not in keys]
+    return keys
+
+
+def compare(
+    adata: AnnData,
+    *,
+    keys: Sequence[str] | None = None,
+    reference: str | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Adjusted Rand index and normalized mutual information between clusterings.
+
+    Every pair of ``keys`` is compared (and each key with ``reference``, e.g. a known cell type)
+    with :func:`sklearn.metrics.adjusted_rand_score` and
+    :func:`sklearn.metrics.normalized_mutual_info_score` (arithmetic mean normalisation). A pair is
+    compared on the cells labelled in both columns (NaN labels, e.g. cells outside a subclustering,
+    are left out). The AnnData is not modified.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with label columns in ``.obs``.
+    keys
+        ``.obs`` columns to compare; ``None`` takes every clustering recorded by scclust's stages
+        (``.uns[...]["clusterings"]``: leiden, kmeans, hclust, ...).
+    reference
+        An ``.obs`` column of reference labels; added as the last row / column of the matrices.
+
+    Returns
+    -------
+    A dict of DataFrames: ``"ari"`` and ``"nmi"`` (square, symmetric, keys then reference as
+    index and columns, 1 on the diagonal) and ``"summary"`` (one row per key: ``n_clusters``, and
+    ``ari`` / ``nmi`` with the reference when one is given).
+    """
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    if keys is None:
+        keys = recorded_clusterings(adata)
+        if not keys:
+            raise MissingKeyError(
+                "no clustering recorded in .uns; run a clustering stage (leiden, kmeans, hclust) first "
+                "or pass keys"
+            )
+    keys = list(dict.fromkeys(keys))
+    cols = keys + ([reference] if reference is not None and reference not in keys else [])
+    if len(cols) < 2:
+        raise InputError(f"compare needs at least two label columns; got {cols}")
+    codes = {}
+    for key in cols:
+        values = check_obs(adata, key, what="reference" if key == reference else "clustering")
+        codes[key] = np.asarray(pd.Categorical(values).codes)
+    m = len(cols)
+    ari = np.eye(m)
+    nmi = np.eye(m)
+    for i in range(m):
+        for j in range(i + 1, m):
+            a, b = codes[cols[i]], codes[cols[j]]
+            ok = (a >= 0) & (b >= 0)
+            if not ok.any():
+                ari[i, j] = ari[j, i] = nmi[i, j] = nmi[j, i] = np.nan
+                continue
+            ari[i, j] = ari[j, i] = adjusted_rand_score(a[ok], b[ok])
+            nmi[i, j] = nmi[j, i] = normalized_mutual_info_score(a[ok], b[ok])
+    ari_df = pd.DataFrame(ari, index=pd.Index(cols, name="clustering"), columns=cols)
+    nmi_df = pd.DataFrame(nmi, index=pd.Index(cols, name="clustering"), columns=cols)
+    summary = pd.DataFrame(
+        {"n_clusters": [int(np.unique(codes[k][codes[k] >= 0]).size) for k in keys]},
+        index=pd.Index(keys, name="clustering"),
+    )
+    if reference is not None:
+        summary[f"ari_vs_{reference}"] = ari_df.loc[keys, reference].to_numpy()
+        summary[f"nmi_vs_{reference}"] = nmi_df.loc[keys, reference].to_numpy()
+    return {"ari": ari_df, "nmi": nmi_df, "summary": summary}
+
+
+def contingency(adata: AnnData, key1: str, key2: str) -> pd.DataFrame:
+    """Cells per pair of labels: rows the labels of ``key1``, columns those of ``key2``.
+
+    Categories keep their order (natsorted for scclust's labels); empty categories are kept; cells
+    with a missing label in either column are left out.
+
+    Returns
+    -------
+    A DataFrame of counts with index named ``key1`` and columns named ``key2``.
+    """
+    a = check_obs(adata, key1, what="clustering")
+    b = check_obs(adata, key2, what="clustering")
+    a = a if isinstance(a.dtype, pd.CategoricalDtype) else a.astype("category")
+    b = b if isinstance(b.dtype, pd.CategoricalDtype) else b.astype("category")
+    if key1 == key2:
+        b = b.rename(f"{key2} ")
+    table = pd.crosstab(a, b, dropna=False)
+    table = table.reindex(index=a.cat.categories, columns=b.cat.categories, fill_value=0)
+    table.index.name, table.columns.name = key1, key2
+    return table.astype(np.int64)

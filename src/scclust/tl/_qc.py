@@ -1,0 +1,177 @@
+"""QC metrics per cluster: medians, and flags for clusters whose typical cell fails a per-cell QC rule."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._checks import check_obs
+from .._errors import ConfigError, InputError, MissingKeyError, choices
+
+logger = logging.getLogger(__name__)
+
+#: The lab's QC keys (scanpy ``calculate_qc_metrics`` names).
+DEFAULT_QC_KEYS = ["n_genes_by_counts", "total_counts", "pct_counts_mt"]
+
+#: Canonical key -> other names for the same metric (scanpy, Seurat, scater, older scanpy tutorials).
+QC_ALIASES: dict[str, list[str]] = {
+    "n_genes_by_counts": ["n_genes", "nFeature_RNA", "n_features", "detected", "nGene"],
+    "total_counts": ["n_counts", "nCount_RNA", "nUMI", "sum", "total_umis"],
+    "pct_counts_mt": ["percent_mito", "percent.mt", "percent_mt", "pct_mito", "percent.mito", "subsets_Mito_percent", "mito_percent"],
+}
+
+#: Side of the per-cell rule: too few genes / counts are bad, too much mitochondrial RNA is bad.
+_SIDE = {"n_genes_by_counts": "lower", "total_counts": "lower", "pct_counts_mt": "higher"}
+#: Counts are judged on a log scale (their spread grows with their size), as scater's isOutlier does.
+_LOG = {"n_genes_by_counts", "total_counts"}
+
+
+def resolve_qc_keys(adata: AnnData, keys: Sequence[str] | None = None) -> dict[str, str]:
+    """Map each requested QC key to the ``.obs`` column holding it.
+
+    A key is taken as is when it is a column; otherwise a known alias is looked up (``n_genes`` ->
+    ``n_genes_by_counts``, ``n_counts`` -> ``total_counts``, ``percent_mito`` -> ``pct_counts_mt``,
+    Seurat's ``nFeature_RNA`` / ``nCount_RNA`` / ``percent.mt``, and back). With ``keys=None`` the
+    lab's three keys are used, skipping those with no column (at least one must be found).
+
+    Returns
+    -------
+    ``{requested key: .obs column}`` in the order requested.
+    """
+    explicit = keys is not None
+    keys = list(DEFAULT_QC_KEYS if keys is None else keys)
+    if not keys:
+        raise ConfigError("keys must name at least one QC metric (or be None for the defaults)")
+    found: dict[str, str] = {}
+    missing = []
+    for key in keys:
+        col = _lookup(adata, key)
+        if col is None:
+            missing.append(key)
+        else:
+            found[key] = col
+    numeric = [c for c in adata.obs.columns if pd.api.types.is_numeric_dtype(adata.obs[c]) and not pd.api.types.is_bool_dtype(adata.obs[c])]
+    if (explicit and missing) or not found:
+        raise MissingKeyError(
+            f"QC key(s) {choices(missing)} not found in .obs (aliases tried too); numeric .obs columns: {choices(numeric)}"
+        )
+    if missing:
+        logger.warning("QC key(s) %s not in .obs; using %s", ", ".join(missing), ", ".join(found.values()))
+    return found
+
+
+def qc_summary(
+    adata: AnnData,
+    *,
+    groupby: str,
+    keys: Sequence[str] | None = None,
+    n_mads: float = 3.0,
+) -> pd.DataFrame:
+    """Median QC metrics per cluster, with clusters whose typical cell would fail per-cell QC flagged.
+
+    Rule (documented, robust): for each metric a per-cell bound is computed over *all* cells as
+    ``median +/- n_mads x MAD`` (MAD scaled by 1.4826 to match the standard deviation of a normal),
+    the rule of scater's ``isOutlier`` used in per-cell QC: gene and count totals on a ``log1p``
+    scale and only their lower side; ``pct_counts_mt`` on its own scale and only its upper side;
+    other metrics on their own scale, both sides. A cluster is flagged for a metric when its
+    **median** lies beyond the bound, i.e. more than half of its cells would be removed by that
+    per-cell filter: the cluster is then probably made of low-quality cells rather than a cell type.
+    Judging cluster medians against the spread of all cells (not against the other clusters'
+    medians) leaves cell types with genuinely smaller or larger libraries (e.g. platelets,
+    monocytes) unflagged.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (only ``.obs`` is read).
+    groupby
+        The clustering.
+    keys
+        QC metrics (``.obs`` columns or aliases, see :func:`resolve_qc_keys`); ``None``: the lab's
+        ``n_genes_by_counts``, ``total_counts``, ``pct_counts_mt`` (those present).
+    n_mads
+        Width of the per-cell bound in MADs.
+
+    Returns
+    -------
+    A DataFrame indexed by cluster with ``n_cells``, the median of each metric (columns named by
+    the ``.obs`` column), ``frac_outside_{col}`` (fraction of the cluster's cells beyond the bound),
+    ``flag_{col}`` (bool) per metric, and ``flag_qc`` (any metric flagged). The bounds are in
+    ``df.attrs["bounds"]`` (``{col: {"side", "lower", "upper"}}``, on the metric's own scale).
+    Nothing is written to ``adata``.
+    """
+    out = _summarize(adata, groupby=groupby, keys=keys, n_mads=n_mads)
+    if out["flag_qc"].any():
+        logger.warning("%s: cluster(s) %s have QC medians beyond the per-cell %g-MAD bounds",
+                       groupby, ", ".join(out.index[out["flag_qc"]]), n_mads)
+    return out
+
+
+def _summarize(adata: AnnData, *, groupby: str, keys: Sequence[str] | None, n_mads: float) -> pd.DataFrame:
+    """:func:`qc_summary` without logging (the plot calls it too)."""
+    if not n_mads > 0:
+        raise ConfigError(f"n_mads must be > 0; got {n_mads}")
+    labels = check_obs(adata, groupby, what="groupby")
+    labels = labels.cat.remove_unused_categories() if isinstance(labels.dtype, pd.CategoricalDtype) else labels.astype("category")
+    resolved = resolve_qc_keys(adata, keys)
+    out = pd.DataFrame(index=pd.Index([str(c) for c in labels.cat.categories], name=groupby))
+    out["n_cells"] = labels.value_counts(sort=False).reindex(labels.cat.categories).to_numpy()
+    bounds: dict[str, dict] = {}
+    flags = []
+    for key, col in resolved.items():
+        values = adata.obs[col]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            raise InputError(f"QC key {col!r} is not numeric (dtype {values.dtype})")
+        v = values.to_numpy(dtype=float)
+        canonical = next((k for k in _SIDE if k == key or k == col or key in QC_ALIASES[k] or col in QC_ALIASES[k]), None)
+        side = _SIDE.get(canonical, "both")
+        log = canonical in _LOG
+        t = np.log1p(np.clip(v, 0, None)) if log else v
+        finite = np.isfinite(t)
+        med = float(np.median(t[finite]))
+        mad = 1.4826 * float(np.median(np.abs(t[finite] - med)))
+        lo, hi = med - n_mads * mad, med + n_mads * mad
+        outside = np.zeros(v.shape, bool)
+        if side in ("lower", "both"):
+            outside |= t < lo
+        if side in ("higher", "both"):
+            outside |= t > hi
+        df = pd.DataFrame({"g": labels.to_numpy(), "v": v, "out": outside})
+        grouped = df.groupby("g", observed=False)
+        medians = grouped["v"].median().reindex(labels.cat.categories).to_numpy()
+        frac = grouped["out"].mean().reindex(labels.cat.categories).to_numpy()
+        tm = np.log1p(np.clip(medians, 0, None)) if log else medians
+        flag = np.zeros(len(tm), bool)
+        if side in ("lower", "both"):
+            flag |= tm < lo
+        if side in ("higher", "both"):
+            flag |= tm > hi
+        out[col] = medians
+        out[f"frac_outside_{col}"] = frac
+        out[f"flag_{col}"] = flag
+        flags.append(flag)
+        back = np.expm1 if log else float
+        bounds[col] = {
+            "side": side,
+            "lower": float(back(lo)) if side in ("lower", "both") else None,
+            "upper": float(back(hi)) if side in ("higher", "both") else None,
+        }
+    out["flag_qc"] = np.any(flags, axis=0)
+    out.attrs["bounds"] = bounds
+    return out
+
+
+def _lookup(adata: AnnData, key: str) -> str | None:
+    if key in adata.obs.columns:
+        return key
+    for canonical, aliases in QC_ALIASES.items():
+        group = [canonical, *aliases]
+        if key in group:
+            for name in group:
+                if name in adata.obs.columns:
+                    return name
+    return None

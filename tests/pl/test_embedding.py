@@ -1,0 +1,68 @@
+"""pl.embedding: panels, legends, labels on the data, colour bars, errors, read-only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from scclust import pl
+from scclust._errors import InputError, MissingKeyError
+from scclust.pl._embedding import LABEL_ON_DATA_MIN
+
+from ._helpers import assert_unchanged, snapshot
+
+
+def test_grid_of_categorical_and_gene_panels(sim):
+    before = snapshot(sim)
+    fig = pl.embedding(sim, basis="X_umap_harmony", color=["cell_type", "sample", "CD3E"], ncols=2)
+    assert isinstance(fig, Figure)
+    visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in visible] == ["cell_type", "sample", "CD3E"]
+    assert len([ax for ax in fig.axes if not ax.get_visible()]) == 1  # 3 panels in a 2 x 2 grid
+    legend = visible[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == list(sim.obs["cell_type"].cat.categories)
+    assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)  # the gene panel
+    assert visible[0].get_xlabel() == "UMAP_HARMONY1"
+    assert_unchanged(sim, before)
+
+
+def test_gene_values_from_raw_highest_on_top(sim):
+    fig = pl.embedding(sim, basis="X_umap_harmony", color=["LYZ"])
+    pc = fig.axes[0].collections[0]
+    vals = np.asarray(pc.get_array())
+    X = sim.raw[:, "LYZ"].X
+    ref = np.sort((X.toarray() if hasattr(X, "toarray") else X).ravel())
+    np.testing.assert_allclose(vals, ref, rtol=1e-6)  # drawn in increasing order
+
+
+def test_labels_on_data_only_when_many_groups(sim):
+    a = sim.copy()
+    rng = np.random.default_rng(0)
+    a.obs["many"] = pd.Categorical(rng.integers(0, LABEL_ON_DATA_MIN + 2, a.n_obs).astype(str))
+    fig = pl.embedding(a, basis="X_umap_harmony", color=["many", "cell_type"])
+    ax_many, ax_few = fig.axes[0], fig.axes[1]
+    assert len(ax_many.texts) == LABEL_ON_DATA_MIN + 2
+    assert len(ax_few.texts) == 0
+
+
+def test_errors(sim):
+    with pytest.raises(MissingKeyError, match="basis 'X_tsne' not in .obsm"):
+        pl.embedding(sim, basis="X_tsne", color=["cell_type"])
+    with pytest.raises(MissingKeyError, match="'NOPE' is neither an .obs column nor a gene"):
+        pl.embedding(sim, basis="X_umap_harmony", color=["NOPE"])
+    a = sim.copy()
+    a.obsm["X_bad"] = np.full((a.n_obs, 2), np.nan)
+    with pytest.raises(InputError, match="NaN"):
+        pl.embedding(a, basis="X_bad")
+
+
+def test_string_and_bool_columns_are_categorical(sim):
+    a = sim.copy()
+    a.obs["s"] = a.obs["sample"].astype(str).astype("string")
+    a.obs["b"] = (a.obs["type"] == "Covid").to_numpy()
+    fig = pl.embedding(a, basis="X_umap_harmony", color=["s", "b"])
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == sorted(a.obs["s"].unique())
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["False", "True"]
+    assert not any(ax.get_label() == "<colorbar>" for ax in fig.axes)

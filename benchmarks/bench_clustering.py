@@ -11,7 +11,8 @@ writing the labels included in the time):
   ``KMeans(n_clusters=k, random_state=0)`` for k in 5, 10, 15 on all 50 dims;
   ``AgglomerativeClustering(n_clusters=k, linkage="ward")`` for k in 5, 10, 15 on all 50 dims
   (one tree per k). Above ``--lab-ward-max`` cells the lab's Ward is skipped with the reason
-  printed (its n x n distance matrix: about 40 GB at 100,000 cells on a 24 GB machine).
+  printed (its n x n distance matrix: about 40 GB at 100,000 cells on a 24 GB machine). A lab
+  process still running after ``--lab-timeout`` seconds is stopped and reported as not finished.
 * scclust: ``pp.neighbors`` (same parameters), ``tl.leiden`` at the 4 resolutions in one call
   (default igraph flavor), ``tl.kmeans`` with the lab's parameters (``n_init="auto"``, seed 0, so
   the labels must be identical), ``tl.hclust`` Ward cut at 5, 10, 15 (one tree; O(n x dims)
@@ -132,14 +133,25 @@ def make_input(n_cells: int, workdir: Path) -> Path:
     return path
 
 
-def run_cold(code: str, args: list[str]) -> dict:
-    """Run ``code`` in a fresh interpreter; wall seconds (spawn to exit), peak RSS, step times."""
+def run_cold(code: str, args: list[str], timeout: float | None = None) -> dict | None:
+    """Run ``code`` in a fresh interpreter; wall seconds (spawn to exit), peak RSS, step times.
+
+    Returns ``None`` when the process is still running after ``timeout`` seconds (it is killed).
+    """
     src = code.replace("RESOLUTIONS", repr(RESOLUTIONS)).replace("KS", repr(KS))
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     with tempfile.TemporaryFile() as fout, tempfile.TemporaryFile() as ferr:
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-c", src, *args], stdout=fout, stderr=ferr, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if timeout is not None and time.perf_counter() - t0 > timeout:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                return None
+            time.sleep(0.05)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         fout.seek(0)
@@ -170,6 +182,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, nargs="+", default=[7332])
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scclust_bench")
+    ap.add_argument("--lab-timeout", type=float, default=1800,
+                    help="stop the lab's process after this many seconds (reported as not finished)")
     ap.add_argument("--lab-ward-max", type=int, default=30_000,
                     help="skip the lab's AgglomerativeClustering above this many cells (n x n matrix)")
     args = ap.parse_args()
@@ -183,8 +197,13 @@ def main() -> None:
         run_ward = n <= args.lab_ward_max
         lab_csv, ours_csv = args.workdir / f"lab_{n}.csv", args.workdir / f"ours_{n}.csv"
         print(f"\n=== {n:,} cells x 50 dims ({path.name}) ===", flush=True)
-        lab = run_cold(LAB, [str(path), str(lab_csv), "1" if run_ward else "0"])
+        lab = run_cold(LAB, [str(path), str(lab_csv), "1" if run_ward else "0"], timeout=args.lab_timeout)
         ours = run_cold(OURS, [str(path), str(ours_csv)])
+        if lab is None:
+            print(f"  lab      did not finish within --lab-timeout {args.lab_timeout:.0f} s (stopped)")
+            steps = ", ".join(f"{k} {v:.2f}s" for k, v in ours["steps"].items())
+            print(f"  scclust  wall {ours['wall']:8.2f} s   peak RSS {ours['peak_mb']:8.0f} MB   ({steps})")
+            continue
         for name, res in (("lab", lab), ("scclust", ours)):
             steps = ", ".join(f"{k} {v:.2f}s" for k, v in res["steps"].items())
             print(f"  {name:<8} wall {res['wall']:8.2f} s   peak RSS {res['peak_mb']:8.0f} MB   ({steps})")

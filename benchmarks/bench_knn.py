@@ -12,7 +12,7 @@ that the backend returns.
 
 Backends: ``sklearn`` (``NearestNeighbors(algorithm="brute")``, what scanpy uses below 8,192
 cells), ``faiss_flat`` (``IndexFlatL2``, exact), ``faiss_hnsw`` (``IndexHNSWFlat``, M=32),
-``hnswlib`` (M=24, ef_construction=200, ef=max(2k, 100), the settings of
+``hnswlib`` (M=16, ef_construction=100, one-thread build, ef=max(2k, 100): the settings of
 :mod:`scclust.pp._knn`), ``pynndescent`` (``NNDescent`` with scanpy's n_trees / n_iters) and
 ``scclust`` (``scclust.pp._knn.knn`` with ``backend="auto"``).
 """
@@ -60,8 +60,8 @@ elif backend == "hnswlib":
     import hnswlib
     t_imp = time.perf_counter() - t0
     index = hnswlib.Index(space="l2", dim=X.shape[1])
-    index.init_index(max_elements=n, ef_construction=200, M=24, random_seed=0)
-    index.set_num_threads(threads); index.add_items(X, np.arange(n))
+    index.init_index(max_elements=n, ef_construction=100, M=16, random_seed=0)
+    index.set_num_threads(1); index.add_items(X, np.arange(n))
     index.set_ef(max(2 * k, 100))
     idx = index.knn_query(X, k=k, num_threads=threads)[0]
 elif backend == "pynndescent":

@@ -24,6 +24,7 @@ __all__ = [
     "KMeansParams", "HclustParams", "CompareParams",
     "RelationshipsParams", "CompositionParams", "QCParams", "ReportParams",
     "HeatmapParams",
+    "SubclusterParams",
 ]
 
 
@@ -129,6 +130,7 @@ class HclustParams(_Params):
     heights: list[float] = []
     optimal_ordering: bool = False
     backend: Literal["auto", "matrix", "vector"] = "auto"
+    allow_non_euclidean: bool = False
     key_added: str = "hclust"
 
     @field_validator("n_clusters")
@@ -149,10 +151,11 @@ class HclustParams(_Params):
 
     @model_validator(mode="after")
     def _euclidean_methods(self) -> HclustParams:
-        if self.method in ("centroid", "median", "ward") and self.metric != "euclidean":
+        if self.method in ("centroid", "median", "ward") and self.metric != "euclidean" and not self.allow_non_euclidean:
             raise ValueError(
                 f"method {self.method!r} needs metric 'euclidean' (got {self.metric!r}); "
-                "with other metrics use single, complete, average or weighted"
+                "with other metrics use single, complete, average or weighted, or set allow_non_euclidean "
+                "to reproduce R's hclust on a non-Euclidean dissimilarity (the Seurat lab's ward.D2 on (1 - r) / 2)"
             )
         if not self.n_clusters and not self.heights:
             raise ValueError("give at least one k in n_clusters or one value in heights")
@@ -282,13 +285,51 @@ class HeatmapParams(_Params):
             if method in ("centroid", "median", "ward") and metric != "euclidean":
                 raise ValueError(
                     f"{axis}_method {method!r} needs {axis}_metric 'euclidean' (got {metric!r}); "
-                    "with other metrics use single, complete, average or weighted"
+                    "with other metrics use single, complete, average or weighted, or set allow_non_euclidean "
+                "to reproduce R's hclust on a non-Euclidean dissimilarity (the Seurat lab's ward.D2 on (1 - r) / 2)"
                 )
         if self.source == "table" and self.table is None:
             raise ValueError("source 'table' needs table: a CSV path or builtin:heatmap_example")
         if self.source != "table" and (self.table or self.table_annotations or self.column_pattern):
             raise ValueError(f"table, table_annotations and column_pattern need source 'table' (source is {self.source!r})")
         return self
+
+
+# ---------------------------------------------------------------------------------------- subcluster
+class SubclusterParams(_Params):
+    """One named subclustering (:func:`scclust.tl.subcluster`); the name is the key in ``subcluster``.
+
+    ``markers: null`` means the default T/NK rule ``{T: [CD3E], NK: [GNLY, NKG7]}``.
+    """
+
+    groupby: str = "leiden_0.4"
+    select: Literal["markers", "clusters", "obs"] = "markers"
+    clusters: list[str] | None = None
+    markers: dict[str, list[str]] | None = None
+    min_score: float = Field(0.5, gt=0, le=1)
+    obs_query: str | None = None
+    min_cells: int = Field(50, ge=3)
+    batch_key: str | None = "sample"
+    min_cells_per_batch: int = Field(10, ge=1)
+    small_batches: Literal["error", "drop"] = "error"
+    hvg_flavor: Literal["seurat", "cell_ranger"] = "seurat"
+    min_mean: float = 0.0125
+    max_mean: float = 3.0
+    min_disp: float = 0.5
+    n_top_genes: int | None = Field(None, ge=2)
+    hvg_batch_key: str | None = None
+    regress_out: list[str] = ["total_counts", "pct_counts_mt"]
+    max_value: float | None = Field(10.0, gt=0)
+    n_comps: int = Field(50, ge=2)
+    svd_solver: str = "arpack"
+    n_neighbors: int = Field(10, ge=2)
+    n_pcs: int = Field(30, ge=1)
+    resolutions: list[float] = Field([0.6], min_length=1)
+    leiden_flavor: Literal["leidenalg", "igraph"] = "leidenalg"
+    key_added: str = "tcells"
+    umap_min_dist: float = Field(0.5, ge=0)
+    plot_genes: list[str] = ["CD3E", "CD4", "CD8A", "GNLY"]
+    random_state: int = 0
 
 
 # ---------------------------------------------------------------------------------------- workflow
@@ -305,7 +346,7 @@ STAGE_ORDER = [
     "composition",
     "qc",
     "heatmap",  # clustered heatmaps (issue 6)
-    # "subcluster"                         (issue 5)
+    "subcluster",  # named subclusterings (issue 5)
     "report",  # stays last
 ]
 
@@ -333,7 +374,7 @@ class WorkflowConfig(_Params):
     qc: QCParams = QCParams()
     report: ReportParams = ReportParams()
     heatmap: list[HeatmapParams] = [HeatmapParams()]
-    # subcluster (issue 5)
+    subcluster: dict[str, SubclusterParams] = {}  # named subclusterings (issue 5)
     figures: FiguresParams = FiguresParams()
 
     @model_validator(mode="before")

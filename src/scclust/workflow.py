@@ -255,6 +255,32 @@ def _stage_report(adata: AnnData, p, ctx: RunContext) -> None:
     ctx._record(ctx.outdir / "report.html")
 
 
+def _stage_subcluster(adata: AnnData, params: dict, ctx: RunContext) -> None:
+    """Each named subclustering: subset h5ad, figures, tables; labels written back into the parent."""
+    if not params:
+        logger.warning("subcluster: no subclustering configured (add e.g. subcluster: {tnk: {}})")
+        return
+    for name, p in params.items():
+        sub, rep = tl.subcluster(adata, name=name, **p.model_dump())
+        clash = [k for k in rep.keys if k in ctx.all_clusterings()]
+        if clash:
+            raise ConfigError(f"subcluster {name!r}: key(s) {clash} were made earlier in this run; set a distinct key_added")
+        keys = tl.transfer_subclusters(adata, subset=sub, name=name)
+        ctx.add_clusterings(f"subcluster_{name}", keys)
+        path = ctx.outdir / "subclusters" / f"{name}.h5ad"
+        write_h5ad(sub, path)
+        ctx._record(path)
+        for table, df in rep.tables().items():
+            ctx.save_table(df, f"subcluster_{name}_{table}")
+        for key in keys:
+            parent_basis = "X_umap_harmony" if "X_umap_harmony" in adata.obsm else "X_umap"
+            fig = pl.subcluster_overview(sub, parent=adata, key=key, parent_key=p.groupby if p.groupby in sub.obs else key,
+                                         parent_basis=parent_basis)
+            ctx.save_figure(fig, f"subcluster_{name}_{key}")
+        if sub.uns["subcluster"]["plot_genes"]:
+            ctx.save_figure(pl.subcluster_markers(sub), f"subcluster_{name}_markers")
+
+
 #: config section -> stage function(adata, params, ctx) -> new AnnData or None
 STAGES: dict[str, Callable[[AnnData, Any, RunContext], AnnData | None]] = {
     "prepare": _stage_prepare,
@@ -268,6 +294,7 @@ STAGES: dict[str, Callable[[AnnData, Any, RunContext], AnnData | None]] = {
     "composition": _stage_composition,
     "qc": _stage_qc,
     "heatmap": _stage_heatmap,
+    "subcluster": _stage_subcluster,
     "report": _stage_report,
 }
 

@@ -163,3 +163,17 @@ def test_errors(small, monkeypatch):
         scc.tl.hclust(a, use_rep="X_pca_harmony", optimal_ordering=True)
     scc.tl.hclust(a, use_rep="X_pca_harmony", n_clusters=[3])  # ward takes the O(n x dims) path: no limit
     assert a.uns["hclust"]["backend"] == "vector"
+
+
+def test_ward_on_half_correlation_when_allowed_equals_r_style_scipy(small):
+    """The Seurat lab's hclust((1 - cor) / 2, "ward.D2"): scipy's Lance-Williams Ward on those
+    dissimilarities, only with the explicit opt-in."""
+    adata = small.copy()
+    with pytest.raises(ConfigError, match="allow_non_euclidean"):
+        scc.tl.hclust(adata, use_rep="X_pca_harmony", n_pcs=30, method="ward", metric="correlation")
+    scc.tl.hclust(adata, use_rep="X_pca_harmony", n_pcs=30, method="ward", metric="correlation",
+                  allow_non_euclidean=True, n_clusters=KS)
+    Z = _scipy_linkage(adata.obsm["X_pca_harmony"][:, :30], "ward", "correlation")
+    np.testing.assert_allclose(adata.uns["hclust"]["linkage"][:, 2], Z[:, 2], rtol=1e-9)
+    for k in KS:
+        assert adjusted_rand_score(sch.fcluster(Z, k, criterion="maxclust"), adata.obs[f"hclust_{k}"]) == 1.0

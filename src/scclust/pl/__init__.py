@@ -6,5 +6,6 @@ from ._dendrogram import dendrogram, dotplot
 from ._embedding import embedding
 from ._heatmap import clustered_heatmap
 from ._qc import qc_violin
+from ._subcluster import subcluster_markers, subcluster_overview
 
-__all__ = ["dendrogram", "dotplot", "proportions", "qc_violin", "compare", "embedding", "clustered_heatmap"]
+__all__ = ["dendrogram", "dotplot", "proportions", "qc_violin", "compare", "embedding", "clustered_heatmap", "subcluster_overview", "subcluster_markers"]

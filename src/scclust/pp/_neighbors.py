@@ -142,7 +142,7 @@ def _distance_matrix(idx: np.ndarray, dist: np.ndarray, n: int) -> sparse.csr_ma
 def _smooth_knn_dist(dist: np.ndarray, k: float, n_iter: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised ``umap.umap_.smooth_knn_dist`` (local_connectivity=1, bandwidth=1), float32 like umap."""
     n = dist.shape[0]
-    target = np.float32(np.log2(k))
+    target = np.log2(k)  # float64, as in umap (psum is float32, the comparison float64)
     pos = np.where(dist > 0, dist, np.inf)
     rho = pos.min(axis=1)
     rho[~np.isfinite(rho)] = 0
@@ -162,8 +162,9 @@ def _smooth_knn_dist(dist: np.ndarray, k: float, n_iter: int = 64) -> tuple[np.n
         psum = np.zeros(rows.size, np.float32)
         for j in range(terms.shape[1]):  # sequential float32 sum, as umap's loop
             psum += terms[:, j]
-        done = np.abs(psum - target) < _SMOOTH_K_TOLERANCE
-        over = (psum > target) & ~done
+        diff = psum.astype(np.float64) - target
+        done = np.abs(diff) < _SMOOTH_K_TOLERANCE
+        over = (diff > 0) & ~done
         under = ~over & ~done
         r_over, r_under = rows[over], rows[under]
         hi[r_over] = mid[r_over]

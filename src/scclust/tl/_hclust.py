@@ -38,6 +38,7 @@ def hclust(
     heights: Sequence[float] = (),
     optimal_ordering: bool = False,
     backend: Literal["auto", "matrix", "vector"] = "auto",
+    allow_non_euclidean: bool = False,
     key_added: str = "hclust",
     copy: bool = False,
 ) -> AnnData | None:
@@ -57,7 +58,10 @@ def hclust(
     the heights, hence height cuts, differ from scipy's ``"correlation"``.
 
     ``centroid``, ``median`` and ``ward`` are defined for Euclidean distances only; another metric
-    is an error.
+    is an error unless ``allow_non_euclidean=True``, which applies the method's Lance-Williams
+    update to the given dissimilarities as R's ``hclust`` does: that reproduces the Seurat lab's
+    ``hclust(as.dist((1 - cor) / 2), method = "ward.D2")``, but the tree no longer minimises a
+    within-cluster variance.
 
     Backends: ``"matrix"`` computes the condensed n x n distance matrix (O(n^2) memory; allowed up
     to :data:`MATRIX_MAX_CELLS` cells). ``"vector"`` is fastcluster's memory-saving
@@ -99,6 +103,8 @@ def hclust(
         :data:`MATRIX_MAX_CELLS` cells). Changes the drawing order only, not the clusters.
     backend
         ``"auto"``, ``"matrix"`` or ``"vector"``, see above.
+    allow_non_euclidean
+        Let ``centroid`` / ``median`` / ``ward`` run on a non-Euclidean metric (R's behaviour), see above.
     key_added
         Prefix: ``f"{key_added}_{k}"`` (the lab's ``hclust_5``) and ``f"{key_added}_h{height:g}"``.
     copy
@@ -120,10 +126,11 @@ def hclust(
         raise ConfigError(f"method {method!r} is not one of {choices(METHODS)}")
     if metric not in METRICS:
         raise ConfigError(f"metric {metric!r} is not one of {choices(METRICS)}")
-    if method in EUCLIDEAN_ONLY and metric != "euclidean":
+    if method in EUCLIDEAN_ONLY and metric != "euclidean" and not allow_non_euclidean:
         raise ConfigError(
             f"method {method!r} needs metric 'euclidean' (got {metric!r}); with {metric!r} use one of "
-            f"{choices(m for m in METHODS if m not in EUCLIDEAN_ONLY)}"
+            f"{choices(m for m in METHODS if m not in EUCLIDEAN_ONLY)}, or set allow_non_euclidean "
+            "to reproduce R's hclust on a non-Euclidean dissimilarity"
         )
     if backend not in ("auto", "matrix", "vector"):
         raise ConfigError(f"backend {backend!r} is not one of 'auto', 'matrix', 'vector'")
@@ -183,6 +190,7 @@ def hclust(
         "params": {
             "use_rep": use_rep, "n_pcs": n_pcs, "method": method, "metric": metric, "n_clusters": ks,
             "heights": hs, "optimal_ordering": optimal_ordering, "backend": backend,
+            "allow_non_euclidean": allow_non_euclidean,
         },
         "linkage": Z,
         "leaves": leaves_list(Z).astype(np.int64),

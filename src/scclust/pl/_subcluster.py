@@ -1,0 +1,128 @@
+"""Figures of a subclustering (the lab's step 9): new vs parent UMAP, and marker genes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from matplotlib.figure import Figure
+
+from .._errors import InputError, MissingKeyError, choices
+from ._embedding import _categorical, embedding
+from ._style import point_size
+
+
+def _info(adata: AnnData) -> dict:
+    info = adata.uns.get("subcluster")
+    if not isinstance(info, dict) or not info.get("keys"):
+        raise MissingKeyError("no .uns['subcluster'] in this AnnData; run tl.subcluster (stage 'subcluster') first")
+    return info
+
+
+def subcluster_overview(
+    adata: AnnData,
+    *,
+    parent: AnnData,
+    key: str | None = None,
+    parent_key: str | None = None,
+    sample_key: str | None = None,
+    basis: str = "X_umap",
+    parent_basis: str = "X_umap_harmony",
+    panel_size: float = 3.4,
+) -> Figure:
+    """The lab's 2 x 3 grid: top row the subset's new embedding, bottom row the parent's embedding
+    (all parent cells in light grey, subset cells on top), coloured by sample, parent clusters and
+    subclusters.
+
+    Parameters
+    ----------
+    adata
+        The subset returned by :func:`scclust.tl.subcluster`.
+    parent
+        The parent AnnData (for ``parent_basis``).
+    key
+        Subclustering key; default the first in ``.uns["subcluster"]["keys"]``.
+    parent_key
+        Parent clustering column (in the subset's ``.obs``); default the selection's ``groupby``.
+    sample_key
+        Sample column; default the subclustering's ``batch_key``, else ``"sample"``.
+    basis, parent_basis
+        Embeddings of the subset and of the parent.
+    panel_size
+        Height of a panel in inches.
+    """
+    info = _info(adata)
+    key = key or info["keys"][0]
+    parent_key = parent_key or info.get("groupby")
+    sample_key = sample_key or info.get("batch_key") or "sample"
+    cols = [sample_key, parent_key, key]
+    for c in cols:
+        if c not in adata.obs:
+            raise MissingKeyError(f"{c!r} not in the subset's .obs; available: {choices(adata.obs.columns)}")
+    for b, a in ((basis, adata), (parent_basis, parent)):
+        if b not in a.obsm:
+            raise MissingKeyError(f"basis {b!r} not in .obsm; available: {choices(a.obsm.keys())}")
+    pos = parent.obs_names.get_indexer(adata.obs_names)
+    if (pos < 0).any():
+        raise InputError("some subset cells are not in the parent; pass the parent the subset was taken from")
+    new_xy = np.asarray(adata.obsm[basis])[:, :2]
+    par_all = np.asarray(parent.obsm[parent_basis])[:, :2]
+    par_xy = par_all[pos]
+    titles = [f"{info.get('name', 'subset')} UMAP", "parent UMAP"]
+    fig = Figure(figsize=(panel_size * 3 * 1.45, panel_size * 2), layout="constrained")
+    axes = fig.subplots(2, 3, squeeze=False)
+    s_sub, s_par = point_size(adata.n_obs), point_size(parent.n_obs)
+    for j, c in enumerate(cols):
+        vals = adata.obs[c]
+        vals = vals if isinstance(vals.dtype, pd.CategoricalDtype) else vals.astype(str).astype("category")
+        for i, (xy, s) in enumerate(((new_xy, s_sub), (par_xy, s_par))):
+            ax = axes[i, j]
+            if i == 1:
+                ax.scatter(par_all[:, 0], par_all[:, 1], s=s_par, c="#E5E5E5", linewidths=0, rasterized=True)
+            _categorical(ax, xy, vals, s)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            label = (basis if i == 0 else parent_basis).removeprefix("X_").upper()
+            ax.set_xlabel(f"{label}1")
+            ax.set_ylabel(f"{label}2")
+            ax.set_title(f"{titles[i]}: {c}")
+    return fig
+
+
+def subcluster_markers(
+    adata: AnnData,
+    *,
+    genes: Sequence[str] | None = None,
+    basis: str = "X_umap",
+    ncols: int = 2,
+    panel_size: float = 3.4,
+) -> Figure:
+    """Marker genes from ``.raw`` on the subset's new embedding (the lab's 2 x 2 grid of CD3E, CD4,
+    CD8A, GNLY).
+
+    Parameters
+    ----------
+    adata
+        The subset returned by :func:`scclust.tl.subcluster`.
+    genes
+        Genes to show; default ``.uns["subcluster"]["plot_genes"]``.
+    basis
+        Embedding.
+    ncols
+        Panels per row.
+    panel_size
+        Height of a panel in inches.
+    """
+    if genes is None:
+        genes = list(_info(adata).get("plot_genes", []))
+    genes = list(genes)
+    if not genes:
+        raise InputError("no genes to plot: give genes= (plot_genes of the subclustering were all absent from .raw)")
+    if adata.raw is None:
+        raise InputError("the subset has no .raw; marker genes are read from .raw (run tl.subcluster)")
+    absent = [g for g in genes if g not in adata.raw.var_names]
+    if absent:
+        raise MissingKeyError(f"gene(s) {absent} not in .raw; e.g. {choices(adata.raw.var_names, limit=10)}")
+    return embedding(adata, basis=basis, color=genes, ncols=ncols, use_raw=True, panel_size=panel_size)

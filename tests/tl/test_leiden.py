@@ -1,0 +1,85 @@
+"""scclust.tl.leiden vs scanpy's tl.leiden on the same graph, truth recovery, naming, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scanpy as sc
+from sklearn.metrics import adjusted_rand_score as ari
+
+from scclust import pp, tl
+from scclust._errors import ConfigError, MissingKeyError
+
+RES = [0.4, 1.0, 1.4]
+
+
+@pytest.fixture(scope="module")
+def graph(sim):
+    ad = sim.copy()
+    pp.neighbors(ad, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
+    return ad
+
+
+@pytest.mark.parametrize("flavor", ["igraph", "leidenalg"])
+def test_matches_scanpy_same_graph(graph, flavor):
+    ad = graph.copy()
+    n_iter = 2 if flavor == "igraph" else -1
+    tl.leiden(ad, resolutions=RES, flavor=flavor, n_iterations=n_iter, random_state=0)
+    for r in RES:
+        kw = {"directed": False} if flavor == "igraph" else {}
+        sc.tl.leiden(ad, resolution=r, flavor=flavor, n_iterations=n_iter, random_state=0, key_added="ref", **kw)
+        assert ari(ad.obs["ref"], ad.obs[f"leiden_{r}"]) == 1.0
+
+
+def test_end_to_end_vs_scanpy(sim):
+    ours, ref = sim.copy(), sim.copy()
+    pp.neighbors(ours, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
+    tl.leiden(ours, resolutions=[0.6])
+    sc.pp.neighbors(ref, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
+    sc.tl.leiden(ref, resolution=0.6, flavor="igraph", n_iterations=2, directed=False, random_state=0)
+    assert ari(ours.obs["leiden_0.6"], ref.obs["leiden"]) == 1.0
+
+
+def test_recovers_truth(sim7332):
+    ad = sim7332.copy()
+    pp.neighbors(ad, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
+    res = [0.1, 0.2, 0.4, 0.6, 1.0]
+    tl.leiden(ad, resolutions=res)
+    best = max(ari(ad.obs["cell_type"], ad.obs[f"leiden_{r}"]) for r in res)
+    assert best >= 0.9
+
+
+def test_keys_labels_modularity_reproducible(graph):
+    ad = graph.copy()
+    tl.leiden(ad, resolutions=[0.4, 1])
+    assert {"leiden_0.4", "leiden_1.0"} <= set(ad.obs)
+    lab = ad.obs["leiden_1.0"]
+    sizes = lab.value_counts().reindex(lab.cat.categories).to_numpy()
+    assert list(lab.cat.categories) == [str(i) for i in range(len(sizes))]
+    assert (np.diff(sizes) <= 0).all()
+    info = ad.uns["leiden"]["clusterings"]
+    g = sc._utils.get_igraph_from_adjacency(ad.obsp["connectivities"], directed=False)
+    q = g.modularity(ad.obs["leiden_0.4"].cat.codes.to_numpy(), weights="weight", resolution=0.4)
+    assert info["leiden_0.4"]["modularity"] == pytest.approx(q, rel=1e-9)
+    assert info["leiden_1.0"]["n_clusters"] == len(sizes)
+    again = graph.copy()
+    tl.leiden(again, resolutions=[0.4, 1])
+    assert (again.obs["leiden_1.0"] == lab).all()
+
+
+def test_louvain_and_unweighted(graph):
+    ad = graph.copy()
+    tl.leiden(ad, resolutions=[1.0], flavor="louvain", key_added="louvain")
+    tl.leiden(ad, resolutions=[1.0], use_weights=False, key_added="uw")
+    assert ad.obs["louvain_1.0"].nunique() > 1 and ad.obs["uw_1.0"].nunique() > 1
+
+
+@pytest.mark.parametrize("res", [[0.0], [-1.0], [1.0, 0]])
+def test_bad_resolution(graph, res):
+    with pytest.raises(ConfigError, match="resolution"):
+        tl.leiden(graph.copy(), resolutions=res)
+
+
+def test_missing_graph(sim):
+    with pytest.raises(MissingKeyError, match="neighbors"):
+        tl.leiden(sim.copy(), neighbors_key="nope")

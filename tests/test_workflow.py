@@ -101,3 +101,17 @@ def test_prepare_rejects_normalized_input(pbmc):
 
     with pytest.raises(UserError, match="expects raw counts"):
         prepare(pbmc.copy(), batch_key="sample")
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from scclust._io import write_text
+
+    umask = os.umask(0o022)
+    try:
+        path = write_text(tmp_path / "x.txt", "hi")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -25,7 +25,7 @@ from anndata import AnnData
 from . import pl, pp, tl
 from ._errors import ConfigError
 from ._io import atomic_path, package_versions, read_input, write_h5ad, write_text
-from .config import STAGE_ORDER, WorkflowConfig
+from .config import WorkflowConfig
 
 logger = logging.getLogger(__name__)
 
@@ -83,25 +83,23 @@ def _stage_neighbors(adata: AnnData, p, ctx: RunContext) -> None:
     pp.neighbors(adata, **p.model_dump())
 
 
-def _stage_leiden(adata: AnnData, p, ctx: RunContext) -> None:
-    tl.leiden(adata, **p.model_dump())
-    info = adata.uns[p.key_added]["clusterings"]
-    ctx.add_clusterings(p.key_added, list(info))
-    ctx.save_table(pd.DataFrame.from_dict(info, orient="index").rename_axis("key"), f"{p.key_added}_summary")
+def _clustering_stage(func: Callable[..., AnnData | None]) -> Callable[[AnnData, Any, RunContext], None]:
+    """A stage that runs a clustering function, records its label keys and writes its summary table
+    (``.uns[key_added]["clusterings"]``: clusters per key, plus modularity / inertia / cut)."""
+
+    def stage(adata: AnnData, p, ctx: RunContext) -> None:
+        func(adata, **p.model_dump())
+        info = adata.uns[p.key_added]["clusterings"]
+        ctx.add_clusterings(p.key_added, list(info))
+        ctx.save_table(pd.DataFrame.from_dict(info, orient="index").rename_axis("key"), f"{p.key_added}_summary")
+
+    stage.__name__ = f"_stage_{func.__name__}"
+    return stage
 
 
-def _stage_kmeans(adata: AnnData, p, ctx: RunContext) -> None:
-    tl.kmeans(adata, **p.model_dump())
-    info = adata.uns[p.key_added]["clusterings"]
-    ctx.add_clusterings(p.key_added, list(info))
-    ctx.save_table(pd.DataFrame.from_dict(info, orient="index").rename_axis("key"), f"{p.key_added}_summary")
-
-
-def _stage_hclust(adata: AnnData, p, ctx: RunContext) -> None:
-    tl.hclust(adata, **p.model_dump())
-    info = adata.uns[p.key_added]["clusterings"]
-    ctx.add_clusterings(p.key_added, list(info))
-    ctx.save_table(pd.DataFrame.from_dict(info, orient="index").rename_axis("key"), f"{p.key_added}_summary")
+_stage_leiden = _clustering_stage(tl.leiden)
+_stage_kmeans = _clustering_stage(tl.kmeans)
+_stage_hclust = _clustering_stage(tl.hclust)
 
 
 def _stage_compare(adata: AnnData, p, ctx: RunContext) -> None:

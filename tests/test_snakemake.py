@@ -32,7 +32,7 @@ def _fanout(tmp_path: Path, **extra) -> Path:
         "outdir": "out",
         "base_config": str(ROOT / "configs" / "demo.yaml"),
         "datasets": {"simA": "builtin:simulate?n_cells=400&n_samples=4&seed=1", "pbmc": "builtin:pbmc68k"},
-        "paramsets": {"k15": {"neighbors.n_neighbors": 15, "leiden.resolutions": [0.5, 1.0], "embedding.genes": ["CD3E"]}},
+        "paramsets": {"k15": {"neighbors.n_neighbors": 15, "leiden.resolutions": [0.6, 1.0], "embedding.genes": ["CD3E"]}},
     }
     cfg.update(extra)
     path = tmp_path / "fanout.yaml"
@@ -59,6 +59,6 @@ def test_real_local_run(tmp_path):
         run_dir = tmp_path / "out" / ds / "k15"
         manifest = json.loads((run_dir / "manifest.json").read_text())
         assert manifest["config"]["neighbors"][0]["n_neighbors"] == 15
-        assert manifest["clusterings"]["leiden"] == ["leiden_0.5", "leiden_1.0"]
+        assert manifest["clusterings"]["leiden"] == ["leiden_0.6", "leiden_1.0"]
         assert (run_dir / "clustered.h5ad").is_file()
         assert (tmp_path / "out" / "logs" / "cluster" / f"{ds}.k15.log").is_file()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -33,6 +33,8 @@ class _Params(BaseModel):
 
 
 Metric = Literal["euclidean", "cosine", "correlation", "manhattan"]
+#: a number of clusters k (>= 1)
+ClusterCount = Annotated[int, Field(ge=1)]
 
 
 # ---------------------------------------------------------------------------------------- prepare
@@ -95,21 +97,13 @@ class LeidenParams(_Params):
 class KMeansParams(_Params):
     """k-means at several k (:func:`scclust.tl.kmeans`)."""
 
-    n_clusters: list[int] = Field([5, 10, 15], min_length=1)
+    n_clusters: list[ClusterCount] = Field([5, 10, 15], min_length=1)
     use_rep: str = "X_pca"
     n_pcs: int | None = Field(None, ge=1)
     n_init: int | Literal["auto"] = 10
     max_iter: int = Field(300, ge=1)
     random_state: int = 0
     key_added: str = "kmeans"
-
-    @field_validator("n_clusters")
-    @classmethod
-    def _k_positive(cls, v: list[int]) -> list[int]:
-        bad = [k for k in v if k < 1]
-        if bad:
-            raise ValueError(f"every k must be >= 1; got {bad}")
-        return v
 
     @field_validator("n_init")
     @classmethod
@@ -126,20 +120,12 @@ class HclustParams(_Params):
     n_pcs: int | None = Field(None, ge=1)
     method: Literal["single", "complete", "average", "weighted", "centroid", "median", "ward"] = "ward"
     metric: Literal["euclidean", "correlation", "cosine", "cityblock"] = "euclidean"
-    n_clusters: list[int] = [5, 10, 15]
+    n_clusters: list[ClusterCount] = [5, 10, 15]
     heights: list[float] = []
     optimal_ordering: bool = False
     backend: Literal["auto", "matrix", "vector"] = "auto"
     allow_non_euclidean: bool = False
     key_added: str = "hclust"
-
-    @field_validator("n_clusters")
-    @classmethod
-    def _k_positive(cls, v: list[int]) -> list[int]:
-        bad = [k for k in v if k < 1]
-        if bad:
-            raise ValueError(f"every k must be >= 1; got {bad}")
-        return v
 
     @field_validator("heights")
     @classmethod

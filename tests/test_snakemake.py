@@ -53,12 +53,19 @@ def test_bad_paramset_fails_at_parse_time(tmp_path):
 
 
 def test_real_local_run(tmp_path):
-    res = _snakemake(tmp_path, _fanout(tmp_path))
+    subs = {"tnk": {"config": str(ROOT / "configs" / "subcluster_tnk.yaml"),
+                    "set": {"subcluster.tnk.groupby": "leiden_0.6", "subcluster.tnk.min_cells": 30}}}
+    res = _snakemake(tmp_path, _fanout(tmp_path, datasets={"simA": "builtin:simulate?n_cells=600&n_samples=4&seed=1",
+                                                          "simB": "builtin:simulate?n_cells=500&n_samples=4&seed=2"},
+                                       subclusterings=subs))
     assert res.returncode == 0, res.stderr[-3000:]
-    for ds in ("simA", "pbmc"):
+    for ds in ("simA", "simB"):
         run_dir = tmp_path / "out" / ds / "k15"
         manifest = json.loads((run_dir / "manifest.json").read_text())
         assert manifest["config"]["neighbors"][0]["n_neighbors"] == 15
         assert manifest["clusterings"]["leiden"] == ["leiden_0.6", "leiden_1.0"]
         assert (run_dir / "clustered.h5ad").is_file()
         assert (tmp_path / "out" / "logs" / "cluster" / f"{ds}.k15.log").is_file()
+        sub = json.loads((run_dir / "sub_tnk" / "manifest.json").read_text())
+        assert sub["clusterings"]["subcluster_tnk"] == ["tcells_0.6"]
+        assert (run_dir / "sub_tnk" / "subclusters" / "tnk.h5ad").is_file()

@@ -115,3 +115,12 @@ def test_outputs_get_normal_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_subcluster_key_clash_is_caught_before_reprocessing(tmp_path):
+    cfg = _cfg(tmp_path, "clash", stages=["neighbors", "leiden", "subcluster"],
+               leiden={"resolutions": [0.6], "key_added": "tcells"},
+               subcluster={"tnk": {"groupby": "tcells_0.6", "key_added": "tcells", "resolutions": [0.6]}})
+    with pytest.raises(UserError, match=r"subcluster 'tnk': key\(s\) \['tcells_0.6'\] were made earlier"):
+        run(cfg)
+    assert not (tmp_path / "clash" / "subclusters").exists()

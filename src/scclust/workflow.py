@@ -26,6 +26,7 @@ from . import pl, pp, tl
 from ._errors import ConfigError
 from ._io import atomic_path, package_versions, read_input, write_h5ad, write_text
 from .config import WorkflowConfig
+from .tl._leiden import format_resolution
 
 logger = logging.getLogger(__name__)
 
@@ -259,10 +260,12 @@ def _stage_subcluster(adata: AnnData, params: dict, ctx: RunContext) -> None:
         logger.warning("subcluster: no subclustering configured (add e.g. subcluster: {tnk: {}})")
         return
     for name, p in params.items():
-        sub, rep = tl.subcluster(adata, name=name, **p.model_dump())
-        clash = [k for k in rep.keys if k in ctx.all_clusterings()]
+        # check before the (expensive) re-processing, not after it
+        planned = [f"{p.key_added}_{format_resolution(r)}" for r in p.resolutions]
+        clash = [k for k in planned if k in ctx.all_clusterings()]
         if clash:
             raise ConfigError(f"subcluster {name!r}: key(s) {clash} were made earlier in this run; set a distinct key_added")
+        sub, rep = tl.subcluster(adata, name=name, **p.model_dump())
         keys = tl.transfer_subclusters(adata, subset=sub, name=name)
         ctx.add_clusterings(f"subcluster_{name}", keys)
         path = ctx.outdir / "subclusters" / f"{name}.h5ad"

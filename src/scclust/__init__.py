@@ -11,4 +11,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-__all__ = ["pp", "tl", "pl", "datasets", "run", "load_config", "__version__"]
+__all__ = ["__version__", "datasets", "load_config", "pl", "pp", "run", "tl"]

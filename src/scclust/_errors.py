@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["UserError", "ConfigError", "InputError", "MissingKeyError", "MissingFileError", "ScclustWarning"]
+__all__ = ["ConfigError", "InputError", "MissingFileError", "MissingKeyError", "ScclustWarning", "UserError"]
 
 
 class UserError(Exception):

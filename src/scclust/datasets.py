@@ -13,7 +13,7 @@ from ._errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["simulate", "simulate_counts", "pbmc68k", "load_builtin", "BUILTIN", "LAB_MARKERS", "heatmap_example"]
+__all__ = ["BUILTIN", "LAB_MARKERS", "heatmap_example", "load_builtin", "pbmc68k", "simulate", "simulate_counts"]
 
 #: The 12 marker genes of the NBIS lab's dot plot.
 LAB_MARKERS = ["CD3E", "CD4", "CD8A", "GNLY", "NKG7", "MS4A1", "FCGR3A", "CD14", "LYZ", "CST3", "MS4A7", "FCGR1A"]

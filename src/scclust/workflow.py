@@ -9,6 +9,7 @@ fingerprint, wall time and peak memory per stage and every file written.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pandas as pd
 from anndata import AnnData
@@ -30,7 +31,7 @@ from .tl._leiden import format_resolution
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run", "RunContext", "STAGES"]
+__all__ = ["STAGES", "RunContext", "run"]
 
 
 @dataclass
@@ -116,7 +117,7 @@ def _stage_compare(adata: AnnData, p, ctx: RunContext) -> None:
     groups = ctx.clusterings.values() if ctx.clusterings else [compared]
     for group in groups:
         members = [k for k in group if k in compared]
-        pairs += list(zip(members[:-1], members[1:], strict=True))
+        pairs += list(itertools.pairwise(members))
     for a, b in dict.fromkeys(pairs):
         ctx.save_table(tl.contingency(adata, a, b), f"contingency_{a}_vs_{b}")
     ctx.save_figure(pl.compare(adata, keys=compared, reference=p.reference), "compare")
@@ -311,7 +312,7 @@ class _PeakRSS:
         self.peak = 0
         self._stop = threading.Event()
 
-    def __enter__(self) -> _PeakRSS:
+    def __enter__(self) -> Self:
         self.peak = self._proc.memory_info().rss
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -341,6 +342,16 @@ def run(cfg: WorkflowConfig, *, progress: Callable[[str], None] | None = None) -
     outdir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(cfg=cfg, outdir=outdir)
 
+    with pp.background_umap(cfg.background_umap and _computes_umap(cfg)):
+        return _run(cfg, ctx, say, t_start)
+
+
+def _computes_umap(cfg: WorkflowConfig) -> bool:
+    return cfg.input.startswith("builtin:simulate") or any(s in cfg.stages for s in ("prepare", "subcluster"))
+
+
+def _run(cfg: WorkflowConfig, ctx: RunContext, say: Callable[[str], None], t_start: float) -> tuple[AnnData, dict[str, Any]]:
+    outdir = ctx.outdir
     say(f"reading {cfg.input}")
     with _PeakRSS() as mem:
         t0 = time.perf_counter()

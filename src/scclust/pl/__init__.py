@@ -8,4 +8,4 @@ from ._heatmap import clustered_heatmap
 from ._qc import qc_violin
 from ._subcluster import subcluster_markers, subcluster_overview
 
-__all__ = ["dendrogram", "dotplot", "proportions", "qc_violin", "compare", "embedding", "clustered_heatmap", "subcluster_overview", "subcluster_markers"]
+__all__ = ["clustered_heatmap", "compare", "dendrogram", "dotplot", "embedding", "proportions", "qc_violin", "subcluster_markers", "subcluster_overview"]

@@ -1,6 +1,7 @@
 """Preprocessing: neighbour graphs, integration and the (re-)processing chain."""
 
 from ._neighbors import neighbors
-from ._prepare import harmony, highly_variable_genes, prepare, qc_metrics, scale_pca, umap
+from ._prepare import harmony, highly_variable_genes, prepare, qc_metrics, scale_pca
+from ._umap import background_umap, umap
 
-__all__ = ["neighbors", "prepare", "qc_metrics", "highly_variable_genes", "scale_pca", "harmony", "umap"]
+__all__ = ["background_umap", "harmony", "highly_variable_genes", "neighbors", "prepare", "qc_metrics", "scale_pca", "umap"]

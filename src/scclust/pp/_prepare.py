@@ -17,6 +17,7 @@ from scipy import sparse
 
 from .._checks import check_n_obs, check_obs, get_rep
 from .._errors import ConfigError, InputError, MissingKeyError, choices
+from ._umap import umap
 
 logger = logging.getLogger(__name__)
 
@@ -169,22 +170,6 @@ def harmony(
     if Z.shape != X.shape:
         Z = Z.T
     adata.obsm[key_added] = np.ascontiguousarray(Z, dtype=np.float32)
-
-
-def umap(
-    adata: AnnData,
-    *,
-    neighbors_key: str = "neighbors",
-    key_added: str = "X_umap",
-    min_dist: float = 0.5,
-    random_state: int = 0,
-) -> None:
-    """``sc.tl.umap`` on an existing graph, stored under ``.obsm[key_added]``."""
-    import scanpy as sc
-
-    if neighbors_key not in adata.uns:
-        raise MissingKeyError(f"graph {neighbors_key!r} not found in .uns; run the neighbors stage first")
-    sc.tl.umap(adata, neighbors_key=neighbors_key, min_dist=min_dist, random_state=random_state, key_added=key_added)
 
 
 def prepare(

@@ -12,8 +12,22 @@ from ._qc import qc_summary
 from ._subcluster import SubclusterReport, subcluster, transfer_subclusters
 
 __all__ = [
-    "cluster_means", "composition_diagnostics", "dendrogram", "proportions", "qc_summary",
-    "compare", "contingency", "hclust", "kmeans", "leiden", "mixing_entropy",
-    "cluster_heatmap", "heatmap_matrix", "ClusteredHeatmap", "HeatmapInput",
-    "subcluster", "transfer_subclusters", "SubclusterReport",
+    "ClusteredHeatmap",
+    "HeatmapInput",
+    "SubclusterReport",
+    "cluster_heatmap",
+    "cluster_means",
+    "compare",
+    "composition_diagnostics",
+    "contingency",
+    "dendrogram",
+    "hclust",
+    "heatmap_matrix",
+    "kmeans",
+    "leiden",
+    "mixing_entropy",
+    "proportions",
+    "qc_summary",
+    "subcluster",
+    "transfer_subclusters",
 ]

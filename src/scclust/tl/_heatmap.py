@@ -25,7 +25,7 @@ from .._errors import ConfigError, InputError, MissingFileError, MissingKeyError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["heatmap_matrix", "cluster_heatmap", "ClusteredHeatmap", "HeatmapInput", "METHODS", "METRICS"]
+__all__ = ["METHODS", "METRICS", "ClusteredHeatmap", "HeatmapInput", "cluster_heatmap", "heatmap_matrix"]
 
 #: scipy's seven linkage methods
 METHODS = ("single", "complete", "average", "weighted", "centroid", "median", "ward")
@@ -269,7 +269,7 @@ def _stratified(codes: np.ndarray, max_cells: int, random_state: int) -> np.ndar
     take = []
     for g in np.unique(codes):
         idx = np.flatnonzero(codes == g)
-        m = min(idx.size, max(1, int(round(max_cells * idx.size / n))))
+        m = min(idx.size, max(1, round(max_cells * idx.size / n)))
         take.append(rng.choice(idx, m, replace=False))
     return np.sort(np.concatenate(take))
 

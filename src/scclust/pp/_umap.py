@@ -1,0 +1,175 @@
+"""UMAP of an existing graph (``sc.tl.umap``), optionally in a spare process warmed up in advance.
+
+umap-learn's first use in a process is slow: pynndescent 0.6 compiles its distance functions with
+numba when imported and umap compiles its layout optimiser on the first call, and neither is cached
+on disk (about 13 s on a 2-core machine, against ~1 s for the layout itself at 3,000 cells). A run
+that will compute a UMAP therefore starts :func:`background_umap` at its beginning: one spawned
+process imports umap-learn and compiles the layout on a tiny graph while the main process reads the
+input, builds graphs and clusters. :func:`umap` then runs ``sc.tl.umap`` there, on a minimal
+AnnData (the graph and the representation only), and copies the embedding back. Same function,
+same inputs, same seed: the coordinates equal the in-process call (``tests/pp/test_umap.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._errors import MissingKeyError
+
+logger = logging.getLogger(__name__)
+
+_worker: _Worker | None = None  # the background process while a run's ``background_umap`` block is open
+
+def umap(
+    adata: AnnData,
+    *,
+    neighbors_key: str = "neighbors",
+    key_added: str = "X_umap",
+    min_dist: float = 0.5,
+    random_state: int = 0,
+) -> None:
+    """``sc.tl.umap`` on an existing graph, stored under ``.obsm[key_added]``.
+
+    Runs in the background worker when one is active (see :func:`background_umap`), else here.
+    """
+    if neighbors_key not in adata.uns or "connectivities_key" not in adata.uns[neighbors_key]:
+        raise MissingKeyError(f"graph {neighbors_key!r} not found in .uns; run the neighbors stage first")
+    kwargs = {"neighbors_key": neighbors_key, "min_dist": min_dist, "random_state": random_state, "key_added": key_added}
+    if _worker is not None:
+        try:
+            obsm, uns, caught = _worker.run(_graph_only(adata, neighbors_key), kwargs)
+        except Exception as err:  # noqa: BLE001 - a dead or failing worker must not lose the run: compute here
+            logger.info("background UMAP unavailable (%s); computing it in this process", err)
+        else:
+            for message, category in caught:
+                warnings.warn(message, category, stacklevel=2)
+            adata.obsm.update(obsm)
+            adata.uns.update(uns)
+            return
+    import scanpy as sc
+
+    sc.tl.umap(adata, **kwargs)
+
+
+def _graph_only(adata: AnnData, neighbors_key: str) -> AnnData:
+    """What ``sc.tl.umap`` reads: the graph, its parameters and the representation it was built on."""
+    nb = adata.uns[neighbors_key]
+    rep = nb.get("params", {}).get("use_rep")
+    keep = [k for k in adata.obsm if k == rep or (rep is None and k == "X_pca")]
+    with_x = rep in (None, "X")
+    return AnnData(
+        X=adata.X if with_x else None,
+        obs=pd.DataFrame(index=adata.obs_names),
+        var=pd.DataFrame(index=adata.var_names) if with_x else None,
+        obsm={k: adata.obsm[k] for k in keep},
+        obsp={nb[k]: adata.obsp[nb[k]] for k in ("connectivities_key", "distances_key") if nb.get(k) in adata.obsp},
+        uns={neighbors_key: nb},
+    )
+
+
+def _umap_job(mini: AnnData, kwargs: dict[str, Any]) -> tuple[dict, dict, list]:
+    import scanpy as sc
+
+    before = set(mini.uns)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sc.tl.umap(mini, **kwargs)
+    key = kwargs["key_added"]
+    new_uns = {k: mini.uns[k] for k in set(mini.uns) - before}
+    return {key: mini.obsm[key]}, new_uns, [(str(w.message), w.category) for w in caught]
+
+
+def _warm_up() -> None:
+    """Import umap-learn and compile its layout optimiser on a 60-cell graph."""
+    from ._neighbors import neighbors
+
+    rng = np.random.default_rng(0)
+    tiny = AnnData(obs=pd.DataFrame(index=[str(i) for i in range(60)]))
+    tiny.obsm["X_pca"] = np.vstack([rng.normal(c, 1, (20, 5)) for c in (0, 6, 12)]).astype(np.float32)
+    neighbors(tiny, use_rep="X_pca", n_neighbors=10)
+    _umap_job(tiny, {"neighbors_key": "neighbors", "min_dist": 0.5, "random_state": 0, "key_added": "X_umap"})
+
+
+def _serve(conn) -> None:
+    """The worker: warm up, then run the jobs sent through ``conn`` until it closes."""
+    try:
+        _warm_up()
+    except Exception:
+        logger.debug("UMAP warm-up failed", exc_info=True)
+    conn.send(("ready", None))
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        try:
+            conn.send(("ok", _umap_job(*job)))
+        except Exception as err:  # noqa: BLE001 - reported to the main process, which recomputes
+            conn.send(("error", f"{type(err).__name__}: {err}"))
+
+
+class _Worker:
+    """One spawned process running :func:`_serve`; :meth:`run` raises if it died or failed."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child,), name="scclust-umap", daemon=True)
+        self.proc.start()
+        child.close()
+        self.ready = False
+
+    def run(self, mini: AnnData, kwargs: dict[str, Any]) -> tuple[dict, dict, list]:
+        if not self.ready:
+            self.conn.recv()  # the end of the warm-up; EOFError if the worker died
+            self.ready = True
+        self.conn.send((mini, kwargs))
+        status, value = self.conn.recv()
+        if status != "ok":
+            raise RuntimeError(value)
+        return value
+
+    def stop(self) -> None:
+        """An idle worker exits when the pipe closes; one still warming up (the run ended early) is killed."""
+        idle = self.ready or self.conn.poll()
+        self.conn.close()
+        if idle:
+            self.proc.join(timeout=10)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join()
+
+
+def _needs_warm_up() -> bool:
+    """False when this process has umap-learn already (a notebook, a test session) or one core."""
+    return "umap" not in sys.modules and (os.cpu_count() or 1) > 1
+
+
+@contextmanager
+def background_umap(enabled: bool = True) -> Iterator[None]:
+    """Within the block, :func:`umap` runs in one spare process that starts warming up now.
+
+    Does nothing when ``enabled`` is false, when umap-learn is already imported here, or on a
+    single core. The worker is stopped on leaving the block.
+    """
+    global _worker
+    if not enabled or _worker is not None or not _needs_warm_up():
+        yield
+        return
+    _worker = _Worker()
+    try:
+        yield
+    finally:
+        worker, _worker = _worker, None
+        worker.stop()

@@ -83,6 +83,8 @@ def _stage_prepare(adata: AnnData, p, ctx: RunContext) -> AnnData:
 
 def _stage_neighbors(adata: AnnData, p, ctx: RunContext) -> None:
     pp.neighbors(adata, **p.model_dump())
+    if ctx.cfg.figures.graph_block:
+        ctx.save_figure(pl.graph_block(adata, [p.key_added], n_cells=ctx.cfg.figures.graph_block), f"graph_{p.key_added}")
 
 
 def _clustering_stage(func: Callable[..., AnnData | None]) -> Callable[[AnnData, Any, RunContext], None]:
@@ -114,13 +116,19 @@ def _stage_compare(adata: AnnData, p, ctx: RunContext) -> None:
     ctx.save_table(res["summary"], "compare_summary")
     compared = [k for k in res["ari"].index if k != p.reference]
     pairs = [(k, p.reference) for k in compared] if p.reference is not None else []
-    groups = ctx.clusterings.values() if ctx.clusterings else [compared]
-    for group in groups:
-        members = [k for k in group if k in compared]
+    groups = ctx.clusterings if ctx.clusterings else {"selected": compared}
+    trees = {}
+    for group, keys in groups.items():
+        members = [k for k in keys if k in compared]
         pairs += list(itertools.pairwise(members))
+        if len(members) >= 2:
+            trees[group] = members
     for a, b in dict.fromkeys(pairs):
         ctx.save_table(tl.contingency(adata, a, b), f"contingency_{a}_vs_{b}")
     ctx.save_figure(pl.compare(adata, keys=compared, reference=p.reference), "compare")
+    for group, members in trees.items():  # a clustering tree per series (resolutions, k, tree cuts)
+        ctx.save_table(tl.cluster_tree(adata, members), f"clustree_{group}", index=False)
+        ctx.save_figure(pl.clustree(adata, members), f"clustree_{group}")
 
 
 def _stage_embedding(adata: AnnData, p, ctx: RunContext) -> None:

@@ -50,3 +50,42 @@ def test_errors(clustered):
         scc.pl.compare(clustered, metrics=["rand"])
     with pytest.raises(MissingKeyError, match="run a clustering stage"):
         scc.pl.compare(AnnData(obs=clustered.obs[["cell_type"]].copy()))
+
+
+def test_clustree_draws_every_cluster_and_the_kept_edges(clustered):
+    before = clustered.obs.copy()
+    keys = ["hclust_3", "hclust_6", "kmeans6"]
+    fig = scc.pl.clustree(clustered, keys, min_in_prop=0.2)
+    ax = fig.axes[0]
+    n_clusters = sum(clustered.obs[k].nunique() for k in keys)
+    assert len(ax.collections[0].get_offsets()) == n_clusters
+    assert sorted(t.get_text() for t in ax.texts[:n_clusters]) == sorted(
+        str(c) for k in keys for c in clustered.obs[k].unique()
+    )
+    edges = scc.tl.cluster_tree(clustered, keys)
+    assert len(ax.lines) == int((edges["in_prop"] >= 0.2).sum())
+    assert [t.get_text() for t in ax.get_yticklabels()] == keys
+    # rows top to bottom in the given order: every node of a key sits on its row
+    rows = -np.asarray(ax.collections[0].get_offsets())[:, 1]
+    assert list(np.repeat(np.arange(3), [clustered.obs[k].nunique() for k in keys])) == list(rows)
+    # hclust cuts of one tree nest: every hclust_6 cluster has a single parent with in_prop 1
+    nested = edges[edges["to_key"] == "hclust_6"]
+    assert (nested["in_prop"] == 1).all() and nested["to_cluster"].is_unique
+    pd.testing.assert_frame_equal(clustered.obs, before)
+    with pytest.raises(ConfigError, match="min_in_prop"):
+        scc.pl.clustree(clustered, keys, min_in_prop=2)
+
+
+def test_graph_block_shows_the_graph_weights(pbmc):
+    adata = pbmc.copy()
+    scc.pp.neighbors(adata, use_rep="X_pca", n_neighbors=10, key_added="knn")
+    scc.pp.neighbors(adata, use_rep="X_pca", n_neighbors=10, snn=True, key_added="snn")
+    fig = scc.pl.graph_block(adata, ["knn", "snn"], n_cells=150)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 2
+    for ax, key in zip(panels, ["knn", "snn"], strict=True):
+        block = adata.obsp[adata.uns[key]["connectivities_key"]][:150, :150].toarray()
+        np.testing.assert_array_equal(ax.images[0].get_array(), block)
+        assert ax.get_title().startswith(f"{key}: {np.count_nonzero(block)} edges among the first 150 cells")
+    with pytest.raises(MissingKeyError, match="not found"):
+        scc.pl.graph_block(adata, ["nope"])

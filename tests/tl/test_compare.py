@@ -95,3 +95,22 @@ def test_compare_stage_writes_tables_and_figure(tmp_path):
     assert "contingency_leiden_1.0_vs_kmeans5.csv" not in tables  # consecutive within a stage only
     assert (tmp_path / "figures" / "compare.png").is_file()
     assert "hclust_summary.csv" in tables and "kmeans_summary.csv" in tables
+
+
+def test_cluster_tree_is_the_stacked_crosstabs(pbmc):
+    adata = pbmc.copy()
+    scc.tl.kmeans(adata, n_clusters=[3, 5, 8], use_rep="X_pca", n_init=1)
+    keys = ["kmeans3", "kmeans5", "kmeans8"]
+    edges = scc.tl.cluster_tree(adata, keys)
+    assert list(edges["from_key"].unique()) == keys[:2] and list(edges["to_key"].unique()) == keys[1:]
+    for a, b in zip(keys[:-1], keys[1:], strict=True):
+        ref = pd.crosstab(adata.obs[a].astype(str), adata.obs[b].astype(str)).stack()
+        ref = ref[ref > 0]
+        sub = edges[edges["from_key"] == a].set_index(["from_cluster", "to_cluster"])["n_cells"]
+        assert sub.sort_index().to_dict() == ref.sort_index().to_dict()
+        part = edges[edges["from_key"] == a]
+        assert part["n_cells"].sum() == adata.n_obs
+        np.testing.assert_allclose(part.groupby("to_cluster")["in_prop"].sum(), 1)
+        np.testing.assert_allclose(part.groupby("from_cluster")["out_prop"].sum(), 1)
+    with pytest.raises(InputError, match="at least two"):
+        scc.tl.cluster_tree(adata, ["kmeans3"])

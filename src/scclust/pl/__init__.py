@@ -1,11 +1,12 @@
 """Figures. Every function returns a :class:`matplotlib.figure.Figure` and never modifies the AnnData."""
 
-from ._compare import compare
+from ._compare import clustree, compare
 from ._composition import proportions
 from ._dendrogram import dendrogram, dotplot
 from ._embedding import embedding
+from ._graph import graph_block
 from ._heatmap import clustered_heatmap
 from ._qc import qc_violin
 from ._subcluster import subcluster_markers, subcluster_overview
 
-__all__ = ["clustered_heatmap", "compare", "dendrogram", "dotplot", "embedding", "proportions", "qc_violin", "subcluster_markers", "subcluster_overview"]
+__all__ = ["clustered_heatmap", "clustree", "compare", "dendrogram", "dotplot", "embedding", "graph_block", "proportions", "qc_violin", "subcluster_markers", "subcluster_overview"]

@@ -78,3 +78,82 @@ def compare(
                             color="black" if (not np.isnan(v) and v > 0.6) else "white")
     fig.colorbar(im, ax=list(axes), shrink=0.7, label="agreement")
     return fig
+
+
+def clustree(
+    adata: AnnData,
+    keys: Sequence[str],
+    *,
+    min_in_prop: float = 0.1,
+    title: str | None = None,
+) -> Figure:
+    """Clustering tree across a series of clusterings (clustree; Zappia & Oshlack 2018).
+
+    One row per key (top to bottom in the given order), one node per cluster with area proportional
+    to its cells, and an edge from each cluster to the clusters of the next row that take its cells:
+    width by the number of cells, opacity by ``in_prop`` (the share of the child's cells that come
+    from that parent; edges below ``min_in_prop`` are hidden). The nodes of each row are ordered by
+    igraph's Sugiyama layout to reduce edge crossings. Pure: reads the labels in ``.obs``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with the label columns in ``.obs``.
+    keys
+        Two or more clusterings, e.g. ``["leiden_0.4", "leiden_0.6", "leiden_1.0"]``.
+    min_in_prop
+        Edges with a smaller ``in_prop`` are not drawn (clustree's default 0.1).
+    title
+        Figure title.
+
+    Returns
+    -------
+    The :class:`~matplotlib.figure.Figure`; the edge table is :func:`scclust.tl.cluster_tree`.
+    """
+    import igraph as ig
+    import matplotlib as mpl
+
+    from ..tl._compare import cluster_tree, contingency
+
+    if not 0 <= min_in_prop <= 1:
+        raise ConfigError(f"min_in_prop must be in [0, 1]; got {min_in_prop}")
+    keys = list(keys)
+    edges = cluster_tree(adata, keys)
+    nodes: list[tuple[str, str, int]] = []  # (key, cluster, size), row by row
+    for i, key in enumerate(keys):
+        table = contingency(adata, key, keys[i + 1] if i + 1 < len(keys) else keys[i - 1])
+        nodes += [(key, str(c), int(n)) for c, n in table.sum(axis=1).items() if n > 0]
+    vid = {(k, c): i for i, (k, c, _) in enumerate(nodes)}
+    row = {k: i for i, k in enumerate(keys)}
+    shown = edges[edges["in_prop"] >= min_in_prop]
+    pairs = [(vid[(a, ca)], vid[(b, cb)]) for a, ca, b, cb in shown[["from_key", "from_cluster", "to_key", "to_cluster"]].itertuples(index=False)]
+    g = ig.Graph(n=len(nodes), edges=pairs, directed=True)
+    xy = np.asarray(g.layout_sugiyama(layers=[row[k] for k, _, _ in nodes]).coords)[: len(nodes)]
+    x, y = xy[:, 0], -np.array([row[k] for k, _, _ in nodes], dtype=float)
+
+    width = max(x.max() - x.min() if len(x) else 0, 1)
+    fig = Figure(figsize=(min(max(6, 0.5 * width + 2.5), 30), 0.95 * len(keys) + 1.2), layout="constrained")
+    ax = fig.subplots()
+    sizes = np.array([n for _, _, n in nodes], dtype=float)
+    n_max = float(shown["n_cells"].max()) if len(shown) else 1.0
+    for (u, v), (n, p) in zip(pairs, shown[["n_cells", "in_prop"]].itertuples(index=False), strict=True):
+        ax.plot([x[u], x[v]], [y[u], y[v]], color="#333333", lw=0.4 + 5 * n / n_max, alpha=0.15 + 0.85 * p,
+                solid_capstyle="round", zorder=1)
+    colours = mpl.colormaps["viridis"](np.linspace(0.1, 0.9, len(keys)))
+    ax.scatter(x, y, s=40 + 900 * sizes / sizes.max(), c=[colours[row[k]] for k, _, _ in nodes],
+               edgecolors="white", linewidths=0.6, zorder=2)
+    for (k, c, _), xi, yi in zip(nodes, x, y, strict=True):
+        r, gr, b, _ = colours[row[k]]
+        ink = "black" if 0.299 * r + 0.587 * gr + 0.114 * b > 0.55 else "white"
+        ax.text(xi, yi, c, ha="center", va="center", fontsize=7, color=ink, zorder=3, fontweight="bold")
+    ax.set_yticks(-np.arange(len(keys)), keys)
+    ax.set_xticks([])
+    ax.set_xlim(x.min() - 0.8, x.max() + 0.8)
+    ax.set_ylim(-len(keys) + 0.5, 0.5)
+    for side in ("top", "right", "bottom", "left"):
+        ax.spines[side].set_visible(False)
+    ax.tick_params(axis="y", length=0)
+    ax.set_title(title or f"Cluster tree ({keys[0]} ... {keys[-1]})", fontsize=10)
+    ax.text(1, -0.02, f"node area: cells; edge width: cells, opacity: in_prop (< {min_in_prop:g} hidden)",
+            transform=ax.transAxes, ha="right", va="top", fontsize=7, color="#555555")
+    return fig

@@ -1,6 +1,6 @@
 """Clustering and analysis tools."""
 
-from ._compare import compare, contingency
+from ._compare import cluster_tree, compare, contingency
 from ._composition import composition_diagnostics, proportions
 from ._dendrogram import cluster_means, dendrogram
 from ._hclust import hclust
@@ -17,6 +17,7 @@ __all__ = [
     "SubclusterReport",
     "cluster_heatmap",
     "cluster_means",
+    "cluster_tree",
     "compare",
     "composition_diagnostics",
     "contingency",

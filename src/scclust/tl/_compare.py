@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 
@@ -115,3 +116,33 @@ def contingency(adata: AnnData, key1: str, key2: str) -> pd.DataFrame:
     table = table.reindex(index=a.cat.categories, columns=b.cat.categories, fill_value=0)
     table.index.name, table.columns.name = key1, key2
     return table.astype(np.int64)
+
+
+def cluster_tree(adata: AnnData, keys: Sequence[str]) -> pd.DataFrame:
+    """The clustree graph of a series of clusterings (e.g. Leiden at increasing resolution).
+
+    Nodes are the clusters of each key; an edge joins a cluster of ``keys[i]`` to a cluster of
+    ``keys[i + 1]`` when they share cells. ``in_prop`` is the share of the child cluster's cells that
+    come from the parent (Zappia & Oshlack 2018, clustree's ``in_prop``): a child with no edge of
+    ``in_prop`` >= ~0.5 is made of cells from several parents, the sign of an unstable split.
+
+    Returns
+    -------
+    One row per edge: ``from_key``, ``from_cluster``, ``from_size``, ``to_key``, ``to_cluster``,
+    ``to_size``, ``n_cells``, ``in_prop`` (``n_cells / to_size``) and ``out_prop``
+    (``n_cells / from_size``), in key order, then parent and child category order.
+    """
+    keys = list(keys)
+    if len(keys) < 2:
+        raise InputError(f"cluster_tree needs at least two clusterings; got {keys}")
+    rows = []
+    for a, b in itertools.pairwise(keys):
+        table = contingency(adata, a, b)
+        from_size, to_size = table.sum(axis=1), table.sum(axis=0)
+        for (ca, cb), n in table.stack().items():
+            if n > 0:
+                rows.append((a, str(ca), int(from_size[ca]), b, str(cb), int(to_size[cb]), int(n)))
+    edges = pd.DataFrame(rows, columns=["from_key", "from_cluster", "from_size", "to_key", "to_cluster", "to_size", "n_cells"])
+    edges["in_prop"] = edges["n_cells"] / edges["to_size"]
+    edges["out_prop"] = edges["n_cells"] / edges["from_size"]
+    return edges

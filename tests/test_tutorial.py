@@ -126,3 +126,33 @@ def test_lab_figures_and_tables_in_manifest(tutorial_run):
     for f in EXPECTED_FILES:
         assert (outdir / f).stat().st_size > 0, f
     assert manifest["clusterings"]["subcluster_tnk"] == ["tcells_0.6"]
+
+
+def test_tnk_subclustering_matches_the_lab_steps(tutorial_run):
+    """Step 9 replayed with the lab's own calls on the cells scclust selected: same HVGs, same
+    PCA, and tcells_0.6 with ARI >= 0.95 (the lab picks the clusters by eye; the selection rule is
+    tested in tests/tl/test_subcluster.py)."""
+    import harmonypy
+    import numpy as np
+
+    path, _, manifest = tutorial_run
+    sub = ad.read_h5ad(Path(manifest["config"]["outdir"]) / "subclusters" / "tnk.h5ad")
+    parent = ad.read_h5ad(path)
+    tcells = parent[sub.obs_names].raw.to_adata()
+    tcells.raw = tcells
+    sc.pp.highly_variable_genes(tcells, min_mean=0.0125, max_mean=3, min_disp=0.5)
+    tcells = tcells[:, tcells.var["highly_variable"]].copy()
+    assert list(tcells.var_names) == list(sub.var_names)
+    sc.pp.regress_out(tcells, ["total_counts", "pct_counts_mt"])
+    sc.pp.scale(tcells, max_value=10)
+    sc.tl.pca(tcells, svd_solver="arpack")
+    np.testing.assert_allclose(np.abs(sub.obsm["X_pca"]), np.abs(tcells.obsm["X_pca"]), atol=1e-3)
+    ho = harmonypy.run_harmony(tcells.obsm["X_pca"], tcells.obs, "sample", verbose=False)
+    Z = np.asarray(ho.Z_corr)
+    tcells.obsm["X_pca_harmony"] = Z if Z.shape[0] == tcells.n_obs else Z.T
+    sc.pp.neighbors(tcells, n_neighbors=10, n_pcs=30, use_rep="X_pca_harmony")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        sc.tl.leiden(tcells, resolution=0.6, key_added="lab")
+    ari = adjusted_rand_score(tcells.obs["lab"], sub.obs["tcells_0.6"])
+    assert ari >= 0.95, f"tcells_0.6: ARI {ari:.4f} vs the lab's steps"

@@ -53,3 +53,20 @@ def test_umap_without_graph_names_the_stage(sim):
     adata.uns.pop("neighbors", None)
     with pytest.raises(MissingKeyError, match="run the neighbors stage first"):
         pp.umap(adata)
+
+
+
+
+def test_no_worker_from_a_daemonic_process(monkeypatch):
+    """A daemonic process (a multiprocessing pool's worker) may not start children: run in-process."""
+    import multiprocessing
+    import sys
+
+    monkeypatch.delitem(sys.modules, "umap", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert _umap._needs_warm_up()
+    proc = multiprocessing.current_process()
+    monkeypatch.setattr(proc, "_config", {**proc._config, "daemon": True})
+    assert not _umap._needs_warm_up()
+    with pp.background_umap():
+        assert _umap._worker is None

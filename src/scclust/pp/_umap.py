@@ -152,8 +152,9 @@ class _Worker:
 
 
 def _needs_warm_up() -> bool:
-    """False when this process has umap-learn already (a notebook, a test session) or one core."""
-    return "umap" not in sys.modules and (os.cpu_count() or 1) > 1
+    """False when this process has umap-learn already (a notebook, a test session), runs on one
+    core, or may not start processes (a daemonic worker of a multiprocessing pool)."""
+    return "umap" not in sys.modules and (os.cpu_count() or 1) > 1 and not multiprocessing.current_process().daemon
 
 
 @contextmanager
@@ -167,7 +168,12 @@ def background_umap(enabled: bool = True) -> Iterator[None]:
     if not enabled or _worker is not None or not _needs_warm_up():
         yield
         return
-    _worker = _Worker()
+    try:
+        _worker = _Worker()
+    except Exception as err:  # noqa: BLE001 - no spare process: everything runs here, as without the block
+        logger.info("background UMAP not started (%s: %s)", type(err).__name__, err)
+        yield
+        return
     try:
         yield
     finally:

@@ -96,3 +96,17 @@ def test_validate_and_schema(tmp_path, capsys):
 def test_shipped_configs_validate():
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         assert main(["validate", str(path)]) == 0, path
+
+
+def test_import_and_validate_load_no_plotting_or_scanpy():
+    """``import scclust`` and ``scclust validate`` stay light: submodules load on first use."""
+    code = (
+        "import sys, scclust\n"
+        "from scclust.cli import main\n"
+        "rc = main(['validate', 'configs/tutorial.yaml'])\n"
+        "heavy = [m for m in ('scanpy', 'matplotlib', 'umap', 'sklearn') if m in sys.modules]\n"
+        "assert rc == 0 and not heavy, (rc, heavy)\n"
+        "assert scclust.tl.leiden and scclust.run and scclust.__version__\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr

@@ -98,6 +98,14 @@ class LeidenParams(_Params):
     n_iterations: int = 2
     use_weights: bool = True
     random_state: int = 0
+    n_jobs: int = Field(1, ge=-1, description="processes for the resolutions (-1: one per core); labels do not depend on it")
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _not_zero(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("n_jobs must be >= 1, or -1 for one process per core")
+        return v
 
     @field_validator("resolutions")
     @classmethod

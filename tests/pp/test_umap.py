@@ -24,19 +24,19 @@ def test_background_worker_equals_scanpy_in_process(graph, monkeypatch):
     monkeypatch.setattr(_umap, "_needs_warm_up", lambda: True)  # this test process has umap imported already
     with pp.background_umap():
         worker = _umap._worker
-        assert worker is not None and worker.proc.is_alive()
+        assert worker is not None and worker.worker.proc.poll() is None
         pp.umap(ours, min_dist=0.3, random_state=3, key_added="X_ref")
         assert worker.ready  # the result came from the worker, after its warm-up
         np.testing.assert_array_equal(ours.obsm["X_ref"], ref.obsm["X_ref"])
         assert ours.uns["X_ref"]["params"] == pytest.approx(ref.uns["X_ref"]["params"])
 
         # a worker that died must not lose the result: computed here instead, still identical
-        worker.proc.kill()
-        worker.proc.join()
+        worker.worker.proc.kill()
+        worker.worker.proc.wait()
         again = graph.copy()
         pp.umap(again, min_dist=0.3, random_state=3, key_added="X_ref")
         np.testing.assert_array_equal(again.obsm["X_ref"], ref.obsm["X_ref"])
-    assert _umap._worker is None and not worker.proc.is_alive()
+    assert _umap._worker is None and worker.worker.proc.poll() is not None
 
 
 def test_background_is_a_no_op_when_umap_is_loaded_or_disabled(graph):
@@ -57,16 +57,26 @@ def test_umap_without_graph_names_the_stage(sim):
 
 
 
-def test_no_worker_from_a_daemonic_process(monkeypatch):
-    """A daemonic process (a multiprocessing pool's worker) may not start children: run in-process."""
-    import multiprocessing
+def test_unguarded_script_from_stdin_runs_once(tmp_path):
+    """Workers are fresh interpreters, not multiprocessing children: a script without a main guard,
+    even one read from stdin, is not re-run by them (multiprocessing's spawn would re-import it)."""
+    import subprocess
     import sys
 
-    monkeypatch.delitem(sys.modules, "umap", raising=False)
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
-    assert _umap._needs_warm_up()
-    proc = multiprocessing.current_process()
-    monkeypatch.setattr(proc, "_config", {**proc._config, "daemon": True})
-    assert not _umap._needs_warm_up()
-    with pp.background_umap():
-        assert _umap._worker is None
+    marker = tmp_path / "marker.txt"
+    script = f"""
+import scclust
+from scclust.config import WorkflowConfig
+from scclust.pp import _umap
+open({str(marker)!r}, "a").write("ran\\n")
+made = []
+init = _umap._UmapWorker.__init__
+_umap._UmapWorker.__init__ = lambda self: (made.append(1), init(self))[1]
+cfg = WorkflowConfig(input="builtin:simulate?n_cells=300", outdir={str(tmp_path / "out")!r}, stages=["neighbors", "leiden"])
+scclust.run(cfg)
+assert made == [1], made
+"""
+    res = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert marker.read_text() == "ran\n"
+    assert (tmp_path / "out" / "clustered.h5ad").exists()

@@ -83,3 +83,16 @@ def test_bad_resolution(graph, res):
 def test_missing_graph(sim):
     with pytest.raises(MissingKeyError, match="neighbors"):
         tl.leiden(sim.copy(), neighbors_key="nope")
+
+
+@pytest.mark.parametrize("flavor", ["leidenalg", "louvain"])
+def test_parallel_resolutions_give_the_sequential_labels(graph, flavor):
+    seq, par = graph.copy(), graph.copy()
+    kw = {"resolutions": [0.4, 0.8, 1.0, 1.4], "flavor": flavor, "n_iterations": -1, "random_state": 3}
+    tl.leiden(seq, **kw)
+    tl.leiden(par, **kw, n_jobs=2)
+    for key, info in seq.uns["leiden"]["clusterings"].items():
+        assert seq.obs[key].equals(par.obs[key]), key
+        assert par.uns["leiden"]["clusterings"][key] == info
+    with pytest.raises(ConfigError, match="n_jobs"):
+        tl.leiden(graph.copy(), resolutions=[1.0], n_jobs=0)

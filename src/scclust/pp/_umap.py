@@ -3,8 +3,8 @@
 umap-learn's first use in a process is slow: pynndescent 0.6 compiles its distance functions with
 numba when imported and umap compiles its layout optimiser on the first call, and neither is cached
 on disk (about 13 s on a 2-core machine, against ~1 s for the layout itself at 3,000 cells). A run
-that will compute a UMAP therefore starts :func:`background_umap` at its beginning: one spawned
-process imports umap-learn and compiles the layout on a tiny graph while the main process reads the
+that will compute a UMAP therefore starts :func:`background_umap` at its beginning: one worker
+process (:mod:`scclust._worker`) imports umap-learn and compiles the layout on a tiny graph while the main process reads the
 input, builds graphs and clusters. :func:`umap` then runs ``sc.tl.umap`` there, on a minimal
 AnnData (the graph and the representation only), and copies the embedding back. Same function,
 same inputs, same seed: the coordinates equal the in-process call (``tests/pp/test_umap.py``).
@@ -13,7 +13,6 @@ same inputs, same seed: the coordinates equal the in-process call (``tests/pp/te
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import sys
 import warnings
@@ -26,10 +25,11 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import MissingKeyError
+from .._worker import Worker, WorkerError
 
 logger = logging.getLogger(__name__)
 
-_worker: _Worker | None = None  # the background process while a run's ``background_umap`` block is open
+_worker: _UmapWorker | None = None  # the background process while a run's ``background_umap`` block is open
 
 def umap(
     adata: AnnData,
@@ -101,60 +101,33 @@ def _warm_up() -> None:
     _umap_job(tiny, {"neighbors_key": "neighbors", "min_dist": 0.5, "random_state": 0, "key_added": "X_umap"})
 
 
-def _serve(conn) -> None:
-    """The worker: warm up, then run the jobs sent through ``conn`` until it closes."""
-    try:
-        _warm_up()
-    except Exception:
-        logger.debug("UMAP warm-up failed", exc_info=True)
-    conn.send(("ready", None))
-    while True:
-        try:
-            job = conn.recv()
-        except EOFError:
-            return
-        try:
-            conn.send(("ok", _umap_job(*job)))
-        except Exception as err:  # noqa: BLE001 - reported to the main process, which recomputes
-            conn.send(("error", f"{type(err).__name__}: {err}"))
-
-
-class _Worker:
-    """One spawned process running :func:`_serve`; :meth:`run` raises if it died or failed."""
+class _UmapWorker:
+    """A :class:`~scclust._worker.Worker` that starts compiling umap-learn at once."""
 
     def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child,), name="scclust-umap", daemon=True)
-        self.proc.start()
-        child.close()
+        self.worker = Worker()
+        self.worker.submit(f"{__name__}:_warm_up")
         self.ready = False
 
     def run(self, mini: AnnData, kwargs: dict[str, Any]) -> tuple[dict, dict, list]:
         if not self.ready:
-            self.conn.recv()  # the end of the warm-up; EOFError if the worker died
+            try:
+                self.worker.result()  # the end of the warm-up
+            except WorkerError as err:
+                if self.worker.proc.poll() is not None:
+                    raise
+                logger.debug("UMAP warm-up failed in the worker: %s", err)  # the job compiles on its own
             self.ready = True
-        self.conn.send((mini, kwargs))
-        status, value = self.conn.recv()
-        if status != "ok":
-            raise RuntimeError(value)
-        return value
+        return self.worker.call(f"{__name__}:_umap_job", mini, kwargs)
 
     def stop(self) -> None:
-        """An idle worker exits when the pipe closes; one still warming up (the run ended early) is killed."""
-        idle = self.ready or self.conn.poll()
-        self.conn.close()
-        if idle:
-            self.proc.join(timeout=10)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join()
+        """An idle worker exits when its input closes; one still warming up (the run ended early) is killed."""
+        self.worker.close(kill=not self.ready)
 
 
 def _needs_warm_up() -> bool:
-    """False when this process has umap-learn already (a notebook, a test session), runs on one
-    core, or may not start processes (a daemonic worker of a multiprocessing pool)."""
-    return "umap" not in sys.modules and (os.cpu_count() or 1) > 1 and not multiprocessing.current_process().daemon
+    """False when this process has umap-learn already (a notebook, a test session) or runs on one core."""
+    return "umap" not in sys.modules and (os.cpu_count() or 1) > 1
 
 
 @contextmanager
@@ -169,7 +142,7 @@ def background_umap(enabled: bool = True) -> Iterator[None]:
         yield
         return
     try:
-        _worker = _Worker()
+        _worker = _UmapWorker()
     except Exception as err:  # noqa: BLE001 - no spare process: everything runs here, as without the block
         logger.info("background UMAP not started (%s: %s)", type(err).__name__, err)
         yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ def leiden(
     n_iterations: int = 2,
     use_weights: bool = True,
     random_state: int = 0,
+    n_jobs: int = 1,
     copy: bool = False,
 ) -> AnnData | None:
     """Leiden clustering of a neighbour graph at several resolutions.
@@ -56,6 +58,11 @@ def leiden(
         Use edge weights (connectivities) or treat the graph as unweighted.
     random_state
         Seed.
+    n_jobs
+        Processes running resolutions side by side (-1: one per core; at most one per resolution).
+        Each resolution uses the same seed in any process, so the labels do not depend on ``n_jobs``.
+        Worth it for leidenalg (seconds to minutes per resolution, and it holds the GIL); each
+        process holds a copy of the graph.
     copy
         Return a modified copy.
 
@@ -73,42 +80,104 @@ def leiden(
         raise ConfigError(f"resolutions must be > 0; got {bad}")
     if flavor not in ("igraph", "leidenalg", "louvain"):
         raise ConfigError(f"flavor {flavor!r} is not one of 'igraph', 'leidenalg', 'louvain'")
+    if n_jobs == 0 or n_jobs < -1:
+        raise ConfigError(f"n_jobs must be >= 1, or -1 for one process per core; got {n_jobs}")
     adata = adata.copy() if copy else adata
     adjacency = get_graph(adata, neighbors_key)
-    g = _to_igraph(adjacency, directed=flavor == "leidenalg")
-    weights = np.asarray(g.es["weight"], dtype=np.float64) if use_weights else None
+    options = {"flavor": flavor, "n_iterations": n_iterations, "use_weights": use_weights, "random_state": random_state}
+    n_proc = min(len(res), (os.cpu_count() or 1) if n_jobs == -1 else n_jobs)
+    results = _partitions_in_workers(adjacency, res, options, n_proc) if n_proc > 1 else None
+    if results is None:
+        _init_worker(adjacency, flavor)
+        try:
+            results = [_worker_partition(r, options) for r in res]
+        finally:
+            _graph.clear()
     summary = {}
-    for r in res:
-        if flavor == "leidenalg":
-            import leidenalg
-
-            part = leidenalg.find_partition(
-                g, leidenalg.RBConfigurationVertexPartition, weights=weights,
-                n_iterations=n_iterations, seed=random_state, resolution_parameter=r,
-            )
-            modularity = float(_undirected_modularity(adjacency, part.membership, use_weights))
-        else:
-            with _igraph_seed(random_state):
-                if flavor == "igraph":
-                    part = g.community_leiden(
-                        objective_function="modularity", weights="weight" if use_weights else None,
-                        resolution=r, n_iterations=n_iterations,
-                    )
-                else:
-                    part = g.community_multilevel(weights="weight" if use_weights else None, resolution=r)
-            modularity = float(g.modularity(part.membership, weights="weight" if use_weights else None, resolution=r))
+    for r, (membership, modularity) in zip(res, results, strict=True):
         key = f"{key_added}_{format_resolution(r)}"
-        n_clusters = store_labels(adata, key, np.asarray(part.membership))
+        n_clusters = store_labels(adata, key, membership)
         summary[key] = {"resolution": r, "n_clusters": n_clusters, "modularity": modularity}
         logger.info("%s: %d clusters (modularity %.3f)", key, n_clusters, modularity)
     adata.uns[key_added] = {
         "params": {
             "resolutions": res, "neighbors_key": neighbors_key, "flavor": flavor,
             "n_iterations": n_iterations, "use_weights": use_weights, "random_state": random_state,
+            "n_jobs": n_jobs,
         },
         "clusterings": summary,
     }
     return adata if copy else None
+
+
+_graph: dict = {}  # this process's graph for _worker_partition: {"adjacency", "g", "weights"}
+
+
+def _partitions_in_workers(adjacency: sparse.csr_matrix, res: list[float], options: dict, n_proc: int) -> list | None:
+    """:func:`_worker_partition` for every resolution, shared between this process and ``n_proc - 1``
+    worker processes (the highest, slowest resolutions dealt first, round robin); ``None`` if a
+    worker failed (the caller then recomputes here)."""
+    from .._worker import Worker, WorkerError
+
+    dealt: list[list[int]] = [[] for _ in range(n_proc)]  # slot 0: this process
+    for j, i in enumerate(sorted(range(len(res)), key=lambda i: -res[i])):
+        dealt[j % n_proc].append(i)
+    workers = [Worker() for _ in range(n_proc - 1)]
+    results: list = [None] * len(res)
+    try:
+        for w, indices in zip(workers, dealt[1:], strict=True):
+            w.submit(f"{__name__}:_init_worker", adjacency, options["flavor"])
+            for i in indices:
+                w.submit(f"{__name__}:_worker_partition", res[i], options)
+        _init_worker(adjacency, options["flavor"])
+        try:
+            for i in dealt[0]:
+                results[i] = _worker_partition(res[i], options)
+        finally:
+            _graph.clear()
+        for w, indices in zip(workers, dealt[1:], strict=True):
+            w.result()
+            for i in indices:
+                results[i] = w.result()
+    except WorkerError as err:
+        logger.warning("leiden: a worker process failed (%s); running the resolutions in this process", err)
+        for w in workers:
+            w.close(kill=True)
+        return None
+    for w in workers:
+        w.close()
+    return results
+
+
+def _init_worker(adjacency: sparse.csr_matrix, flavor: str) -> None:
+    """Build the igraph graph once per process (the main one, or each worker of ``n_jobs``)."""
+    g = _to_igraph(adjacency, directed=flavor == "leidenalg")
+    _graph.update(adjacency=adjacency, g=g, weights=np.asarray(g.es["weight"], dtype=np.float64))
+
+
+def _worker_partition(r: float, options: dict) -> tuple[np.ndarray, float]:
+    """(membership, modularity) at resolution ``r`` on the graph of :func:`_init_worker`."""
+    flavor, use_weights, random_state = options["flavor"], options["use_weights"], options["random_state"]
+    g, adjacency = _graph["g"], _graph["adjacency"]
+    if flavor == "leidenalg":
+        import leidenalg
+
+        part = leidenalg.find_partition(
+            g, leidenalg.RBConfigurationVertexPartition, weights=_graph["weights"] if use_weights else None,
+            n_iterations=options["n_iterations"], seed=random_state, resolution_parameter=r,
+        )
+        modularity = float(_undirected_modularity(adjacency, part.membership, use_weights))
+    else:
+        weights = "weight" if use_weights else None
+        with _igraph_seed(random_state):
+            if flavor == "igraph":
+                part = g.community_leiden(
+                    objective_function="modularity", weights=weights, resolution=r, n_iterations=options["n_iterations"],
+                )
+            else:
+                part = g.community_multilevel(weights=weights, resolution=r)
+        modularity = float(g.modularity(part.membership, weights=weights, resolution=r))
+    return np.asarray(part.membership), modularity
 
 
 def format_resolution(r: float) -> str:

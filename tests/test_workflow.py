@@ -124,3 +124,21 @@ def test_subcluster_key_clash_is_caught_before_reprocessing(tmp_path):
     with pytest.raises(UserError, match=r"subcluster 'tnk': key\(s\) \['tcells_0.6'\] were made earlier"):
         run(cfg)
     assert not (tmp_path / "clash" / "subclusters").exists()
+
+
+def test_input_keys_checked_before_any_stage(tmp_path):
+    """Keys the input itself must have fail at once, all in one message, before any clustering."""
+    cfg = _cfg(tmp_path, "keys", stages=["neighbors", "leiden", "kmeans", "composition", "subcluster"],
+               neighbors=[{"use_rep": "X_pca_harmony", "n_pcs": 30}, {"use_rep": "X_scvi", "key_added": "scvi"}],
+               kmeans={"use_rep": "X_pca"},
+               composition={"by": ["sample", "donor"]},
+               subcluster={"tnk": {"groupby": "leiden_1.0", "batch_key": "batch", "regress_out": ["total_counts"]}})
+    with pytest.raises(UserError) as err:
+        run(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "neighbors.1.use_rep 'X_scvi' not in .obsm" in msg
+    assert "composition.by 'donor' not in .obs" in msg and "'sample'" not in msg.split("composition.by")[1].split("not in")[0]
+    assert "subcluster.tnk.batch_key 'batch' not in .obs" in msg
+    assert "kmeans" not in msg and "regress_out" not in msg  # present in the input: not reported
+    assert not list((tmp_path / "keys").rglob("*.*"))  # nothing ran, nothing written

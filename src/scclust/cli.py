@@ -105,6 +105,7 @@ def _setup_logging(*, quiet: bool, debug: bool) -> None:
         # third-party chatter (scanpy's FutureWarnings, numba) is not the user's business here
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*is faster on contiguous arrays")  # numba, in sc.pp.regress_out
         logging.getLogger("harmonypy").setLevel(logging.WARNING)
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 from anndata import AnnData
 
 from . import pl, pp, tl
-from ._errors import ConfigError
+from ._errors import ConfigError, MissingKeyError, choices
 from ._io import atomic_path, package_versions, read_input, write_h5ad, write_text
 from .config import WorkflowConfig
 from .tl._leiden import format_resolution
@@ -225,8 +225,6 @@ def _stage_heatmap(adata: AnnData, p, ctx: RunContext) -> None:
     ``groupby`` unset: the first clustering made in this run."""
     import inspect
 
-    from ._errors import ConfigError
-
     kw = p.model_dump()
     if p.source != "table" and kw["groupby"] is None:
         made = ctx.all_clusterings()
@@ -354,6 +352,43 @@ def run(cfg: WorkflowConfig, *, progress: Callable[[str], None] | None = None) -
         return _run(cfg, ctx, say, t_start)
 
 
+#: config fields that name keys the input itself must have (no stage makes them): (section, field, slot)
+INPUT_KEYS = [
+    ("prepare", "batch_key", "obs"),
+    ("neighbors", "use_rep", "obsm"),
+    ("kmeans", "use_rep", "obsm"),
+    ("hclust", "use_rep", "obsm"),
+    ("relationships", "use_rep", "obsm"),
+    ("embedding", "basis", "obsm"),
+    ("compare", "reference", "obs"),
+    ("composition", "by", "obs"),
+    ("subcluster", "batch_key", "obs"),
+    ("subcluster", "regress_out", "obs"),
+]
+
+
+def check_input_keys(adata: AnnData, cfg: WorkflowConfig) -> None:
+    """Before any stage runs: every ``.obs`` / ``.obsm`` key the config names (:data:`INPUT_KEYS`)
+    is in the input, so a mismatch fails in a second with all problems in one line, not after
+    minutes of clustering. ``.obsm`` keys are not checked when the ``prepare`` stage makes them."""
+    problems = []
+    for section, name, slot in INPUT_KEYS:
+        if section not in cfg.stages or (slot == "obsm" and "prepare" in cfg.stages):
+            continue
+        params = getattr(cfg, section)
+        entries = dict(params) if isinstance(params, dict) else dict(enumerate(params if isinstance(params, list) else [params]))
+        have = adata.obs.columns if slot == "obs" else [*adata.obsm.keys(), "X"]
+        for label, entry in entries.items():
+            value = getattr(entry, name)
+            wanted = [] if value is None else [value] if isinstance(value, str) else list(value)
+            missing = [k for k in wanted if k not in have]
+            if missing:
+                where = f"{section}.{label}.{name}" if len(entries) > 1 or isinstance(params, dict) else f"{section}.{name}"
+                problems.append(f"{where} {', '.join(map(repr, missing))} not in .{slot} (available: {choices(have)})")
+    if problems:
+        raise MissingKeyError("the input lacks keys the config names: " + "; ".join(dict.fromkeys(problems)))
+
+
 def _computes_umap(cfg: WorkflowConfig) -> bool:
     return cfg.input.startswith("builtin:simulate") or any(s in cfg.stages for s in ("prepare", "subcluster"))
 
@@ -366,6 +401,7 @@ def _run(cfg: WorkflowConfig, ctx: RunContext, say: Callable[[str], None], t_sta
         adata, fingerprint = read_input(cfg.input)
     records = [{"stage": "read", "seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(mem.peak / 2**20, 1)}]
     say(f"input: {adata.n_obs} cells x {adata.n_vars} genes")
+    check_input_keys(adata, cfg)
 
     n = len(cfg.stages)
     for i, name in enumerate(cfg.stages, 1):

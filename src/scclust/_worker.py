@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import subprocess
 import sys
 from importlib import import_module
@@ -35,7 +36,8 @@ class Worker:
         src = str(Path(__file__).resolve().parents[1])  # scclust importable as in this process
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scclust._worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            # -P: the current directory is not put on sys.path, so a local "scclust.py" cannot shadow the package
+            [sys.executable, "-P", "-m", "scclust._worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         )
         self.pending = 0
 
@@ -85,6 +87,7 @@ class Worker:
 
 
 def _main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops its workers
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # prints from libraries must not corrupt the protocol
     inp = sys.stdin.buffer

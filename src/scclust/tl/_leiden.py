@@ -144,6 +144,10 @@ def _partitions_in_workers(adjacency: sparse.csr_matrix, res: list[float], optio
         for w in workers:
             w.close(kill=True)
         return None
+    except BaseException:  # an error here or Ctrl-C: no worker outlives the call
+        for w in workers:
+            w.close(kill=True)
+        raise
     for w in workers:
         w.close()
     return results

@@ -1,0 +1,28 @@
+"""scclust._worker: fresh-interpreter workers with pickled calls over pipes."""
+
+from __future__ import annotations
+
+import pytest
+
+from scclust._worker import Worker, WorkerError
+
+
+def test_calls_in_order_errors_and_death(tmp_path, monkeypatch):
+    (tmp_path / "scclust.py").write_text("raise SystemExit('a local file must not shadow the package')\n")
+    monkeypatch.chdir(tmp_path)
+    w = Worker()
+    try:
+        w.submit("math:sqrt", 16.0)
+        w.submit("operator:add", 2, 3)
+        assert (w.result(), w.result()) == (4.0, 5)
+        assert w.call("builtins:print", "library chatter goes to stderr, not into the protocol") is None
+        with pytest.raises(WorkerError, match="ValueError: math domain error"):
+            w.call("math:sqrt", -1.0)
+        assert w.call("operator:mul", 6, 7) == 42  # still usable after a failed call
+        w.proc.kill()
+        w.proc.wait()
+        with pytest.raises(WorkerError, match="worker exited"):
+            w.call("math:sqrt", 4.0)
+    finally:
+        w.close(kill=True)
+    assert w.proc.poll() is not None

@@ -128,17 +128,40 @@ def test_subcluster_key_clash_is_caught_before_reprocessing(tmp_path):
 
 def test_input_keys_checked_before_any_stage(tmp_path):
     """Keys the input itself must have fail at once, all in one message, before any clustering."""
-    cfg = _cfg(tmp_path, "keys", stages=["neighbors", "leiden", "kmeans", "composition", "subcluster"],
+    cfg = _cfg(tmp_path, "keys", stages=["neighbors", "leiden", "kmeans", "compare", "composition", "embedding", "subcluster"],
                neighbors=[{"use_rep": "X_pca_harmony", "n_pcs": 30}, {"use_rep": "X_scvi", "key_added": "scvi"}],
                kmeans={"use_rep": "X_pca"},
+               compare={"reference": "leiden_1.0"},  # made by this run's leiden stage: fine
                composition={"by": ["sample", "donor"]},
-               subcluster={"tnk": {"groupby": "leiden_1.0", "batch_key": "batch", "regress_out": ["total_counts"]}})
+               embedding={"basis": "X"},
+               subcluster={"tnk": {"groupby": "leiden_0.4", "batch_key": "batch", "regress_out": ["total_counts"]}})
     with pytest.raises(UserError) as err:
         run(cfg)
     msg = str(err.value)
     assert "\n" not in msg
     assert "neighbors.1.use_rep 'X_scvi' not in .obsm" in msg
     assert "composition.by 'donor' not in .obs" in msg and "'sample'" not in msg.split("composition.by")[1].split("not in")[0]
+    assert "embedding.basis 'X' not in .obsm" in msg
+    assert "subcluster.tnk.groupby 'leiden_0.4' not in .obs" in msg  # leiden makes 0.5 and 1.0 only
     assert "subcluster.tnk.batch_key 'batch' not in .obs" in msg
-    assert "kmeans" not in msg and "regress_out" not in msg  # present in the input: not reported
+    for fine in ("kmeans.use_rep", "regress_out", "compare.reference"):
+        assert fine not in msg
     assert not list((tmp_path / "keys").rglob("*.*"))  # nothing ran, nothing written
+
+
+def test_input_key_check_knows_what_stages_make(tmp_path):
+    from scclust.datasets import simulate_counts
+    from scclust.workflow import check_input_keys
+
+    raw = simulate_counts(300)
+    del raw.obs["type"]
+    # prepare makes the QC columns (subcluster's default regress_out) and the embeddings; composition's
+    # default 'by' columns are skipped with a warning by the stage, so not an error here
+    cfg = parse_config({
+        "input": "x.h5ad", "stages": ["prepare", "neighbors", "leiden", "composition", "embedding", "subcluster"],
+        "neighbors": {"use_rep": "X_pca_harmony"}, "leiden": {"resolutions": [0.4]},
+        "embedding": {"basis": "X_umap_harmony"}, "subcluster": {"tnk": {}},
+    })
+    check_input_keys(raw, cfg)
+    with pytest.raises(UserError, match=r"embedding.basis 'X_umap_scvi' not in .obsm \(available: 'X_pca', 'X_pca_harmony', 'X_umap_harmony'\)"):
+        check_input_keys(raw, cfg.model_copy(update={"embedding": [cfg.embedding[0].model_copy(update={"basis": "X_umap_scvi"})]}))

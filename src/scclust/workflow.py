@@ -352,39 +352,69 @@ def run(cfg: WorkflowConfig, *, progress: Callable[[str], None] | None = None) -
         return _run(cfg, ctx, say, t_start)
 
 
-#: config fields that name keys the input itself must have (no stage makes them): (section, field, slot)
+#: config fields that name ``.obs`` / ``.obsm`` keys, checked before any stage runs: (section, field, kind).
+#: "obs": in the input's .obs or made by a clustering stage of this run (or by prepare's QC metrics);
+#: "rep": an .obsm key (the input's or prepare's) or "X"; "basis": an .obsm key. Fields in EXPLICIT_ONLY are
+#: checked only when set in the config (the stage skips missing defaults with a warning).
 INPUT_KEYS = [
     ("prepare", "batch_key", "obs"),
-    ("neighbors", "use_rep", "obsm"),
-    ("kmeans", "use_rep", "obsm"),
-    ("hclust", "use_rep", "obsm"),
-    ("relationships", "use_rep", "obsm"),
-    ("embedding", "basis", "obsm"),
+    ("neighbors", "use_rep", "rep"),
+    ("kmeans", "use_rep", "rep"),
+    ("hclust", "use_rep", "rep"),
+    ("relationships", "use_rep", "rep"),
+    ("relationships", "groupby", "obs"),
+    ("embedding", "basis", "basis"),
+    ("embedding", "groups", "obs"),
+    ("compare", "keys", "obs"),
     ("compare", "reference", "obs"),
+    ("composition", "groupby", "obs"),
     ("composition", "by", "obs"),
+    ("qc", "groupby", "obs"),
+    ("subcluster", "groupby", "obs"),
     ("subcluster", "batch_key", "obs"),
     ("subcluster", "regress_out", "obs"),
 ]
+EXPLICIT_ONLY = {("composition", "by")}
+
+
+def planned_obs_keys(cfg: WorkflowConfig) -> set[str]:
+    """The label columns the clustering stages of ``cfg`` will write (their naming rules)."""
+    keys: set[str] = set()
+    if "leiden" in cfg.stages:
+        keys |= {f"{p.key_added}_{format_resolution(r)}" for p in cfg.leiden for r in p.resolutions}
+    if "kmeans" in cfg.stages:
+        keys |= {f"{p.key_added}{k}" for p in cfg.kmeans for k in p.n_clusters}
+    if "hclust" in cfg.stages:
+        keys |= {f"{p.key_added}_{k}" for p in cfg.hclust for k in p.n_clusters}
+        keys |= {f"{p.key_added}_h{h:g}" for p in cfg.hclust for h in p.heights}
+    if "prepare" in cfg.stages:
+        keys |= set(pp.QC_COLUMNS)
+    return keys
 
 
 def check_input_keys(adata: AnnData, cfg: WorkflowConfig) -> None:
-    """Before any stage runs: every ``.obs`` / ``.obsm`` key the config names (:data:`INPUT_KEYS`)
-    is in the input, so a mismatch fails in a second with all problems in one line, not after
-    minutes of clustering. ``.obsm`` keys are not checked when the ``prepare`` stage makes them."""
+    """Before any stage runs: every ``.obs`` / ``.obsm`` key the config names (:data:`INPUT_KEYS`) is
+    in the input or made by an earlier stage of the run, so a mismatch fails in a second with all
+    problems in one line, not after minutes of clustering."""
+    obsm = [*adata.obsm.keys(), *(pp.PREPARE_OBSM if "prepare" in cfg.stages else ())]
+    have = {"obs": [*adata.obs.columns, *sorted(planned_obs_keys(cfg) - set(adata.obs.columns))],
+            "rep": [*obsm, "X"], "basis": obsm}
     problems = []
-    for section, name, slot in INPUT_KEYS:
-        if section not in cfg.stages or (slot == "obsm" and "prepare" in cfg.stages):
+    for section, name, kind in INPUT_KEYS:
+        if section not in cfg.stages:
             continue
         params = getattr(cfg, section)
         entries = dict(params) if isinstance(params, dict) else dict(enumerate(params if isinstance(params, list) else [params]))
-        have = adata.obs.columns if slot == "obs" else [*adata.obsm.keys(), "X"]
         for label, entry in entries.items():
+            if (section, name) in EXPLICIT_ONLY and name not in entry.model_fields_set:
+                continue
             value = getattr(entry, name)
             wanted = [] if value is None else [value] if isinstance(value, str) else list(value)
-            missing = [k for k in wanted if k not in have]
+            missing = [k for k in wanted if k not in have[kind]]
             if missing:
                 where = f"{section}.{label}.{name}" if len(entries) > 1 or isinstance(params, dict) else f"{section}.{name}"
-                problems.append(f"{where} {', '.join(map(repr, missing))} not in .{slot} (available: {choices(have)})")
+                slot = ".obs" if kind == "obs" else ".obsm"
+                problems.append(f"{where} {', '.join(map(repr, missing))} not in {slot} (available: {choices(have[kind])})")
     if problems:
         raise MissingKeyError("the input lacks keys the config names: " + "; ".join(dict.fromkeys(problems)))
 

@@ -1,7 +1,7 @@
 """Preprocessing: neighbour graphs, integration and the (re-)processing chain."""
 
 from ._neighbors import neighbors
-from ._prepare import harmony, highly_variable_genes, prepare, qc_metrics, scale_pca
+from ._prepare import PREPARE_OBSM, QC_COLUMNS, harmony, highly_variable_genes, prepare, qc_metrics, scale_pca
 from ._umap import background_umap, umap
 
-__all__ = ["background_umap", "harmony", "highly_variable_genes", "neighbors", "prepare", "qc_metrics", "scale_pca", "umap"]
+__all__ = ["PREPARE_OBSM", "QC_COLUMNS", "background_umap", "harmony", "highly_variable_genes", "neighbors", "prepare", "qc_metrics", "scale_pca", "umap"]

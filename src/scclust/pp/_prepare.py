@@ -21,6 +21,11 @@ from ._umap import umap
 
 logger = logging.getLogger(__name__)
 
+#: ``.obs`` columns written by :func:`qc_metrics` (and so by :func:`prepare`)
+QC_COLUMNS = ("n_genes_by_counts", "total_counts", *(f"{m}_{v}" for m in ("total_counts", "pct_counts") for v in ("mt", "ribo", "hb")))
+#: ``.obsm`` keys written by :func:`prepare`
+PREPARE_OBSM = ("X_pca", "X_pca_harmony", "X_umap_harmony")
+
 
 def qc_metrics(
     adata: AnnData,

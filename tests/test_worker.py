@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from scclust._worker import Worker, WorkerError
@@ -19,6 +21,9 @@ def test_calls_in_order_errors_and_death(tmp_path, monkeypatch):
         with pytest.raises(WorkerError, match="ValueError: math domain error"):
             w.call("math:sqrt", -1.0)
         assert w.call("operator:mul", 6, 7) == 42  # still usable after a failed call
+        with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+            w.call("operator:add", "x", lambda: 0)  # cannot be sent: nothing reaches the worker
+        assert w.call("operator:add", "hello", "hello") == "hellohello"  # the stream is intact
         w.proc.kill()
         w.proc.wait()
         with pytest.raises(WorkerError, match="worker exited"):

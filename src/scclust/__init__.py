@@ -1,8 +1,8 @@
 """scclust: config-driven clustering of integrated single-cell data on AnnData / scanpy.
 
-The submodules (``pp``, ``tl``, ``pl``, ``datasets``) and ``run`` / ``load_config`` load on first
-use, so ``import scclust``, the CLI's argument and config errors, and scclust's worker processes do
-not pay for plotting and scanpy imports they never use.
+The submodules (``pp``, ``tl``, ``pl``, ``datasets``, ``config``, ``workflow``, ...) and ``run`` /
+``load_config`` load on first use, so ``import scclust``, the CLI's argument and config errors, and
+scclust's worker processes do not pay for plotting and scanpy imports they never use.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-_SUBMODULES = ("datasets", "pl", "pp", "tl")
+_SUBMODULES = ("cli", "config", "datasets", "pl", "pp", "report", "tl", "workflow")
 _FUNCTIONS = {"load_config": "config", "run": "workflow"}
 
 __all__ = ["__version__", "datasets", "load_config", "pl", "pp", "run", "tl"]
@@ -36,4 +36,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return sorted({*globals(), *__all__, *_SUBMODULES})

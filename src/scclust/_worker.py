@@ -1,9 +1,11 @@
-"""Worker processes for scclust's parallel work, started as ``python -m scclust._worker``.
+"""Worker processes for scclust's parallel work: fresh interpreters running :func:`_main`.
 
 Not :mod:`multiprocessing`: its ``spawn`` start method re-imports the parent's main module in every
-child, which runs an unguarded user script (no ``if __name__ == "__main__":``) a second time, and
-fails outright for scripts read from stdin; ``fork`` can deadlock a process that holds threads (BLAS,
-numba). A worker here is a fresh interpreter that only imports scclust and the functions it is sent.
+child, which runs an unguarded user script (one without a main guard) a second time, and fails
+outright for scripts read from stdin; ``fork`` can deadlock a process that holds threads (BLAS,
+numba). A worker here is a fresh interpreter with the parent's ``sys.path`` that only imports
+scclust and the functions it is sent; it ignores Ctrl-C (the parent stops it) and exits when the
+parent dies.
 
 Protocol: the parent writes pickled ``("module:function", args)`` calls to the child's stdin; the child
 runs them in order and writes pickled ``("ok", value)`` or ``("error", "Type: message")`` to its
@@ -17,8 +19,9 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
+import time
 from importlib import import_module
-from pathlib import Path
 from typing import Any
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -32,29 +35,31 @@ class Worker:
     """One worker process; calls run in the order they are submitted."""
 
     def __init__(self) -> None:
-        env = dict(os.environ)
-        src = str(Path(__file__).resolve().parents[1])  # scclust importable as in this process
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(
-            # -P: the current directory is not put on sys.path, so a local "scclust.py" cannot shadow the package
-            [sys.executable, "-P", "-m", "scclust._worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-        )
+        # the parent's exact sys.path (as multiprocessing's spawn does); -P keeps the child's own
+        # current directory off it, so a user's "umap.py" cannot shadow a dependency in the worker only
+        boot = f"import sys; sys.path[:] = {sys.path!r}; from scclust._worker import _main; _main()"
+        self.proc = subprocess.Popen([sys.executable, "-P", "-c", boot], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.pending = 0
 
     def submit(self, target: str, *args: Any) -> None:
         """Queue ``target(*args)`` (``target`` = ``"package.module:function"``)."""
+        data = pickle.dumps((target, args), protocol=_PROTOCOL)  # fails here, before the stream is touched
         try:
-            pickle.dump((target, args), self.proc.stdin, protocol=_PROTOCOL)
+            self.proc.stdin.write(data)
             self.proc.stdin.flush()
-        except (BrokenPipeError, OSError) as err:
+        except OSError as err:
+            self.close(kill=True)
             raise WorkerError(f"worker exited ({err})") from err
+        except BaseException:  # interrupted mid-message: the stream is unusable
+            self.close(kill=True)
+            raise
         self.pending += 1
 
     def result(self) -> Any:
         """The value of the oldest submitted call; :class:`WorkerError` if it failed or the worker died."""
         try:
             status, value = pickle.load(self.proc.stdout)
-        except (EOFError, pickle.UnpicklingError, OSError) as err:
+        except (EOFError, pickle.UnpicklingError, OSError, ValueError) as err:
             raise WorkerError(f"worker exited (status {self.proc.poll()})") from err
         self.pending -= 1
         if status != "ok":
@@ -62,10 +67,10 @@ class Worker:
         return value
 
     def call(self, target: str, *args: Any) -> Any:
-        """Submit and wait (after the calls already queued)."""
+        """Submit and wait; only when no other call is outstanding."""
+        if self.pending:
+            raise WorkerError(f"{self.pending} earlier call(s) still pending")
         self.submit(target, *args)
-        while self.pending > 1:
-            self.result()
         return self.result()
 
     def close(self, *, kill: bool = False) -> None:
@@ -73,10 +78,10 @@ class Worker:
         if kill or self.proc.poll() is not None:
             self.proc.kill()
         else:
-            self.proc.stdin.close()
             try:
+                self.proc.stdin.close()
                 self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
         self.proc.wait()
         for f in (self.proc.stdin, self.proc.stdout):
@@ -86,8 +91,25 @@ class Worker:
                 pass
 
 
+def available_cpus() -> int:
+    """CPUs this process may use (its affinity mask where the OS has one, e.g. a batch job's allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Daemon thread: a worker whose parent died (killed, no clean-up) stops instead of running on."""
+    while True:
+        time.sleep(1)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
 def _main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops its workers
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # prints from libraries must not corrupt the protocol
     inp = sys.stdin.buffer
@@ -98,12 +120,11 @@ def _main() -> None:
             return
         module, _, name = target.partition(":")
         try:
-            reply = ("ok", getattr(import_module(module), name)(*args))
+            reply = pickle.dumps(("ok", getattr(import_module(module), name)(*args)), protocol=_PROTOCOL)
         except Exception as err:  # noqa: BLE001 - reported to the parent, which decides
-            reply = ("error", f"{type(err).__name__}: {err}")
-        pickle.dump(reply, out, protocol=_PROTOCOL)
-        out.flush()
-
-
-if __name__ == "__main__":
-    _main()
+            reply = pickle.dumps(("error", f"{type(err).__name__}: {err}"), protocol=_PROTOCOL)
+        try:
+            out.write(reply)
+            out.flush()
+        except BrokenPipeError:  # the parent is gone
+            return

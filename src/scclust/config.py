@@ -237,9 +237,16 @@ class FiguresParams(_Params):
     formats: list[Literal["png", "pdf", "svg"]] = Field(["png"], min_length=1)
     dpi: int = Field(150, ge=50, le=600)
     graph_block: int = Field(
-        0, ge=0, description="neighbors stage: draw the first N x N cells of each graph (the Seurat lab's kNN / SNN "
+        0, ge=0, le=5000, description="neighbors stage: draw the first N x N cells of each graph (the Seurat lab's kNN / SNN "
         "heat maps, N = 200) into figures/graph_{key_added}.png; 0 = none",
     )
+
+    @field_validator("graph_block")
+    @classmethod
+    def _block(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("graph_block must be 0 (no figure) or at least 2 cells")
+        return v
 
 
 # ---------------------------------------------------------------------------------------- heatmap

@@ -119,7 +119,7 @@ def _stage_compare(adata: AnnData, p, ctx: RunContext) -> None:
     groups = ctx.clusterings if ctx.clusterings else {"selected": compared}
     trees = {}
     for group, keys in groups.items():
-        members = [k for k in keys if k in compared]
+        members = list(dict.fromkeys(k for k in keys if k in compared))  # two entries may share a key_added
         pairs += list(itertools.pairwise(members))
         if len(members) >= 2:
             trees[group] = members

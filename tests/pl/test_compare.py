@@ -9,7 +9,7 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 import scclust as scc
-from scclust._errors import ConfigError, MissingKeyError
+from scclust._errors import ConfigError, InputError, MissingKeyError
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,23 @@ def test_graph_block_shows_the_graph_weights(pbmc):
     for ax, key in zip(panels, ["knn", "snn"], strict=True):
         block = adata.obsp[adata.uns[key]["connectivities_key"]][:150, :150].toarray()
         np.testing.assert_array_equal(ax.images[0].get_array(), block)
-        assert ax.get_title().startswith(f"{key}: {np.count_nonzero(block)} edges among the first 150 cells")
+        n_edges = np.count_nonzero(np.triu(block + block.T, k=1))  # undirected edges, each once
+        assert ax.get_title().startswith(f"{key}: {n_edges} edges among the first 150 cells")
     with pytest.raises(MissingKeyError, match="not found"):
         scc.pl.graph_block(adata, ["nope"])
+
+
+def test_clustree_with_a_subset_clustering_and_bad_keys(clustered):
+    adata = clustered.copy()
+    sub = adata.obs["kmeans6"].astype(str).where(adata.obs["hclust_3"] == adata.obs["hclust_3"].cat.categories[0])
+    adata.obs["sub"] = pd.Categorical(sub)  # labels on one hclust_3 cluster only, NaN elsewhere
+    fig = scc.pl.clustree(adata, ["hclust_3", "sub"])
+    sizes = adata.obs["hclust_3"].value_counts()
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert all(str(c) in texts for c in sizes.index)  # every parent cluster drawn, not only those with subclusters
+    assert len(fig.axes[0].collections[0].get_offsets()) == adata.obs["hclust_3"].nunique() + adata.obs["sub"].nunique()
+    adata.obs["none"] = pd.Categorical([np.nan] * adata.n_obs, categories=["a"])
+    with pytest.raises(InputError, match="no labelled cell"):
+        scc.pl.clustree(adata, ["hclust_3", "none"])
+    with pytest.raises(InputError, match="distinct"):
+        scc.pl.clustree(adata, ["hclust_3", "hclust_3"])

@@ -96,3 +96,25 @@ def test_parallel_resolutions_give_the_sequential_labels(graph, flavor):
         assert par.uns["leiden"]["clusterings"][key] == info
     with pytest.raises(ConfigError, match="n_jobs"):
         tl.leiden(graph.copy(), resolutions=[1.0], n_jobs=0)
+
+
+def test_parallel_survives_a_missing_worker_and_long_sweeps(pbmc, monkeypatch):
+    from scclust import _worker
+
+    ad = pbmc.copy()
+    pp.neighbors(ad, use_rep="X_pca", n_neighbors=10)
+    res = [round(0.2 + 0.001 * i, 3) for i in range(1200)]  # one call per worker: no pipe can fill up
+    seq, par = ad.copy(), ad.copy()
+    tl.leiden(seq, resolutions=res[::100])
+    tl.leiden(par, resolutions=res, n_jobs=2)
+    for key in seq.uns["leiden"]["clusterings"]:
+        assert seq.obs[key].equals(par.obs[key]), key
+
+    def no_process(*a, **k):
+        raise OSError("cannot start a process")
+
+    monkeypatch.setattr(_worker.Worker, "__init__", no_process)
+    fallback = ad.copy()
+    tl.leiden(fallback, resolutions=res[::100], n_jobs=3)  # the resolutions run here instead
+    for key in seq.uns["leiden"]["clusterings"]:
+        assert seq.obs[key].equals(fallback.obs[key]), key

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
 
@@ -90,7 +91,7 @@ def clustree(
     """Clustering tree across a series of clusterings (clustree; Zappia & Oshlack 2018).
 
     One row per key (top to bottom in the given order), one node per cluster with area proportional
-    to its cells, and an edge from each cluster to the clusters of the next row that take its cells:
+    to its cells (all cells it labels), and an edge from each cluster to the clusters of the next row that take its cells:
     width by the number of cells, opacity by ``in_prop`` (the share of the child's cells that come
     from that parent; edges below ``min_in_prop`` are hidden). The nodes of each row are ordered by
     igraph's Sugiyama layout to reduce edge crossings. Pure: reads the labels in ``.obs``.
@@ -113,16 +114,18 @@ def clustree(
     import igraph as ig
     import matplotlib as mpl
 
-    from ..tl._compare import cluster_tree, contingency
+    from ..tl._compare import cluster_tree
 
     if not 0 <= min_in_prop <= 1:
         raise ConfigError(f"min_in_prop must be in [0, 1]; got {min_in_prop}")
     keys = list(keys)
     edges = cluster_tree(adata, keys)
-    nodes: list[tuple[str, str, int]] = []  # (key, cluster, size), row by row
-    for i, key in enumerate(keys):
-        table = contingency(adata, key, keys[i + 1] if i + 1 < len(keys) else keys[i - 1])
-        nodes += [(key, str(c), int(n)) for c, n in table.sum(axis=1).items() if n > 0]
+    nodes: list[tuple[str, str, int]] = []  # (key, cluster, cells labelled with it), row by row
+    for key in keys:
+        labels = adata.obs[key]
+        order = list(labels.cat.categories) if isinstance(labels.dtype, pd.CategoricalDtype) else sorted(labels.dropna().unique())
+        counts = labels.value_counts()
+        nodes += [(key, str(c), int(counts[c])) for c in order if counts.get(c, 0) > 0]
     vid = {(k, c): i for i, (k, c, _) in enumerate(nodes)}
     row = {k: i for i, k in enumerate(keys)}
     shown = edges[edges["in_prop"] >= min_in_prop]

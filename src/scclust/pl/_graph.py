@@ -10,6 +10,9 @@ from matplotlib.figure import Figure
 
 from .._errors import ConfigError
 
+#: the block is drawn dense: 5,000 cells = 200 MB per graph
+MAX_CELLS = 5000
+
 
 def graph_block(adata: AnnData, neighbors_keys: Sequence[str] = ("neighbors",), *, n_cells: int = 200) -> Figure:
     """Edge weights among the first ``n_cells`` cells, one panel per graph, cells in data order.
@@ -32,9 +35,11 @@ def graph_block(adata: AnnData, neighbors_keys: Sequence[str] = ("neighbors",), 
     """
     from ..tl._leiden import get_graph
 
-    if n_cells < 2:
-        raise ConfigError(f"n_cells must be >= 2; got {n_cells}")
+    if not 2 <= n_cells <= MAX_CELLS:
+        raise ConfigError(f"n_cells must be in [2, {MAX_CELLS}]; got {n_cells}")
     keys = list(neighbors_keys)
+    if not keys:
+        raise ConfigError("neighbors_keys must name at least one graph")
     n = min(n_cells, adata.n_obs)
     fig = Figure(figsize=(4.2 * len(keys) + 0.6, 4.4), layout="constrained")
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
@@ -47,7 +52,8 @@ def graph_block(adata: AnnData, neighbors_keys: Sequence[str] = ("neighbors",), 
         vmax = max(vmax, float(block.max()))
     for ax, key, block in zip(axes, keys, blocks, strict=True):
         im = ax.imshow(block, cmap="Greys", vmin=0, vmax=vmax or 1, interpolation="nearest")
-        ax.set_title(f"{key}: {np.count_nonzero(block)} edges among the first {n} cells", fontsize=9)
+        n_edges = np.count_nonzero(np.triu((block != 0) | (block.T != 0), k=1))
+        ax.set_title(f"{key}: {n_edges} edges among the first {n} cells", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(im, ax=list(axes), shrink=0.7, label="edge weight")

@@ -13,8 +13,8 @@ same inputs, same seed: the coordinates equal the in-process call (``tests/pp/te
 from __future__ import annotations
 
 import logging
-import os
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +25,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import MissingKeyError
-from .._worker import Worker, WorkerError
+from .._worker import Worker, WorkerError, available_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def umap(
         try:
             obsm, uns, caught = _worker.run(_graph_only(adata, neighbors_key), kwargs)
         except Exception as err:  # noqa: BLE001 - a dead or failing worker must not lose the run: compute here
-            logger.info("background UMAP unavailable (%s); computing it in this process", err)
+            logger.warning("background UMAP unavailable (%s); computing it in this process", err)
         else:
             for message, category in caught:
                 warnings.warn(message, category, stacklevel=2)
@@ -67,7 +67,7 @@ def _graph_only(adata: AnnData, neighbors_key: str) -> AnnData:
     nb = adata.uns[neighbors_key]
     rep = nb.get("params", {}).get("use_rep")
     keep = [k for k in adata.obsm if k == rep or (rep is None and k == "X_pca")]
-    with_x = rep in (None, "X")
+    with_x = rep == "X" or (rep is None and "X_pca" not in adata.obsm)  # as scanpy's _choose_representation
     return AnnData(
         X=adata.X if with_x else None,
         obs=pd.DataFrame(index=adata.obs_names),
@@ -108,8 +108,13 @@ class _UmapWorker:
         self.worker = Worker()
         self.worker.submit(f"{__name__}:_warm_up")
         self.ready = False
+        self.lock = threading.Lock()  # one call at a time, whichever thread asks
 
     def run(self, mini: AnnData, kwargs: dict[str, Any]) -> tuple[dict, dict, list]:
+        with self.lock:
+            return self._run(mini, kwargs)
+
+    def _run(self, mini: AnnData, kwargs: dict[str, Any]) -> tuple[dict, dict, list]:
         if not self.ready:
             try:
                 self.worker.result()  # the end of the warm-up
@@ -121,13 +126,17 @@ class _UmapWorker:
         return self.worker.call(f"{__name__}:_umap_job", mini, kwargs)
 
     def stop(self) -> None:
-        """An idle worker exits when its input closes; one still warming up (the run ended early) is killed."""
-        self.worker.close(kill=not self.ready)
+        """An idle worker exits when its input closes; one still warming up (the run ended early) or
+        busy for another thread is killed."""
+        idle = self.lock.acquire(blocking=False)
+        self.worker.close(kill=not (self.ready and idle))
+        if idle:
+            self.lock.release()
 
 
 def _needs_warm_up() -> bool:
     """False when this process has umap-learn already (a notebook, a test session) or runs on one core."""
-    return "umap" not in sys.modules and (os.cpu_count() or 1) > 1
+    return "umap" not in sys.modules and available_cpus() > 1
 
 
 @contextmanager

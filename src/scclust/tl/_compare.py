@@ -122,7 +122,8 @@ def cluster_tree(adata: AnnData, keys: Sequence[str]) -> pd.DataFrame:
     """The clustree graph of a series of clusterings (e.g. Leiden at increasing resolution).
 
     Nodes are the clusters of each key; an edge joins a cluster of ``keys[i]`` to a cluster of
-    ``keys[i + 1]`` when they share cells. ``in_prop`` is the share of the child cluster's cells that
+    ``keys[i + 1]`` when they share cells (cells unlabelled in either key, e.g. outside a
+    subclustering, are left out of the edges). ``in_prop`` is the share of the child cluster's cells that
     come from the parent (Zappia & Oshlack 2018, clustree's ``in_prop``): a child with no edge of
     ``in_prop`` >= ~0.5 is made of cells from several parents, the sign of an unstable split.
 
@@ -135,6 +136,11 @@ def cluster_tree(adata: AnnData, keys: Sequence[str]) -> pd.DataFrame:
     keys = list(keys)
     if len(keys) < 2:
         raise InputError(f"cluster_tree needs at least two clusterings; got {keys}")
+    if len(set(keys)) < len(keys):
+        raise InputError(f"cluster_tree needs distinct clusterings; got {keys}")
+    empty = [k for k in keys if check_obs(adata, k, what="clustering").notna().sum() == 0]
+    if empty:
+        raise InputError(f"clustering(s) with no labelled cell: {empty}")
     rows = []
     for a, b in itertools.pairwise(keys):
         table = contingency(adata, a, b)

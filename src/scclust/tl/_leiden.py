@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -14,6 +13,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._errors import ConfigError, MissingKeyError, choices
+from .._worker import available_cpus
 from ._labels import store_labels
 
 logger = logging.getLogger(__name__)
@@ -85,14 +85,8 @@ def leiden(
     adata = adata.copy() if copy else adata
     adjacency = get_graph(adata, neighbors_key)
     options = {"flavor": flavor, "n_iterations": n_iterations, "use_weights": use_weights, "random_state": random_state}
-    n_proc = min(len(res), (os.cpu_count() or 1) if n_jobs == -1 else n_jobs)
-    results = _partitions_in_workers(adjacency, res, options, n_proc) if n_proc > 1 else None
-    if results is None:
-        _init_worker(adjacency, flavor)
-        try:
-            results = [_worker_partition(r, options) for r in res]
-        finally:
-            _graph.clear()
+    n_proc = min(len(res), available_cpus() if n_jobs == -1 else n_jobs)
+    results = _partitions_in_workers(adjacency, res, options, n_proc) if n_proc > 1 else _partitions(adjacency, res, options)
     summary = {}
     for r, (membership, modularity) in zip(res, results, strict=True):
         key = f"{key_added}_{format_resolution(r)}"
@@ -110,78 +104,72 @@ def leiden(
     return adata if copy else None
 
 
-_graph: dict = {}  # this process's graph for _worker_partition: {"adjacency", "g", "weights"}
-
-
-def _partitions_in_workers(adjacency: sparse.csr_matrix, res: list[float], options: dict, n_proc: int) -> list | None:
-    """:func:`_worker_partition` for every resolution, shared between this process and ``n_proc - 1``
-    worker processes (the highest, slowest resolutions dealt first, round robin); ``None`` if a
-    worker failed (the caller then recomputes here)."""
+def _partitions_in_workers(adjacency: sparse.csr_matrix, res: list[float], options: dict, n_proc: int) -> list:
+    """:func:`_partitions` for every resolution, shared between this process and ``n_proc - 1`` worker
+    processes (highest, slowest resolutions dealt first, round robin; one call per worker, so no pipe
+    can fill up). A worker that fails or cannot start: its resolutions are computed here."""
     from .._worker import Worker, WorkerError
 
     dealt: list[list[int]] = [[] for _ in range(n_proc)]  # slot 0: this process
     for j, i in enumerate(sorted(range(len(res)), key=lambda i: -res[i])):
         dealt[j % n_proc].append(i)
-    workers = [Worker() for _ in range(n_proc - 1)]
     results: list = [None] * len(res)
+    workers: list[tuple[Worker, list[int]]] = []
+    ok = False
     try:
-        for w, indices in zip(workers, dealt[1:], strict=True):
-            w.submit(f"{__name__}:_init_worker", adjacency, options["flavor"])
-            for i in indices:
-                w.submit(f"{__name__}:_worker_partition", res[i], options)
-        _init_worker(adjacency, options["flavor"])
-        try:
-            for i in dealt[0]:
-                results[i] = _worker_partition(res[i], options)
-        finally:
-            _graph.clear()
-        for w, indices in zip(workers, dealt[1:], strict=True):
-            w.result()
-            for i in indices:
-                results[i] = w.result()
-    except WorkerError as err:
-        logger.warning("leiden: a worker process failed (%s); running the resolutions in this process", err)
-        for w in workers:
-            w.close(kill=True)
-        return None
-    except BaseException:  # an error here or Ctrl-C: no worker outlives the call
-        for w in workers:
-            w.close(kill=True)
-        raise
-    for w in workers:
-        w.close()
+        for indices in dealt[1:]:
+            try:
+                w = Worker()
+                workers.append((w, indices))
+                w.submit(f"{__name__}:_partitions", adjacency, [res[i] for i in indices], options)
+            except (OSError, WorkerError) as err:
+                logger.warning("leiden: no worker process (%s); its resolutions run here", err)
+                dealt[0] += indices
+                if workers and workers[-1][1] is indices:
+                    workers.pop()[0].close(kill=True)
+        for i, part in zip(dealt[0], _partitions(adjacency, [res[i] for i in dealt[0]], options), strict=True):
+            results[i] = part
+        for w, indices in workers:
+            try:
+                parts = w.result()
+            except WorkerError as err:
+                logger.warning("leiden: a worker process failed (%s); its resolutions run here", err)
+                parts = _partitions(adjacency, [res[i] for i in indices], options)
+            for i, part in zip(indices, parts, strict=True):
+                results[i] = part
+        ok = True
+    finally:  # an error or Ctrl-C here: no worker outlives the call
+        for w, _ in workers:
+            w.close(kill=not ok)
     return results
 
 
-def _init_worker(adjacency: sparse.csr_matrix, flavor: str) -> None:
-    """Build the igraph graph once per process (the main one, or each worker of ``n_jobs``)."""
-    g = _to_igraph(adjacency, directed=flavor == "leidenalg")
-    _graph.update(adjacency=adjacency, g=g, weights=np.asarray(g.es["weight"], dtype=np.float64))
-
-
-def _worker_partition(r: float, options: dict) -> tuple[np.ndarray, float]:
-    """(membership, modularity) at resolution ``r`` on the graph of :func:`_init_worker`."""
+def _partitions(adjacency: sparse.csr_matrix, res: list[float], options: dict) -> list[tuple[np.ndarray, float]]:
+    """(membership, modularity) at each resolution; the igraph graph is built once (in any process)."""
     flavor, use_weights, random_state = options["flavor"], options["use_weights"], options["random_state"]
-    g, adjacency = _graph["g"], _graph["adjacency"]
-    if flavor == "leidenalg":
-        import leidenalg
+    g = _to_igraph(adjacency, directed=flavor == "leidenalg")
+    weights = "weight" if use_weights else None
+    la_weights = np.asarray(g.es["weight"], dtype=np.float64) if use_weights else None
+    out = []
+    for r in res:
+        if flavor == "leidenalg":
+            import leidenalg
 
-        part = leidenalg.find_partition(
-            g, leidenalg.RBConfigurationVertexPartition, weights=_graph["weights"] if use_weights else None,
-            n_iterations=options["n_iterations"], seed=random_state, resolution_parameter=r,
-        )
-        modularity = float(_undirected_modularity(adjacency, part.membership, use_weights))
-    else:
-        weights = "weight" if use_weights else None
-        with _igraph_seed(random_state):
-            if flavor == "igraph":
-                part = g.community_leiden(
-                    objective_function="modularity", weights=weights, resolution=r, n_iterations=options["n_iterations"],
-                )
-            else:
-                part = g.community_multilevel(weights=weights, resolution=r)
-        modularity = float(g.modularity(part.membership, weights=weights, resolution=r))
-    return np.asarray(part.membership), modularity
+            part = leidenalg.find_partition(
+                g, leidenalg.RBConfigurationVertexPartition, weights=la_weights, n_iterations=options["n_iterations"], seed=random_state, resolution_parameter=r,
+            )
+            modularity = float(_undirected_modularity(adjacency, part.membership, use_weights))
+        else:
+            with _igraph_seed(random_state):
+                if flavor == "igraph":
+                    part = g.community_leiden(
+                        objective_function="modularity", weights=weights, resolution=r, n_iterations=options["n_iterations"],
+                    )
+                else:
+                    part = g.community_multilevel(weights=weights, resolution=r)
+            modularity = float(g.modularity(part.membership, weights=weights, resolution=r))
+        out.append((np.asarray(part.membership), modularity))
+    return out
 
 
 def format_resolution(r: float) -> str:

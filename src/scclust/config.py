@@ -348,6 +348,7 @@ class SubclusterParams(_Params):
     key_added: str = "tcells"
     umap_min_dist: float = Field(0.5, ge=0)
     plot_genes: list[str] = ["CD3E", "CD4", "CD8A", "GNLY"]
+    plot_parent_key: str | None = Field(None, description="parent clustering in the overview figure; None = groupby")
     random_state: int = 0
 
 

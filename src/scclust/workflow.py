@@ -282,8 +282,7 @@ def _stage_subcluster(adata: AnnData, params: dict, ctx: RunContext) -> None:
             ctx.save_table(df, f"subcluster_{name}_{table}")
         for key in keys:
             parent_basis = "X_umap_harmony" if "X_umap_harmony" in adata.obsm else "X_umap"
-            fig = pl.subcluster_overview(sub, parent=adata, key=key, parent_key=p.groupby if p.groupby in sub.obs else key,
-                                         parent_basis=parent_basis)
+            fig = pl.subcluster_overview(sub, parent=adata, key=key, parent_basis=parent_basis)
             ctx.save_figure(fig, f"subcluster_{name}_{key}")
         if sub.uns["subcluster"]["plot_genes"]:
             ctx.save_figure(pl.subcluster_markers(sub), f"subcluster_{name}_markers")
@@ -373,6 +372,7 @@ INPUT_KEYS = [
     ("subcluster", "groupby", "obs"),
     ("subcluster", "batch_key", "obs"),
     ("subcluster", "regress_out", "obs"),
+    ("subcluster", "plot_parent_key", "obs"),
 ]
 EXPLICIT_ONLY = {("composition", "by")}
 

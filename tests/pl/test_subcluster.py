@@ -39,6 +39,14 @@ def test_overview_grid(pair):
     assert sub.obs.equals(before[0]) and parent.obs.equals(before[1])
 
 
+def test_overview_shows_the_configured_parent_clustering(pair):
+    parent, sub = pair
+    sub = sub.copy()
+    sub.uns["subcluster"] = {**sub.uns["subcluster"], "plot_parent_key": "cell_type"}
+    titles = [ax.get_title() for ax in scc.pl.subcluster_overview(sub, parent=parent).axes if ax.get_visible()]
+    assert titles[1] == "tnk UMAP: cell_type" and titles[4] == "parent UMAP: cell_type"
+
+
 def test_markers_grid(pair):
     _, sub = pair
     fig = scc.pl.subcluster_markers(sub)

@@ -45,7 +45,8 @@ def subcluster_overview(
     key
         Subclustering key; default the first in ``.uns["subcluster"]["keys"]``.
     parent_key
-        Parent clustering column (in the subset's ``.obs``); default the selection's ``groupby``.
+        Parent clustering column (in the subset's ``.obs``); default the subclustering's
+        ``plot_parent_key`` (else its ``groupby``).
     sample_key
         Sample column; default the subclustering's ``batch_key``, else ``"sample"``.
     basis, parent_basis
@@ -55,7 +56,9 @@ def subcluster_overview(
     """
     info = _info(adata)
     key = key or info["keys"][0]
-    parent_key = parent_key or info.get("groupby")
+    parent_key = parent_key or next(
+        (k for k in (info.get("plot_parent_key"), info.get("groupby")) if k and k in adata.obs), key
+    )
     sample_key = sample_key or info.get("batch_key") or "sample"
     cols = [sample_key, parent_key, key]
     for c in cols:

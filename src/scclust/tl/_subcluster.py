@@ -107,6 +107,7 @@ def subcluster(
     key_added: str = "tcells",
     umap_min_dist: float = 0.5,
     plot_genes: Sequence[str] = ("CD3E", "CD4", "CD8A", "GNLY"),
+    plot_parent_key: str | None = None,
     random_state: int = 0,
 ) -> tuple[AnnData, SubclusterReport]:
     """Select cells, re-process them from ``.raw`` and cluster them again (the lab's step 9).
@@ -190,6 +191,9 @@ def subcluster(
     plot_genes
         Genes for the marker figure (:func:`scclust.pl.subcluster_markers`); those absent from
         ``.raw`` are left out with a warning.
+    plot_parent_key
+        Parent clustering shown in the overview figure (:func:`scclust.pl.subcluster_overview`);
+        ``None`` = ``groupby``. The lab selects on ``leiden_0.4`` and shows ``leiden_0.6``.
     random_state
         Seed of PCA, Harmony, the graph, Leiden and UMAP.
 
@@ -204,7 +208,7 @@ def subcluster(
     - ``.obsp["connectivities"]``, ``.obsp["distances"]``, ``.uns["neighbors"]``;
     - ``.obs[f"{key_added}_{r}"]`` for each resolution ``r`` and ``.uns[key_added]`` (Leiden summary);
     - ``.uns["subcluster"]``: ``name``, ``groupby``, ``select``, ``selected``, ``keys``,
-      ``batch_key``, ``plot_genes``, ``regressed``, HVG counts and ``params_json``.
+      ``batch_key``, ``plot_genes``, ``plot_parent_key``, ``regressed``, HVG counts and ``params_json``.
 
     The :class:`SubclusterReport` holds the selection scores, HVG overlap (counts and genes), cells
     per sample and the contingency tables.
@@ -226,6 +230,8 @@ def subcluster(
         check_obs(adata, key, what="regress_out key")
     if hvg_batch_key is not None:
         check_obs(adata, hvg_batch_key, what="hvg_batch_key")
+    if plot_parent_key is not None:
+        check_obs(adata, plot_parent_key, what="plot_parent_key")
 
     # ---- selection
     if select == "markers":
@@ -338,11 +344,13 @@ def subcluster(
         "hvg_batch_key": hvg_batch_key, "regress_out": list(regress_out), "max_value": max_value,
         "n_comps": n_comps, "svd_solver": svd_solver, "n_neighbors": n_neighbors, "n_pcs": n_pcs,
         "resolutions": [float(r) for r in resolutions], "leiden_flavor": leiden_flavor, "key_added": key_added,
-        "umap_min_dist": umap_min_dist, "plot_genes": list(plot_genes), "random_state": random_state,
+        "umap_min_dist": umap_min_dist, "plot_genes": list(plot_genes), "plot_parent_key": plot_parent_key,
+        "random_state": random_state,
     }
     sub.uns["subcluster"] = {
         "name": name, "groupby": groupby, "select": select, "selected": list(selected), "keys": keys,
-        "batch_key": batch_key or "", "plot_genes": genes_present, "regressed": regressed,
+        "batch_key": batch_key or "", "plot_genes": genes_present, "plot_parent_key": plot_parent_key or groupby,
+        "regressed": regressed,
         "n_hvg_parent": int(n_hvg["parent"]), "n_hvg_subset": int(n_hvg["subset"]), "n_hvg_both": int(n_hvg["both"]),
         "params_json": json.dumps(params),
     }

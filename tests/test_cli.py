@@ -54,7 +54,7 @@ def test_run_success_subprocess(tmp_path):
         (BASE + "neighbours: {}\n", [], "did you mean 'neighbors'"),
         (BASE.replace("n_neighbors: 15", "n_neighbors: lots"), [], "neighbors.0.n_neighbors"),
         (BASE, ["--input", "/nonexistent/data.h5ad"], "input file not found: /nonexistent/data.h5ad"),
-        (BASE.replace("X_pca_harmony", "X_pca_scvi"), [], "neighbors.use_rep 'X_pca_scvi' not in .obsm (available: 'X_pca', "),
+        (BASE.replace("X_pca_harmony", "X_pca_scvi"), [], "neighbors.use_rep 'X_pca_scvi' not in .obsm (in the input: 'X_pca', "),
         (BASE.replace("n_pcs: 30", "n_pcs: 80"), [], "n_pcs=80 is larger than 'X_pca_harmony', which has 50 dims"),
         (BASE, ["--set", "leiden.resolutions=[0]"], "resolutions"),
         (BASE, ["--input", "builtin:pbmc3k"], "unknown built-in dataset 'pbmc3k'; available: 'simulate', 'pbmc68k'"),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 import json
+import typing
 
 import pytest
 
+from scclust import _types
 from scclust import config as C
-from scclust import workflow
 from scclust._errors import ConfigError, MissingFileError
 
 
@@ -84,9 +85,12 @@ def test_schema_is_generated_from_models():
 
 
 def test_every_stage_has_a_function_and_a_section():
-    assert list(workflow.STAGES) == C.STAGE_ORDER
+    from scclust.stages import REGISTRY
+
+    assert list(REGISTRY) == C.STAGE_ORDER
     for stage in C.STAGE_ORDER:
         assert stage in C.WorkflowConfig.model_fields
+        assert callable(REGISTRY[stage].run)
 
 
 def _params_model(stage: str):
@@ -98,12 +102,8 @@ def _params_model(stage: str):
 def _stage_functions():
     import scclust as scc
 
-    funcs = {"prepare": scc.pp.prepare, "neighbors": scc.pp.neighbors, "leiden": scc.tl.leiden}
-    for stage in C.STAGE_ORDER:
-        for mod in (scc.tl, scc.pp):
-            if stage not in funcs and hasattr(mod, stage):
-                funcs[stage] = getattr(mod, stage)
-    return funcs
+    return {"prepare": scc.pp.prepare, "neighbors": scc.pp.neighbors, "leiden": scc.tl.leiden,
+            "kmeans": scc.tl.kmeans, "hclust": scc.tl.hclust, "subcluster": scc.tl.subcluster}
 
 
 @pytest.mark.parametrize("stage", sorted(_stage_functions()))
@@ -113,8 +113,15 @@ def test_params_match_function_signature(stage):
     sig = inspect.signature(func)
     kwargs = {n: p for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY and n != "copy"}
     assert set(model.model_fields) <= set(kwargs), set(model.model_fields) - set(kwargs)
+    hints = typing.get_type_hints(inspect.unwrap(func), include_extras=True)
+    shared = {id(v) for k, v in vars(_types).items() if not k.startswith("_")}
     for name, field in model.model_fields.items():
         default = kwargs[name].default
         if isinstance(default, tuple):
             default = list(default)
         assert field.default == default, (name, field.default, default)
+        # a constraint / choice list shared with the function is the same object on both sides
+        declared = C.WorkflowConfig.model_fields[stage].annotation
+        model_ann = typing.get_type_hints(model, include_extras=True)[name]
+        if id(model_ann) in shared:
+            assert hints[name] is model_ann, (name, hints[name], model_ann, declared)

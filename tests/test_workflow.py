@@ -121,7 +121,7 @@ def test_subcluster_key_clash_is_caught_before_reprocessing(tmp_path):
     cfg = _cfg(tmp_path, "clash", stages=["neighbors", "leiden", "subcluster"],
                leiden={"resolutions": [0.6], "key_added": "tcells"},
                subcluster={"tnk": {"groupby": "tcells_0.6", "key_added": "tcells", "resolutions": [0.6]}})
-    with pytest.raises(UserError, match=r"subcluster 'tnk': key\(s\) \['tcells_0.6'\] were made earlier"):
+    with pytest.raises(UserError, match=r"leiden and subcluster.tnk both make obs key 'tcells_0.6'; set a distinct key_added"):
         run(cfg)
     assert not (tmp_path / "clash" / "subclusters").exists()
 
@@ -151,7 +151,7 @@ def test_input_keys_checked_before_any_stage(tmp_path):
 
 def test_input_key_check_knows_what_stages_make(tmp_path):
     from scclust.datasets import simulate_counts
-    from scclust.workflow import check_input_keys
+    from scclust.workflow import preflight as check_input_keys
 
     raw = simulate_counts(300)
     del raw.obs["type"]
@@ -163,5 +163,5 @@ def test_input_key_check_knows_what_stages_make(tmp_path):
         "embedding": {"basis": "X_umap_harmony"}, "subcluster": {"tnk": {}},
     })
     check_input_keys(raw, cfg)
-    with pytest.raises(UserError, match=r"embedding.basis 'X_umap_scvi' not in .obsm \(available: 'X_pca', 'X_pca_harmony', 'X_umap_harmony'\)"):
+    with pytest.raises(UserError, match=r"embedding.basis 'X_umap_scvi' not in .obsm \(made by this run: 'X_pca', 'X_pca_harmony', 'X_umap_harmony'\)"):
         check_input_keys(raw, cfg.model_copy(update={"embedding": [cfg.embedding[0].model_copy(update={"basis": "X_umap_scvi"})]}))

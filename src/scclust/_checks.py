@@ -68,3 +68,11 @@ def check_genes(var_names: Sequence[str] | pd.Index, genes: Sequence[str]) -> tu
     present = [g for g in genes if g in idx]
     missing = [g for g in genes if g not in idx]
     return present, missing
+
+
+def distinct_rows(X: np.ndarray) -> int:
+    """Number of distinct rows of ``X`` (through a fixed random projection: O(n) memory, one sort)."""
+    if X.shape[0] == 0:
+        return 0
+    proj = np.random.default_rng(0).standard_normal(X.shape[1])
+    return int(np.unique(np.asarray(X, dtype=np.float64) @ proj).size)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["ConfigError", "InputError", "MissingFileError", "MissingKeyError", "ScclustWarning", "UserError"]
+__all__ = ["ConfigError", "InputError", "MissingFileError", "MissingKeyError", "OutputError", "ScclustWarning", "UserError"]
 
 
 class UserError(Exception):
@@ -34,6 +34,13 @@ class MissingKeyError(UserError, KeyError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """An input file does not exist."""
+
+
+class OutputError(UserError, OSError):
+    """Outputs cannot be written (outdir is a file, not writable, the disk is full, ...)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class ScclustWarning(UserWarning):

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import shutil
 import platform
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 from anndata import AnnData
 
-from ._errors import InputError, MissingFileError
+from ._errors import InputError, MissingFileError, OutputError
 
 #: Packages whose versions are recorded with every run.
 RECORDED_PACKAGES = [
@@ -23,16 +25,51 @@ RECORDED_PACKAGES = [
 ]
 
 
+#: errno values that mean "the user's output location cannot take the file", not a bug
+_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST,
+                   errno.EISDIR, errno.ENAMETOOLONG}
+
+
+@contextlib.contextmanager
+def output_errors(path: str | Path) -> Iterator[None]:
+    """Turn a full disk, a read-only or not-writable location into :class:`OutputError` (one line)."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as err:
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT) or "no space" in str(err).lower() or _disk_full(path)
+        if not full and err.errno not in _USER_OS_ERRORS:
+            raise
+        what = "the disk is full" if full else (err.strerror or str(err)).lower()
+        raise OutputError(f"cannot write {str(path)!r}: {what}; free space or choose another outdir (--outdir)") from None
+
+
+def _disk_full(path: str | Path, margin: int = 1 << 20) -> bool:
+    for p in (Path(path), *Path(path).parents):
+        if p.exists():
+            try:
+                return shutil.disk_usage(p).free < margin
+            except OSError:
+                return False
+    return False
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    A full disk or an unwritable location raises :class:`OutputError`; the temporary file is removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    with output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        with output_errors(path):
+            yield tmp_path
         # mkstemp creates 0600 files; give the result the usual permissions (0666 minus the umask)
         umask = os.umask(0)
         os.umask(umask)
@@ -55,7 +92,7 @@ def write_h5ad(adata: AnnData, path: str | Path) -> Path:
     return Path(path)
 
 
-def read_input(spec: str) -> tuple[AnnData, dict[str, object]]:
+def read_input(spec: str, *, progress: Callable[[str], None] | None = None) -> tuple[AnnData, dict[str, object]]:
     """Read ``builtin:NAME`` or an .h5ad path fully into memory; return it with its fingerprint.
 
     The file is opened read-only and never written to.
@@ -65,6 +102,8 @@ def read_input(spec: str) -> tuple[AnnData, dict[str, object]]:
     if spec.startswith("builtin:"):
         from .datasets import load_builtin
 
+        if progress is not None and spec.startswith("builtin:simulate"):
+            progress("simulating counts and running QC -> normalize -> HVG -> PCA -> Harmony -> UMAP (20-40 s)")
         adata = load_builtin(spec.removeprefix("builtin:"))
         return adata, {"source": spec, "sha256": fingerprint_adata(adata)}
     path = Path(spec)
@@ -106,3 +145,19 @@ def package_versions() -> dict[str, str]:
         with contextlib.suppress(PackageNotFoundError):
             out[name] = version(name)
     return out
+
+
+def read_input_summary(spec: str) -> AnnData:
+    """The input without its expression matrix in memory (``backed="r"``): enough for
+    :func:`scclust.workflow.preflight` (names, ``.obs``, ``.obsm``, ``.uns``). Built-ins are built."""
+    import anndata as ad
+
+    if spec.startswith("builtin:"):
+        return read_input(spec)[0]
+    path = Path(spec)
+    if not path.is_file():
+        raise MissingFileError(f"input file not found: {spec} (give an .h5ad path or builtin:simulate / builtin:pbmc68k)")
+    try:
+        return ad.read_h5ad(path, backed="r")
+    except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file
+        raise InputError(f"cannot read {spec} as .h5ad: {type(err).__name__}: {err}") from None

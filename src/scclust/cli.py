@@ -29,12 +29,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--outdir", help="override 'outdir'")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set leiden.resolutions=[0.4,0.6] (repeatable)")
+    r.add_argument("--no-resume", dest="resume", action="store_false", default=None,
+                   help="run every stage, ignoring the checkpoint of an earlier run in outdir")
     r.add_argument("-q", "--quiet", action="store_true", help="only print errors")
     r.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
 
-    v = sub.add_parser("validate", help="check a config without running it")
+    v = sub.add_parser("validate", help="check a config (and, with --input or its input, that it fits the data) without running it")
     v.add_argument("config")
-    v.add_argument("--input")
+    v.add_argument("--input", help="check the config against this input (.obs / .obsm keys, genes, key clashes)")
     v.add_argument("--outdir")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
@@ -60,8 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scclust: error: {err}", file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:
-        print("scclust: interrupted", file=sys.stderr)
+        print("scclust: interrupted; finished stages are checkpointed: rerun the same command to resume",
+              file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `scclust schema | head`: the reader left, nothing went wrong here
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as err:  # noqa: BLE001 - the CLI's last line of defence
         if debug:
             traceback.print_exc()
@@ -84,8 +92,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_OK
     cfg = load_config(args.config, overrides=args.overrides, input=args.input, outdir=args.outdir)
     if args.command == "validate":
-        print(f"{args.config}: valid; stages: {', '.join(cfg.stages)}")
+        _setup_logging(quiet=False, debug=False)
+        checked = ""
+        if args.input is not None:
+            from ._io import read_input_summary
+            from .workflow import check_names, preflight
+
+            preflight(check_names(read_input_summary(cfg.input)), cfg)
+            checked = f"; fits {cfg.input}"
+        print(f"{args.config}: valid; stages: {', '.join(cfg.stages)}{checked}")
         return EXIT_OK
+    if args.resume is not None:
+        cfg = cfg.model_copy(update={"resume": args.resume})
     _setup_logging(quiet=args.quiet, debug=args.debug)
     from .workflow import run
 

@@ -195,28 +195,29 @@ def pbmc68k() -> AnnData:
 
 
 #: Built-in inputs accepted as ``builtin:NAME`` by the workflow and the CLI.
-BUILTIN = {"simulate": simulate, "pbmc68k": pbmc68k}
+#: ``builtin:NAME`` inputs; ``counts`` is raw UMI counts (the input of the ``prepare`` stage)
+BUILTIN = {"simulate": simulate, "pbmc68k": pbmc68k, "counts": simulate_counts}
 
 
 def load_builtin(spec: str) -> AnnData:
-    """Load ``"simulate"``, ``"simulate?n_cells=7332&seed=1"`` or ``"pbmc68k"``."""
+    """Load ``"simulate"``, ``"simulate?n_cells=7332&seed=1"``, ``"counts"`` (raw counts, same parameters) or ``"pbmc68k"``."""
     name, _, query = spec.partition("?")
     if name not in BUILTIN:
         raise ConfigError(f"unknown built-in dataset {name!r}; available: {', '.join(map(repr, BUILTIN))}")
     kwargs: dict[str, int | float] = {}
     if query:
-        if name != "simulate":
+        if name not in ("simulate", "counts"):
             raise ConfigError(f"built-in dataset {name!r} takes no parameters; got {query!r}")
         for part in query.split("&"):
             key, _, value = part.partition("=")
             if key not in ("n_cells", "n_samples", "n_genes", "batch_strength", "seed"):
                 raise ConfigError(
-                    f"unknown parameter {key!r} for builtin:simulate; valid: 'n_cells', 'n_samples', 'n_genes', 'batch_strength', 'seed'"
+                    f"unknown parameter {key!r} for builtin:{name}; valid: 'n_cells', 'n_samples', 'n_genes', 'batch_strength', 'seed'"
                 )
             try:
                 kwargs[key] = float(value) if key == "batch_strength" else int(value)
             except ValueError:
-                raise ConfigError(f"builtin:simulate parameter {key}={value!r} is not a number") from None
+                raise ConfigError(f"builtin:{name} parameter {key}={value!r} is not a number") from None
     return BUILTIN[name](**kwargs)
 
 

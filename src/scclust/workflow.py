@@ -1,309 +1,190 @@
 """Run the stages of a validated :class:`~scclust.config.WorkflowConfig` in one process.
 
-Each config section maps to one stage function in :data:`STAGES`, which calls the public
-``pp`` / ``tl`` / ``pl`` function of the same name with the section's parameters and writes its
-figures and tables through the :class:`RunContext`. Every file is written atomically; the input is
-only read. ``manifest.json`` records the resolved config, package versions, the input
-fingerprint, wall time and peak memory per stage and every file written.
+The runner knows no stage by name: it reads each stage's declaration from
+:data:`scclust.stages.REGISTRY` (parameters, run function, keys read and made). Before any stage
+runs, :func:`preflight` checks every key and gene the config names against the input and the keys
+earlier stages will make, and that no two stage entries make the same key. Finished stages are
+checkpointed in the output directory, so a failed or interrupted run resumes where it stopped.
+Every file is written atomically; the input is only read. ``manifest.json`` records the resolved
+config, package versions, the input fingerprint, wall time and peak memory per stage and every file.
 """
 
 from __future__ import annotations
 
-import itertools
+import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
+import shutil
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
 import pandas as pd
 from anndata import AnnData
 
-from . import pl, pp, tl
-from ._errors import ConfigError, MissingKeyError, choices
-from ._io import atomic_path, package_versions, read_input, write_h5ad, write_text
+from ._errors import ConfigError, InputError, MissingKeyError, OutputError, choices
+from ._io import output_errors, package_versions, read_input, write_h5ad, write_text
 from .config import WorkflowConfig
-from .tl._leiden import format_resolution
+from .stages import REGISTRY, Makes, RunContext
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["STAGES", "RunContext", "run"]
+__all__ = ["RunContext", "preflight", "run"]
+
+CHECKPOINT_DIR = ".scclust_checkpoint"
+#: temporary files of :func:`scclust._io.atomic_path` (``.{name}.{random}.tmp{suffix}``)
+_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
 
 
-@dataclass
-class RunContext:
-    """What a stage needs besides the AnnData: where to write, and what earlier stages made."""
+# ------------------------------------------------------------------------------------------ pre-flight
+@dataclass(frozen=True)
+class Preflight:
+    """What :func:`preflight` found: genes absent from the data (left out by every stage)."""
 
-    cfg: WorkflowConfig
-    outdir: Path
-    #: clustering keys in ``.obs`` made by this run, grouped by the stage entry that made them
-    clusterings: dict[str, list[str]] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
-    stage: str = ""
-
-    def save_figure(self, fig, name: str) -> list[Path]:
-        """Write ``figures/{name}.{fmt}`` for every configured format; close the figure."""
-        paths = []
-        for fmt in self.cfg.figures.formats:
-            path = self.outdir / "figures" / f"{name}.{fmt}"
-            meta = {"Software": None} if fmt == "png" else {"Creator": None, "CreationDate": None} if fmt == "pdf" else {"Date": None}
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=self.cfg.figures.dpi, bbox_inches="tight", metadata=meta)
-            paths.append(self._record(path))
-        return paths
-
-    def save_table(self, df: pd.DataFrame, name: str, *, index: bool = True) -> Path:
-        """Write ``tables/{name}.csv`` (fixed float format, so reruns are byte-identical)."""
-        path = self.outdir / "tables" / f"{name}.csv"
-        with atomic_path(path) as tmp:
-            df.to_csv(tmp, index=index, float_format="%.6g")
-        return self._record(path)
-
-    def add_clusterings(self, group: str, keys: list[str]) -> None:
-        self.clusterings.setdefault(group, []).extend(keys)
-
-    def all_clusterings(self) -> list[str]:
-        return [k for keys in self.clusterings.values() for k in keys]
-
-    def _record(self, path: Path) -> Path:
-        rel = str(path.relative_to(self.outdir))
-        if rel not in self.files:
-            self.files.append(rel)
-        return path
+    missing_genes: frozenset[str]
+    made: dict[str, str]
 
 
-# ------------------------------------------------------------------------------------------ stages
-def _stage_prepare(adata: AnnData, p, ctx: RunContext) -> AnnData:
-    return pp.prepare(adata, **p.model_dump())
+def _values(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [g for genes in value.values() for g in genes]
+    return list(value)
 
 
-def _stage_neighbors(adata: AnnData, p, ctx: RunContext) -> None:
-    pp.neighbors(adata, **p.model_dump())
-    if ctx.cfg.figures.graph_block:
-        ctx.save_figure(pl.graph_block(adata, [p.key_added], n_cells=ctx.cfg.figures.graph_block), f"graph_{p.key_added}")
+def _graphs(adata: AnnData) -> list[str]:
+    return [k for k, v in adata.uns.items() if isinstance(v, dict) and "connectivities_key" in v]
 
 
-def _clustering_stage(func: Callable[..., AnnData | None]) -> Callable[[AnnData, Any, RunContext], None]:
-    """A stage that runs a clustering function, records its label keys and writes its summary table
-    (``.uns[key_added]["clusterings"]``: clusters per key, plus modularity / inertia / cut)."""
+def preflight(adata: AnnData, cfg: WorkflowConfig) -> Preflight:
+    """Check, before any stage runs, everything the config names (a second, not after minutes).
 
-    def stage(adata: AnnData, p, ctx: RunContext) -> None:
-        func(adata, **p.model_dump())
-        info = adata.uns[p.key_added]["clusterings"]
-        ctx.add_clusterings(p.key_added, list(info))
-        ctx.save_table(pd.DataFrame.from_dict(info, orient="index").rename_axis("key"), f"{p.key_added}_summary")
+    - every ``.obs`` / ``.obsm`` key and graph a stage reads exists in the input or is made by an
+      earlier stage of this run (``available`` lists the input's keys and the run's separately);
+    - batch columns have no missing values;
+    - no two stage entries make the same key (a later one would silently replace the earlier);
+    - genes: those absent from the data are left out by every stage, with one warning; a stage
+      entry none of whose genes is present is an error;
+    - every embedding a stage computes on has finite values and enough distinct points.
 
-    stage.__name__ = f"_stage_{func.__name__}"
-    return stage
-
-
-_stage_leiden = _clustering_stage(tl.leiden)
-_stage_kmeans = _clustering_stage(tl.kmeans)
-_stage_hclust = _clustering_stage(tl.hclust)
-
-
-def _stage_compare(adata: AnnData, p, ctx: RunContext) -> None:
-    """ARI / NMI tables and heatmap; contingency tables vs the reference and between consecutive
-    clusterings of one stage entry (e.g. leiden_0.4 vs leiden_0.6)."""
-    keys = p.keys if p.keys is not None else (ctx.all_clusterings() or None)
-    res = tl.compare(adata, keys=keys, reference=p.reference)
-    ctx.save_table(res["ari"], "ari")
-    ctx.save_table(res["nmi"], "nmi")
-    ctx.save_table(res["summary"], "compare_summary")
-    compared = [k for k in res["ari"].index if k != p.reference]
-    pairs = [(k, p.reference) for k in compared] if p.reference is not None else []
-    groups = ctx.clusterings if ctx.clusterings else {"selected": compared}
-    trees = {}
-    for group, keys in groups.items():
-        members = list(dict.fromkeys(k for k in keys if k in compared))  # two entries may share a key_added
-        pairs += list(itertools.pairwise(members))
-        if len(members) >= 2:
-            trees[group] = members
-    for a, b in dict.fromkeys(pairs):
-        ctx.save_table(tl.contingency(adata, a, b), f"contingency_{a}_vs_{b}")
-    ctx.save_figure(pl.compare(adata, keys=compared, reference=p.reference), "compare")
-    for group, members in trees.items():  # a clustering tree per series (resolutions, k, tree cuts)
-        ctx.save_table(tl.cluster_tree(adata, members), f"clustree_{group}", index=False)
-        ctx.save_figure(pl.clustree(adata, members), f"clustree_{group}")
-
-
-def _stage_embedding(adata: AnnData, p, ctx: RunContext) -> None:
-    basis = p.basis.removeprefix("X_")
-    if p.groups is not None:
-        panels = {"selected": p.groups}
-    else:
-        panels = dict(ctx.clusterings)
-        if not panels:
-            logger.warning("embedding: no clustering made in this run and no 'groups' given")
-    for group, keys in panels.items():
-        fig = pl.embedding(adata, basis=p.basis, color=keys, ncols=p.ncols, use_raw=p.use_raw)
-        ctx.save_figure(fig, f"{basis}_{group}")
-    if p.genes:
-        fig = pl.embedding(adata, basis=p.basis, color=p.genes, ncols=p.ncols, use_raw=p.use_raw)
-        ctx.save_figure(fig, f"{basis}_genes")
-
-
-def _groups(stage: str, groupby: list[str] | None, ctx: RunContext) -> list[str]:
-    """The clusterings a per-clustering stage works on: those given, else all made in this run."""
-    if groupby is not None:
-        return list(groupby)
-    keys = ctx.all_clusterings()
-    if not keys:
-        logger.warning("%s: no clustering made in this run and no 'groupby' given; nothing to do", stage)
-    return keys
-
-
-def _stage_relationships(adata: AnnData, p, ctx: RunContext) -> None:
-    """Per clustering: dendrogram (stored in .uns) and its figure, marker dot plot in dendrogram
-    order, and the mean expression of the genes per cluster (same order)."""
-    from ._checks import check_genes
-    from .tl._dendrogram import _use_raw
-
-    for g in _groups("relationships", p.groupby, ctx):
-        tl.dendrogram(adata, groupby=g, use_rep=p.use_rep, n_pcs=p.n_pcs, cor_method=p.cor_method,
-                      linkage_method=p.linkage_method, optimal_ordering=p.optimal_ordering)
-        ctx.save_figure(pl.dendrogram(adata, groupby=g), f"dendrogram_{g}")
-        var_names = adata.raw.var_names if _use_raw(adata, p.use_raw) else adata.var_names
-        present, missing = check_genes(var_names, p.genes)
-        if missing:
-            logger.warning("relationships: gene(s) not in the data, left out of the dot plot and table: %s",
-                           ", ".join(missing))
-        if not present:
-            logger.warning("relationships: none of the genes is in the data; no dot plot for %s", g)
-            continue
-        ctx.save_figure(pl.dotplot(adata, groupby=g, genes=present, use_raw=p.use_raw), f"dotplot_{g}")
-        order = [str(c) for c in adata.uns[f"dendrogram_{g}"]["categories_ordered"]]
-        means = tl.cluster_means(adata, groupby=g, genes=present, use_raw=p.use_raw)
-        means.index = means.index.astype(str)
-        ctx.save_table(means.loc[order], f"cluster_means_{g}")
+    All problems are reported in one line (:class:`~scclust._errors.MissingKeyError` or
+    :class:`~scclust._errors.InputError`).
+    """
+    obs_in, obsm_in, graphs_in = list(adata.obs.columns), list(adata.obsm.keys()), _graphs(adata)
+    genes_all = pd.Index(adata.raw.var_names if adata.raw is not None else adata.var_names)
+    genes_x = pd.Index(adata.var_names)
+    made: dict[str, str] = {}  # key -> the entry that makes it
+    made_obs: list[str] = []
+    made_obsm: list[str] = []
+    made_graphs: list[str] = []
+    problems: list[str] = []
+    missing: dict[str, list[str]] = {}
+    reps: dict[tuple[str, int | None], str] = {}
+    prepare = "prepare" in cfg.stages
+    for name in cfg.stages:
+        stage = REGISTRY[name]
+        for label, p in cfg.entries(name).items():
+            mk = stage.makes(p) if stage.makes else Makes()
+            for ref in stage.reads:
+                if ref.explicit_only and ref.field not in p.model_fields_set:
+                    continue
+                wanted = _values(getattr(p, ref.field))
+                where = f"{label.replace('[', '.').rstrip(']')}.{ref.field}"  # the --set path
+                if ref.kind == "genes":
+                    universe = genes_x if getattr(p, "use_raw", None) is False and not prepare else genes_all
+                    absent = [g for g in wanted if g not in universe]
+                    if absent and len(absent) == len(wanted):
+                        problems.append(f"{where}: none of the genes {choices(absent, 8)} is in the data "
+                                        f"(e.g. {choices(universe[:8], 8)})")
+                    elif absent:
+                        missing[where] = absent
+                    continue
+                if ref.kind in ("obs", "batch"):
+                    sets = ((obs_in, "in the input"), (made_obs + mk.obs_other, "made by this run"))
+                    slot = ".obs"
+                elif ref.kind == "graph":
+                    sets = ((graphs_in, "in the input"), (made_graphs, "made by this run"))
+                    slot = "graphs (.uns)"
+                else:
+                    extra = ["X"] if ref.kind == "rep" else []
+                    sets = ((obsm_in + extra, "in the input"), (made_obsm, "made by this run"))
+                    slot = ".obsm"
+                have = {k for keys, _ in sets for k in keys}
+                absent = [k for k in wanted if k not in have]
+                if absent:
+                    avail = "; ".join(f"{what}: {choices(keys)}" for keys, what in sets if keys)
+                    problems.append(f"{where} {', '.join(map(repr, absent))} not in {slot} ({avail or 'none available'})")
+                if ref.kind == "batch":
+                    for k in wanted:
+                        if k in obs_in and adata.obs[k].isna().any():
+                            n = int(adata.obs[k].isna().sum())
+                            problems.append(f"{where} {k!r} has no value for {n} cell(s) (first: "
+                                            f"{adata.obs_names[adata.obs[k].isna().to_numpy()][0]!r}); "
+                                            "fill them in or remove those cells")
+                if ref.kind == "rep" and not prepare:
+                    for k in wanted:
+                        if k in obsm_in:
+                            reps.setdefault((k, getattr(p, "n_pcs", None)), where)
+            for kind, keys in (("obs", mk.obs), ("obsm", mk.obsm), ("graph", mk.graphs)):
+                for k in keys:
+                    if k in made and made[k] != label:
+                        problems.append(f"{made[k]} and {label} both make {kind} key {k!r}; "
+                                        "set a distinct key_added (the later would replace the earlier)")
+                    made[k] = label
+            made_obs += [k for k in mk.obs + mk.obs_other if k not in made_obs]
+            made_obsm += [k for k in mk.obsm if k not in made_obsm]
+            made_graphs += [k for k in mk.graphs + mk.intermediate_graphs if k not in made_graphs]
+    if problems:
+        raise MissingKeyError("the config does not fit the input: " + "; ".join(dict.fromkeys(problems)))
+    for (rep, n_pcs), where in reps.items():
+        _check_embedding(adata, rep, n_pcs, where)
+    if missing:
+        logger.warning("genes not in the data, left out: %s",
+                       "; ".join(f"{w}: {', '.join(g)}" for w, g in missing.items()))
+    return Preflight(missing_genes=frozenset(g for gs in missing.values() for g in gs), made=made)
 
 
-def _stage_composition(adata: AnnData, p, ctx: RunContext) -> None:
-    """Per clustering and ``by`` column: a long table (count, fraction within the cluster,
-    fraction within the ``by`` value), stacked bars both ways; per clustering the one-sample
-    diagnostics. ``by`` columns missing from .obs are skipped with a warning unless set explicitly."""
-    from ._errors import MissingKeyError, choices
+def _check_embedding(adata: AnnData, rep: str, n_pcs: int | None, where: str) -> None:
+    """Finite values (:func:`get_rep`) and at least half as many distinct points as cells."""
+    from ._checks import distinct_rows, get_rep
 
-    by = [b for b in p.by if b in adata.obs.columns]
-    absent = [b for b in p.by if b not in adata.obs.columns]
-    if absent:
-        if "by" in p.model_fields_set:
-            raise MissingKeyError(f"composition.by {choices(absent)} not in .obs; available: {choices(adata.obs.columns)}")
-        logger.warning("composition: default 'by' column(s) %s not in .obs; skipped", ", ".join(absent))
-    for g in _groups("composition", p.groupby, ctx):
-        for b in by:
-            within_g = tl.proportions(adata, groupby=g, by=b, normalize="index")
-            within_b = tl.proportions(adata, groupby=g, by=b, normalize="columns")
-            table = within_g.rename(columns={"fraction": f"fraction_within_{g}"})
-            table[f"fraction_within_{b}"] = within_b["fraction"].to_numpy()
-            ctx.save_table(table, f"composition_{g}_by_{b}", index=False)
-            ctx.save_figure(pl.proportions(adata, groupby=g, by=b), f"composition_{g}_by_{b}")
-            ctx.save_figure(pl.proportions(adata, groupby=b, by=g), f"composition_{b}_by_{g}")
-        if p.sample_key in adata.obs.columns:
-            diag = tl.composition_diagnostics(adata, groupby=g, sample_key=p.sample_key, max_share=p.max_share,
-                                              alpha=p.alpha)
-            ctx.save_table(diag, f"composition_diagnostics_{g}")
-        else:
-            logger.warning("composition: sample_key %r not in .obs; no one-sample diagnostics", p.sample_key)
+    X = get_rep(adata, rep, n_pcs)
+    n = distinct_rows(X)
+    if n == 1:
+        raise InputError(f"{where} {rep!r}: all {X.shape[0]} cells have the same coordinates; "
+                         "the embedding is degenerate (check how it was made)")
+    if n < X.shape[0] / 2:
+        raise InputError(f"{where} {rep!r}: only {n} distinct points among {X.shape[0]} cells "
+                         "(duplicated cells or a collapsed embedding); remove duplicates or recompute it")
 
 
-def _stage_qc(adata: AnnData, p, ctx: RunContext) -> None:
-    """Per clustering: QC medians with flags (table) and violins (figure)."""
-    for g in _groups("qc", p.groupby, ctx):
-        ctx.save_table(tl.qc_summary(adata, groupby=g, keys=p.keys, n_mads=p.n_mads), f"qc_{g}")
-        ctx.save_figure(pl.qc_violin(adata, groupby=g, keys=p.keys, n_mads=p.n_mads), f"qc_violin_{g}")
-
-
-def _stage_heatmap(adata: AnnData, p, ctx: RunContext) -> None:
-    """One clustered heatmap: figure ``{name}``; tables ``{name}_matrix`` (scaled, as drawn),
-    ``{name}_row_linkage`` / ``{name}_col_linkage``, ``{name}_row_order`` / ``{name}_col_order``
-    (leaf orders), ``{name}_row_groups``, ``{name}_stability`` and ``{name}_dropped`` (when any).
-    ``groupby`` unset: the first clustering made in this run."""
-    import inspect
-
-    kw = p.model_dump()
-    if p.source != "table" and kw["groupby"] is None:
-        made = ctx.all_clusterings()
-        if not made:
-            raise ConfigError(f"heatmap {p.name!r}: set groupby (no clustering was made in this run)")
-        kw["groupby"] = made[0]
-        logger.info("heatmap %s: groupby = %s (the first clustering of this run)", p.name, made[0])
-
-    def args(func) -> dict[str, Any]:
-        names = inspect.signature(func).parameters
-        return {k: v for k, v in kw.items() if k in names}
-
-    inp = tl.heatmap_matrix(adata if p.source != "table" else None, **args(tl.heatmap_matrix))
-    res = tl.cluster_heatmap(inp.data, **args(tl.cluster_heatmap))
-    fig = pl.clustered_heatmap(res, row_annotations=inp.row_annotations, col_annotations=inp.col_annotations,
-                               title=p.name, **args(pl.clustered_heatmap))
-    ctx.save_figure(fig, p.name)
-    ctx.save_table(res.ordered(), f"{p.name}_matrix")
-    for axis, short in (("rows", "row"), ("columns", "col")):
-        if (res.row_linkage if short == "row" else res.col_linkage) is not None:
-            ctx.save_table(res.linkage_table(axis), f"{p.name}_{short}_linkage")
-        ctx.save_table(res.leaf_order_table(axis), f"{p.name}_{short}_order")
-    if res.row_groups is not None:
-        ctx.save_table(res.row_groups.rename_axis("row").to_frame(), f"{p.name}_row_groups")
-    if res.stability is not None:
-        ctx.save_table(res.stability, f"{p.name}_stability")
-    if len(res.dropped):
-        ctx.save_table(res.dropped, f"{p.name}_dropped", index=False)
-
-
-def _stage_report(adata: AnnData, p, ctx: RunContext) -> None:
-    """Reserve ``report.html``; :func:`run` writes it once every other file (clustered.h5ad, the
-    label table) exists, just before manifest.json, so the page lists them all."""
-    ctx._record(ctx.outdir / "report.html")
-
-
-def _stage_subcluster(adata: AnnData, params: dict, ctx: RunContext) -> None:
-    """Each named subclustering: subset h5ad, figures, tables; labels written back into the parent."""
-    if not params:
-        logger.warning("subcluster: no subclustering configured (add e.g. subcluster: {tnk: {}})")
-        return
-    for name, p in params.items():
-        # check before the (expensive) re-processing, not after it
-        planned = [f"{p.key_added}_{format_resolution(r)}" for r in p.resolutions]
-        clash = [k for k in planned if k in ctx.all_clusterings()]
-        if clash:
-            raise ConfigError(f"subcluster {name!r}: key(s) {clash} were made earlier in this run; set a distinct key_added")
-        sub, rep = tl.subcluster(adata, name=name, **p.model_dump())
-        keys = tl.transfer_subclusters(adata, subset=sub, name=name)
-        ctx.add_clusterings(f"subcluster_{name}", keys)
-        path = ctx.outdir / "subclusters" / f"{name}.h5ad"
-        write_h5ad(sub, path)
-        ctx._record(path)
-        for table, df in rep.tables().items():
-            ctx.save_table(df, f"subcluster_{name}_{table}")
-        for key in keys:
-            parent_basis = "X_umap_harmony" if "X_umap_harmony" in adata.obsm else "X_umap"
-            fig = pl.subcluster_overview(sub, parent=adata, key=key, parent_basis=parent_basis)
-            ctx.save_figure(fig, f"subcluster_{name}_{key}")
-        if sub.uns["subcluster"]["plot_genes"]:
-            ctx.save_figure(pl.subcluster_markers(sub), f"subcluster_{name}_markers")
-
-
-#: config section -> stage function(adata, params, ctx) -> new AnnData or None
-STAGES: dict[str, Callable[[AnnData, Any, RunContext], AnnData | None]] = {
-    "prepare": _stage_prepare,
-    "neighbors": _stage_neighbors,
-    "leiden": _stage_leiden,
-    "kmeans": _stage_kmeans,
-    "hclust": _stage_hclust,
-    "compare": _stage_compare,
-    "relationships": _stage_relationships,
-    "embedding": _stage_embedding,
-    "composition": _stage_composition,
-    "qc": _stage_qc,
-    "heatmap": _stage_heatmap,
-    "subcluster": _stage_subcluster,
-    "report": _stage_report,
-}
+def check_names(adata: AnnData) -> AnnData:
+    """Duplicate cell names are an error; duplicate gene names are made unique (logged)."""
+    if not adata.obs_names.is_unique:
+        dup = adata.obs_names[adata.obs_names.duplicated()]
+        raise InputError(f"{dup.size} duplicate cell name(s) in .obs_names (first: {dup[0]!r}); labels are keyed "
+                         "by cell: make them unique first (adata.obs_names_make_unique())")
+    for where, var in (("", adata), (".raw", adata.raw)):
+        if var is not None and not var.var_names.is_unique:
+            dup = var.var_names[var.var_names.duplicated()]
+            logger.warning("%d duplicate gene name(s) in %s.var_names (first: %r); made unique by appending "
+                           "-1, -2, ... as anndata's var_names_make_unique does", dup.size, where or "", dup[0])
+            if where:
+                raw = adata.raw.to_adata()
+                raw.var_names_make_unique()
+                adata.raw = raw
+            else:
+                adata.var_names_make_unique()
+    return adata
 
 
 # ------------------------------------------------------------------------------------------ runner
@@ -333,94 +214,101 @@ class _PeakRSS:
         self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
-def run(cfg: WorkflowConfig, *, progress: Callable[[str], None] | None = None) -> tuple[AnnData, dict[str, Any]]:
-    """Run every stage listed in ``cfg.stages`` and write the outputs to ``cfg.outdir``.
+@contextlib.contextmanager
+def _claim_outdir(cfg: WorkflowConfig) -> Iterator[Path]:
+    """Create / check the output directory, hold its lock, and remove temporary files that an
+    interrupted run left behind."""
+    import fcntl
 
-    Returns the clustered AnnData and the manifest (also written to ``manifest.json``).
-    """
-    say = progress or logger.info
-    t_start = time.perf_counter()
     outdir = Path(cfg.outdir)
     if not cfg.input.startswith("builtin:") and outdir.resolve() == Path(cfg.input).resolve().parent and \
             Path(cfg.input).name == "clustered.h5ad":
         raise ConfigError(f"outdir {cfg.outdir!r} would overwrite the input {cfg.input!r}; choose another outdir")
-    outdir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(cfg=cfg, outdir=outdir)
-
-    with pp.background_umap(cfg.background_umap and _computes_umap(cfg)):
-        return _run(cfg, ctx, say, t_start)
-
-
-#: config fields that name ``.obs`` / ``.obsm`` keys, checked before any stage runs: (section, field, kind).
-#: "obs": in the input's .obs or made by a clustering stage of this run (or by prepare's QC metrics);
-#: "rep": an .obsm key (the input's or prepare's) or "X"; "basis": an .obsm key. Fields in EXPLICIT_ONLY are
-#: checked only when set in the config (the stage skips missing defaults with a warning).
-INPUT_KEYS = [
-    ("prepare", "batch_key", "obs"),
-    ("neighbors", "use_rep", "rep"),
-    ("kmeans", "use_rep", "rep"),
-    ("hclust", "use_rep", "rep"),
-    ("relationships", "use_rep", "rep"),
-    ("relationships", "groupby", "obs"),
-    ("embedding", "basis", "basis"),
-    ("embedding", "groups", "obs"),
-    ("compare", "keys", "obs"),
-    ("compare", "reference", "obs"),
-    ("composition", "groupby", "obs"),
-    ("composition", "by", "obs"),
-    ("qc", "groupby", "obs"),
-    ("subcluster", "groupby", "obs"),
-    ("subcluster", "batch_key", "obs"),
-    ("subcluster", "regress_out", "obs"),
-    ("subcluster", "plot_parent_key", "obs"),
-]
-EXPLICIT_ONLY = {("composition", "by")}
+    if outdir.exists() and not outdir.is_dir():
+        raise OutputError(f"outdir {str(outdir)!r} is a file, not a directory; choose another outdir (--outdir)")
+    with output_errors(outdir):
+        outdir.mkdir(parents=True, exist_ok=True)
+        if not os.access(outdir, os.W_OK | os.X_OK):
+            raise OutputError(f"outdir {str(outdir)!r} is not writable; choose another outdir (--outdir)")
+        lock = open(outdir / ".scclust.lock", "w")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise OutputError(f"another scclust run is writing to {str(outdir)!r}; wait for it or choose another "
+                              "outdir") from None
+        stale = [p for p in outdir.rglob(".*") if p.is_file() and _TMP.match(p.name)]
+        for p in stale:
+            p.unlink()
+        if stale:
+            logger.info("removed %d temporary file(s) left by an interrupted run", len(stale))
+        yield outdir
+    finally:
+        Path(lock.name).unlink(missing_ok=True)
+        lock.close()
 
 
-def planned_obs_keys(cfg: WorkflowConfig) -> set[str]:
-    """The label columns the clustering stages of ``cfg`` will write (their naming rules)."""
-    keys: set[str] = set()
-    if "leiden" in cfg.stages:
-        keys |= {f"{p.key_added}_{format_resolution(r)}" for p in cfg.leiden for r in p.resolutions}
-    if "kmeans" in cfg.stages:
-        keys |= {f"{p.key_added}{k}" for p in cfg.kmeans for k in p.n_clusters}
-    if "hclust" in cfg.stages:
-        keys |= {f"{p.key_added}_{k}" for p in cfg.hclust for k in p.n_clusters}
-        keys |= {f"{p.key_added}_h{h:g}" for p in cfg.hclust for h in p.heights}
-    if "prepare" in cfg.stages:
-        keys |= set(pp.QC_COLUMNS)
-    return keys
+def run(cfg: WorkflowConfig, *, progress: Callable[[str], None] | None = None) -> tuple[AnnData, dict[str, Any]]:
+    """Run every stage listed in ``cfg.stages`` and write the outputs to ``cfg.outdir``.
+
+    Finished stages are checkpointed in ``outdir/.scclust_checkpoint`` (keyed by the input's
+    fingerprint and the config of the stages so far); with ``cfg.resume`` a rerun after a failure
+    reuses them and gives the same outputs as an uninterrupted run. The checkpoint is removed when
+    the run completes.
+
+    Returns the clustered AnnData and the manifest (also written to ``manifest.json``).
+    """
+    from . import pp
+
+    say = progress or logger.info
+    t_start = time.perf_counter()
+    with _claim_outdir(cfg) as outdir:
+        computes_umap = cfg.input.startswith("builtin:simulate") or any(REGISTRY[s].computes_umap for s in cfg.stages)
+        with pp.background_umap(cfg.background_umap and computes_umap) as worker:
+            ctx = RunContext(cfg=cfg, outdir=outdir, umap_worker=worker)
+            return _run(cfg, ctx, say, t_start)
 
 
-def check_input_keys(adata: AnnData, cfg: WorkflowConfig) -> None:
-    """Before any stage runs: every ``.obs`` / ``.obsm`` key the config names (:data:`INPUT_KEYS`) is
-    in the input or made by an earlier stage of the run, so a mismatch fails in a second with all
-    problems in one line, not after minutes of clustering."""
-    obsm = [*adata.obsm.keys(), *(pp.PREPARE_OBSM if "prepare" in cfg.stages else ())]
-    have = {"obs": [*adata.obs.columns, *sorted(planned_obs_keys(cfg) - set(adata.obs.columns))],
-            "rep": [*obsm, "X"], "basis": obsm}
-    problems = []
-    for section, name, kind in INPUT_KEYS:
-        if section not in cfg.stages:
-            continue
-        params = getattr(cfg, section)
-        entries = dict(params) if isinstance(params, dict) else dict(enumerate(params if isinstance(params, list) else [params]))
-        for label, entry in entries.items():
-            if (section, name) in EXPLICIT_ONLY and name not in entry.model_fields_set:
-                continue
-            value = getattr(entry, name)
-            wanted = [] if value is None else [value] if isinstance(value, str) else list(value)
-            missing = [k for k in wanted if k not in have[kind]]
-            if missing:
-                where = f"{section}.{label}.{name}" if len(entries) > 1 or isinstance(params, dict) else f"{section}.{name}"
-                slot = ".obs" if kind == "obs" else ".obsm"
-                problems.append(f"{where} {', '.join(map(repr, missing))} not in {slot} (available: {choices(have[kind])})")
-    if problems:
-        raise MissingKeyError("the input lacks keys the config names: " + "; ".join(dict.fromkeys(problems)))
+def _entry_keys(cfg: WorkflowConfig, fingerprint: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
+    """``(stage, label, params, key)`` per stage entry; ``key`` hashes the input, the scclust
+    version, the settings that shape outputs and the config of this entry and all before it."""
+    from . import __version__
+
+    h = hashlib.sha256(json.dumps({"input": fingerprint.get("sha256"), "scclust": __version__,
+                                   "figures": cfg.figures.model_dump(mode="json")}, sort_keys=True).encode())
+    out = []
+    for name in cfg.stages:
+        for label, p in cfg.entries(name).items():
+            h.update(json.dumps([label, p.model_dump(mode="json")], sort_keys=True).encode())
+            out.append((name, label, p, h.copy().hexdigest()))
+    return out
 
 
-def _computes_umap(cfg: WorkflowConfig) -> bool:
-    return cfg.input.startswith("builtin:simulate") or any(s in cfg.stages for s in ("prepare", "subcluster"))
+def _load_checkpoint(outdir: Path, keys: list[str]) -> tuple[int, dict, AnnData] | None:
+    import anndata as ad
+
+    state = outdir / CHECKPOINT_DIR / "state.json"
+    if not state.is_file():
+        return None
+    try:
+        info = json.loads(state.read_text())
+        done = int(info["done"])
+        if done < 1 or done > len(keys) or keys[done - 1] != info["key"]:
+            return None
+        if any(not (outdir / f).is_file() for f in info["files"]):
+            return None
+        return done, info, ad.read_h5ad(outdir / CHECKPOINT_DIR / "state.h5ad")
+    except Exception as err:  # noqa: BLE001 - an unreadable checkpoint is simply not used
+        logger.info("checkpoint not used (%s: %s)", type(err).__name__, err)
+        return None
+
+
+def _save_checkpoint(outdir: Path, adata: AnnData, done: int, key: str, ctx: RunContext, records: list) -> None:
+    ck = outdir / CHECKPOINT_DIR
+    (ck / "state.json").unlink(missing_ok=True)  # the old state must never point at the new h5ad
+    write_h5ad(adata, ck / "state.h5ad")
+    write_text(ck / "state.json", json.dumps({"done": done, "key": key, "clusterings": ctx.clusterings,
+                                              "files": ctx.files, "records": records}, default=str))
 
 
 def _run(cfg: WorkflowConfig, ctx: RunContext, say: Callable[[str], None], t_start: float) -> tuple[AnnData, dict[str, Any]]:
@@ -428,31 +316,48 @@ def _run(cfg: WorkflowConfig, ctx: RunContext, say: Callable[[str], None], t_sta
     say(f"reading {cfg.input}")
     with _PeakRSS() as mem:
         t0 = time.perf_counter()
-        adata, fingerprint = read_input(cfg.input)
-    records = [{"stage": "read", "seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(mem.peak / 2**20, 1)}]
+        adata, fingerprint = read_input(cfg.input, progress=say)
+    records: list[dict[str, Any]] = [{"stage": "read", "seconds": round(time.perf_counter() - t0, 3),
+                                      "peak_rss_mb": round(mem.peak / 2**20, 1)}]
     say(f"input: {adata.n_obs} cells x {adata.n_vars} genes")
-    check_input_keys(adata, cfg)
+    adata = check_names(adata)
+    checked = preflight(adata, cfg)
+    ctx.missing_genes = checked.missing_genes
 
-    n = len(cfg.stages)
-    for i, name in enumerate(cfg.stages, 1):
-        section = getattr(cfg, name)
-        entries = section if isinstance(section, list) else [section]
-        for j, params in enumerate(entries):
-            label = name if len(entries) == 1 else f"{name}[{j}]"
-            say(f"[{i}/{n}] {label} ...")
-            ctx.stage = label
-            n_files = len(ctx.files)
-            with _PeakRSS() as mem:
-                t0 = time.perf_counter()
-                result = STAGES[name](adata, params, ctx)
-                seconds = time.perf_counter() - t0
-            if result is not None:
-                adata = result
-            records.append({
-                "stage": label, "seconds": round(seconds, 3), "peak_rss_mb": round(mem.peak / 2**20, 1),
-                "outputs": ctx.files[n_files:],
-            })
-            say(f"[{i}/{n}] {label} done in {seconds:.1f}s")
+    entries = _entry_keys(cfg, fingerprint)
+    start = 0
+    found = _load_checkpoint(outdir, [k for *_, k in entries]) if cfg.resume else None
+    if found is not None:
+        start, info, adata = found
+        ctx.clusterings, ctx.files = info["clusterings"], info["files"]
+        records += [{**r, "reused": True} for r in info["records"] if r.get("stage") != "read"]
+        say(f"reusing {', '.join(dict.fromkeys(label for _, label, _, _ in entries[:start]))} from checkpoint")
+    elif (outdir / CHECKPOINT_DIR).exists():
+        shutil.rmtree(outdir / CHECKPOINT_DIR, ignore_errors=True)
+
+    n = len(entries)
+    since_checkpoint, last_write = 0.0, 0.0
+    for i, (name, label, params, key) in enumerate(entries[start:], start + 1):
+        say(f"[{i}/{n}] {label} ...")
+        ctx.stage = label
+        n_files = len(ctx.files)
+        with _PeakRSS() as mem:
+            t0 = time.perf_counter()
+            result = REGISTRY[name].run(adata, params, ctx)
+            seconds = time.perf_counter() - t0
+        if result is not None:
+            adata = result
+        records.append({"stage": label, "seconds": round(seconds, 3), "peak_rss_mb": round(mem.peak / 2**20, 1),
+                        "outputs": ctx.files[n_files:]})
+        say(f"[{i}/{n}] {label} done in {seconds:.1f}s")
+        since_checkpoint += seconds
+        # checkpoint when the work since the last one outweighs writing it (bounded overhead), and
+        # always where the stages that make keys (graphs, clusterings) hand over to output stages
+        handover = REGISTRY[name].makes is not None and i < n and REGISTRY[entries[i][0]].makes is None
+        if cfg.resume and i < n and (handover or since_checkpoint >= max(1.0, 2 * last_write)):
+            t0 = time.perf_counter()
+            _save_checkpoint(outdir, adata, i, key, ctx, records)
+            last_write, since_checkpoint = time.perf_counter() - t0, 0.0
 
     if ctx.all_clusterings():
         labels = adata.obs[ctx.all_clusterings()]
@@ -471,16 +376,17 @@ def _run(cfg: WorkflowConfig, ctx: RunContext, say: Callable[[str], None], t_sta
     if cfg.write_h5ad:
         t0 = time.perf_counter()
         write_h5ad(adata, outdir / "clustered.h5ad")
-        ctx._record(outdir / "clustered.h5ad")
+        ctx.record(outdir / "clustered.h5ad")
         records.append({"stage": "write_h5ad", "seconds": round(time.perf_counter() - t0, 3)})
     manifest["files"] = sorted(ctx.files)
     if "report" in cfg.stages:
-        from .report import write_report
+        from .stages.report import write
 
         t0 = time.perf_counter()
-        write_report(outdir, manifest, **cfg.report.model_dump())
+        write(outdir, manifest, cfg.report)
         records.append({"stage": "write_report", "seconds": round(time.perf_counter() - t0, 3)})
     manifest["wall_seconds"] = round(time.perf_counter() - t_start, 3)
     write_text(outdir / "manifest.json", json.dumps(manifest, indent=2, default=str) + os.linesep)
+    shutil.rmtree(outdir / CHECKPOINT_DIR, ignore_errors=True)
     say(f"done in {manifest['wall_seconds']:.1f}s; outputs in {outdir}")
     return adata, manifest

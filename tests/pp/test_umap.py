@@ -22,10 +22,9 @@ def test_background_worker_equals_scanpy_in_process(graph, monkeypatch):
 
     ours = graph.copy()
     monkeypatch.setattr(_umap, "_needs_warm_up", lambda: True)  # this test process has umap imported already
-    with pp.background_umap():
-        worker = _umap._worker
+    with pp.background_umap() as worker:
         assert worker is not None and worker.worker.proc.poll() is None
-        pp.umap(ours, min_dist=0.3, random_state=3, key_added="X_ref")
+        pp.umap(ours, min_dist=0.3, random_state=3, key_added="X_ref", worker=worker)
         assert worker.ready  # the result came from the worker, after its warm-up
         np.testing.assert_array_equal(ours.obsm["X_ref"], ref.obsm["X_ref"])
         assert ours.uns["X_ref"]["params"] == pytest.approx(ref.uns["X_ref"]["params"])
@@ -34,18 +33,18 @@ def test_background_worker_equals_scanpy_in_process(graph, monkeypatch):
         worker.worker.proc.kill()
         worker.worker.proc.wait()
         again = graph.copy()
-        pp.umap(again, min_dist=0.3, random_state=3, key_added="X_ref")
+        pp.umap(again, min_dist=0.3, random_state=3, key_added="X_ref", worker=worker)
         np.testing.assert_array_equal(again.obsm["X_ref"], ref.obsm["X_ref"])
-    assert _umap._worker is None and worker.worker.proc.poll() is not None
+    assert worker.worker.proc.poll() is not None
 
 
 def test_background_is_a_no_op_when_umap_is_loaded_or_disabled(graph):
     import umap  # noqa: F401 - as in a notebook that has used UMAP before
 
-    with pp.background_umap():
-        assert _umap._worker is None
-    with pp.background_umap(enabled=False):
-        assert _umap._worker is None
+    with pp.background_umap() as worker:
+        assert worker is None
+    with pp.background_umap(enabled=False) as worker:
+        assert worker is None
 
 
 def test_umap_without_graph_names_the_stage(sim):
@@ -70,8 +69,8 @@ from scclust.config import WorkflowConfig
 from scclust.pp import _umap
 open({str(marker)!r}, "a").write("ran\\n")
 made = []
-init = _umap._UmapWorker.__init__
-_umap._UmapWorker.__init__ = lambda self: (made.append(1), init(self))[1]
+init = _umap.UmapWorker.__init__
+_umap.UmapWorker.__init__ = lambda self: (made.append(1), init(self))[1]
 cfg = WorkflowConfig(input="builtin:simulate?n_cells=300", outdir={str(tmp_path / "out")!r}, stages=["neighbors", "leiden"])
 scclust.run(cfg)
 assert made == [1], made

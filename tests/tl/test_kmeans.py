@@ -71,6 +71,6 @@ def test_errors(sim):
     assert _one_line(e)
     with pytest.raises(ConfigError, match="n_init"):
         scc.tl.kmeans(small, use_rep="X_pca_harmony", n_clusters=[2], n_init=0)
-    with pytest.raises(ConfigError, match=">= 1"):
+    with pytest.raises(ConfigError, match=">= 1|greater than or equal to 1"):
         scc.tl.kmeans(small, use_rep="X_pca_harmony", n_clusters=[0])
     assert "kmeans2" not in small.obs

@@ -22,6 +22,7 @@ def compare(
     metrics: Sequence[str] = ("ari", "nmi"),
     annotate: bool | None = None,
     panel_size: float = 4.5,
+    result: dict[str, pd.DataFrame] | None = None,
 ) -> Figure:
     """One annotated heatmap per metric of the agreement between clusterings.
 
@@ -42,6 +43,9 @@ def compare(
         Write the values in the cells; ``None`` does so up to 25 clusterings.
     panel_size
         Minimum size of a panel in inches (grows with the number of clusterings).
+    result
+        The output of :func:`scclust.tl.compare` for these keys; drawn as is (``keys`` and
+        ``reference`` then only say which reference row to mark). ``None`` computes it.
 
     Returns
     -------
@@ -53,7 +57,7 @@ def compare(
     bad = [m for m in metrics if m not in _TITLES]
     if bad or not metrics:
         raise ConfigError(f"metrics {bad or metrics} not valid; choose from {choices(_TITLES)}")
-    res = compute(adata, keys=keys, reference=reference)
+    res = compute(adata, keys=keys, reference=reference) if result is None else result
     labels = list(res["ari"].index)
     m = len(labels)
     annotate = m <= 25 if annotate is None else annotate
@@ -87,6 +91,7 @@ def clustree(
     *,
     min_in_prop: float = 0.1,
     title: str | None = None,
+    edges: pd.DataFrame | None = None,
 ) -> Figure:
     """Clustering tree across a series of clusterings (clustree; Zappia & Oshlack 2018).
 
@@ -106,6 +111,8 @@ def clustree(
         Edges with a smaller ``in_prop`` are not drawn (clustree's default 0.1).
     title
         Figure title.
+    edges
+        The output of :func:`scclust.tl.cluster_tree` for these keys; ``None`` computes it.
 
     Returns
     -------
@@ -119,7 +126,7 @@ def clustree(
     if not 0 <= min_in_prop <= 1:
         raise ConfigError(f"min_in_prop must be in [0, 1]; got {min_in_prop}")
     keys = list(keys)
-    edges = cluster_tree(adata, keys)
+    edges = cluster_tree(adata, keys) if edges is None else edges
     nodes: list[tuple[str, str, int]] = []  # (key, cluster, cells labelled with it), row by row
     for key in keys:
         labels = adata.obs[key]

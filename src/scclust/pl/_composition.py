@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
 
@@ -18,6 +19,7 @@ def proportions(
     by: str,
     normalize: Literal["index", "columns"] = "index",
     horizontal: bool | None = None,
+    table: pd.DataFrame | None = None,
 ) -> Figure:
     """Stacked bars: one bar per ``groupby`` value, split by the shares of ``by`` values.
 
@@ -40,6 +42,9 @@ def proportions(
         share of its ``by`` value's cells that fall in the bar.
     horizontal
         Horizontal bars; ``None``: when there are more than 30 bars.
+    table
+        The output of :func:`scclust.tl.proportions` for these arguments, drawn as is; ``None``
+        computes it.
 
     Returns
     -------
@@ -47,7 +52,7 @@ def proportions(
     """
     from ..tl._composition import proportions as compute
 
-    long = compute(adata, groupby=groupby, by=by, normalize=normalize)
+    long = compute(adata, groupby=groupby, by=by, normalize=normalize) if table is None else table
     frac = long.pivot(index=groupby, columns=by, values="fraction")
     counts = long.pivot(index=groupby, columns=by, values="count")
     frac = frac.loc[counts.sum(axis=1) > 0]

@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
 
+from .._types import as_list
 from .._errors import InputError, MissingKeyError, choices
 from ._style import CMAP_CONTINUOUS, categories, grid, obs_or_gene, palette, point_size
 
@@ -20,7 +21,7 @@ def embedding(
     adata: AnnData,
     *,
     basis: str = "X_umap",
-    color: Sequence[str] = (),
+    color: str | Sequence[str] = (),
     ncols: int = 4,
     use_raw: bool | None = None,
     panel_size: float = 3.6,
@@ -60,7 +61,7 @@ def embedding(
     xy = np.asarray(adata.obsm[basis])[:, :2]
     if not np.isfinite(xy).all():
         raise InputError(f"basis {basis!r} has NaN or inf coordinates")
-    color = list(color) or [None]
+    color = as_list(color) or [None]
     values = [None if c is None else obs_or_gene(adata, c, use_raw=use_raw) for c in color]
     nrows, ncols = grid(len(color), ncols)
     fig = Figure(figsize=(panel_size * ncols * 1.45, panel_size * nrows), layout="constrained")

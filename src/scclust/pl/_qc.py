@@ -20,6 +20,7 @@ def qc_violin(
     keys: Sequence[str] | None = None,
     n_mads: float = 3.0,
     log_counts: bool = False,
+    summary: pd.DataFrame | None = None,
 ) -> Figure:
     """One row of violins per QC metric, one violin per cluster, flagged clusters marked.
 
@@ -40,6 +41,9 @@ def qc_violin(
         Width of the flag rule's bound (as in :func:`scclust.tl.qc_summary`).
     log_counts
         Log scale for the gene and count totals.
+    summary
+        The output of :func:`scclust.tl.qc_summary` for these arguments, drawn as is; ``None``
+        computes it.
 
     Returns
     -------
@@ -51,7 +55,8 @@ def qc_violin(
     labels = check_obs(adata, groupby, what="groupby")
     labels = labels.cat.remove_unused_categories() if isinstance(labels.dtype, pd.CategoricalDtype) else labels.astype("category")
     resolved = resolve_qc_keys(adata, keys)
-    summary = _summarize(adata, groupby=groupby, keys=list(resolved), n_mads=n_mads)
+    if summary is None:
+        summary = _summarize(adata, groupby=groupby, keys=list(resolved), n_mads=n_mads)
     cats = list(labels.cat.categories)
     codes = labels.cat.codes.to_numpy()
     n = len(cats)

@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
 from .._checks import check_n_obs, check_obs, get_rep
 from .._errors import ConfigError, InputError, MissingKeyError, choices
+from .._keys import PREPARE_OBSM, QC_COLUMNS
 from ._umap import umap
 
 logger = logging.getLogger(__name__)
 
-#: ``.obs`` columns written by :func:`qc_metrics` (and so by :func:`prepare`)
-QC_COLUMNS = ("n_genes_by_counts", "total_counts", *(f"{m}_{v}" for m in ("total_counts", "pct_counts") for v in ("mt", "ribo", "hb")))
-#: ``.obsm`` keys written by :func:`prepare`
-PREPARE_OBSM = ("X_pca", "X_pca_harmony", "X_umap_harmony")
 
 
 def qc_metrics(
@@ -177,10 +175,64 @@ def harmony(
     adata.obsm[key_added] = np.ascontiguousarray(Z, dtype=np.float32)
 
 
+def filter_cells_genes(
+    adata: AnnData,
+    *,
+    min_genes: int = 0,
+    max_genes: int | None = None,
+    max_pct_mt: float | None = None,
+    min_cells: int = 0,
+    batch_key: str | None = None,
+) -> pd.DataFrame:
+    """The NBIS QC lab's filters, in place: cells with fewer than ``min_genes`` or more than
+    ``max_genes`` detected genes or more than ``max_pct_mt`` % mitochondrial counts, then genes
+    detected in fewer than ``min_cells`` of the remaining cells (``sc.pp.filter_cells`` /
+    ``filter_genes`` rules). Needs :func:`qc_metrics` first.
+
+    Returns
+    -------
+    Cells removed per batch (one row per ``batch_key`` value, or one row ``all``): ``n_cells``
+    before, ``removed_min_genes``, ``removed_max_genes``, ``removed_max_pct_mt`` (a cell failing
+    several filters counts under each), ``removed`` (cells removed), ``kept``; and the number of genes removed in
+    ``df.attrs["genes_removed"]``.
+    """
+    n_genes = adata.obs["n_genes_by_counts"].to_numpy()
+    fails = {
+        "removed_min_genes": n_genes < min_genes,
+        "removed_max_genes": n_genes > max_genes if max_genes is not None else np.zeros(adata.n_obs, bool),
+        "removed_max_pct_mt": adata.obs["pct_counts_mt"].to_numpy() > max_pct_mt if max_pct_mt is not None
+        else np.zeros(adata.n_obs, bool),
+    }
+    drop = np.logical_or.reduce(list(fails.values()))
+    groups = adata.obs[batch_key].astype(str).to_numpy() if batch_key is not None else np.full(adata.n_obs, "all")
+    table = pd.DataFrame({"batch": groups, **fails, "removed": drop}).groupby("batch", sort=True).sum()
+    table.insert(0, "n_cells", pd.Series(groups).value_counts().reindex(table.index).to_numpy())
+    table["kept"] = table["n_cells"] - table["removed"]
+    if drop.all():
+        raise InputError(f"the QC filters remove all {adata.n_obs} cells (min_genes={min_genes}, max_genes={max_genes}, "
+                         f"max_pct_mt={max_pct_mt}); relax them")
+    if drop.any():
+        adata._inplace_subset_obs(~drop)
+        logger.info("prepare: QC filters removed %d of %d cells", int(drop.sum()), drop.size)
+    n_cells = np.asarray((adata.X > 0).sum(axis=0)).ravel()
+    gene_drop = n_cells < min_cells
+    if gene_drop.all():
+        raise InputError(f"min_cells={min_cells} removes every gene; lower it")
+    if gene_drop.any():
+        adata._inplace_subset_var(~gene_drop)
+        logger.info("prepare: %d genes detected in fewer than %d cells removed", int(gene_drop.sum()), min_cells)
+    table.attrs["genes_removed"] = int(gene_drop.sum())
+    return table
+
+
 def prepare(
     adata: AnnData,
     *,
-    batch_key: str = "sample",
+    batch_key: str | None = "sample",
+    min_genes: int = 0,
+    max_genes: int | None = None,
+    max_pct_mt: float | None = None,
+    min_cells: int = 0,
     target_sum: float = 1e4,
     hvg_flavor: Literal["seurat", "cell_ranger", "seurat_v3"] = "seurat",
     min_mean: float = 0.0125,
@@ -194,26 +246,51 @@ def prepare(
     n_pcs: int = 30,
     umap_min_dist: float = 0.5,
     random_state: int = 0,
+    umap_worker: Any = None,
 ) -> AnnData:
     """Raw counts -> a tutorial-shaped integrated AnnData.
 
-    QC metrics, normalize + log1p (``.raw`` = all genes, log-normalized), HVGs, scale, PCA
-    (``X_pca``), Harmony on ``batch_key`` (``X_pca_harmony``), neighbours on the Harmony embedding
-    and UMAP (``X_umap_harmony``). Returns a new AnnData restricted to the HVGs, as the lab's input.
+    QC metrics and the QC lab's cell / gene filters (:func:`filter_cells_genes`), normalize +
+    log1p (``.raw`` = all genes, log-normalized), HVGs, scale, PCA (``X_pca``), Harmony on
+    ``batch_key`` (``X_pca_harmony``), neighbours on the Harmony embedding and UMAP
+    (``X_umap_harmony``). Returns a new AnnData restricted to the HVGs, as the lab's input.
+
+    With ``batch_key=None`` or a single batch, Harmony is skipped (logged): ``X_pca_harmony`` is
+    then a copy of ``X_pca`` so configs written for integrated data run unchanged, and
+    ``.uns["prepare"]["harmony"]`` says ``False``.
+
+    Returns
+    -------
+    The HVG AnnData with ``.obsm["X_pca" | "X_pca_harmony" | "X_umap_harmony"]``, the QC columns in
+    ``.obs``, ``.uns["pca"]["variance_ratio"]`` and ``.uns["prepare"]``: ``filtered`` (cells removed per
+    batch), ``genes_removed``, ``harmony`` (bool), ``hvg`` (a DataFrame of every gene's mean,
+    normalised dispersion and HVG flag).
     """
     from ._neighbors import neighbors
 
     check_n_obs(adata, 20, what="prepare")
-    if batch_key not in adata.obs:
+    if batch_key is not None and batch_key not in adata.obs:
         raise MissingKeyError(f"batch_key {batch_key!r} not in .obs; available: {choices(adata.obs.columns)}")
     adata = adata.copy()
     qc_metrics(adata)
+    filtered = filter_cells_genes(adata, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
+                                  min_cells=min_cells, batch_key=batch_key)
+    check_n_obs(adata, 20, what="prepare after the QC filters")
     normalize(adata, target_sum=target_sum)
     highly_variable_genes(
         adata, flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean, min_disp=min_disp, n_top_genes=n_top_genes
     )
+    hvg = adata.var[[c for c in ("means", "dispersions_norm", "highly_variable") if c in adata.var]].copy()
     out = scale_pca(adata, regress_out=regress_out, max_value=max_value, n_comps=n_comps, random_state=random_state)
-    harmony(out, batch_key=batch_key, random_state=random_state)
+    n_batches = out.obs[batch_key].nunique() if batch_key is not None else 1
+    if n_batches > 1:
+        harmony(out, batch_key=batch_key, random_state=random_state)
+    else:
+        logger.info("prepare: %s; Harmony skipped, X_pca_harmony is a copy of X_pca",
+                    "no batch_key" if batch_key is None else f"one batch in {batch_key!r}")
+        out.obsm["X_pca_harmony"] = out.obsm["X_pca"].copy()
     neighbors(out, use_rep="X_pca_harmony", n_pcs=min(n_pcs, out.obsm["X_pca_harmony"].shape[1]), n_neighbors=n_neighbors, random_state=random_state)
-    umap(out, key_added="X_umap_harmony", min_dist=umap_min_dist, random_state=random_state)
+    umap(out, key_added="X_umap_harmony", min_dist=umap_min_dist, random_state=random_state, worker=umap_worker)
+    out.uns["prepare"] = {"filtered": filtered.reset_index(), "genes_removed": filtered.attrs["genes_removed"],
+                          "harmony": n_batches > 1, "hvg": hvg.rename_axis("gene").reset_index()}
     return out

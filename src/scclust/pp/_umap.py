@@ -29,7 +29,6 @@ from .._worker import Worker, WorkerError, available_cpus
 
 logger = logging.getLogger(__name__)
 
-_worker: _UmapWorker | None = None  # the background process while a run's ``background_umap`` block is open
 
 def umap(
     adata: AnnData,
@@ -38,17 +37,19 @@ def umap(
     key_added: str = "X_umap",
     min_dist: float = 0.5,
     random_state: int = 0,
+    worker: UmapWorker | None = None,
 ) -> None:
     """``sc.tl.umap`` on an existing graph, stored under ``.obsm[key_added]``.
 
-    Runs in the background worker when one is active (see :func:`background_umap`), else here.
+    Runs in ``worker`` (from :func:`background_umap`) when given, else here; a failing worker
+    falls back to this process. The coordinates are the same either way.
     """
     if neighbors_key not in adata.uns or "connectivities_key" not in adata.uns[neighbors_key]:
         raise MissingKeyError(f"graph {neighbors_key!r} not found in .uns; run the neighbors stage first")
     kwargs = {"neighbors_key": neighbors_key, "min_dist": min_dist, "random_state": random_state, "key_added": key_added}
-    if _worker is not None:
+    if worker is not None:
         try:
-            obsm, uns, caught = _worker.run(_graph_only(adata, neighbors_key), kwargs)
+            obsm, uns, caught = worker.run(_graph_only(adata, neighbors_key), kwargs)
         except Exception as err:  # noqa: BLE001 - a dead or failing worker must not lose the run: compute here
             logger.warning("background UMAP unavailable (%s); computing it in this process", err)
         else:
@@ -101,7 +102,7 @@ def _warm_up() -> None:
     _umap_job(tiny, {"neighbors_key": "neighbors", "min_dist": 0.5, "random_state": 0, "key_added": "X_umap"})
 
 
-class _UmapWorker:
+class UmapWorker:
     """A :class:`~scclust._worker.Worker` that starts compiling umap-learn at once."""
 
     def __init__(self) -> None:
@@ -140,24 +141,22 @@ def _needs_warm_up() -> bool:
 
 
 @contextmanager
-def background_umap(enabled: bool = True) -> Iterator[None]:
-    """Within the block, :func:`umap` runs in one spare process that starts warming up now.
+def background_umap(enabled: bool = True) -> Iterator[UmapWorker | None]:
+    """Start one spare process that warms umap-learn up now; yield it (pass it to :func:`umap`).
 
-    Does nothing when ``enabled`` is false, when umap-learn is already imported here, or on a
-    single core. The worker is stopped on leaving the block.
+    Yields ``None`` (compute in this process) when ``enabled`` is false, when umap-learn is
+    already imported here, or on a single core. The worker is stopped on leaving the block.
     """
-    global _worker
-    if not enabled or _worker is not None or not _needs_warm_up():
-        yield
+    if not enabled or not _needs_warm_up():
+        yield None
         return
     try:
-        _worker = _UmapWorker()
+        worker = UmapWorker()
     except Exception as err:  # noqa: BLE001 - no spare process: everything runs here, as without the block
         logger.info("background UMAP not started (%s: %s)", type(err).__name__, err)
-        yield
+        yield None
         return
     try:
-        yield
+        yield worker
     finally:
-        worker, _worker = _worker, None
         worker.stop()

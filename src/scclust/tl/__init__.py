@@ -1,7 +1,7 @@
 """Clustering and analysis tools."""
 
-from ._compare import cluster_tree, compare, contingency
-from ._composition import composition_diagnostics, proportions
+from ._compare import ComparisonPlan, cluster_tree, compare, comparison_plan, contingency
+from ._composition import Composition, composition, composition_diagnostics, proportions
 from ._dendrogram import cluster_means, dendrogram
 from ._hclust import hclust
 from ._heatmap import ClusteredHeatmap, HeatmapInput, cluster_heatmap, heatmap_matrix
@@ -13,12 +13,16 @@ from ._subcluster import SubclusterReport, subcluster, transfer_subclusters
 
 __all__ = [
     "ClusteredHeatmap",
+    "Composition",
+    "ComparisonPlan",
     "HeatmapInput",
     "SubclusterReport",
     "cluster_heatmap",
     "cluster_means",
     "cluster_tree",
     "compare",
+    "composition",
+    "comparison_plan",
     "composition_diagnostics",
     "contingency",
     "dendrogram",

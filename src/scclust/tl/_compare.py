@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -94,6 +95,35 @@ def compare(
         summary[f"ari_vs_{reference}"] = ari_df.loc[keys, reference].to_numpy()
         summary[f"nmi_vs_{reference}"] = nmi_df.loc[keys, reference].to_numpy()
     return {"ari": ari_df, "nmi": nmi_df, "summary": summary}
+
+
+@dataclass(frozen=True)
+class ComparisonPlan:
+    """Which comparisons a run draws: contingency ``pairs`` and clustering ``trees`` per series."""
+
+    pairs: list[tuple[str, str]]
+    trees: dict[str, list[str]]
+
+
+def comparison_plan(
+    keys: Sequence[str], *, series: Mapping[str, Sequence[str]] | None = None, reference: str | None = None
+) -> ComparisonPlan:
+    """The contingency tables and clustering trees worth drawing for ``keys``.
+
+    Pairs: every key with ``reference``, and consecutive keys of one series (``leiden_0.4`` vs
+    ``leiden_0.6``). Trees: one per series with at least two of the keys. ``series`` maps a name
+    to the keys of one series in order (a run's clustering stages, e.g. ``{"leiden": [...]}``);
+    ``None`` takes ``keys`` as one series.
+    """
+    keys = list(keys)
+    pairs = [(k, reference) for k in keys] if reference is not None else []
+    trees: dict[str, list[str]] = {}
+    for group, members in (series or {"selected": keys}).items():
+        members = list(dict.fromkeys(k for k in members if k in keys))  # two entries may share a key_added
+        pairs += list(itertools.pairwise(members))
+        if len(members) >= 2:
+            trees[group] = members
+    return ComparisonPlan(pairs=list(dict.fromkeys(pairs)), trees=trees)
 
 
 def contingency(adata: AnnData, key1: str, key2: str) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -48,6 +49,54 @@ def proportions(
     """
     if normalize not in _NORMALIZE:
         raise ConfigError(f"normalize {normalize!r} not valid; choose from {choices(_NORMALIZE)}")
+    return composition(adata, groupby=groupby, by=by).proportions(normalize)
+
+
+@dataclass(frozen=True)
+class Composition:
+    """Cells per pair of ``groupby`` and ``by`` values (one cross-tabulation), with its views.
+
+    ``counts`` is the wide table (``groupby`` categories x ``by`` categories, empty pairs kept).
+    """
+
+    groupby: str
+    by: str
+    counts: pd.DataFrame
+
+    def proportions(self, normalize: Literal["index", "columns", "all"] = "index", *, transpose: bool = False) -> pd.DataFrame:
+        """The long table of :func:`proportions` (``transpose``: as if ``groupby`` and ``by`` were swapped)."""
+        counts = self.counts.T if transpose else self.counts
+        if transpose:
+            normalize = {"index": "columns", "columns": "index"}.get(normalize, normalize)
+        c = counts.to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if normalize == "index":
+                frac = c / c.sum(axis=1, keepdims=True)
+            elif normalize == "columns":
+                frac = c / c.sum(axis=0, keepdims=True)
+            else:
+                frac = c / c.sum()
+        frac = np.nan_to_num(frac, nan=0.0)
+        rows, cols = counts.index, counts.columns
+        return pd.DataFrame({
+            rows.name: pd.Categorical(np.repeat(rows, len(cols)), categories=rows),
+            cols.name: pd.Categorical(np.tile(cols, len(rows)), categories=cols),
+            "count": c.ravel(),
+            "fraction": frac.ravel(),
+        })
+
+    def table(self) -> pd.DataFrame:
+        """One row per pair: ``count``, ``fraction_within_{groupby}``, ``fraction_within_{by}``."""
+        table = self.proportions("index").rename(columns={"fraction": f"fraction_within_{self.groupby}"})
+        table[f"fraction_within_{self.by}"] = self.proportions("columns")["fraction"].to_numpy()
+        return table
+
+
+def composition(adata: AnnData, *, groupby: str, by: str) -> Composition:
+    """Cross-tabulate two ``.obs`` columns once (pure); see :class:`Composition` for the views.
+
+    Cells with a missing value in either column are not counted.
+    """
     if groupby == by:
         raise ConfigError(f"groupby and by must differ; both are {groupby!r}")
     a = _as_cat(check_obs(adata, groupby, what="groupby"))
@@ -57,20 +106,8 @@ def proportions(
     na, nb = len(a.cat.categories), len(b.cat.categories)
     counts = np.zeros((na, nb), dtype=np.int64)
     np.add.at(counts, (codes_a[ok], codes_b[ok]), 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if normalize == "index":
-            frac = counts / counts.sum(axis=1, keepdims=True)
-        elif normalize == "columns":
-            frac = counts / counts.sum(axis=0, keepdims=True)
-        else:
-            frac = counts / counts.sum()
-    frac = np.nan_to_num(frac, nan=0.0)
-    return pd.DataFrame({
-        groupby: pd.Categorical(np.repeat(a.cat.categories, nb), categories=a.cat.categories),
-        by: pd.Categorical(np.tile(b.cat.categories, na), categories=b.cat.categories),
-        "count": counts.ravel(),
-        "fraction": frac.ravel(),
-    })
+    return Composition(groupby, by, pd.DataFrame(counts, index=pd.Index(a.cat.categories, name=groupby),
+                                                 columns=pd.Index(b.cat.categories, name=by)))
 
 
 def composition_diagnostics(

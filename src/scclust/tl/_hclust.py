@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Sequence
 from typing import Literal
 
@@ -11,31 +12,33 @@ from anndata import AnnData
 
 from .._checks import get_rep
 from .._errors import ConfigError, InputError, choices
+from .._keys import hclust_keys
+from .._types import EUCLIDEAN_LINKAGES, ClusterCounts, HclustMetric, Heights, Linkage, check_linkage_metric, validated
 from ._kmeans import _check_ks
 from ._labels import store_labels
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("single", "complete", "average", "weighted", "centroid", "median", "ward")
-METRICS = ("euclidean", "correlation", "cosine", "cityblock")
+METHODS = typing.get_args(Linkage)
+METRICS = typing.get_args(HclustMetric)
 #: Methods whose distance updates assume Euclidean geometry (scipy: "correct only for Euclidean").
-EUCLIDEAN_ONLY = ("centroid", "median", "ward")
+EUCLIDEAN_ONLY = EUCLIDEAN_LINKAGES
 #: Largest number of cells for the n x n path (its condensed distance matrix: 3.6 GB at 30,000).
 MATRIX_MAX_CELLS = 30_000
 
-Method = Literal["single", "complete", "average", "weighted", "centroid", "median", "ward"]
-HclustMetric = Literal["euclidean", "correlation", "cosine", "cityblock"]
+Method = Linkage
 
 
+@validated
 def hclust(
     adata: AnnData,
     *,
     use_rep: str = "X_pca",
     n_pcs: int | None = None,
-    method: Method = "ward",
+    method: Linkage = "ward",
     metric: HclustMetric = "euclidean",
-    n_clusters: Sequence[int] = (5, 10, 15),
-    heights: Sequence[float] = (),
+    n_clusters: ClusterCounts = (5, 10, 15),
+    heights: Heights = (),
     optimal_ordering: bool = False,
     backend: Literal["auto", "matrix", "vector"] = "auto",
     allow_non_euclidean: bool = False,
@@ -122,18 +125,10 @@ def hclust(
     """
     from scipy.cluster.hierarchy import fcluster, is_monotonic, leaves_list
 
-    if method not in METHODS:
-        raise ConfigError(f"method {method!r} is not one of {choices(METHODS)}")
-    if metric not in METRICS:
-        raise ConfigError(f"metric {metric!r} is not one of {choices(METRICS)}")
-    if method in EUCLIDEAN_ONLY and metric != "euclidean" and not allow_non_euclidean:
-        raise ConfigError(
-            f"method {method!r} needs metric 'euclidean' (got {metric!r}); with {metric!r} use one of "
-            f"{choices(m for m in METHODS if m not in EUCLIDEAN_ONLY)}, or set allow_non_euclidean "
-            "to reproduce R's hclust on a non-Euclidean dissimilarity"
-        )
-    if backend not in ("auto", "matrix", "vector"):
-        raise ConfigError(f"backend {backend!r} is not one of 'auto', 'matrix', 'vector'")
+    try:
+        check_linkage_metric(method, metric, allow_non_euclidean=allow_non_euclidean)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     vector_ok = method == "single" or (method in EUCLIDEAN_ONLY and metric == "euclidean")
     if backend == "vector" and not vector_ok:
         raise ConfigError(
@@ -173,7 +168,7 @@ def hclust(
     adata = adata.copy() if copy else adata
     summary = {}
     for k in ks:
-        key = f"{key_added}_{k}"
+        key = hclust_keys(key_added, n_clusters=[k])[0]
         found = store_labels(adata, key, fcluster(Z, k, criterion="maxclust"))
         if found != k:
             logger.warning(
@@ -181,7 +176,7 @@ def hclust(
             )
         summary[key] = {"n_clusters": found, "k": k}
     for h in hs:
-        key = f"{key_added}_h{h:g}"
+        key = hclust_keys(key_added, heights=[h])[0]
         found = store_labels(adata, key, fcluster(Z, h, criterion="distance"))
         summary[key] = {"n_clusters": found, "height": h}
     for key, info in summary.items():

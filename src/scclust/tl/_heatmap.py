@@ -9,6 +9,7 @@ tree, and measure how often each row group re-forms under resampling.
 from __future__ import annotations
 
 import logging
+import typing
 import re
 import warnings
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .._types import EUCLIDEAN_LINKAGES, Distance, Linkage
 from .._errors import ConfigError, InputError, MissingFileError, MissingKeyError, ScclustWarning, choices
 
 logger = logging.getLogger(__name__)
@@ -28,12 +30,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["METHODS", "METRICS", "ClusteredHeatmap", "HeatmapInput", "cluster_heatmap", "heatmap_matrix"]
 
 #: scipy's seven linkage methods
-METHODS = ("single", "complete", "average", "weighted", "centroid", "median", "ward")
-#: distance metrics accepted (scipy.spatial.distance.pdist names)
-METRICS = ("euclidean", "sqeuclidean", "cityblock", "chebyshev", "minkowski", "seuclidean",
-           "cosine", "correlation", "braycurtis", "canberra")
-#: methods that are only defined for Euclidean distances (scipy's linkage documentation)
-EUCLIDEAN_ONLY = ("centroid", "median", "ward")
+METHODS = typing.get_args(Linkage)
+#: distances offered (:func:`scipy.spatial.distance.pdist` names)
+METRICS = typing.get_args(Distance)
+EUCLIDEAN_ONLY = EUCLIDEAN_LINKAGES
 SCALES = ("zscore", "standard", "none")
 SOURCES = ("cluster_means", "cells", "table")
 #: fpc::clusterboot's thresholds (Hennig 2007): Jaccard <= 0.5 "dissolved", > 0.75 "recovered"

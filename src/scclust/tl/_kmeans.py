@@ -10,15 +10,18 @@ from anndata import AnnData
 
 from .._checks import get_rep
 from .._errors import ConfigError, InputError
+from .._keys import kmeans_keys
+from .._types import ClusterCounts, validated
 from ._labels import store_labels
 
 logger = logging.getLogger(__name__)
 
 
+@validated
 def kmeans(
     adata: AnnData,
     *,
-    n_clusters: Sequence[int] = (5, 10, 15),
+    n_clusters: ClusterCounts = (5, 10, 15),
     use_rep: str = "X_pca",
     n_pcs: int | None = None,
     n_init: int | Literal["auto"] = 10,
@@ -75,9 +78,8 @@ def kmeans(
     X = get_rep(adata, use_rep, n_pcs)
     adata = adata.copy() if copy else adata
     summary = {}
-    for k in ks:
+    for k, key in zip(ks, kmeans_keys(key_added, ks), strict=True):
         km = KMeans(n_clusters=k, n_init=n_init, max_iter=max_iter, random_state=random_state).fit(X)
-        key = f"{key_added}{k}"
         found = store_labels(adata, key, km.labels_)
         summary[key] = {"n_clusters": found, "inertia": float(km.inertia_), "n_iter": int(km.n_iter_)}
         logger.info("%s: %d clusters, inertia %.6g, %d iterations", key, found, km.inertia_, km.n_iter_)

@@ -14,23 +14,27 @@ from scipy import sparse
 
 from .._errors import ConfigError, MissingKeyError, choices
 from .._worker import available_cpus
+from .._keys import leiden_keys
+from .._types import NJobs, Resolutions, validated
 from ._labels import store_labels
 
 logger = logging.getLogger(__name__)
 
 
+@validated
 def leiden(
     adata: AnnData,
     *,
-    resolutions: Sequence[float] = (1.0,),
+    resolutions: Resolutions = (1.0,),
     neighbors_key: str = "neighbors",
     key_added: str = "leiden",
     flavor: Literal["igraph", "leidenalg", "louvain"] = "igraph",
     n_iterations: int = 2,
     use_weights: bool = True,
     random_state: int = 0,
-    n_jobs: int = 1,
+    n_jobs: NJobs = 1,
     copy: bool = False,
+    resolution: float | None = None,
 ) -> AnnData | None:
     """Leiden clustering of a neighbour graph at several resolutions.
 
@@ -65,6 +69,8 @@ def leiden(
         process holds a copy of the graph.
     copy
         Return a modified copy.
+    resolution
+        scanpy's name: one resolution (same as ``resolutions=[resolution]``; give one of the two).
 
     Returns
     -------
@@ -72,24 +78,20 @@ def leiden(
     ``"0"``, ``"1"``, ... numbered by decreasing cluster size) for each resolution ``r`` and
     ``.uns[key_added]`` with ``params`` and per-resolution ``n_clusters`` and ``modularity``.
     """
-    res = [float(r) for r in resolutions]
-    if not res:
-        raise ConfigError("resolutions must list at least one value")
-    bad = [r for r in res if not r > 0]
-    if bad:
-        raise ConfigError(f"resolutions must be > 0; got {bad}")
-    if flavor not in ("igraph", "leidenalg", "louvain"):
-        raise ConfigError(f"flavor {flavor!r} is not one of 'igraph', 'leidenalg', 'louvain'")
-    if n_jobs == 0 or n_jobs < -1:
-        raise ConfigError(f"n_jobs must be >= 1, or -1 for one process per core; got {n_jobs}")
+    if resolution is not None:
+        if list(resolutions) != [1.0]:
+            raise ConfigError("give either resolution (one value, scanpy's name) or resolutions, not both")
+        if not resolution > 0:
+            raise ConfigError(f"resolution must be > 0; got {resolution}")
+        resolutions = [resolution]
+    res = [float(r) for r in dict.fromkeys(resolutions)]
     adata = adata.copy() if copy else adata
     adjacency = get_graph(adata, neighbors_key)
     options = {"flavor": flavor, "n_iterations": n_iterations, "use_weights": use_weights, "random_state": random_state}
     n_proc = min(len(res), available_cpus() if n_jobs == -1 else n_jobs)
     results = _partitions_in_workers(adjacency, res, options, n_proc) if n_proc > 1 else _partitions(adjacency, res, options)
     summary = {}
-    for r, (membership, modularity) in zip(res, results, strict=True):
-        key = f"{key_added}_{format_resolution(r)}"
+    for r, key, (membership, modularity) in zip(res, leiden_keys(key_added, res), results, strict=True):
         n_clusters = store_labels(adata, key, membership)
         summary[key] = {"resolution": r, "n_clusters": n_clusters, "modularity": modularity}
         logger.info("%s: %d clusters (modularity %.3f)", key, n_clusters, modularity)
@@ -170,11 +172,6 @@ def _partitions(adjacency: sparse.csr_matrix, res: list[float], options: dict) -
             modularity = float(g.modularity(part.membership, weights=weights, resolution=r))
         out.append((np.asarray(part.membership), modularity))
     return out
-
-
-def format_resolution(r: float) -> str:
-    """``0.4 -> "0.4"``, ``1 -> "1.0"``: the lab's key names (``leiden_1.0``)."""
-    return repr(float(r))
 
 
 def get_graph(adata: AnnData, neighbors_key: str) -> sparse.csr_matrix:

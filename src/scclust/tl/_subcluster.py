@@ -14,7 +14,7 @@ import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -109,6 +109,7 @@ def subcluster(
     plot_genes: Sequence[str] = ("CD3E", "CD4", "CD8A", "GNLY"),
     plot_parent_key: str | None = None,
     random_state: int = 0,
+    umap_worker: Any = None,
 ) -> tuple[AnnData, SubclusterReport]:
     """Select cells, re-process them from ``.raw`` and cluster them again (the lab's step 9).
 
@@ -196,6 +197,8 @@ def subcluster(
         ``None`` = ``groupby``. The lab selects on ``leiden_0.4`` and shows ``leiden_0.6``.
     random_state
         Seed of PCA, Harmony, the graph, Leiden and UMAP.
+    umap_worker
+        A warmed-up UMAP process from :func:`scclust.pp.background_umap` (``None``: in this process).
 
     Returns
     -------
@@ -214,7 +217,8 @@ def subcluster(
     per sample and the contingency tables.
     """
     from .. import pp
-    from ._leiden import format_resolution, leiden
+    from .._keys import leiden_keys
+    from ._leiden import leiden
 
     _check_params(select=select, min_cells=min_cells, n_neighbors=n_neighbors, min_score=min_score,
                   small_batches=small_batches, hvg_flavor=hvg_flavor, leiden_flavor=leiden_flavor,
@@ -320,8 +324,8 @@ def subcluster(
     pp.neighbors(sub, use_rep=rep, n_pcs=min(n_pcs, dims), n_neighbors=n_neighbors, random_state=random_state)
     leiden(sub, resolutions=resolutions, key_added=key_added, flavor=leiden_flavor,
            n_iterations=-1 if leiden_flavor == "leidenalg" else 2, random_state=random_state)
-    keys = [f"{key_added}_{format_resolution(r)}" for r in resolutions]
-    pp.umap(sub, key_added="X_umap", min_dist=umap_min_dist, random_state=random_state)
+    keys = leiden_keys(key_added, resolutions)
+    pp.umap(sub, key_added="X_umap", min_dist=umap_min_dist, random_state=random_state, worker=umap_worker)
 
     # ---- report
     genes_present = [g for g in plot_genes if g in sub.raw.var_names]

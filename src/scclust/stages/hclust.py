@@ -1,0 +1,48 @@
+"""``hclust``: one hierarchical tree cut at several k / heights (:func:`scclust.tl.hclust`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .._keys import hclust_keys
+from .._types import ClusterCounts, HclustMetric, Heights, Linkage, check_linkage_metric
+from ._base import Makes, Params, Ref, Stage
+from ._clustering import clustering_run
+
+
+class HclustParams(Params):
+    """Hierarchical clustering: one tree cut at several k / heights (:func:`scclust.tl.hclust`)."""
+
+    use_rep: str = "X_pca"
+    n_pcs: int | None = Field(None, ge=1)
+    method: Linkage = "ward"
+    metric: HclustMetric = "euclidean"
+    n_clusters: ClusterCounts = [5, 10, 15]
+    heights: Heights = []
+    optimal_ordering: bool = False
+    backend: Literal["auto", "matrix", "vector"] = "auto"
+    allow_non_euclidean: bool = False
+    key_added: str = "hclust"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HclustParams:
+        check_linkage_metric(self.method, self.metric, allow_non_euclidean=self.allow_non_euclidean)
+        if not self.n_clusters and not self.heights:
+            raise ValueError("give at least one k in n_clusters or one value in heights")
+        return self
+
+
+def _tool():
+    from ..tl import hclust
+
+    return hclust
+
+
+STAGE = Stage(
+    name="hclust", params=HclustParams, run=clustering_run(_tool), repeat="list",
+    reads=(Ref("use_rep", "rep"),),
+    makes=lambda p: Makes(obs=hclust_keys(p.key_added, p.n_clusters, p.heights)),
+    description="hierarchical clustering (every scipy linkage), one tree cut at several k",
+)

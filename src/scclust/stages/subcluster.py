@@ -1,0 +1,92 @@
+"""``subcluster``: named subclusterings (:func:`scclust.tl.subcluster`): select cells by rule,
+re-process them, cluster again, map the labels back (:func:`scclust.tl.transfer_subclusters`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from pydantic import Field
+
+from .._keys import leiden_keys
+from ._base import Makes, Params, Ref, Stage
+
+logger = logging.getLogger(__name__)
+
+
+class SubclusterParams(Params):
+    """One named subclustering (:func:`scclust.tl.subcluster`); the name is the key in ``subcluster``.
+
+    ``markers: null`` means the default T/NK rule ``{T: [CD3E], NK: [GNLY, NKG7]}``.
+    """
+
+    groupby: str = "leiden_0.4"
+    select: Literal["markers", "clusters", "obs"] = "markers"
+    clusters: list[str] | None = None
+    markers: dict[str, list[str]] | None = None
+    min_score: float = Field(0.5, gt=0, le=1)
+    obs_query: str | None = None
+    min_cells: int = Field(50, ge=3)
+    batch_key: str | None = "sample"
+    min_cells_per_batch: int = Field(10, ge=1)
+    small_batches: Literal["error", "drop"] = "error"
+    hvg_flavor: Literal["seurat", "cell_ranger"] = "seurat"
+    min_mean: float = 0.0125
+    max_mean: float = 3.0
+    min_disp: float = 0.5
+    n_top_genes: int | None = Field(None, ge=2)
+    hvg_batch_key: str | None = None
+    regress_out: list[str] = ["total_counts", "pct_counts_mt"]
+    max_value: float | None = Field(10.0, gt=0)
+    n_comps: int = Field(50, ge=2)
+    svd_solver: str = "arpack"
+    n_neighbors: int = Field(10, ge=2)
+    n_pcs: int = Field(30, ge=1)
+    resolutions: list[float] = Field([0.6], min_length=1)
+    leiden_flavor: Literal["leidenalg", "igraph"] = "leidenalg"
+    key_added: str = "tcells"
+    umap_min_dist: float = Field(0.5, ge=0)
+    plot_genes: list[str] = ["CD3E", "CD4", "CD8A", "GNLY"]
+    plot_parent_key: str | None = Field(None, description="parent clustering in the overview figure; None = groupby")
+    random_state: int = 0
+
+
+
+def run(adata, params: dict[str, SubclusterParams], ctx) -> None:
+    """Each named subclustering: subset h5ad, figures, tables; labels written back into the parent."""
+    from .. import pl, tl
+    from .._io import write_h5ad
+
+    if not params:
+        logger.warning("subcluster: no subclustering configured (add e.g. subcluster: {tnk: {}})")
+        return
+    for name, p in params.items():
+        kw = p.model_dump()
+        kw["plot_genes"] = ctx.present_genes(kw["plot_genes"])
+        sub, rep = tl.subcluster(adata, name=name, umap_worker=ctx.umap_worker, **kw)
+        keys = tl.transfer_subclusters(adata, subset=sub, name=name)
+        ctx.add_clusterings(f"subcluster_{name}", keys)
+        path = ctx.outdir / "subclusters" / f"{name}.h5ad"
+        write_h5ad(sub, path)
+        ctx.record(path)
+        for table, df in rep.tables().items():
+            ctx.save_table(df, f"subcluster_{name}_{table}")
+        parent_basis = "X_umap_harmony" if "X_umap_harmony" in adata.obsm else "X_umap"
+        for key in keys:
+            fig = pl.subcluster_overview(sub, parent=adata, key=key, parent_basis=parent_basis)
+            ctx.save_figure(fig, f"subcluster_{name}_{key}")
+        if sub.uns["subcluster"]["plot_genes"]:
+            ctx.save_figure(pl.subcluster_markers(sub), f"subcluster_{name}_markers")
+
+
+def _makes(params: SubclusterParams) -> Makes:
+    return Makes(obs=leiden_keys(params.key_added, params.resolutions))
+
+
+STAGE = Stage(
+    name="subcluster", params=SubclusterParams, run=run, repeat="named",
+    reads=(Ref("groupby", "obs"), Ref("batch_key", "batch"), Ref("regress_out", "obs"),
+           Ref("plot_parent_key", "obs"), Ref("markers", "genes"), Ref("plot_genes", "genes")),
+    makes=_makes, computes_umap=True,
+    description="select cells by rule, re-process, cluster again, map labels back",
+)

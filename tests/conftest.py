@@ -47,3 +47,14 @@ def kang_path():
     if not KANG.is_file():
         pytest.skip(f"real data not available: {KANG} (../shared/data beside the checkout)")
     return KANG
+
+
+#: fixtures that run the whole simulation chain (Harmony, UMAP) or read the real data: their tests
+#: belong to the full suite, not to the fast lane (`pytest -m "not slow"`)
+SLOW_FIXTURES = {"sim", "sim7332", "kang_path"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -53,14 +53,20 @@ def test_every_figure_is_embedded_and_every_table_rendered(report_run):
                      "figures/composition_sample_by_leiden_1.0", "figures/composition_type_by_leiden_1.0",
                      "figures/qc_violin_leiden_0.5"}
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert sorted(alt for alt, _ in images) == sorted(Path(s).name for s in stems)  # one per figure, PNG preferred
+    # every figure once in its stage's section (PNG preferred); the overview shows up to 6 of them again first
+    overview, _, rest = page.partition('<section id="flags"')
+    in_sections = re.findall(r'<img alt="([^"]+)"', rest)
+    assert sorted(in_sections) == sorted(Path(s).name for s in stems)
+    shown_first = re.findall(r'<img alt="([^"]+)"', overview)
+    assert 1 <= len(shown_first) <= 6 and set(shown_first) <= set(in_sections)
+    assert any(a.startswith("umap") for a in shown_first)  # the overview opens with the embedding
     for alt, data in images:
         assert base64.b64decode(data) == (out / "figures" / f"{alt}.png").read_bytes()
     tables = [f for f in manifest["files"] if f.endswith(".csv")]
     assert {"tables/cluster_means_leiden_1.0.csv", "tables/composition_diagnostics_leiden_1.0.csv",
             "tables/qc_leiden_1.0.csv", "tables/cluster_labels.csv"} <= set(tables)
     for f in tables:
-        assert f"<h3>{Path(f).stem}</h3>" in page, f
+        assert f"<summary>table {Path(f).stem} (" in page, f  # tables are collapsed under a summary line
     # cluster_labels has 700 rows: cut to max_rows with a link to the CSV
     assert 'showing the first 20 of 700 rows; full table: <a href="tables/cluster_labels.csv">' in page
 
@@ -91,7 +97,7 @@ def test_flags_are_listed_and_rows_highlighted(tmp_path, report_run):
          "config": {}, "versions": {}}
     page = write_report(tmp_path, m).read_text()
     assert "<h2>Flags (1)</h2>" in page
-    assert f"cluster {row[0]} &mdash; pct_counts_mt, qc" in page
+    assert f"cluster {row[0]} &mdash; its median pct_counts_mt lies beyond the per-cell QC bound" in page
     assert page.count('<tr class="flag">') == 1
 
 

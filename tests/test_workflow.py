@@ -71,7 +71,7 @@ def test_input_file_is_never_modified(tmp_path, pbmc):
 
 def test_failure_leaves_no_half_written_result(tmp_path):
     cfg = _cfg(tmp_path, "f", embedding={"basis": "X_umap_harmony", "genes": ["NOT_A_GENE"]})
-    with pytest.raises(UserError, match="'NOT_A_GENE' is neither an .obs column nor a gene"):
+    with pytest.raises(UserError, match="none of the genes 'NOT_A_GENE' is in the data"):
         run(cfg)
     out = tmp_path / "f"
     assert not (out / "clustered.h5ad").exists()
@@ -165,3 +165,39 @@ def test_input_key_check_knows_what_stages_make(tmp_path):
     check_input_keys(raw, cfg)
     with pytest.raises(UserError, match=r"embedding.basis 'X_umap_scvi' not in .obsm \(made by this run: 'X_pca', 'X_pca_harmony', 'X_umap_harmony'\)"):
         check_input_keys(raw, cfg.model_copy(update={"embedding": [cfg.embedding[0].model_copy(update={"basis": "X_umap_scvi"})]}))
+
+
+def test_no_tl_function_computes_the_same_result_twice(tmp_path, monkeypatch):
+    """tl computes, pl draws: in a run with every output stage, each tl call (function + arguments)
+    happens once; figures draw the result the stage already has."""
+    import collections
+    import functools
+    import importlib
+
+    from scclust import tl
+
+    calls = collections.Counter()
+    for name in tl.__all__:
+        func = getattr(tl, name)
+        if isinstance(func, type) or not callable(func):
+            continue
+
+        @functools.wraps(func)  # the heatmap stage reads the signature
+        def counted(*args, _f=func, _n=name, **kwargs):
+            given = [a for a in args if not isinstance(a, ad.AnnData)]  # the AnnData is the same object throughout
+            calls[(_n, repr(given), repr(sorted((k, repr(v)) for k, v in kwargs.items())))] += 1
+            return _f(*args, **kwargs)
+
+        monkeypatch.setattr(tl, name, counted)
+        monkeypatch.setattr(importlib.import_module(func.__module__), name, counted)  # pl's private imports
+    cfg = _cfg(tmp_path, "once", stages=["neighbors", "leiden", "kmeans", "hclust", "compare", "relationships",
+                                         "embedding", "composition", "qc", "heatmap", "report"],
+               kmeans={"use_rep": "X_pca", "n_clusters": [4, 6]}, hclust={"use_rep": "X_pca", "n_clusters": [4, 6]},
+               compare={"reference": "bulk_labels"}, relationships={"groupby": ["leiden_0.5"], "genes": ["CD3E", "CST3"]},
+               composition={"groupby": ["leiden_0.5"], "by": ["sample"]}, qc={"groupby": ["leiden_0.5"]},
+               heatmap={"groupby": "leiden_0.5", "genes": ["CD3E", "CST3", "NKG7"], "n_boot": 5})
+    run(cfg)
+    assert {n for n, *_ in calls} >= {"leiden", "kmeans", "hclust", "compare", "cluster_tree", "dendrogram",
+                                     "composition", "qc_summary", "heatmap_matrix", "cluster_heatmap"}
+    twice = {k: n for k, n in calls.items() if n > 1}
+    assert not twice, twice

@@ -76,3 +76,25 @@ def distinct_rows(X: np.ndarray) -> int:
         return 0
     proj = np.random.default_rng(0).standard_normal(X.shape[1])
     return int(np.unique(np.asarray(X, dtype=np.float64) @ proj).size)
+
+
+def use_raw_for(adata: AnnData, use_raw: bool | None) -> bool:
+    """Whether genes are read from ``.raw``: ``use_raw``, or (``None``) when ``.raw`` is set."""
+    if use_raw and adata.raw is None:
+        raise InputError("use_raw=True but adata.raw is not set; use use_raw=False or None")
+    return adata.raw is not None if use_raw is None else bool(use_raw)
+
+
+def gene_source(adata: AnnData, use_raw: bool | None) -> str:
+    """Where genes are read from, for messages."""
+    return ".raw.var_names" if use_raw_for(adata, use_raw) else ".var_names"
+
+
+def check_groupby(adata: AnnData, groupby: str) -> pd.Series:
+    """``adata.obs[groupby]`` as a categorical (a clustering); raise for a missing or float column."""
+    values = check_obs(adata, groupby, what="groupby")
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        if pd.api.types.is_float_dtype(values):
+            raise InputError(f"groupby {groupby!r} is a numeric column; give a categorical clustering")
+        values = values.astype("category")
+    return values

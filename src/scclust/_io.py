@@ -6,8 +6,8 @@ import contextlib
 import errno
 import hashlib
 import os
-import shutil
 import platform
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version

@@ -41,7 +41,19 @@ tr.flag td{background:#fde2d2}
 .flags{background:#fff4e5;border-color:#E69F00}.ok{background:#eaf6ee;border-color:#009E73}
 pre{background:#f6f6f6;padding:8px;font-size:12px;overflow-x:auto}
 ul.files{font-size:12px;columns:2}
+details{margin:6px 0}summary{cursor:pointer;font-size:13px;color:#0072B2}
+.overview{display:flex;flex-wrap:wrap;gap:12px}.overview figure{flex:1 1 560px;margin:4px 0}
 """
+
+#: what a flag means, in plain words (flag column -> sentence)
+_FLAG_TEXT = {
+    "flag_one_sample": "most of its cells come from one sample (a batch effect or a sample-specific state, not "
+                       "necessarily a cell type)",
+    "flag_qc": "its typical cell would fail per-cell QC",
+    "flag_doublet_like": "its cells hold about twice the genes and counts of a typical cell (likely doublets)",
+}
+#: figures shown first, in this order: file stems that start with these
+_OVERVIEW = ("umap", "dotplot_", "compare", "qc_violin_")
 
 
 def write_report(
@@ -93,10 +105,14 @@ def write_report(
 
     cfg = manifest.get("config", {})
     inp = manifest.get("input", {})
+    genes = manifest.get("n_genes", manifest.get("n_vars", "?"))
+    in_x = f" ({manifest['n_vars']} in .X)" if manifest.get("n_genes") not in (None, manifest.get("n_vars")) else ""
     sub = (f"input {html.escape(str(inp.get('source', cfg.get('input', '?'))))} &middot; "
-           f"{manifest.get('n_obs', '?')} cells &times; {manifest.get('n_vars', '?')} genes &middot; "
+           f"{manifest.get('n_obs', '?')} cells &times; {genes} genes{in_x} &middot; "
            f"scclust {html.escape(str(manifest.get('versions', {}).get('scclust', '?')))}")
-    nav = ['<a href="#flags">flags</a>'] + [f'<a href="#s-{_slug(n)}">{html.escape(n)}</a>' for n, _ in sections]
+    overview = _overview(outdir, [f for f in files if f.startswith("figures/")])
+    nav = (['<a href="#overview">overview</a>'] if overview else []) + ['<a href="#flags">flags</a>']
+    nav += [f'<a href="#s-{_slug(n)}">{html.escape(n)}</a>' for n, _ in sections]
     nav += ['<a href="#files">files</a>', '<a href="#config">config</a>', '<a href="#versions">versions</a>',
             '<a href="#timings">timings</a>']
     parts = [
@@ -104,6 +120,7 @@ def write_report(
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<header><h1>{html.escape(title)}</h1><p>{sub}</p></header>",
         f"<nav>{' '.join(nav)}</nav><main>",
+        overview,
         _flags_section(flags),
     ]
     for name, body in sections:
@@ -184,7 +201,23 @@ def _table(p: Path, rel: str, max_rows: int, flags: list) -> str:
     note = (f'<p class="note">showing the first {max_rows} of {len(df)} rows; full table: '
             f'<a href="{html.escape(rel)}">{html.escape(rel)}</a></p>') if len(df) > max_rows else \
         f'<p class="note"><a href="{html.escape(rel)}">{html.escape(rel)}</a></p>'
-    return f'<h3>{name}</h3><div class="tablewrap">{table}</div>{note}'
+    flagged_note = f", {int(flagged.sum())} flagged" if flagged.any() else ""
+    return (f'<details{" open" if flagged.any() else ""}><summary>table {name} ({len(df)} rows{flagged_note})</summary>'
+            f'<div class="tablewrap">{table}</div>{note}</details>')
+
+
+def _overview(outdir: Path, figures: list[str]) -> str:
+    """The figures a reader looks at first (UMAPs, dot plot, agreement, QC), before any table."""
+    chosen = []
+    for prefix in _OVERVIEW:
+        for f in figures:
+            stem = Path(f).stem
+            if f.endswith(".png") and stem.startswith(prefix) and f not in chosen and len(chosen) < 6:
+                chosen.append(f)
+    if not chosen:
+        return ""
+    body = "".join(_figure(outdir, [f]) for f in chosen)
+    return f'<section id="overview"><h2>Overview</h2><div class="overview">{body}</div></section>'
 
 
 def _flags_section(flags: list[tuple[str, pd.DataFrame]]) -> str:
@@ -194,7 +227,12 @@ def _flags_section(flags: list[tuple[str, pd.DataFrame]]) -> str:
     items = []
     for rel, df in flags:
         for idx, row in df.iterrows():
-            what = ", ".join(str(c).removeprefix("flag_") for c, v in row.items() if v)
+            raised = [str(c) for c, v in row.items() if v]
+            words = [_FLAG_TEXT[c] for c in raised if c in _FLAG_TEXT and c != "flag_qc"]
+            metrics = [c.removeprefix("flag_") for c in raised if c not in _FLAG_TEXT]
+            if metrics:
+                words.append(f"its median {', '.join(metrics)} lies beyond the per-cell QC bound")
+            what = "; ".join(words) or ", ".join(c.removeprefix("flag_") for c in raised)
             items.append(f"<li><b>{html.escape(Path(rel).stem)}</b>: cluster {html.escape(str(idx))} &mdash; "
                          f"{html.escape(what)}</li>")
     return (f'<section id="flags" class="flags"><h2>Flags ({len(items)})</h2><p>Clusters flagged by the '

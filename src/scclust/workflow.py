@@ -325,6 +325,10 @@ def _run(cfg: WorkflowConfig, ctx: RunContext, say: Callable[[str], None], t_sta
     ctx.missing_genes = checked.missing_genes
 
     entries = _entry_keys(cfg, fingerprint)
+    for name in cfg.stages:
+        if not cfg.entries(name):
+            logger.warning("%s: listed in stages but its section has no entry (e.g. %s: {tnk: {}}); nothing to do",
+                           name, name)
     start = 0
     found = _load_checkpoint(outdir, [k for *_, k in entries]) if cfg.resume else None
     if found is not None:
@@ -339,7 +343,7 @@ def _run(cfg: WorkflowConfig, ctx: RunContext, say: Callable[[str], None], t_sta
     since_checkpoint, last_write = 0.0, 0.0
     for i, (name, label, params, key) in enumerate(entries[start:], start + 1):
         say(f"[{i}/{n}] {label} ...")
-        ctx.stage = label
+        ctx.stage, ctx.entry = label, label.partition(".")[2]
         n_files = len(ctx.files)
         with _PeakRSS() as mem:
             t0 = time.perf_counter()
@@ -369,6 +373,7 @@ def _run(cfg: WorkflowConfig, ctx: RunContext, say: Callable[[str], None], t_sta
         "input": fingerprint,
         "n_obs": adata.n_obs,
         "n_vars": adata.n_vars,
+        "n_genes": adata.raw.n_vars if adata.raw is not None else adata.n_vars,
         "clusterings": ctx.clusterings,
         "stages": records,
     }

@@ -24,7 +24,8 @@ def test_medians_equal_pandas(clustered):
     np.testing.assert_allclose(s[ref.columns].to_numpy(), ref.to_numpy(), rtol=1e-6)
     assert s["n_cells"].tolist() == clustered.obs["leiden_1.0"].value_counts(sort=False).tolist()
     assert s.attrs["bounds"]["pct_counts_mt"]["lower"] is None  # mito: upper side only
-    assert s.attrs["bounds"]["n_genes_by_counts"]["upper"] is None
+    b = s.attrs["bounds"]["n_genes_by_counts"]  # genes: both sides (empty droplets below, multiplets above)
+    assert b["lower"] < np.median(clustered.obs["n_genes_by_counts"]) < b["upper"]
 
 
 def test_no_flag_on_simulated_clusterings(clustered):
@@ -64,6 +65,26 @@ def test_planted_high_mito_cluster_is_flagged(clustered):
     s = tl.qc_summary(a, groupby="planted")
     assert s.index[s["flag_qc"]].tolist() == ["mito"]
     assert s.loc["mito", "flag_pct_counts_mt"]
+
+
+def test_planted_doublet_cluster_is_flagged_on_the_upper_side(clustered):
+    """8 doublet-like cells: the genes and counts of two cells (B + NK), labelled as their own cluster."""
+    a = clustered.copy()
+    rng = np.random.default_rng(2)
+    b = rng.choice(np.flatnonzero(a.obs["cell_type"] == "B"), 8, replace=False)
+    nk = rng.choice(np.flatnonzero(a.obs["cell_type"] == "NK"), 8, replace=False)
+    for key in ("n_genes_by_counts", "total_counts"):
+        a.obs[key] = a.obs[key].astype(float)
+        v = a.obs[key].to_numpy().copy()
+        v[b] = v[b] + v[nk] * (0.9 if key == "n_genes_by_counts" else 1.0)  # genes overlap a little
+        a.obs[key] = v
+    labels = a.obs["leiden_1.0"].astype(str).to_numpy()
+    labels[b] = "doublets"
+    a.obs["planted"] = pd.Categorical(labels)
+    s = tl.qc_summary(a, groupby="planted")
+    assert s.index[s["flag_qc"]].tolist() == ["doublets"]
+    assert s.loc["doublets", "flag_doublet_like"]
+    assert s.attrs["bounds"]["total_counts"]["upper"] is not None  # counts: both sides now
 
 
 def test_aliases(pbmc):

@@ -135,7 +135,7 @@ def test_marker_rule_equals_truth_majority_clusters(small):
 def test_obs_selection_and_options(small):
     sub, rep = scc.tl.subcluster(
         small, name="nk", select="obs", obs_query="cell_type == 'NK'", key_added="nk", regress_out=[],
-        batch_key=None, resolutions=[0.3, 0.8], leiden_flavor="igraph", plot_genes=["GNLY", "NKG7"],
+        batch_key=None, resolutions=[0.3, 0.8], leiden_flavor="igraph",
     )
     assert (sub.obs["cell_type"] == "NK").all() and sub.n_obs == int((small.obs["cell_type"] == "NK").sum())
     assert rep.keys == ["nk_0.3", "nk_0.8"] and rep.regressed == [] and "X_pca_harmony" not in sub.obsm

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._errors import ConfigError, choices
+from ._style import new_axes
 
 _TITLES = {"ari": "Adjusted Rand index", "nmi": "Normalized mutual information"}
 
@@ -92,6 +94,7 @@ def clustree(
     min_in_prop: float = 0.1,
     title: str | None = None,
     edges: pd.DataFrame | None = None,
+    ax: Axes | None = None,
 ) -> Figure:
     """Clustering tree across a series of clusterings (clustree; Zappia & Oshlack 2018).
 
@@ -113,6 +116,8 @@ def clustree(
         Figure title.
     edges
         The output of :func:`scclust.tl.cluster_tree` for these keys; ``None`` computes it.
+    ax
+        Draw into these axes (of a figure you made) instead of a new figure.
 
     Returns
     -------
@@ -142,8 +147,7 @@ def clustree(
     x, y = xy[:, 0], -np.array([row[k] for k, _, _ in nodes], dtype=float)
 
     width = max(x.max() - x.min() if len(x) else 0, 1)
-    fig = Figure(figsize=(min(max(6, 0.5 * width + 2.5), 30), 0.95 * len(keys) + 1.2), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = new_axes(ax, (min(max(6, 0.5 * width + 2.5), 30), 0.95 * len(keys) + 1.2))
     sizes = np.array([n for _, _, n in nodes], dtype=float)
     n_max = float(shown["n_cells"].max()) if len(shown) else 1.0
     for (u, v), (n, p) in zip(pairs, shown[["n_cells", "in_prop"]].itertuples(index=False), strict=True):

@@ -7,9 +7,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ._style import palette
+from ._style import category_colors, new_axes
 
 
 def proportions(
@@ -20,6 +21,7 @@ def proportions(
     normalize: Literal["index", "columns"] = "index",
     horizontal: bool | None = None,
     table: pd.DataFrame | None = None,
+    ax: Axes | None = None,
 ) -> Figure:
     """Stacked bars: one bar per ``groupby`` value, split by the shares of ``by`` values.
 
@@ -45,6 +47,8 @@ def proportions(
     table
         The output of :func:`scclust.tl.proportions` for these arguments, drawn as is; ``None``
         computes it.
+    ax
+        Draw into these axes (of a figure you made) instead of a new figure.
 
     Returns
     -------
@@ -59,12 +63,11 @@ def proportions(
     counts = counts.loc[frac.index]
     n_bars, n_seg = frac.shape
     horizontal = n_bars > 30 if horizontal is None else horizontal
-    cols = palette(n_seg)
+    cols = category_colors(adata, by, n_seg)
     long_side = max(4.0, 0.32 * n_bars + 1.5)
     legend_w = 1.6 if n_seg <= 20 else 3.0
     size = (5.0 + legend_w, long_side) if horizontal else (long_side + legend_w, 4.2)
-    fig = Figure(figsize=size, layout="constrained")
-    ax = fig.subplots()
+    fig, ax = new_axes(ax, size)
     pos = np.arange(n_bars)
     start = np.zeros(n_bars)
     F = frac.to_numpy()

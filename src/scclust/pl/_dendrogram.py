@@ -8,10 +8,13 @@ from collections.abc import Sequence
 
 import numpy as np
 from anndata import AnnData
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .._checks import check_groupby, gene_source
 from .._errors import MissingKeyError, ScclustWarning, choices
-from ..tl._dendrogram import _categorical, _source_name, get_dendrogram, group_stats
+from ..tl._dendrogram import get_dendrogram, group_stats
+from ._style import new_axes
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +22,7 @@ logger = logging.getLogger(__name__)
 CMAP_DOTPLOT = "Reds"
 
 
-def dendrogram(adata: AnnData, *, groupby: str, key: str | None = None) -> Figure:
+def dendrogram(adata: AnnData, *, groupby: str, key: str | None = None, ax: Axes | None = None) -> Figure:
     """The dendrogram of the clusters of ``groupby`` stored by :func:`scclust.tl.dendrogram`.
 
     Leaves are labelled with the cluster and its number of cells; the height is ``1 - correlation``.
@@ -33,6 +36,8 @@ def dendrogram(adata: AnnData, *, groupby: str, key: str | None = None) -> Figur
         The clustering.
     key
         ``.uns`` key if not the default.
+    ax
+        Draw into these axes (of a figure you made) instead of a new figure.
 
     Returns
     -------
@@ -41,15 +46,14 @@ def dendrogram(adata: AnnData, *, groupby: str, key: str | None = None) -> Figur
     import scipy.cluster.hierarchy as sch
 
     dend = get_dendrogram(adata, groupby, key)
-    labels = _categorical(adata, groupby)
+    labels = check_groupby(adata, groupby)
     sizes = labels.astype(str).value_counts()
     ordered = [str(c) for c in dend["categories_ordered"]]
     # labels in the order of the linkage's leaf ids (the categories' order), not the drawing order
     by_idx = dict(zip(dend["categories_idx_ordered"], ordered, strict=True))
     names = [f"{by_idx[i]} (n={sizes.get(by_idx[i], 0)})" for i in range(len(ordered))]
     width = max(5.0, 0.42 * len(ordered) + 1.5)
-    fig = Figure(figsize=(width, 3.8), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = new_axes(ax, (width, 3.8))
     sch.dendrogram(np.asarray(dend["linkage"]), labels=names, ax=ax, color_threshold=0, above_threshold_color="#333333",
                    leaf_rotation=90, leaf_font_size=9)
     ax.set_ylabel(f"1 - {dend.get('cor_method', 'pearson')} correlation")
@@ -102,7 +106,7 @@ def dotplot(
     genes = list(dict.fromkeys(genes))
     means, fracs, missing = group_stats(adata, groupby=groupby, genes=genes, use_raw=use_raw)
     if missing:
-        where = _source_name(adata, use_raw)
+        where = gene_source(adata, use_raw)
         if len(missing) == len(genes):
             raise MissingKeyError(f"none of the genes {choices(genes)} is in {where}")
         warnings.warn(f"dotplot: gene(s) not in {where}, left out: {', '.join(missing)}", ScclustWarning, stacklevel=2)
@@ -111,7 +115,7 @@ def dotplot(
     order = [str(c) for c in dend["categories_ordered"]] if dend is not None else index
     pos = [index.index(c) for c in order]
     M, F = means.to_numpy()[pos], fracs.to_numpy()[pos]
-    sizes = _categorical(adata, groupby).astype(str).value_counts()
+    sizes = check_groupby(adata, groupby).astype(str).value_counts()
     n_rows, n_cols = M.shape
 
     h = max(3.2, 0.34 * n_rows + 1.6)

@@ -9,9 +9,9 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
 
-from .._types import as_list
 from .._errors import InputError, MissingKeyError, choices
-from ._style import CMAP_CONTINUOUS, categories, grid, obs_or_gene, palette, point_size
+from .._types import as_list
+from ._style import CMAP_CONTINUOUS, categories, category_colors, grid, obs_or_gene, palette, point_size
 
 #: Above this many groups the labels are written on the data as well as in the legend.
 LABEL_ON_DATA_MIN = 10
@@ -67,7 +67,7 @@ def embedding(
     fig = Figure(figsize=(panel_size * ncols * 1.45, panel_size * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     s = point_size(adata.n_obs)
-    label = basis.removeprefix("X_").upper()
+    label = basis.removeprefix("X_").split("_")[0].upper()  # X_umap_harmony -> UMAP1 / UMAP2
     for ax, key, vals in zip(axes.flat, color, values, strict=False):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -77,12 +77,15 @@ def embedding(
         if vals is None:
             ax.scatter(xy[:, 0], xy[:, 1], s=s, c="#555555", linewidths=0, rasterized=True)
         elif not pd.api.types.is_numeric_dtype(vals.dtype) or pd.api.types.is_bool_dtype(vals.dtype):
-            _categorical(ax, xy, vals.astype("category") if not isinstance(vals.dtype, pd.CategoricalDtype) else vals, s)
+            _scatter_categories(ax, xy, vals.astype("category") if not isinstance(vals.dtype, pd.CategoricalDtype) else vals, s,
+                         colors=category_colors(adata, key, len(categories(vals))))
         else:
             v = vals.to_numpy(dtype=float)
             order = np.argsort(np.nan_to_num(v, nan=-np.inf), kind="stable")
             sc = ax.scatter(xy[order, 0], xy[order, 1], c=v[order], s=s, cmap=CMAP_CONTINUOUS, linewidths=0, rasterized=True)
-            fig.colorbar(sc, ax=ax, shrink=0.7)
+            from_raw = key not in adata.obs and adata.raw is not None and use_raw is not False
+            fig.colorbar(sc, ax=ax, shrink=0.7, label=None if key in adata.obs else
+                         "log-normalised expression (.raw)" if from_raw else "expression (.X)")
     for ax in axes.flat[len(color):]:
         ax.set_visible(False)
     if title:
@@ -90,9 +93,9 @@ def embedding(
     return fig
 
 
-def _categorical(ax, xy: np.ndarray, vals: pd.Series, s: float) -> None:
+def _scatter_categories(ax, xy: np.ndarray, vals: pd.Series, s: float, *, colors: list[str] | None = None) -> None:
     cats = categories(vals)
-    cols = palette(len(cats))
+    cols = colors if colors is not None else palette(len(cats))
     codes = vals.cat.codes.to_numpy()
     # draw in a fixed pseudo-random order so no group hides another systematically
     order = np.random.default_rng(0).permutation(len(codes))

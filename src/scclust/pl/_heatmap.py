@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 
 from .._errors import InputError, ScclustWarning, choices
 from ..tl._heatmap import ClusteredHeatmap
-from ._style import CMAP_CONTINUOUS, CMAP_DIVERGING, PALETTE
+from ._style import ANNOTATION_PALETTE as PALETTE
+from ._style import CMAP_CONTINUOUS, CMAP_DIVERGING
 
 #: With ``label_rows="auto"`` (``label_cols="auto"``) labels are drawn up to this many rows (columns).
 MAX_ROW_LABELS = 80

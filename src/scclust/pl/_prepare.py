@@ -9,13 +9,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._errors import MissingKeyError
-
-
-def _new_axes(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
-    if ax is not None:
-        return ax.figure, ax
-    fig = Figure(figsize=size, layout="constrained")
-    return fig, fig.subplots()
+from ._style import new_axes
 
 
 def pca_variance(adata: AnnData, *, n_pcs: int | None = None, mark: int | None = None, ax: Axes | None = None) -> Figure:
@@ -39,7 +33,7 @@ def pca_variance(adata: AnnData, *, n_pcs: int | None = None, mark: int | None =
     if "pca" not in adata.uns or "variance_ratio" not in adata.uns["pca"]:
         raise MissingKeyError("no .uns['pca']['variance_ratio']; run PCA (the prepare stage) first")
     ratio = np.asarray(adata.uns["pca"]["variance_ratio"])[:n_pcs]
-    fig, ax = _new_axes(ax, (5.0, 3.2))
+    fig, ax = new_axes(ax, (5.0, 3.2))
     pcs = np.arange(1, ratio.size + 1)
     ax.plot(pcs, ratio, "o-", ms=3, lw=1, color="#0072B2")
     ax.set_yscale("log")
@@ -74,7 +68,7 @@ def highly_variable_genes(hvg: pd.DataFrame | AnnData, *, ax: Axes | None = None
     missing = [c for c in ("means", "dispersions_norm", "highly_variable") if c not in df]
     if missing:
         raise MissingKeyError(f"HVG table lacks {missing}; run highly_variable_genes (the prepare stage) first")
-    fig, ax = _new_axes(ax, (5.0, 3.6))
+    fig, ax = new_axes(ax, (5.0, 3.6))
     is_hvg = df["highly_variable"].to_numpy(dtype=bool)
     x, y = df["means"].to_numpy(dtype=float), df["dispersions_norm"].to_numpy(dtype=float)
     ax.scatter(x[~is_hvg], y[~is_hvg], s=2, c="#BBBBBB", rasterized=True, label=f"other ({(~is_hvg).sum()})")

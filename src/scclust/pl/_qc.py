@@ -10,7 +10,7 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._checks import check_obs
-from ._style import palette
+from ._style import category_colors
 
 
 def qc_violin(
@@ -50,17 +50,17 @@ def qc_violin(
     The :class:`~matplotlib.figure.Figure` (one axes per metric, its y label the ``.obs`` column;
     flagged clusters' tick labels in bold vermilion).
     """
-    from ..tl._qc import _LOG, QC_ALIASES, _summarize, resolve_qc_keys
+    from ..tl._qc import LOG_SCALE_METRICS, QC_ALIASES, resolve_qc_keys, summarize_qc
 
     labels = check_obs(adata, groupby, what="groupby")
     labels = labels.cat.remove_unused_categories() if isinstance(labels.dtype, pd.CategoricalDtype) else labels.astype("category")
     resolved = resolve_qc_keys(adata, keys)
     if summary is None:
-        summary = _summarize(adata, groupby=groupby, keys=list(resolved), n_mads=n_mads)
+        summary = summarize_qc(adata, groupby=groupby, keys=list(resolved), n_mads=n_mads)
     cats = list(labels.cat.categories)
     codes = labels.cat.codes.to_numpy()
     n = len(cats)
-    cols = palette(n)
+    cols = category_colors(adata, groupby, n)
     fig = Figure(figsize=(max(5.0, 0.38 * n + 1.8), 2.3 * len(resolved) + 0.6), layout="constrained")
     axes = fig.subplots(len(resolved), 1, squeeze=False, sharex=True)[:, 0]
     for ax, col in zip(axes, resolved.values(), strict=True):
@@ -81,7 +81,7 @@ def qc_violin(
             if b[edge] is not None:
                 ax.axhline(b[edge], ls="--", lw=0.8, color="#D55E00", label=label)
                 label = None
-        is_count = col in _LOG or any(col in QC_ALIASES[k] for k in _LOG)
+        is_count = col in LOG_SCALE_METRICS or any(col in QC_ALIASES[k] for k in LOG_SCALE_METRICS)
         if log_counts and is_count:
             ax.set_yscale("log")
         ax.set_ylabel(col, fontsize=9)

@@ -11,17 +11,26 @@ from scipy import sparse
 
 from .._errors import MissingKeyError, choices
 
-# Okabe & Ito (2008), then Paul Tol's "muted" and "light" schemes: colour-blind safe up to ~25 groups.
+# Up to 8 groups: Okabe & Ito (2008), colour-blind safe. More: Kelly's (1965) 20 colours of maximum
+# contrast (white and black left out, grey last, so no two clusters share a hue family and none looks
+# like the light grey of missing values), then a deterministic extension.
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
+KELLY = ["#F3C300", "#875692", "#F38400", "#A1CAF1", "#BE0032", "#C2B280", "#008856", "#E68FAC", "#0067A5",
+         "#F99379", "#604E97", "#F6A600", "#B3446C", "#DCD300", "#882D17", "#8DB600", "#654522", "#E25822",
+         "#2B3D26", "#848482"]
+PALETTE = KELLY
+# Annotation bars of heatmaps: Okabe-Ito, then Paul Tol's "muted" and "light" schemes
 TOL_MUTED = ["#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499"]
 TOL_LIGHT = ["#77AADD", "#EE8866", "#EEDD88", "#FFAABB", "#99DDFF", "#44BB99", "#BBCC33", "#AAAA00", "#DDDDDD"]
-PALETTE = OKABE_ITO + TOL_MUTED + TOL_LIGHT
+ANNOTATION_PALETTE = OKABE_ITO + TOL_MUTED + TOL_LIGHT
 CMAP_CONTINUOUS = "viridis"
 CMAP_DIVERGING = "RdBu_r"
 
 
 def palette(n: int) -> list[str]:
-    """``n`` distinct colours: colour-blind-safe up to 26, then a deterministic extension."""
+    """``n`` distinct colours: Okabe-Ito up to 8, Kelly's 20 up to 20, then a deterministic extension."""
+    if n <= len(OKABE_ITO):
+        return OKABE_ITO[:n]
     if n <= len(PALETTE):
         return PALETTE[:n]
     import matplotlib as mpl
@@ -57,3 +66,64 @@ def grid(n: int, ncols: int) -> tuple[int, int]:
 
 def categories(values: pd.Series) -> Sequence[str]:
     return list(values.cat.categories) if isinstance(values.dtype, pd.CategoricalDtype) else sorted(values.astype(str).unique())
+
+
+def new_axes(ax, size: tuple[float, float]):
+    """``(figure, axes)``: the given axes and their figure, or a new constrained-layout figure."""
+    from matplotlib.figure import Figure
+
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=size, layout="constrained")
+    return fig, fig.subplots()
+
+
+def category_colors(adata: AnnData | None, key: str | None, n: int) -> list[str]:
+    """The colours of ``key``'s ``n`` categories: ``.uns[f"{key}_colors"]`` (scanpy's convention; a
+    run writes them so that every figure shows a cluster in one colour) when it fits, else :func:`palette`."""
+    stored = adata.uns.get(f"{key}_colors") if adata is not None and key is not None else None
+    if stored is not None and len(stored) == n:
+        return [str(c) for c in stored]
+    return palette(n)
+
+
+def tree_colors(adata: AnnData, keys: Sequence[str]) -> dict[str, list[str]]:
+    """Colours for a series of clusterings (resolutions, k, tree cuts) that follow the clustering tree.
+
+    The first clustering takes :func:`palette` in category order. In each next one, every cluster
+    is matched to the cluster of the previous one that gives it most cells; the largest child of a
+    parent keeps the parent's colour, other children take the first colours not used yet in the
+    series. A cluster that persists across resolutions therefore keeps its colour.
+
+    Returns
+    -------
+    ``{key: [colour per category]}`` (write it to ``.uns[f"{key}_colors"]`` to use it everywhere).
+    """
+    keys = list(keys)
+    cats = {k: categories(adata.obs[k]) for k in keys}
+    pool = palette(sum(len(c) for c in cats.values()))
+    out: dict[str, list[str]] = {}
+    prev: str | None = None
+    for key in keys:
+        n = len(cats[key])
+        if prev is None:
+            out[key] = pool[:n]
+        else:
+            table = pd.crosstab(adata.obs[key].astype(str), adata.obs[prev].astype(str))
+            table = table.reindex(index=[str(c) for c in cats[key]], columns=[str(c) for c in cats[prev]], fill_value=0)
+            parent_col = dict(zip([str(c) for c in cats[prev]], out[prev], strict=True))
+            counts = table.to_numpy()
+            parent = table.columns[counts.argmax(axis=1)]
+            size = counts.sum(axis=1)
+            colours: list[str | None] = [None] * n
+            taken: set[str] = set()
+            for i in np.argsort(-size, kind="stable"):  # largest children claim their parent's colour first
+                c = parent_col[parent[i]]
+                if c not in taken and size[i] > 0:
+                    colours[i] = c
+                    taken.add(c)
+            used = {c for cols in out.values() for c in cols} | taken
+            spare = iter([c for c in pool if c not in used] + [c for c in pool if c in used and c not in taken])
+            out[key] = [c if c is not None else next(spare) for c in colours]
+        prev = key
+    return out

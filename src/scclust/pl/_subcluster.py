@@ -10,8 +10,12 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._errors import InputError, MissingKeyError, choices
-from ._embedding import _categorical, embedding
+from ._embedding import _scatter_categories, embedding
 from ._style import point_size
+
+
+#: the lab's marker panels of the T/NK subset (its 2 x 2 figure)
+PLOT_GENES = ("CD3E", "CD4", "CD8A", "GNLY")
 
 
 def _info(adata: AnnData) -> dict:
@@ -29,7 +33,7 @@ def subcluster_overview(
     parent_key: str | None = None,
     sample_key: str | None = None,
     basis: str = "X_umap",
-    parent_basis: str = "X_umap_harmony",
+    parent_basis: str | None = None,
     panel_size: float = 3.4,
 ) -> Figure:
     """The lab's 2 x 3 grid: top row the subset's new embedding, bottom row the parent's embedding
@@ -45,12 +49,12 @@ def subcluster_overview(
     key
         Subclustering key; default the first in ``.uns["subcluster"]["keys"]``.
     parent_key
-        Parent clustering column (in the subset's ``.obs``); default the subclustering's
-        ``plot_parent_key`` (else its ``groupby``).
+        Parent clustering column (in the subset's ``.obs``); default the subclustering's ``groupby``.
     sample_key
         Sample column; default the subclustering's ``batch_key``, else ``"sample"``.
     basis, parent_basis
-        Embeddings of the subset and of the parent.
+        Embeddings of the subset and of the parent (default ``X_umap_harmony`` when the parent has
+        it, else ``X_umap``).
     panel_size
         Height of a panel in inches.
     """
@@ -60,6 +64,8 @@ def subcluster_overview(
         (k for k in (info.get("plot_parent_key"), info.get("groupby")) if k and k in adata.obs), key
     )
     sample_key = sample_key or info.get("batch_key") or "sample"
+    if parent_basis is None:
+        parent_basis = "X_umap_harmony" if "X_umap_harmony" in parent.obsm else "X_umap"
     cols = [sample_key, parent_key, key]
     for c in cols:
         if c not in adata.obs:
@@ -84,7 +90,7 @@ def subcluster_overview(
             ax = axes[i, j]
             if i == 1:
                 ax.scatter(par_all[:, 0], par_all[:, 1], s=s_par, c="#E5E5E5", linewidths=0, rasterized=True)
-            _categorical(ax, xy, vals, s)
+            _scatter_categories(ax, xy, vals, s)
             ax.set_xticks([])
             ax.set_yticks([])
             label = (basis if i == 0 else parent_basis).removeprefix("X_").upper()
@@ -110,7 +116,7 @@ def subcluster_markers(
     adata
         The subset returned by :func:`scclust.tl.subcluster`.
     genes
-        Genes to show; default ``.uns["subcluster"]["plot_genes"]``.
+        Genes to show; default the lab's :data:`PLOT_GENES` present in ``.raw``.
     basis
         Embedding.
     ncols
@@ -118,11 +124,14 @@ def subcluster_markers(
     panel_size
         Height of a panel in inches.
     """
+    _info(adata)
+    if adata.raw is None:
+        raise InputError("the subset has no .raw; marker genes are read from .raw (run tl.subcluster)")
     if genes is None:
-        genes = list(_info(adata).get("plot_genes", []))
+        genes = [g for g in _info(adata).get("plot_genes", PLOT_GENES) if g in adata.raw.var_names]
     genes = list(genes)
     if not genes:
-        raise InputError("no genes to plot: give genes= (plot_genes of the subclustering were all absent from .raw)")
+        raise InputError(f"no genes to plot: give genes= (none of {list(PLOT_GENES)} is in .raw)")
     if adata.raw is None:
         raise InputError("the subset has no .raw; marker genes are read from .raw (run tl.subcluster)")
     absent = [g for g in genes if g not in adata.raw.var_names]

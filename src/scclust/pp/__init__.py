@@ -1,7 +1,8 @@
 """Preprocessing: neighbour graphs, integration and the (re-)processing chain."""
 
 from ._neighbors import neighbors
-from ._prepare import PREPARE_OBSM, QC_COLUMNS, harmony, highly_variable_genes, prepare, qc_metrics, scale_pca
+from .._keys import PREPARE_OBSM, QC_COLUMNS
+from ._prepare import filter_cells_genes, harmony, highly_variable_genes, prepare, qc_metrics, scale_pca
 from ._umap import background_umap, umap
 
-__all__ = ["PREPARE_OBSM", "QC_COLUMNS", "background_umap", "harmony", "highly_variable_genes", "neighbors", "prepare", "qc_metrics", "scale_pca", "umap"]
+__all__ = ["PREPARE_OBSM", "QC_COLUMNS", "background_umap", "filter_cells_genes", "harmony", "highly_variable_genes", "neighbors", "prepare", "qc_metrics", "scale_pca", "umap"]

@@ -18,7 +18,6 @@ from scipy import sparse
 
 from .._checks import check_n_obs, check_obs, get_rep
 from .._errors import ConfigError, InputError, MissingKeyError, choices
-from .._keys import PREPARE_OBSM, QC_COLUMNS
 from ._umap import umap
 
 logger = logging.getLogger(__name__)

@@ -8,8 +8,19 @@ key check and the report's sections are all derived from :data:`REGISTRY`.
 from __future__ import annotations
 
 from . import (
-    compare, composition, embedding, hclust, heatmap, kmeans, leiden, neighbors, prepare, qc, relationships,
-    report, subcluster,
+    compare,
+    composition,
+    embedding,
+    hclust,
+    heatmap,
+    kmeans,
+    leiden,
+    neighbors,
+    prepare,
+    qc,
+    relationships,
+    report,
+    subcluster,
 )
 from ._base import Makes, Params, Ref, RunContext, Stage
 

@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     import pandas as pd
-    from anndata import AnnData
 
     from ..config import WorkflowConfig
 
@@ -115,6 +114,8 @@ class RunContext:
     clusterings: dict[str, list[str]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     stage: str = ""
+    #: the name of the current entry of a named stage (``tnk`` of ``subcluster.tnk``)
+    entry: str = ""
     #: the run's background UMAP worker (or None: compute in this process)
     umap_worker: Any = None
     #: gene names the pre-flight check found absent (left out by every stage that takes genes)

@@ -33,6 +33,11 @@ def run(adata, p: CompositionParams, ctx) -> None:
     from .. import pl, tl
 
     by = [b for b in p.by if b in adata.obs.columns]
+    for col in [*by, *([p.sample_key] if p.sample_key in adata.obs.columns else [])]:
+        n_na = int(adata.obs[col].isna().sum())
+        if n_na:
+            logger.warning("composition: %d cell(s) have no %r value; they are left out of its tables and bars",
+                           n_na, col)
     absent = [b for b in p.by if b not in adata.obs.columns]
     if absent:
         logger.warning("composition: default 'by' column(s) %s not in .obs; skipped", ", ".join(absent))
@@ -43,15 +48,16 @@ def run(adata, p: CompositionParams, ctx) -> None:
         logger.info("composition: %r has %d sample; one-sample diagnostics skipped (they compare samples)",
                     p.sample_key, n_samples)
     for g in ctx.groups("composition", p.groupby):
+        comps = {}
         for b in by:
-            comp = tl.composition(adata, groupby=g, by=b)
+            comp = comps[b] = tl.composition(adata, groupby=g, by=b)
             ctx.save_table(comp.table(), f"composition_{g}_by_{b}", index=False)
             ctx.save_figure(pl.proportions(adata, groupby=g, by=b, table=comp.proportions()), f"composition_{g}_by_{b}")
             ctx.save_figure(pl.proportions(adata, groupby=b, by=g, table=comp.proportions(transpose=True)),
                             f"composition_{b}_by_{g}")
         if n_samples >= 2:
             diag = tl.composition_diagnostics(adata, groupby=g, sample_key=p.sample_key, max_share=p.max_share,
-                                              alpha=p.alpha)
+                                              alpha=p.alpha, counts=comps.get(p.sample_key))
             ctx.save_table(diag, f"composition_diagnostics_{g}")
 
 

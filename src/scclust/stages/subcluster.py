@@ -52,31 +52,27 @@ class SubclusterParams(Params):
 
 
 
-def run(adata, params: dict[str, SubclusterParams], ctx) -> None:
-    """Each named subclustering: subset h5ad, figures, tables; labels written back into the parent."""
+def run(adata, p: SubclusterParams, ctx) -> None:
+    """One named subclustering (``ctx.entry``): subset h5ad, figures, tables; labels written back into the parent."""
     from .. import pl, tl
     from .._io import write_h5ad
 
-    if not params:
-        logger.warning("subcluster: no subclustering configured (add e.g. subcluster: {tnk: {}})")
-        return
-    for name, p in params.items():
-        kw = p.model_dump()
-        kw["plot_genes"] = ctx.present_genes(kw["plot_genes"])
-        sub, rep = tl.subcluster(adata, name=name, umap_worker=ctx.umap_worker, **kw)
-        keys = tl.transfer_subclusters(adata, subset=sub, name=name)
-        ctx.add_clusterings(f"subcluster_{name}", keys)
-        path = ctx.outdir / "subclusters" / f"{name}.h5ad"
-        write_h5ad(sub, path)
-        ctx.record(path)
-        for table, df in rep.tables().items():
-            ctx.save_table(df, f"subcluster_{name}_{table}")
-        parent_basis = "X_umap_harmony" if "X_umap_harmony" in adata.obsm else "X_umap"
-        for key in keys:
-            fig = pl.subcluster_overview(sub, parent=adata, key=key, parent_basis=parent_basis)
-            ctx.save_figure(fig, f"subcluster_{name}_{key}")
-        if sub.uns["subcluster"]["plot_genes"]:
-            ctx.save_figure(pl.subcluster_markers(sub), f"subcluster_{name}_markers")
+    name = ctx.entry
+    sub, rep = tl.subcluster(adata, name=name, umap_worker=ctx.umap_worker,
+                             **p.model_dump(exclude={"plot_genes", "plot_parent_key"}))
+    keys = tl.transfer_subclusters(adata, subset=sub, name=name)
+    ctx.add_clusterings(f"subcluster_{name}", keys)
+    path = ctx.outdir / "subclusters" / f"{name}.h5ad"
+    write_h5ad(sub, path)
+    ctx.record(path)
+    for table, df in rep.tables().items():
+        ctx.save_table(df, f"subcluster_{name}_{table}")
+    for key in keys:  # figure options are the figures' business, not the tool's
+        fig = pl.subcluster_overview(sub, parent=adata, key=key, parent_key=p.plot_parent_key or p.groupby)
+        ctx.save_figure(fig, f"subcluster_{name}_{key}")
+    genes = [g for g in ctx.present_genes(p.plot_genes) if g in sub.raw.var_names]
+    if genes:
+        ctx.save_figure(pl.subcluster_markers(sub, genes=genes), f"subcluster_{name}_markers")
 
 
 def _makes(params: SubclusterParams) -> Makes:

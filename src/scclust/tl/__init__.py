@@ -13,16 +13,16 @@ from ._subcluster import SubclusterReport, subcluster, transfer_subclusters
 
 __all__ = [
     "ClusteredHeatmap",
-    "Composition",
     "ComparisonPlan",
+    "Composition",
     "HeatmapInput",
     "SubclusterReport",
     "cluster_heatmap",
     "cluster_means",
     "cluster_tree",
     "compare",
-    "composition",
     "comparison_plan",
+    "composition",
     "composition_diagnostics",
     "contingency",
     "dendrogram",

@@ -148,7 +148,9 @@ def contingency(adata: AnnData, key1: str, key2: str) -> pd.DataFrame:
     return table.astype(np.int64)
 
 
-def cluster_tree(adata: AnnData, keys: Sequence[str]) -> pd.DataFrame:
+def cluster_tree(
+    adata: AnnData, keys: Sequence[str], *, tables: Mapping[tuple[str, str], pd.DataFrame] | None = None
+) -> pd.DataFrame:
     """The clustree graph of a series of clusterings (e.g. Leiden at increasing resolution).
 
     Nodes are the clusters of each key; an edge joins a cluster of ``keys[i]`` to a cluster of
@@ -156,6 +158,8 @@ def cluster_tree(adata: AnnData, keys: Sequence[str]) -> pd.DataFrame:
     subclustering, are left out of the edges). ``in_prop`` is the share of the child cluster's cells that
     come from the parent (Zappia & Oshlack 2018, clustree's ``in_prop``): a child with no edge of
     ``in_prop`` >= ~0.5 is made of cells from several parents, the sign of an unstable split.
+
+    ``tables``: :func:`contingency` tables the caller already has, by ``(key1, key2)`` (not recomputed).
 
     Returns
     -------
@@ -173,7 +177,7 @@ def cluster_tree(adata: AnnData, keys: Sequence[str]) -> pd.DataFrame:
         raise InputError(f"clustering(s) with no labelled cell: {empty}")
     rows = []
     for a, b in itertools.pairwise(keys):
-        table = contingency(adata, a, b)
+        table = tables[(a, b)] if tables is not None and (a, b) in tables else contingency(adata, a, b)
         from_size, to_size = table.sum(axis=1), table.sum(axis=0)
         for (ca, cb), n in table.stack().items():
             if n > 0:

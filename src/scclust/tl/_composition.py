@@ -117,6 +117,7 @@ def composition_diagnostics(
     sample_key: str = "sample",
     max_share: float = 0.5,
     alpha: float = 0.01,
+    counts: Composition | None = None,
 ) -> pd.DataFrame:
     """Per-cluster sample diversity, and a flag for clusters made mostly of one sample.
 
@@ -145,6 +146,9 @@ def composition_diagnostics(
     alpha
         Family-wise significance level of the enrichment test.
 
+    counts
+        The :func:`composition` of ``groupby`` by ``sample_key`` when the caller has it (not recomputed).
+
     Returns
     -------
     A DataFrame indexed by cluster with ``n_cells``, ``n_samples`` (samples with at least one
@@ -160,7 +164,9 @@ def composition_diagnostics(
         raise ConfigError(f"max_share must be in (0, 1); got {max_share}")
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha must be in (0, 1); got {alpha}")
-    long = proportions(adata, groupby=groupby, by=sample_key, normalize="index")
+    if counts is None or (counts.groupby, counts.by) != (groupby, sample_key):
+        counts = composition(adata, groupby=groupby, by=sample_key)
+    long = counts.proportions("index")
     counts = long.pivot(index=groupby, columns=sample_key, values="count")
     counts = counts.loc[:, counts.sum(axis=0) > 0]
     counts = counts.loc[counts.sum(axis=1) > 0]

@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._checks import check_obs, get_rep
+from .._checks import check_groupby, gene_source, get_rep, use_raw_for
 from .._errors import ConfigError, InputError, MissingKeyError, choices
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def dendrogram(
         raise ConfigError(f"cor_method {cor_method!r} not valid; choose from {choices(_COR)}")
     if linkage_method not in _LINKAGES:
         raise ConfigError(f"linkage_method {linkage_method!r} not valid; choose from {choices(_LINKAGES)}")
-    labels = _categorical(adata, groupby)
+    labels = check_groupby(adata, groupby)
     X = get_rep(adata, use_rep, n_pcs)
     mean_df = pd.DataFrame(X, index=labels).groupby(level=0, observed=True).mean()
     categories = [c for c in labels.cat.categories if c in mean_df.index]
@@ -114,7 +114,7 @@ def get_dendrogram(adata: AnnData, groupby: str, key: str | None = None) -> dict
         )
     dend = adata.uns[key]
     stored = [str(c) for c in dend["categories_ordered"]]
-    labels = _categorical(adata, groupby)
+    labels = check_groupby(adata, groupby)
     present = {str(c) for c in labels.cat.categories[np.unique(labels.cat.codes[labels.cat.codes >= 0])]}
     if set(stored) != present:
         raise InputError(
@@ -148,7 +148,7 @@ def cluster_means(
     """
     means, _, missing = group_stats(adata, groupby=groupby, genes=genes, use_raw=use_raw)
     if missing:
-        raise MissingKeyError(f"gene(s) {choices(missing)} not found in {_source_name(adata, use_raw)}")
+        raise MissingKeyError(f"gene(s) {choices(missing)} not found in {gene_source(adata, use_raw)}")
     return means
 
 
@@ -159,8 +159,8 @@ def group_stats(
 
     Returns ``(means, fractions, missing_genes)``; the two frames are groups x present genes.
     """
-    labels = _categorical(adata, groupby)
-    use = _use_raw(adata, use_raw)
+    labels = check_groupby(adata, groupby)
+    use = use_raw_for(adata, use_raw)
     var_names = adata.raw.var_names if use else adata.var_names
     if genes is None:
         present, missing = list(var_names), []
@@ -184,22 +184,3 @@ def group_stats(
     means = pd.DataFrame(sums[nonempty] / counts[nonempty, None], index=idx, columns=present)
     fracs = pd.DataFrame(nz[nonempty] / counts[nonempty, None], index=idx, columns=present)
     return means, fracs, missing
-
-
-def _use_raw(adata: AnnData, use_raw: bool | None) -> bool:
-    if use_raw and adata.raw is None:
-        raise InputError("use_raw=True but adata.raw is not set; use use_raw=False or None")
-    return adata.raw is not None if use_raw is None else bool(use_raw)
-
-
-def _source_name(adata: AnnData, use_raw: bool | None) -> str:
-    return ".raw.var_names" if _use_raw(adata, use_raw) else ".var_names"
-
-
-def _categorical(adata: AnnData, groupby: str) -> pd.Series:
-    values = check_obs(adata, groupby, what="groupby")
-    if not isinstance(values.dtype, pd.CategoricalDtype):
-        if pd.api.types.is_float_dtype(values):
-            raise InputError(f"groupby {groupby!r} is a numeric column; give a categorical clustering")
-        values = values.astype("category")
-    return values

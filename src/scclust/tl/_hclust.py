@@ -11,9 +11,17 @@ import numpy as np
 from anndata import AnnData
 
 from .._checks import get_rep
-from .._errors import ConfigError, InputError, choices
+from .._errors import ConfigError, InputError
 from .._keys import hclust_keys
-from .._types import EUCLIDEAN_LINKAGES, ClusterCounts, HclustMetric, Heights, Linkage, check_linkage_metric, validated
+from .._types import (
+    EUCLIDEAN_LINKAGES,
+    ClusterCounts,
+    HclustMetric,
+    Heights,
+    Linkage,
+    check_linkage_metric,
+    validated,
+)
 from ._kmeans import _check_ks
 from ._labels import store_labels
 

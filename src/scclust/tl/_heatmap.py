@@ -9,8 +9,8 @@ tree, and measure how often each row group re-forms under resampling.
 from __future__ import annotations
 
 import logging
-import typing
 import re
+import typing
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,8 +22,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._types import EUCLIDEAN_LINKAGES, Distance, Linkage
 from .._errors import ConfigError, InputError, MissingFileError, MissingKeyError, ScclustWarning, choices
+from .._types import EUCLIDEAN_LINKAGES, Distance, Linkage
 
 logger = logging.getLogger(__name__)
 

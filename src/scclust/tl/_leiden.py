@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import Literal
 
@@ -13,9 +12,9 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._errors import ConfigError, MissingKeyError, choices
-from .._worker import available_cpus
 from .._keys import leiden_keys
 from .._types import NJobs, Resolutions, validated
+from .._worker import available_cpus
 from ._labels import store_labels
 
 logger = logging.getLogger(__name__)

@@ -24,10 +24,14 @@ QC_ALIASES: dict[str, list[str]] = {
     "pct_counts_mt": ["percent_mito", "percent.mt", "percent_mt", "pct_mito", "percent.mito", "subsets_Mito_percent", "mito_percent"],
 }
 
-#: Side of the per-cell rule: too few genes / counts are bad, too much mitochondrial RNA is bad.
-_SIDE = {"n_genes_by_counts": "lower", "total_counts": "lower", "pct_counts_mt": "higher"}
+#: Side of the per-cell rule: too few or too many genes / counts (empty droplets, multiplets) are bad,
+#: too much mitochondrial RNA is bad (a low share is not).
+_SIDE = {"n_genes_by_counts": "both", "total_counts": "both", "pct_counts_mt": "higher"}
+#: A cluster whose median genes AND counts are at least this multiple of all cells' medians is
+#: flagged doublet-like (a multiplet holds the RNA of two or more cells).
+DOUBLET_RATIO = 1.8
 #: Counts are judged on a log scale (their spread grows with their size), as scater's isOutlier does.
-_LOG = {"n_genes_by_counts", "total_counts"}
+LOG_SCALE_METRICS = {"n_genes_by_counts", "total_counts"}
 
 
 def resolve_qc_keys(adata: AnnData, keys: Sequence[str] | None = None) -> dict[str, str]:
@@ -76,13 +80,19 @@ def qc_summary(
     Rule (documented, robust): for each metric a per-cell bound is computed over *all* cells as
     ``median +/- n_mads x MAD`` (MAD scaled by 1.4826 to match the standard deviation of a normal),
     the rule of scater's ``isOutlier`` used in per-cell QC: gene and count totals on a ``log1p``
-    scale and only their lower side; ``pct_counts_mt`` on its own scale and only its upper side;
+    scale and both sides (too small: empty or broken cells; too large: multiplets); ``pct_counts_mt``
+    on its own scale and only its upper side;
     other metrics on their own scale, both sides. A cluster is flagged for a metric when its
     **median** lies beyond the bound, i.e. more than half of its cells would be removed by that
     per-cell filter: the cluster is then probably made of low-quality cells rather than a cell type.
     Judging cluster medians against the spread of all cells (not against the other clusters'
     medians) leaves cell types with genuinely smaller or larger libraries (e.g. platelets,
     monocytes) unflagged.
+
+    Doublet-like clusters: a multiplet holds about twice a cell's RNA, which is often within the
+    MAD bound of log counts. A cluster is also flagged (``flag_doublet_like``) when its median gene
+    count **and** median total count are both at least :data:`DOUBLET_RATIO` (1.8) times the
+    medians of all cells (needs both metrics among ``keys``).
 
     Parameters
     ----------
@@ -100,18 +110,19 @@ def qc_summary(
     -------
     A DataFrame indexed by cluster with ``n_cells``, the median of each metric (columns named by
     the ``.obs`` column), ``frac_outside_{col}`` (fraction of the cluster's cells beyond the bound),
-    ``flag_{col}`` (bool) per metric, and ``flag_qc`` (any metric flagged). The bounds are in
+    ``flag_{col}`` (bool) per metric, ``flag_doublet_like`` (when genes and counts are both among
+    the keys) and ``flag_qc`` (any flag). The bounds are in
     ``df.attrs["bounds"]`` (``{col: {"side", "lower", "upper"}}``, on the metric's own scale).
     Nothing is written to ``adata``.
     """
-    out = _summarize(adata, groupby=groupby, keys=keys, n_mads=n_mads)
+    out = summarize_qc(adata, groupby=groupby, keys=keys, n_mads=n_mads)
     if out["flag_qc"].any():
         logger.warning("%s: cluster(s) %s have QC medians beyond the per-cell %g-MAD bounds",
                        groupby, ", ".join(out.index[out["flag_qc"]]), n_mads)
     return out
 
 
-def _summarize(adata: AnnData, *, groupby: str, keys: Sequence[str] | None, n_mads: float) -> pd.DataFrame:
+def summarize_qc(adata: AnnData, *, groupby: str, keys: Sequence[str] | None, n_mads: float) -> pd.DataFrame:
     """:func:`qc_summary` without logging (the plot calls it too)."""
     if not n_mads > 0:
         raise ConfigError(f"n_mads must be > 0; got {n_mads}")
@@ -129,7 +140,7 @@ def _summarize(adata: AnnData, *, groupby: str, keys: Sequence[str] | None, n_ma
         v = values.to_numpy(dtype=float)
         canonical = next((k for k in _SIDE if k == key or k == col or key in QC_ALIASES[k] or col in QC_ALIASES[k]), None)
         side = _SIDE.get(canonical, "both")
-        log = canonical in _LOG
+        log = canonical in LOG_SCALE_METRICS
         t = np.log1p(np.clip(v, 0, None)) if log else v
         finite = np.isfinite(t)
         med = float(np.median(t[finite]))
@@ -160,6 +171,12 @@ def _summarize(adata: AnnData, *, groupby: str, keys: Sequence[str] | None, n_ma
             "lower": float(back(lo)) if side in ("lower", "both") else None,
             "upper": float(back(hi)) if side in ("higher", "both") else None,
         }
+    genes, counts = (next((c for k, c in resolved.items() if k == name or c == name or k in QC_ALIASES[name]
+                           or c in QC_ALIASES[name]), None) for name in ("n_genes_by_counts", "total_counts"))
+    if genes is not None and counts is not None:
+        ratio = np.minimum(out[genes] / float(np.median(adata.obs[genes])), out[counts] / float(np.median(adata.obs[counts])))
+        out["flag_doublet_like"] = (ratio >= DOUBLET_RATIO).to_numpy()
+        flags.append(out["flag_doublet_like"].to_numpy())
     out["flag_qc"] = np.any(flags, axis=0)
     out.attrs["bounds"] = bounds
     return out

@@ -106,8 +106,6 @@ def subcluster(
     leiden_flavor: Literal["leidenalg", "igraph"] = "leidenalg",
     key_added: str = "tcells",
     umap_min_dist: float = 0.5,
-    plot_genes: Sequence[str] = ("CD3E", "CD4", "CD8A", "GNLY"),
-    plot_parent_key: str | None = None,
     random_state: int = 0,
     umap_worker: Any = None,
 ) -> tuple[AnnData, SubclusterReport]:
@@ -189,12 +187,6 @@ def subcluster(
         Prefix of the subclustering keys: ``f"{key_added}_{resolution}"`` (``tcells_0.6``).
     umap_min_dist
         UMAP ``min_dist``.
-    plot_genes
-        Genes for the marker figure (:func:`scclust.pl.subcluster_markers`); those absent from
-        ``.raw`` are left out with a warning.
-    plot_parent_key
-        Parent clustering shown in the overview figure (:func:`scclust.pl.subcluster_overview`);
-        ``None`` = ``groupby``. The lab selects on ``leiden_0.4`` and shows ``leiden_0.6``.
     random_state
         Seed of PCA, Harmony, the graph, Leiden and UMAP.
     umap_worker
@@ -211,15 +203,12 @@ def subcluster(
     - ``.obsp["connectivities"]``, ``.obsp["distances"]``, ``.uns["neighbors"]``;
     - ``.obs[f"{key_added}_{r}"]`` for each resolution ``r`` and ``.uns[key_added]`` (Leiden summary);
     - ``.uns["subcluster"]``: ``name``, ``groupby``, ``select``, ``selected``, ``keys``,
-      ``batch_key``, ``plot_genes``, ``plot_parent_key``, ``regressed``, HVG counts and ``params_json``.
+      ``batch_key``, ``regressed``, HVG counts and ``params_json``.
 
     The :class:`SubclusterReport` holds the selection scores, HVG overlap (counts and genes), cells
     per sample and the contingency tables.
     """
-    from .. import pp
-    from .._keys import leiden_keys
-    from ._leiden import leiden
-
+    params = {k: v for k, v in locals().items() if k not in ("adata", "umap_worker")}  # recorded as given
     _check_params(select=select, min_cells=min_cells, n_neighbors=n_neighbors, min_score=min_score,
                   small_batches=small_batches, hvg_flavor=hvg_flavor, leiden_flavor=leiden_flavor,
                   resolutions=resolutions)
@@ -234,9 +223,52 @@ def subcluster(
         check_obs(adata, key, what="regress_out key")
     if hvg_batch_key is not None:
         check_obs(adata, hvg_batch_key, what="hvg_batch_key")
-    if plot_parent_key is not None:
-        check_obs(adata, plot_parent_key, what="plot_parent_key")
 
+    sub, table, selected, dropped = _select_subset(
+        adata, name=name, groupby=groupby, select=select, clusters=clusters, markers=markers, min_score=min_score,
+        obs_query=obs_query, min_cells=min_cells, batch_key=batch_key, min_cells_per_batch=min_cells_per_batch,
+        small_batches=small_batches,
+    )
+    sub, hvg_overlap, hvg_genes, regressed, keys = _reprocess(
+        adata, sub, name=name, batch_key=batch_key, min_cells_per_batch=min_cells_per_batch, hvg_flavor=hvg_flavor,
+        min_mean=min_mean, max_mean=max_mean, min_disp=min_disp, n_top_genes=n_top_genes, hvg_batch_key=hvg_batch_key,
+        regress_out=regress_out, max_value=max_value, n_comps=n_comps, svd_solver=svd_solver, n_neighbors=n_neighbors,
+        n_pcs=n_pcs, resolutions=resolutions, leiden_flavor=leiden_flavor, key_added=key_added,
+        umap_min_dist=umap_min_dist, random_state=random_state, umap_worker=umap_worker,
+    )
+
+    # ---- report
+    sample_key = batch_key if batch_key is not None else ("sample" if "sample" in adata.obs else None)
+    cells_per_sample = _cells_per_sample(adata, sub, sample_key)
+    contingency = {}
+    if groupby in sub.obs:
+        for key in keys:
+            contingency[key] = pd.crosstab(sub.obs[groupby], sub.obs[key]).rename_axis(index=groupby, columns=key)
+    n_hvg = hvg_overlap.set_index("set")["n_genes"]
+    params = {k: (list(v) if isinstance(v, tuple) else {m: list(g) for m, g in v.items()} if isinstance(v, Mapping) else v)
+              for k, v in params.items()}
+    params["markers"] = params["markers"] or {k: list(v) for k, v in TNK_MARKERS.items()}
+    sub.uns["subcluster"] = {
+        "name": name, "groupby": groupby, "select": select, "selected": list(selected), "keys": keys,
+        "batch_key": batch_key or "", "regressed": regressed,
+        "n_hvg_parent": int(n_hvg["parent"]), "n_hvg_subset": int(n_hvg["subset"]), "n_hvg_both": int(n_hvg["both"]),
+        "params_json": json.dumps(params),
+    }
+    report = SubclusterReport(
+        name=name, selection=table, selected=list(selected), n_cells=sub.n_obs, cells_per_sample=cells_per_sample,
+        hvg_overlap=hvg_overlap, hvg_genes=hvg_genes, contingency=contingency, regressed=regressed,
+        dropped_batches=dropped, keys=keys,
+    )
+    logger.info(
+        "subcluster %r: %d cells, HVGs parent/subset/both %d/%d/%d, %s", name, sub.n_obs, n_hvg["parent"],
+        n_hvg["subset"], n_hvg["both"], ", ".join(f"{k}: {sub.obs[k].cat.categories.size} clusters" for k in keys),
+    )
+    return sub, report
+
+
+def _select_subset(adata: AnnData, *, name, groupby, select, clusters, markers, min_score, obs_query, min_cells,
+                   batch_key, min_cells_per_batch, small_batches) -> tuple[AnnData, pd.DataFrame, list[str], dict[str, int]]:
+    """The selected cells with all genes from ``.raw`` (small batches dropped when asked)."""
     # ---- selection
     if select == "markers":
         mask, table, selected = _select_by_markers(adata, groupby, TNK_MARKERS if markers is None else markers, min_score)
@@ -288,6 +320,18 @@ def subcluster(
                     f"(need at least min_cells={min_cells})"
                 )
 
+    return sub, table, list(selected), dropped
+
+
+def _reprocess(adata: AnnData, sub: AnnData, *, name, batch_key, min_cells_per_batch, hvg_flavor, min_mean, max_mean,
+               min_disp, n_top_genes, hvg_batch_key, regress_out, max_value, n_comps, svd_solver, n_neighbors, n_pcs,
+               resolutions, leiden_flavor, key_added, umap_min_dist, random_state, umap_worker):
+    """The lab's chain on the subset, in place of ``sub``'s contents: HVGs, regress out, scale, PCA,
+    Harmony, neighbours, Leiden, UMAP. Returns the re-processed subset, the HVG overlap tables, the keys regressed and the labels' keys."""
+    from .. import pp
+    from .._keys import leiden_keys
+    from ._leiden import leiden
+
     # ---- HVGs and their overlap with the parent's
     pp.highly_variable_genes(
         sub, flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean, min_disp=min_disp,
@@ -327,47 +371,7 @@ def subcluster(
     keys = leiden_keys(key_added, resolutions)
     pp.umap(sub, key_added="X_umap", min_dist=umap_min_dist, random_state=random_state, worker=umap_worker)
 
-    # ---- report
-    genes_present = [g for g in plot_genes if g in sub.raw.var_names]
-    absent = [g for g in plot_genes if g not in sub.raw.var_names]
-    if absent:
-        warnings.warn(f"plot_genes not in .raw, left out of the marker figure: {', '.join(absent)}", ScclustWarning, stacklevel=2)
-    sample_key = batch_key if batch_key is not None else ("sample" if "sample" in adata.obs else None)
-    cells_per_sample = _cells_per_sample(adata, sub, sample_key)
-    contingency = {}
-    if groupby in sub.obs:
-        for key in keys:
-            contingency[key] = pd.crosstab(sub.obs[groupby], sub.obs[key]).rename_axis(index=groupby, columns=key)
-    n_hvg = hvg_overlap.set_index("set")["n_genes"]
-    params = {
-        "groupby": groupby, "select": select, "clusters": list(clusters) if clusters is not None else None,
-        "markers": {k: list(v) for k, v in (TNK_MARKERS if markers is None else markers).items()},
-        "min_score": min_score, "obs_query": obs_query, "min_cells": min_cells, "batch_key": batch_key,
-        "min_cells_per_batch": min_cells_per_batch, "small_batches": small_batches, "hvg_flavor": hvg_flavor,
-        "min_mean": min_mean, "max_mean": max_mean, "min_disp": min_disp, "n_top_genes": n_top_genes,
-        "hvg_batch_key": hvg_batch_key, "regress_out": list(regress_out), "max_value": max_value,
-        "n_comps": n_comps, "svd_solver": svd_solver, "n_neighbors": n_neighbors, "n_pcs": n_pcs,
-        "resolutions": [float(r) for r in resolutions], "leiden_flavor": leiden_flavor, "key_added": key_added,
-        "umap_min_dist": umap_min_dist, "plot_genes": list(plot_genes), "plot_parent_key": plot_parent_key,
-        "random_state": random_state,
-    }
-    sub.uns["subcluster"] = {
-        "name": name, "groupby": groupby, "select": select, "selected": list(selected), "keys": keys,
-        "batch_key": batch_key or "", "plot_genes": genes_present, "plot_parent_key": plot_parent_key or groupby,
-        "regressed": regressed,
-        "n_hvg_parent": int(n_hvg["parent"]), "n_hvg_subset": int(n_hvg["subset"]), "n_hvg_both": int(n_hvg["both"]),
-        "params_json": json.dumps(params),
-    }
-    report = SubclusterReport(
-        name=name, selection=table, selected=list(selected), n_cells=sub.n_obs, cells_per_sample=cells_per_sample,
-        hvg_overlap=hvg_overlap, hvg_genes=hvg_genes, contingency=contingency, regressed=regressed,
-        dropped_batches=dropped, keys=keys,
-    )
-    logger.info(
-        "subcluster %r: %d cells, HVGs parent/subset/both %d/%d/%d, %s", name, sub.n_obs, n_hvg["parent"],
-        n_hvg["subset"], n_hvg["both"], ", ".join(f"{k}: {sub.obs[k].cat.categories.size} clusters" for k in keys),
-    )
-    return sub, report
+    return sub, hvg_overlap, hvg_genes, regressed, keys
 
 
 def transfer_subclusters(adata: AnnData, *, subset: AnnData, name: str | None = None, keys: Sequence[str] | None = None) -> list[str]:

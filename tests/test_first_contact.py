@@ -47,8 +47,9 @@ def _builtin_inputs(config: Path) -> list[str]:
     return ["builtin:pbmc68k", "builtin:simulate?n_cells=600"]
 
 
-@pytest.mark.parametrize(("config", "source"), [(c, s) for c in CONFIGS for s in _builtin_inputs(c)],
-                         ids=lambda v: v.name if isinstance(v, Path) else v.split("?")[0])
+@pytest.mark.parametrize(("config", "source"), [
+    pytest.param(c, s, marks=[pytest.mark.slow] if s.startswith("builtin:simulate") else [])  # builds the whole chain
+    for c in CONFIGS for s in _builtin_inputs(c)], ids=lambda v: v.name if isinstance(v, Path) else v.split("?")[0])
 def test_shipped_configs_fit_every_builtin_input(config, source, capsys):
     """``validate --input`` runs the same pre-flight check as ``run`` (keys, genes, clashes)."""
     assert main(["validate", str(config), "--input", source]) == 0, capsys.readouterr().err

@@ -21,6 +21,7 @@ def _text(output) -> str:
     return output.get("data", {}).get("text/plain", "")
 
 
+@pytest.mark.slow
 def test_walkthrough_executes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")

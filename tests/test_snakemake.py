@@ -52,6 +52,15 @@ def test_bad_paramset_fails_at_parse_time(tmp_path):
     assert "unknown key 'leiden.0.resolutionz'" in res.stderr + res.stdout
 
 
+def test_config_that_does_not_fit_a_dataset_fails_the_dry_run(tmp_path):
+    """The pre-flight check of `scclust run` runs at parse time on datasets that are cheap to read."""
+    res = _snakemake(tmp_path, _fanout(tmp_path, paramsets={"bad": {"composition.by": ["donor"]}}), "-n")
+    assert res.returncode != 0
+    assert "dataset pbmc with paramset bad" in res.stderr + res.stdout
+    assert "composition.by 'donor' not in .obs" in res.stderr + res.stdout
+
+
+@pytest.mark.slow
 def test_real_local_run(tmp_path):
     subs = {"tnk": {"config": str(ROOT / "configs" / "subcluster_tnk.yaml"),
                     "set": {"subcluster.tnk.groupby": "leiden_0.6", "subcluster.tnk.min_cells": 30}}}

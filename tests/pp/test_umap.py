@@ -56,6 +56,7 @@ def test_umap_without_graph_names_the_stage(sim):
 
 
 
+@pytest.mark.slow
 def test_unguarded_script_from_stdin_runs_once(tmp_path):
     """Workers are fresh interpreters, not multiprocessing children: a script without a main guard,
     even one read from stdin, is not re-run by them (multiprocessing's spawn would re-import it)."""

@@ -98,6 +98,7 @@ def test_parallel_resolutions_give_the_sequential_labels(graph, flavor):
         tl.leiden(graph.copy(), resolutions=[1.0], n_jobs=0)
 
 
+@pytest.mark.slow
 def test_parallel_survives_a_missing_worker_and_long_sweeps(pbmc, monkeypatch):
     from scclust import _worker
 

@@ -28,15 +28,36 @@ def _check(config_path, overrides, what):
     data = apply_overrides(data, _set_args(overrides))
     data.setdefault("input", "placeholder")
     try:
-        parse_config(data)  # scclust's models: one-line errors naming the key and the valid values
+        cfg = parse_config(data)  # scclust's models: one-line errors naming the key and the valid values
     except ValueError as err:
         raise ValueError(f"{what} ({config_path}): {err}") from None
     # and the JSON schema generated from the same models (what editors and other tools see)
     jsonschema.Draft202012Validator(SCHEMA).validate(data)
+    return cfg
+
+
+def _fits(cfg, spec, what):
+    """The pre-flight check of `scclust run` (keys, genes, clashes) against a dataset that can be read
+    cheaply now (an existing .h5ad, read without its matrix, or builtin:pbmc68k); simulated built-ins
+    are built by their job and skipped here."""
+    from scclust._io import read_input_summary
+    from scclust.workflow import check_names, preflight
+
+    spec = str(spec)
+    if spec.startswith(("builtin:simulate", "builtin:counts")) or not (spec.startswith("builtin:") or Path(spec).is_file()):
+        return
+    try:
+        preflight(check_names(read_input_summary(spec)), cfg)
+    except ValueError as err:  # scclust's user errors are ValueError / KeyError subclasses
+        raise ValueError(f"{what}: {err}") from None
+    except KeyError as err:
+        raise ValueError(f"{what}: {err}") from None
 
 
 for _name, _ps in PARAMSETS.items():
-    _check(config["base_config"], _ps, f"paramset {_name}")
+    _cfg = _check(config["base_config"], _ps, f"paramset {_name}")
+    for _ds, _spec in DATASETS.items():
+        _fits(_cfg, _spec, f"dataset {_ds} with paramset {_name}")
 for _name, _sc in SUBCLUSTERINGS.items():
     _check(_sc["config"], _sc.get("set"), f"subclustering {_name}")
 

@@ -13,6 +13,10 @@ from .._checks import check_obs
 from ._style import category_colors
 
 
+#: cells per cluster from which a violin's outline is estimated
+VIOLIN_MAX_CELLS = 20_000
+
+
 def qc_violin(
     adata: AnnData,
     *,
@@ -65,7 +69,11 @@ def qc_violin(
     axes = fig.subplots(len(resolved), 1, squeeze=False, sharex=True)[:, 0]
     for ax, col in zip(axes, resolved.values(), strict=True):
         v = adata.obs[col].to_numpy(dtype=float)
+        # the violin's outline is a KDE: on more than VIOLIN_MAX_CELLS cells per cluster it is drawn from a
+        # seeded subsample (the shape is the same; medians and flags above use every cell)
+        rng = np.random.default_rng(0)
         data = [v[(codes == i) & np.isfinite(v)] for i in range(n)]
+        data = [d if d.size <= VIOLIN_MAX_CELLS else rng.choice(d, VIOLIN_MAX_CELLS, replace=False) for d in data]
         keep = [i for i, d in enumerate(data) if d.size > 1]
         parts = ax.violinplot([data[i] for i in keep], positions=keep, widths=0.8, showextrema=False)
         for body, i in zip(parts["bodies"], keep, strict=True):

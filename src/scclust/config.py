@@ -88,7 +88,7 @@ class _WorkflowBase(Params):
 
     input: str = Field(description="Path to an .h5ad file, or builtin:NAME (simulate, pbmc68k)")
     outdir: str = "results"
-    stages: list[str] = Field(default_factory=lambda: ["neighbors", "leiden", "embedding"], min_length=1)
+    stages: list[str] = Field(default_factory=lambda: [n for n, s in REGISTRY.items() if s.default], min_length=1)
     write_h5ad: bool = True
     resume: bool = Field(True, description="reuse the checkpoint of finished stages in outdir when the input and "
                          "their config are unchanged (--no-resume: run every stage)")
@@ -141,7 +141,7 @@ WorkflowConfig = create_model(
     "WorkflowConfig",
     __base__=_WorkflowBase,
     __module__=__name__,
-    **{name: (_section_type(st), Field(default_factory=st.default, description=st.description))
+    **{name: (_section_type(st), Field(default_factory=st.default_section, description=st.description))
        for name, st in REGISTRY.items()},
 )
 WorkflowConfig.__doc__ = _WorkflowBase.__doc__

@@ -89,7 +89,7 @@ def preflight(adata: AnnData, cfg: WorkflowConfig) -> Preflight:
     problems: list[str] = []
     missing: dict[str, list[str]] = {}
     reps: dict[tuple[str, int | None], str] = {}
-    prepare = "prepare" in cfg.stages
+    prepare = any(REGISTRY[s].rebuilds_data for s in cfg.stages)
     for name in cfg.stages:
         stage = REGISTRY[name]
         for label, p in cfg.entries(name).items():
@@ -384,12 +384,11 @@ def _run(cfg: WorkflowConfig, ctx: RunContext, say: Callable[[str], None], t_sta
         ctx.record(outdir / "clustered.h5ad")
         records.append({"stage": "write_h5ad", "seconds": round(time.perf_counter() - t0, 3)})
     manifest["files"] = sorted(ctx.files)
-    if "report" in cfg.stages:
-        from .stages.report import write
-
-        t0 = time.perf_counter()
-        write(outdir, manifest, cfg.report)
-        records.append({"stage": "write_report", "seconds": round(time.perf_counter() - t0, 3)})
+    for name in cfg.stages:  # the report: once every other file exists
+        if REGISTRY[name].finish is not None:
+            t0 = time.perf_counter()
+            REGISTRY[name].finish(outdir, manifest, getattr(cfg, name))
+            records.append({"stage": f"write_{name}", "seconds": round(time.perf_counter() - t0, 3)})
     manifest["wall_seconds"] = round(time.perf_counter() - t_start, 3)
     write_text(outdir / "manifest.json", json.dumps(manifest, indent=2, default=str) + os.linesep)
     shutil.rmtree(outdir / CHECKPOINT_DIR, ignore_errors=True)

@@ -81,6 +81,14 @@ class Stage:
         tools use (so the pre-flight check cannot drift from the tools).
     computes_umap
         The stage computes a UMAP (the runner then warms umap-learn up in a spare process).
+    rebuilds_data
+        The stage replaces the AnnData with one it builds from raw counts (its embeddings are the
+        ones later stages use; genes are those of the input).
+    finish
+        ``finish(outdir, manifest, params)``: runs after every other output (h5ad, label table)
+        exists, just before ``manifest.json`` (the report).
+    default
+        Listed in a config's default ``stages``.
     """
 
     name: str
@@ -90,9 +98,12 @@ class Stage:
     reads: tuple[Ref, ...] = ()
     makes: Callable[[Any], Makes] | None = None
     computes_umap: bool = False
+    rebuilds_data: bool = False
+    finish: Callable[..., Any] | None = None
+    default: bool = False
     description: str = ""
 
-    def default(self) -> Any:
+    def default_section(self) -> Any:
         return {"single": self.params, "list": lambda: [self.params()], "named": dict}[self.repeat]()
 
     def entries(self, section: Any) -> dict[str, Any]:

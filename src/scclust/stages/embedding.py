@@ -42,7 +42,7 @@ def run(adata, p: EmbeddingParams, ctx) -> None:
 
 
 STAGE = Stage(
-    name="embedding", params=EmbeddingParams, run=run, repeat="list",
+    name="embedding", params=EmbeddingParams, run=run, repeat="list", default=True,
     reads=(Ref("basis", "basis"), Ref("groups", "obs"), Ref("genes", "genes")),
     description="UMAP panels of every clustering and of marker genes",
 )

@@ -32,7 +32,7 @@ def _tool():
 
 
 STAGE = Stage(
-    name="leiden", params=LeidenParams, run=clustering_run(_tool), repeat="list",
+    name="leiden", params=LeidenParams, run=clustering_run(_tool), repeat="list", default=True,
     reads=(Ref("neighbors_key", "graph"),),
     makes=lambda p: Makes(obs=leiden_keys(p.key_added, p.resolutions)),
     description="Leiden / Louvain at several resolutions",

@@ -34,7 +34,7 @@ def run(adata, p: NeighborsParams, ctx) -> None:
 
 
 STAGE = Stage(
-    name="neighbors", params=NeighborsParams, run=run, repeat="list",
+    name="neighbors", params=NeighborsParams, run=run, repeat="list", default=True,
     reads=(Ref("use_rep", "rep"),),
     makes=lambda p: Makes(graphs=[p.key_added]),
     description="kNN / SNN graph on an embedding",

@@ -52,6 +52,6 @@ def _makes(p: PrepareParams) -> Makes:
 STAGE = Stage(
     name="prepare", params=PrepareParams, run=run,
     reads=(Ref("batch_key", "batch"), Ref("regress_out", "obs")),
-    makes=_makes, computes_umap=True,
+    makes=_makes, computes_umap=True, rebuilds_data=True,
     description="QC filters and metrics, normalize, HVG, PCA, Harmony, UMAP",
 )

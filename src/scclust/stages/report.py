@@ -26,4 +26,4 @@ def write(outdir, manifest, p: ReportParams) -> None:
     write_report(outdir, manifest, **p.model_dump())
 
 
-STAGE = Stage(name="report", params=ReportParams, run=run, description="the HTML report (always last)")
+STAGE = Stage(name="report", params=ReportParams, run=run, finish=write, description="the HTML report (always last)")

@@ -197,3 +197,25 @@ def test_kang_selects_t_and_nk(kang_path):
     assert len(known) > 100
     frac = known.isin(["CD4 T cells", "CD8 T cells", "NK cells"]).mean()
     assert frac >= 0.9, frac
+
+
+def test_subcluster_on_small_real_data_end_to_end(pbmc):
+    """The fast lane's subclustering: select one cell type of the embedded PBMC set by a query,
+    re-process it (HVG, scale, PCA, graph, Leiden, UMAP), map the labels back and draw both figures."""
+    parent = pbmc.copy()
+    sub, rep = scc.tl.subcluster(parent, name="dc", select="obs", obs_query="bulk_labels == 'Dendritic'",
+                                 groupby="louvain", batch_key=None, regress_out=[], leiden_flavor="igraph",
+                                 resolutions=0.5, key_added="dc", min_cells=20, n_pcs=20, n_comps=30)
+    n_dc = int((parent.obs["bulk_labels"] == "Dendritic").sum())
+    assert sub.n_obs == n_dc and rep.keys == ["dc_0.5"] and "X_umap" in sub.obsm
+    assert set(sub.var_names) <= set(parent.raw.var_names)
+    keys = scc.tl.transfer_subclusters(parent, subset=sub, name="dc")
+    assert keys == ["dc_0.5"]
+    back = parent.obs["dc_0.5"]
+    assert (back[sub.obs_names].astype(str) == "dc:" + sub.obs["dc_0.5"].astype(str)).all()
+    assert (back.astype(str) == "not in subset").sum() == parent.n_obs - n_dc
+    fig = scc.pl.subcluster_overview(sub, parent=parent, parent_key="louvain", sample_key="sample")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert "dc UMAP: dc_0.5" in titles and "parent UMAP: louvain" in titles
+    genes = [g for g in ("CST3", "LYZ") if g in sub.raw.var_names]
+    assert [ax.get_title() for ax in scc.pl.subcluster_markers(sub, genes=genes).axes if ax.get_title()] == genes

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
 
 import numpy as np
 from anndata import AnnData
@@ -13,6 +12,7 @@ from matplotlib.figure import Figure
 
 from .._checks import check_groupby, gene_source
 from .._errors import MissingKeyError, ScclustWarning, choices
+from .._types import GeneList, validated
 from ..tl._dendrogram import get_dendrogram, group_stats
 from ._style import new_axes
 
@@ -64,11 +64,12 @@ def dendrogram(adata: AnnData, *, groupby: str, key: str | None = None, ax: Axes
     return fig
 
 
+@validated
 def dotplot(
     adata: AnnData,
     *,
     groupby: str,
-    genes: Sequence[str],
+    genes: GeneList,
     use_raw: bool | None = None,
     dendrogram: bool = True,
     dendrogram_key: str | None = None,

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._checks import check_obs
+from .._types import KeyList, validated
 from ._style import category_colors
-
 
 #: cells per cluster from which a violin's outline is estimated
 VIOLIN_MAX_CELLS = 20_000
 
 
+@validated
 def qc_violin(
     adata: AnnData,
     *,
     groupby: str,
-    keys: Sequence[str] | None = None,
+    keys: KeyList | None = None,
     n_mads: float = 3.0,
     log_counts: bool = False,
     summary: pd.DataFrame | None = None,

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._errors import InputError, MissingKeyError, choices
+from .._types import GeneList, validated
 from ._embedding import _scatter_categories, embedding
 from ._style import point_size
-
 
 #: the lab's marker panels of the T/NK subset (its 2 x 2 figure)
 PLOT_GENES = ("CD3E", "CD4", "CD8A", "GNLY")
@@ -100,10 +98,11 @@ def subcluster_overview(
     return fig
 
 
+@validated
 def subcluster_markers(
     adata: AnnData,
     *,
-    genes: Sequence[str] | None = None,
+    genes: GeneList | None = None,
     basis: str = "X_umap",
     ncols: int = 2,
     panel_size: float = 3.4,

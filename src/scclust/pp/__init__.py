@@ -1,7 +1,7 @@
 """Preprocessing: neighbour graphs, integration and the (re-)processing chain."""
 
-from ._neighbors import neighbors
 from .._keys import PREPARE_OBSM, QC_COLUMNS
+from ._neighbors import neighbors
 from ._prepare import filter_cells_genes, harmony, highly_variable_genes, prepare, qc_metrics, scale_pca
 from ._umap import background_umap, umap
 

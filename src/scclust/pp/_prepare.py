@@ -18,6 +18,7 @@ from scipy import sparse
 
 from .._checks import check_n_obs, check_obs, get_rep
 from .._errors import ConfigError, InputError, MissingKeyError, choices
+from .._types import KeyList, validated
 from ._umap import umap
 
 logger = logging.getLogger(__name__)
@@ -224,6 +225,7 @@ def filter_cells_genes(
     return table
 
 
+@validated
 def prepare(
     adata: AnnData,
     *,
@@ -238,7 +240,7 @@ def prepare(
     max_mean: float = 3.0,
     min_disp: float = 0.5,
     n_top_genes: int | None = None,
-    regress_out: Sequence[str] = (),
+    regress_out: KeyList = (),
     max_value: float | None = 10.0,
     n_comps: int = 50,
     n_neighbors: int = 20,

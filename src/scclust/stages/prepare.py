@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from .._keys import PREPARE_OBSM, QC_COLUMNS
+from .._types import KeyList
 from ._base import Makes, Params, Ref, Stage
 
 
@@ -24,7 +25,7 @@ class PrepareParams(Params):
     max_mean: float = 3.0
     min_disp: float = 0.5
     n_top_genes: int | None = Field(None, ge=2)
-    regress_out: list[str] = []
+    regress_out: KeyList = []
     max_value: float | None = Field(10.0, gt=0)
     n_comps: int = Field(50, ge=2)
     n_neighbors: int = Field(20, ge=2)

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from .._keys import leiden_keys
+from .._types import GeneList, KeyList, Resolutions
 from ._base import Makes, Params, Ref, Stage
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ class SubclusterParams(Params):
 
     groupby: str = "leiden_0.4"
     select: Literal["markers", "clusters", "obs"] = "markers"
-    clusters: list[str] | None = None
+    clusters: KeyList | None = None
     markers: dict[str, list[str]] | None = None
     min_score: float = Field(0.5, gt=0, le=1)
     obs_query: str | None = None
@@ -36,17 +37,17 @@ class SubclusterParams(Params):
     min_disp: float = 0.5
     n_top_genes: int | None = Field(None, ge=2)
     hvg_batch_key: str | None = None
-    regress_out: list[str] = ["total_counts", "pct_counts_mt"]
+    regress_out: KeyList = ["total_counts", "pct_counts_mt"]
     max_value: float | None = Field(10.0, gt=0)
     n_comps: int = Field(50, ge=2)
     svd_solver: str = "arpack"
     n_neighbors: int = Field(10, ge=2)
     n_pcs: int = Field(30, ge=1)
-    resolutions: list[float] = Field([0.6], min_length=1)
+    resolutions: Resolutions = [0.6]
     leiden_flavor: Literal["leidenalg", "igraph"] = "leidenalg"
     key_added: str = "tcells"
     umap_min_dist: float = Field(0.5, ge=0)
-    plot_genes: list[str] = ["CD3E", "CD4", "CD8A", "GNLY"]
+    plot_genes: GeneList = ["CD3E", "CD4", "CD8A", "GNLY"]
     plot_parent_key: str | None = Field(None, description="parent clustering in the overview figure; None = groupby")
     random_state: int = 0
 

@@ -13,6 +13,7 @@ from anndata import AnnData
 
 from .._checks import check_obs
 from .._errors import InputError, MissingKeyError
+from .._types import KeyList, validated
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +27,11 @@ def recorded_clusterings(adata: AnnData) -> list[str]:
     return keys
 
 
+@validated
 def compare(
     adata: AnnData,
     *,
-    keys: Sequence[str] | None = None,
+    keys: KeyList | None = None,
     reference: str | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Adjusted Rand index and normalized mutual information between clusterings.

@@ -13,6 +13,7 @@ from scipy import sparse
 
 from .._checks import check_groupby, gene_source, get_rep, use_raw_for
 from .._errors import ConfigError, InputError, MissingKeyError, choices
+from .._types import GeneList, validated
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +125,9 @@ def get_dendrogram(adata: AnnData, groupby: str, key: str | None = None) -> dict
     return dend
 
 
+@validated
 def cluster_means(
-    adata: AnnData, *, groupby: str, genes: Sequence[str] | None = None, use_raw: bool | None = None
+    adata: AnnData, *, groupby: str, genes: GeneList | None = None, use_raw: bool | None = None
 ) -> pd.DataFrame:
     """Mean expression of ``genes`` in each group of ``groupby``.
 

@@ -11,6 +11,7 @@ from anndata import AnnData
 
 from .._checks import check_obs
 from .._errors import ConfigError, InputError, MissingKeyError, choices
+from .._types import KeyList, validated
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +69,12 @@ def resolve_qc_keys(adata: AnnData, keys: Sequence[str] | None = None) -> dict[s
     return found
 
 
+@validated
 def qc_summary(
     adata: AnnData,
     *,
     groupby: str,
-    keys: Sequence[str] | None = None,
+    keys: KeyList | None = None,
     n_mads: float = 3.0,
 ) -> pd.DataFrame:
     """Median QC metrics per cluster, with clusters whose typical cell would fail per-cell QC flagged.

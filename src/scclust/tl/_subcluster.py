@@ -23,6 +23,7 @@ from scipy import sparse
 
 from .._checks import check_obs
 from .._errors import ConfigError, InputError, MissingKeyError, ScclustWarning, choices
+from .._types import KeyList, Resolutions, validated
 
 logger = logging.getLogger(__name__)
 
@@ -76,13 +77,14 @@ class SubclusterReport:
         return out
 
 
+@validated
 def subcluster(
     adata: AnnData,
     *,
     name: str = "tnk",
     groupby: str = "leiden_0.4",
     select: Literal["markers", "clusters", "obs"] = "markers",
-    clusters: Sequence[str] | None = None,
+    clusters: KeyList | None = None,
     markers: Mapping[str, Sequence[str]] | None = None,
     min_score: float = 0.5,
     obs_query: str | None = None,
@@ -96,13 +98,13 @@ def subcluster(
     min_disp: float = 0.5,
     n_top_genes: int | None = None,
     hvg_batch_key: str | None = None,
-    regress_out: Sequence[str] = ("total_counts", "pct_counts_mt"),
+    regress_out: KeyList = ("total_counts", "pct_counts_mt"),
     max_value: float | None = 10.0,
     n_comps: int = 50,
     svd_solver: str = "arpack",
     n_neighbors: int = 10,
     n_pcs: int = 30,
-    resolutions: Sequence[float] = (0.6,),
+    resolutions: Resolutions = (0.6,),
     leiden_flavor: Literal["leidenalg", "igraph"] = "leidenalg",
     key_added: str = "tcells",
     umap_min_dist: float = 0.5,

@@ -110,7 +110,8 @@ def write_report(
     sub = (f"input {html.escape(str(inp.get('source', cfg.get('input', '?'))))} &middot; "
            f"{manifest.get('n_obs', '?')} cells &times; {genes} genes{in_x} &middot; "
            f"scclust {html.escape(str(manifest.get('versions', {}).get('scclust', '?')))}")
-    overview = _overview(outdir, [f for f in files if f.startswith("figures/")])
+    made = [f for rec in stages for f in rec.get("outputs", []) if f.startswith("figures/")]  # in the order made
+    overview = _overview(outdir, made + [f for f in files if f.startswith("figures/") and f not in made])
     nav = (['<a href="#overview">overview</a>'] if overview else []) + ['<a href="#flags">flags</a>']
     nav += [f'<a href="#s-{_slug(n)}">{html.escape(n)}</a>' for n, _ in sections]
     nav += ['<a href="#files">files</a>', '<a href="#config">config</a>', '<a href="#versions">versions</a>',

@@ -27,7 +27,7 @@ RECORDED_PACKAGES = [
 
 #: errno values that mean "the user's output location cannot take the file", not a bug
 _USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST,
-                   errno.EISDIR, errno.ENAMETOOLONG}
+                   errno.EISDIR, errno.ENAMETOOLONG, errno.ENOENT}
 
 
 @contextlib.contextmanager
@@ -38,11 +38,12 @@ def output_errors(path: str | Path) -> Iterator[None]:
     except OutputError:
         raise
     except OSError as err:
-        full = err.errno in (errno.ENOSPC, errno.EDQUOT) or "no space" in str(err).lower() or _disk_full(path)
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT) or "no space" in str(err).lower() or (
+            err.errno is None and _disk_full(path))  # h5py reports a full disk without an errno
         if not full and err.errno not in _USER_OS_ERRORS:
             raise
-        what = "the disk is full" if full else (err.strerror or str(err)).lower()
-        raise OutputError(f"cannot write {str(path)!r}: {what}; free space or choose another outdir (--outdir)") from None
+        what = "the disk is full; free space or" if full else f"{(err.strerror or str(err)).lower()};"
+        raise OutputError(f"cannot write {str(path)!r}: {what} choose another outdir (--outdir)") from None
 
 
 def _disk_full(path: str | Path, margin: int = 1 << 20) -> bool:

@@ -144,7 +144,9 @@ def preflight(adata: AnnData, cfg: WorkflowConfig) -> Preflight:
             made_obsm += [k for k in mk.obsm if k not in made_obsm]
             made_graphs += [k for k in mk.graphs + mk.intermediate_graphs if k not in made_graphs]
     if problems:
-        raise MissingKeyError("the config does not fit the input: " + "; ".join(dict.fromkeys(problems)))
+        hint = ("" if obsm_in or prepare else
+                " (the input has no embeddings in .obsm: raw counts need the 'prepare' stage first)")
+        raise MissingKeyError("the config does not fit the input: " + "; ".join(dict.fromkeys(problems)) + hint)
     for (rep, n_pcs), where in reps.items():
         _check_embedding(adata, rep, n_pcs, where)
     if missing:

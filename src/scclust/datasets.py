@@ -36,14 +36,16 @@ CELL_TYPES: dict[str, tuple[float, dict[str, float]]] = {
 # t ~ U(0, 1) scales a program; truth is the half of the gradient, t < 0.5 or not), a continuum a
 # clustering cuts anywhere. Used by ``simulate_counts(states=True)``.
 CELL_STATES: dict[str, list[tuple[str, float, str, float]]] = {
-    "CD4 T": [("CD4 T naive", 0.5, "discrete", 1.25), ("CD4 T memory", 0.35, "discrete", 1.25), ("CD4 T reg", 0.15, "discrete", 1.3)],
-    "CD8 T": [("CD8 T naive", 0.5, "continuous", 8.0), ("CD8 T effector", 0.5, "continuous", 8.0)],
-    "NK": [("NK CD56dim", 0.75, "discrete", 1.2), ("NK CD56bright", 0.25, "discrete", 1.3)],
-    "B": [("B naive", 0.55, "discrete", 1.25), ("B memory", 0.3, "discrete", 1.25), ("B plasma", 0.15, "discrete", 1.6)],
-    "CD14 Mono": [("CD14 Mono classical", 0.5, "continuous", 8.0), ("CD14 Mono inflammatory", 0.5, "continuous", 8.0)],
-    "FCGR3A Mono": [("FCGR3A Mono C1Q-", 0.6, "discrete", 1.25), ("FCGR3A Mono C1Q+", 0.4, "discrete", 1.25)],
-    "DC": [("cDC2", 0.7, "discrete", 1.6), ("pDC", 0.3, "discrete", 2.2)],
-    "Platelet": [("Platelet", 0.6, "discrete", 1.1), ("Platelet activated", 0.4, "discrete", 1.1)],
+    "CD4 T": [("CD4 T naive", 0.4, "discrete", 1.3), ("CD4 T central memory", 0.25, "discrete", 1.4),
+              ("CD4 T effector memory", 0.2, "discrete", 1.5), ("CD4 T reg", 0.15, "discrete", 1.65)],
+    "CD8 T": [("CD8 T naive", 0.5, "continuous", 12.0), ("CD8 T effector", 0.5, "continuous", 12.0)],
+    "NK": [("NK CD56dim", 0.5, "continuous", 12.0), ("NK CD56bright", 0.5, "continuous", 12.0)],
+    "B": [("B naive", 0.55, "discrete", 1.35), ("B memory", 0.3, "discrete", 1.35), ("B plasma", 0.15, "discrete", 1.75)],
+    "CD14 Mono": [("CD14 Mono classical", 0.45, "discrete", 1.3), ("CD14 Mono inflammatory", 0.35, "discrete", 1.5),
+                  ("CD14 Mono IFN", 0.2, "discrete", 1.6)],
+    "FCGR3A Mono": [("FCGR3A Mono C1Q-", 0.6, "discrete", 1.45), ("FCGR3A Mono C1Q+", 0.4, "discrete", 1.45)],
+    "DC": [("cDC2", 0.7, "discrete", 1.65), ("pDC", 0.3, "discrete", 1.9)],
+    "Platelet": [("Platelet", 0.6, "discrete", 1.3), ("Platelet activated", 0.4, "discrete", 1.3)],
 }
 _MT = ["MT-ND1", "MT-ND2", "MT-CO1", "MT-CO2", "MT-ATP8", "MT-ATP6", "MT-CO3", "MT-ND3", "MT-ND4L", "MT-ND4", "MT-ND5", "MT-ND6", "MT-CYB"]
 _RIBO = [f"RPL{i}" for i in range(3, 33)] + [f"RPS{i}" for i in range(2, 30)]

@@ -161,9 +161,11 @@ def _partitions(adjacency: sparse.csr_matrix, res: list[float], options: dict) -
     return out
 
 
-def _find_partition(g, r: float, options: dict, seed: int, *, la_weights: np.ndarray | None = None):
+def _find_partition(g, r: float, options: dict, seed: int, *, la_weights: np.ndarray | None = None, fast_rng: bool = False):
     """One partition of igraph graph ``g`` at resolution ``r`` with ``seed`` (``options``: flavor,
-    n_iterations, use_weights); shared by :func:`leiden` and the stability runs."""
+    n_iterations, use_weights); shared by :func:`leiden` and the stability runs. ``fast_rng``:
+    igraph draws from :class:`random.Random` (C, ~1.4x faster) instead of scanpy's numpy wrapper
+    (other numbers for the same seed, so only where scanpy parity does not matter)."""
     flavor, use_weights = options["flavor"], options["use_weights"]
     if flavor == "leidenalg":
         import leidenalg
@@ -175,7 +177,7 @@ def _find_partition(g, r: float, options: dict, seed: int, *, la_weights: np.nda
             n_iterations=options["n_iterations"], seed=seed, resolution_parameter=r,
         )
     weights = "weight" if use_weights else None
-    with _igraph_seed(seed):
+    with _igraph_seed(seed, fast=fast_rng):
         if flavor == "igraph":
             return g.community_leiden(objective_function="modularity", weights=weights, resolution=r, n_iterations=options["n_iterations"])
         return g.community_multilevel(weights=weights, resolution=r)
@@ -238,10 +240,10 @@ class _RNG:
 
 
 @contextmanager
-def _igraph_seed(random_state: int):
+def _igraph_seed(random_state: int, *, fast: bool = False):
     import igraph
 
-    igraph.set_random_number_generator(_RNG(random_state))
+    igraph.set_random_number_generator(random.Random(random_state) if fast else _RNG(random_state))
     try:
         yield
     finally:

@@ -208,3 +208,75 @@ def test_hierarchy_gives_rising_cluster_numbers(hierarchy):
     n = s["n_clusters"]
     assert n["leiden_0.2"] <= 9 and n["leiden_1.4"] >= n["leiden_0.4"] + 4, n
     assert (np.diff(n.loc[[f"leiden_{r!r}" for r in STAB_RES]].to_numpy()) >= 0).all(), n
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_kang_stable_resolutions_reach_the_best(kang_path):
+    """Real PBMCs with known cell types (muscat labels on 954 control cells)."""
+    import anndata as ad
+
+    kang = ad.read_h5ad(kang_path)
+    a = scc.pp.prepare(kang, batch_key="condition")
+    scc.pp.neighbors(a, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
+    scc.tl.leiden(a, resolutions=STAB_RES)
+    res = scc.tl.stability(a)
+    # per-cluster stability is reported for every cluster of every resolution, in the table and .obs
+    for key in res.summary.index:
+        n = a.obs[key].nunique()
+        assert (res.clusters["key"] == key).sum() == n
+        assert a.obs[f"{key}_stability"].between(0, 1).all()
+    known = a.obs["celltype_from_muscat"].notna().to_numpy()
+    truth = a.obs["celltype_from_muscat"][known].astype(str)
+    ari = pd.Series({k: adjusted_rand_score(truth, a.obs[k][known]) for k in res.summary.index})
+    stable = list(res.recommendation["key"])
+    assert stable, res.summary
+    assert ari[stable].max() >= ari.max() - 0.05, (ari.round(3).to_dict(), stable)
+    assert len(stable) < len(ari)  # some resolutions are called unstable: the call discriminates
+
+
+def test_draft_stage_params_match_signature():
+    import inspect
+
+    from scclust._draft_stage_stability import StabilityParams
+
+    sig = inspect.signature(scc.tl.stability)
+    kw = {n: p.default for n, p in sig.parameters.items() if n != "adata"}
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for n, p in sig.parameters.items() if n != "adata")
+    fields = StabilityParams.model_fields
+    assert set(fields) == set(kw)
+    for name, default in kw.items():
+        got = fields[name].default
+        assert (list(got) if isinstance(got, list) else got) == (list(default) if isinstance(default, tuple) else default), name
+    with pytest.raises(Exception, match="n_seed"):
+        StabilityParams(n_seed=3)
+    with pytest.raises(Exception, match=r"\(0, 1\)"):
+        StabilityParams(subsample_fractions=[1.2])
+
+
+def test_draft_stage_runs(clustered, tmp_path):
+    """run_stability with a stand-in for workflow.RunContext: tables and figures by name."""
+    from scclust._draft_stage_stability import StabilityParams, run_stability
+
+    class Ctx:
+        def __init__(self):
+            self.outdir = tmp_path
+            self.clusterings = {"leiden": ["leiden_0.2", "leiden_1.0"]}
+            self.cfg = None
+            self.tables, self.figures = {}, []
+
+        def save_table(self, df, name, *, index=True):
+            self.tables[name] = df
+
+        def save_figure(self, fig, name):
+            self.figures.append(name)
+
+    a = clustered.copy()
+    ctx = Ctx()
+    run_stability(a, StabilityParams(n_seeds=3, n_subsamples=1, n_jobs=1), ctx)
+    assert {"stability_recommendation", "stability_summary", "stability_clusters", "stability_n_clusters"} <= set(ctx.tables)
+    assert list(ctx.tables["stability_summary"].index) == ["leiden_0.2", "leiden_1.0"]
+    assert "stability_leiden" in ctx.figures and "stability_clustree_leiden" in ctx.figures
+    shown = list(ctx.tables["stability_recommendation"]["key"]) or [ctx.tables["stability_summary"]["score"].idxmax()]
+    for key in shown:
+        assert f"stability_umap_{key}" in ctx.figures and f"stability_runs_{key}" in ctx.figures

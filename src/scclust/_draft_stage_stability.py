@@ -86,7 +86,7 @@ def run_stability(adata, p: StabilityParams, ctx: Any) -> None:
             logger.warning("stability: subclustering %r has no saved subset (%s); skipped", name, path)
             continue
         sub = ad.read_h5ad(path)
-        res = tl.stability(sub, **{**params, "keys": None})
+        res = tl.stability(sub, **{**params, "keys": list(sub.uns["subcluster"]["keys"])})
         _outputs(sub, res, ctx, prefix=f"stability_{name}", basis=_basis(sub, ctx))
         sub.write_h5ad(path)  # the subset keeps its stability columns
 

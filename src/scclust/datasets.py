@@ -60,7 +60,7 @@ def simulate_counts(
     n_genes: int = 2000,
     batch_strength: float = 0.8,
     type_strength: float = 0.6,
-    states: bool = False,
+    states: bool = True,
     seed: int = 0,
 ) -> AnnData:
     """Simulated raw UMI counts of PBMC-like cells (the input of :func:`~scclust.pp.prepare`).
@@ -208,7 +208,7 @@ def simulate(
     n_samples: int = 8,
     n_genes: int = 2000,
     batch_strength: float = 0.8,
-    states: bool = False,
+    states: bool = True,
     seed: int = 0,
 ) -> AnnData:
     """A tutorial-shaped *integrated* AnnData from simulated counts through the real upstream chain.

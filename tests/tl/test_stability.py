@@ -280,3 +280,18 @@ def test_draft_stage_runs(clustered, tmp_path):
     shown = list(ctx.tables["stability_recommendation"]["key"]) or [ctx.tables["stability_summary"]["score"].idxmax()]
     for key in shown:
         assert f"stability_umap_{key}" in ctx.figures and f"stability_runs_{key}" in ctx.figures
+
+
+@pytest.mark.slow
+def test_subclustering_assessed_on_its_subset(sim):
+    """A subclustering is re-run on the subset's own graph; in the parent (NaN outside) it is refused."""
+    parent = sim.copy()
+    sub, _ = scc.tl.subcluster(parent, select="obs", obs_query="cell_type in ['CD4 T', 'CD8 T', 'NK']", resolutions=[0.3, 1.0],
+                               leiden_flavor="igraph")
+    keys = list(sub.uns["subcluster"]["keys"])
+    res = scc.tl.stability(sub, keys=keys, n_seeds=3, n_subsamples=1, n_jobs=1)
+    assert list(res.summary.index) == keys and (res.summary["method"] == "leiden").all()
+    assert res.runs[keys[0]].shape == (sub.n_obs, 4)
+    moved = scc.tl.transfer_subclusters(parent, subset=sub, name="tnk")
+    with pytest.raises(InputError, match="part of the cells"):
+        scc.tl.stability(parent, keys=moved[:1])

@@ -100,7 +100,7 @@ def stability(
     ax2.tick_params(axis="y", colors="#009E73")
     for xi, ni in zip(x, nc, strict=True):
         ax2.annotate(f"{int(ni)}", (xi, ni), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7, color="#009E73")
-    ax.legend(loc="lower left", fontsize=7, frameon=False)
+    ax.legend(loc="best", fontsize=7, frameon=False)
     ax.set_title(f"Stability of {group}: {int(stable.sum())} of {len(d)} stable", fontsize=10)
     return fig
 

@@ -310,6 +310,11 @@ def _plan(adata: AnnData, key: str):
         if adata.obs[key].isna().any():
             return f"{key!r} labels only part of the cells; assess it on the AnnData it was computed on (e.g. the subcluster subset)"
         return group, method, params, info
+    from ._subcluster import NOT_IN_SUBSET
+
+    values = adata.obs[key]
+    if values.isna().any() or (values.astype(str) == NOT_IN_SUBSET).any():
+        return f"{key!r} labels only part of the cells and was not made on this AnnData; assess it on the AnnData it was computed on (e.g. the subcluster subset)"
     return f"{key!r} is not recorded by a clustering stage in .uns (leiden, kmeans, hclust); it cannot be re-run"
 
 

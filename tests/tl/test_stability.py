@@ -109,6 +109,7 @@ def test_stability_outputs(clustered):
     assert (res.n_clusters.loc["leiden_0.2"] >= 1).all()
 
 
+@pytest.mark.slow
 def test_stability_independent_of_n_jobs(clustered):
     a, b = clustered.copy(), clustered.copy()
     r1 = scc.tl.stability(a, keys=["leiden_1.0"], n_seeds=3, n_subsamples=1, n_jobs=1)
@@ -117,6 +118,7 @@ def test_stability_independent_of_n_jobs(clustered):
     pd.testing.assert_frame_equal(r1.summary, r2.summary)
 
 
+@pytest.mark.slow
 def test_stability_kmeans_hclust_and_medoid(clustered):
     a = clustered.copy()
     scc.tl.kmeans(a, n_clusters=[8], use_rep="X_pca_harmony", n_pcs=30, n_init=1)
@@ -254,6 +256,7 @@ def test_draft_stage_params_match_signature():
         StabilityParams(subsample_fractions=[1.2])
 
 
+@pytest.mark.slow
 def test_draft_stage_runs(clustered, tmp_path):
     """run_stability with a stand-in for workflow.RunContext: tables and figures by name."""
     from scclust._draft_stage_stability import StabilityParams, run_stability

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -10,8 +11,11 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .._errors import ConfigError, choices
+from .._errors import ConfigError, MissingKeyError, choices
 from ._style import new_axes
+
+if TYPE_CHECKING:
+    from ..tl._stability import StabilityResult
 
 _TITLES = {"ari": "Adjusted Rand index", "nmi": "Normalized mutual information"}
 
@@ -95,6 +99,7 @@ def clustree(
     title: str | None = None,
     edges: pd.DataFrame | None = None,
     ax: Axes | None = None,
+    stability: StabilityResult | str | None = None,
 ) -> Figure:
     """Clustering tree across a series of clusterings (clustree; Zappia & Oshlack 2018).
 
@@ -118,6 +123,10 @@ def clustree(
         The output of :func:`scclust.tl.cluster_tree` for these keys; ``None`` computes it.
     ax
         Draw into these axes (of a figure you made) instead of a new figure.
+    stability
+        Colour the nodes by per-cluster stability (0-1, red to blue) instead of by row: a
+        :class:`~scclust.tl.StabilityResult` or the ``.uns`` key :func:`scclust.tl.stability` wrote
+        (``"stability"``). Clusters of keys that were not assessed are grey. ``None``: by row.
 
     Returns
     -------
@@ -154,10 +163,18 @@ def clustree(
         ax.plot([x[u], x[v]], [y[u], y[v]], color="#333333", lw=0.4 + 5 * n / n_max, alpha=0.15 + 0.85 * p,
                 solid_capstyle="round", zorder=1)
     colours = mpl.colormaps["viridis"](np.linspace(0.1, 0.9, len(keys)))
-    ax.scatter(x, y, s=40 + 900 * sizes / sizes.max(), c=[colours[row[k]] for k, _, _ in nodes],
+    node_colours = [colours[row[k]] for k, _, _ in nodes]
+    if stability is not None:
+        scores = _node_stability(adata, stability)
+        cmap = mpl.colormaps["RdYlBu"]
+        node_colours = [cmap(scores[(k, c)]) if (k, c) in scores else (0.8, 0.8, 0.8, 1.0) for k, c, _ in nodes]
+    ax.scatter(x, y, s=40 + 900 * sizes / sizes.max(), c=node_colours,
                edgecolors="white", linewidths=0.6, zorder=2)
-    for (k, c, _), xi, yi in zip(nodes, x, y, strict=True):
-        r, gr, b, _ = colours[row[k]]
+    if stability is not None:
+        sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0, 1), cmap=cmap)
+        fig.colorbar(sm, ax=ax, shrink=0.6, label="cluster stability")
+    for (k, c, _), xi, yi, colour in zip(nodes, x, y, node_colours, strict=True):
+        r, gr, b, _ = colour
         ink = "black" if 0.299 * r + 0.587 * gr + 0.114 * b > 0.55 else "white"
         ax.text(xi, yi, c, ha="center", va="center", fontsize=7, color=ink, zorder=3, fontweight="bold")
     ax.set_yticks(-np.arange(len(keys)), keys)
@@ -171,3 +188,13 @@ def clustree(
     ax.text(1, -0.02, f"node area: cells; edge width: cells, opacity: in_prop (< {min_in_prop:g} hidden)",
             transform=ax.transAxes, ha="right", va="top", fontsize=7, color="#555555")
     return fig
+
+
+def _node_stability(adata: AnnData, stability) -> dict[tuple[str, str], float]:
+    """(key, cluster) -> stability, from a StabilityResult or ``.uns[stability]["clusters"]``."""
+    if isinstance(stability, str):
+        if stability not in adata.uns or "clusters" not in adata.uns[stability]:
+            raise MissingKeyError(f".uns[{stability!r}] has no per-cluster stability; run tl.stability first")
+        return {(k, str(c)): float(v) for k, d in adata.uns[stability]["clusters"].items() for c, v in d.items()}
+    df = stability.clusters
+    return {(k, str(c)): float(v) for k, c, v in df[["key", "cluster", "stability"]].itertuples(index=False)}

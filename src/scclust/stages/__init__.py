@@ -20,6 +20,7 @@ from . import (
     qc,
     relationships,
     report,
+    stability,
     subcluster,
 )
 from ._base import Makes, Params, Ref, RunContext, Stage
@@ -40,5 +41,6 @@ REGISTRY: dict[str, Stage] = {s.name: s for s in (
     qc.STAGE,
     heatmap.STAGE,
     subcluster.STAGE,
+    stability.STAGE,  # after every clustering, subclusterings included
     report.STAGE,
 )}

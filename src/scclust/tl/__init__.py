@@ -9,6 +9,7 @@ from ._kmeans import kmeans
 from ._leiden import leiden
 from ._mixing import mixing_entropy
 from ._qc import qc_summary
+from ._stability import StabilityResult, stability
 from ._subcluster import SubclusterReport, subcluster, transfer_subclusters
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "ComparisonPlan",
     "Composition",
     "HeatmapInput",
+    "StabilityResult",
     "SubclusterReport",
     "cluster_heatmap",
     "cluster_means",
@@ -33,6 +35,7 @@ __all__ = [
     "mixing_entropy",
     "proportions",
     "qc_summary",
+    "stability",
     "subcluster",
     "transfer_subclusters",
 ]

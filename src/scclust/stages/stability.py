@@ -1,0 +1,123 @@
+"""``stability``: which clusterings and clusters are stable under other seeds and subsamples
+(:func:`scclust.tl.stability`, :func:`scclust.pl.stability`).
+
+``StabilityParams`` mirrors :func:`scclust.tl.stability`'s keyword arguments (same names, same
+defaults; ``tests/tl/test_stability.py`` checks it with :func:`inspect.signature`), so the stage runs
+``tl.stability(adata, **p.model_dump())``. :func:`run_stability` takes the clusterings this run made
+from ``ctx.clusterings`` when ``keys`` is not given, assesses subclusterings on their saved subset,
+and writes tables and figures. Nothing is applied to the labels unless ``medoid_labels`` says so.
+
+Outputs (``ctx.save_table`` / ``ctx.save_figure`` names):
+
+- tables ``stability_recommendation`` (the stable keys and their evidence: the report's opening),
+  ``stability_summary`` (one row per key), ``stability_clusters`` (one row per cluster),
+  ``stability_n_clusters`` (clusters of every run); per subclustering the same with a
+  ``stability_<name>_`` prefix;
+- figures ``stability_<group>`` (agreement vs resolution / k with the number of clusters),
+  ``stability_clustree_<group>`` (cluster tree, nodes coloured by stability; groups with two keys
+  or more), ``stability_umap_<key>`` (per-cluster stability on the embedding, each recommended
+  key, or the best-scoring one when none is), ``stability_runs_<key>`` (cells x runs, same keys).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from .._types import KeyList, NJobs
+from ._base import Params, Ref, Stage
+
+logger = logging.getLogger(__name__)
+
+
+class StabilityParams(Params):
+    """Stability of the run's clusterings under other seeds and subsamples (:func:`scclust.tl.stability`)."""
+
+    keys: KeyList | None = Field(None, description="clusterings to assess; null: every clustering this run made")
+    n_seeds: int = Field(20, ge=0, description="runs on all cells with other seeds")
+    subsample_fractions: list[float] = Field([0.8], description="fractions of cells for the subsample runs, each in (0, 1)")
+    subsample_sizes: list[int] = Field([], description="numbers of cells for more subsample runs")
+    n_subsamples: int = Field(5, ge=0, description="subsample runs per fraction / size")
+    min_ari: float = Field(0.9, ge=0, le=1, description="a key is stable when min(ARI between seed runs, ARI of subsamples with the labels) reaches this ...")
+    min_cluster_stability: float = Field(0.75, ge=0, le=1, description="... and its least stable cluster (best-match Jaccard) reaches this")
+    medoid_labels: Literal["off", "add", "replace"] = Field("off", description="write the medoid partition: as <key>_medoid, or in place of the labels")
+    n_jobs: NJobs = Field(-1, description="processes for the Leiden runs (-1: one per core); results do not depend on it")
+    random_state: int = 0
+    key_added: str = "stability"
+
+    @field_validator("subsample_fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        bad = [f for f in v if not 0 < f < 1]
+        if bad:
+            raise ValueError(f"subsample_fractions must be in (0, 1); got {bad}")
+        return v
+
+
+
+def run(adata, p: StabilityParams, ctx: Any) -> None:
+    """The stage: assess, write tables and figures (see the module docstring)."""
+    import anndata as ad
+
+    from .. import tl
+
+    params = p.model_dump()
+    subsets: dict[str, list[str]] = {}
+    if p.keys is None:
+        keys = []
+        for group, gkeys in ctx.clusterings.items():
+            if group.startswith("subcluster_"):
+                subsets[group.removeprefix("subcluster_")] = gkeys
+            else:
+                keys += gkeys
+        params["keys"] = keys or None
+    if params["keys"] is not None or not subsets:
+        res = tl.stability(adata, **params)
+        _outputs(adata, res, ctx, prefix="stability", basis=_basis(adata, ctx))
+    for name in subsets:
+        path = ctx.outdir / "subclusters" / f"{name}.h5ad"
+        if not path.is_file():
+            logger.warning("stability: subclustering %r has no saved subset (%s); skipped", name, path)
+            continue
+        sub = ad.read_h5ad(path)
+        res = tl.stability(sub, **{**params, "keys": list(sub.uns["subcluster"]["keys"])})
+        _outputs(sub, res, ctx, prefix=f"stability_{name}", basis=_basis(sub, ctx))
+        sub.write_h5ad(path)  # the subset keeps its stability columns
+
+
+def _basis(adata, ctx) -> str | None:
+    embedding = getattr(ctx.cfg, "embedding", None) or [None]
+    cfg_basis = getattr(embedding[0], "basis", None)
+    if cfg_basis in adata.obsm:
+        return cfg_basis
+    umaps = [k for k in adata.obsm if "umap" in k.lower()]
+    return umaps[0] if umaps else None
+
+
+def _outputs(adata, res, ctx, *, prefix: str, basis: str | None) -> None:
+    from .. import pl
+
+    ctx.save_table(res.recommendation, f"{prefix}_recommendation", index=False)
+    ctx.save_table(res.summary, f"{prefix}_summary")
+    ctx.save_table(res.clusters, f"{prefix}_clusters", index=False)
+    ctx.save_table(res.n_clusters, f"{prefix}_n_clusters")
+    s = res.summary
+    for group in dict.fromkeys(s["group"]):
+        ctx.save_figure(pl.stability(res, group=group), f"{prefix}_{group}")
+        gkeys = list(s[s["group"] == group].sort_values("param").index)
+        if len(gkeys) >= 2:
+            ctx.save_figure(pl.clustree(adata, gkeys, stability=res), f"{prefix}_clustree_{group}")
+    shown = list(res.recommendation["key"]) or [s["score"].idxmax()]
+    for key in shown:
+        if basis is not None:
+            ctx.save_figure(pl.stability_embedding(adata, key, basis=basis, key_added=res.params.get("key_added", "stability")), f"{prefix}_umap_{key}")
+        ctx.save_figure(pl.stability_runs(res, key), f"{prefix}_runs_{key}")
+
+
+STAGE = Stage(
+    name="stability", params=StabilityParams, run=run,
+    reads=(Ref("keys", "obs"),),
+    description="stability of every clustering under other seeds and subsamples; stable resolutions / k recommended",
+)

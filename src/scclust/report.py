@@ -121,6 +121,7 @@ def write_report(
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<header><h1>{html.escape(title)}</h1><p>{sub}</p></header>",
         f"<nav>{' '.join(nav)}</nav><main>",
+        _recommendations(outdir, files),
         overview,
         _flags_section(flags),
     ]
@@ -205,6 +206,26 @@ def _table(p: Path, rel: str, max_rows: int, flags: list) -> str:
     flagged_note = f", {int(flagged.sum())} flagged" if flagged.any() else ""
     return (f'<details{" open" if flagged.any() else ""}><summary>table {name} ({len(df)} rows{flagged_note})</summary>'
             f'<div class="tablewrap">{table}</div>{note}</details>')
+
+
+def _recommendations(outdir: Path, files: list[str]) -> str:
+    """Tables named ``*_recommendation`` (the stability stage's stable resolutions / k with their
+    evidence) open the page: what a reader should decide first."""
+    tables = [f for f in files if f.endswith("_recommendation.csv") and (outdir / f).is_file()]
+    if not tables:
+        return ""
+    body = []
+    for f in tables:
+        df = pd.read_csv(outdir / f)
+        what = Path(f).stem.removesuffix("_recommendation").replace("_", " ")
+        if df.empty:
+            body.append(f"<p>{html.escape(what)}: no clustering met the stability criteria; see the stability "
+                        "section for the scores.</p>")
+        else:
+            body.append(f"<h3>{html.escape(what)}</h3>" + df.to_html(index=False, border=0, float_format=lambda v: f"{v:.3g}"))
+    return ('<section id="recommendation" class="ok"><h2>Recommended resolutions / k</h2><p>Clusterings that '
+            "stay the same under other seeds and subsamples of cells (not applied to the labels; see "
+            f"tl.stability).</p>{''.join(body)}</section>")
 
 
 def _overview(outdir: Path, figures: list[str]) -> str:

@@ -200,7 +200,7 @@ def main() -> None:
         t0 = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-c", STAGE, str(path), json.dumps(args.resolutions), str(args.n_seeds), str(args.n_subsamples), str(copies)],
-            capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"),
+            capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"), check=False,
         )
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-3000:])

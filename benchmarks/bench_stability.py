@@ -5,11 +5,11 @@
 
 Each size runs in a fresh Python process: read the input, build the graph (not timed as the
 stage), Leiden at ``--resolutions`` (igraph, the default flavor; not timed as the stage), then the
-stage ``tl.stability(n_seeds, n_subsamples at 80 %, n_jobs=-1)`` timed on its own. Peak memory is
-the stage process's maximum resident set size plus that of its Leiden worker process (both hold
-the graph; ``resource.getrusage`` of the process and of its waited-for children), an upper bound
-of what the two held at once. CPU seconds of both are printed too: the machine may be shared, so
-wall time alone can mislead.
+stage ``tl.stability(n_seeds, n_subsamples at 80 %, n_jobs=-1)`` timed on its own. Memory during
+the stage: the resident set size of the process and of its Leiden worker, sampled every 0.2 s
+from ``/proc`` (``ru_maxrss`` cannot be used: it includes the input handling before the stage, and
+a worker's counts the parent's pages it shares between fork and exec). CPU seconds of both are
+printed too: the machine may be shared, so wall time alone can mislead.
 
 Inputs (cached in ``--workdir``):
 
@@ -23,9 +23,27 @@ Inputs (cached in ``--workdir``):
   380 clusters at resolution 0.1.)
 * 1,000,000 cells: the 100,000-cell graph repeated ten times as a block-diagonal matrix (ten
   disjoint copies: same edges per cell, 10x the edges in all), so that no 1M-cell kNN search is
-  needed. Leiden's work and the stage's memory scale with edges and cells, which this keeps; the
+  needed; the labels are Leiden on one copy repeated (a 1M-cell Leiden for the labels alone took
+  764 s on the loaded machine). Leiden's work and the stage's memory scale with edges and cells, which this keeps; the
   clusters are not those of a real 1M-cell dataset (modularity on ten copies acts like a lower
   resolution on each).
+
+Measured on 2026-12-02 (2 cores, 24 GB, shared: load average 6-9 throughout, so each process got
+roughly a quarter to half of a core; CPU seconds show what a free machine would need):
+
+=========  ===================================  =========  ==========================  ==================
+cells      runs                                 stage wall CPU (process + worker)     stage memory peak
+=========  ===================================  =========  ==========================  ==================
+7,332      10 resolutions x 20 seeds             48 s      9.9 + 11.7 s                339 MB (178 + worker)
+100,000    10 resolutions x 20 seeds            1,707 s    460 + 479 s (~8 min free)   890 + 890 MB [1]_
+1,000,000  1 resolution x 2 seeds               230 s      83 + 85 s                   4,268 MB (1,866 + worker)
+=========  ===================================  =========  ==========================  ==================
+
+.. [1] ``ru_maxrss`` of each process (before /proc sampling was added; includes the input handling).
+
+Leiden on the resampled 100,000 cells costs ~4.7 CPU-s per run (igraph, ``n_iterations=2``) and
+on 1,000,000 cells ~80 CPU-s; the stage's own work beyond the runs (contingency tables) is
+seconds. The 1M label matrices of a 10 x 25-run stage would add 1 GB (int32, O(cells x runs)).
 """
 
 from __future__ import annotations
@@ -48,28 +66,71 @@ from scipy import sparse
 import scclust as scc
 path, res, n_seeds, n_subsamples, copies = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 adata = ad.read_h5ad(path)
-if copies > 1:  # block-diagonal copies of the stored graph
-    g = sparse.block_diag([adata.obsp["connectivities"]] * copies, format="csr")
-    obs = adata.obs.iloc[np.tile(np.arange(adata.n_obs), copies)].reset_index(drop=True)
+t = time.perf_counter()
+if copies > 1:  # block-diagonal copies of the stored graph; labels: Leiden on one copy, repeated
+    from scclust.tl._labels import store_labels
+    scc.tl.leiden(adata, resolutions=res)
+    base = adata
+    g = sparse.block_diag([base.obsp["connectivities"]] * copies, format="csr")
+    obs = base.obs[["cell_type", "cell_state"]].iloc[np.tile(np.arange(base.n_obs), copies)].reset_index(drop=True)
     obs.index = obs.index.astype(str)
     adata = ad.AnnData(obs=obs)
     adata.obsp["connectivities"] = g
     adata.uns["neighbors"] = {"connectivities_key": "connectivities", "distances_key": "connectivities", "params": {}}
-    del g
-t = time.perf_counter()
-scc.tl.leiden(adata, resolutions=res)
+    info = {}
+    for key, v in base.uns["leiden"]["clusterings"].items():
+        codes = base.obs[key].cat.codes.to_numpy().astype(np.int64)
+        k = int(codes.max()) + 1
+        n_cl = store_labels(adata, key, np.concatenate([codes + i * k for i in range(copies)]))
+        info[key] = {**v, "n_clusters": n_cl}
+    adata.uns["leiden"] = {"params": dict(base.uns["leiden"]["params"]), "clusterings": info}
+    del g, base
+else:
+    scc.tl.leiden(adata, resolutions=res)
 t_leiden = time.perf_counter() - t
+
+import os, threading
+def _rss_mb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+    except (OSError, StopIteration):
+        return 0.0
+def _children(pid):
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return out
+peak = {"total": 0.0, "self": 0.0}
+stop = threading.Event()
+def _poll():
+    me = os.getpid()
+    while not stop.is_set():
+        own = _rss_mb(me)
+        total = own + sum(_rss_mb(c) for c in _children(me))
+        peak["total"] = max(peak["total"], total)
+        peak["self"] = max(peak["self"], own)
+        time.sleep(0.2)
+before_mb = _rss_mb(os.getpid())
+poller = threading.Thread(target=_poll, daemon=True)
+poller.start()
 cpu0 = time.process_time()
 t = time.perf_counter()
 r = scc.tl.stability(adata, n_seeds=n_seeds, n_subsamples=n_subsamples, n_jobs=-1)
 stage = time.perf_counter() - t
+stop.set()
+poller.join()
 self_ru = resource.getrusage(resource.RUSAGE_SELF)
 child_ru = resource.getrusage(resource.RUSAGE_CHILDREN)
 s = r.summary
 out = {
     "n_cells": adata.n_obs, "edges": int(adata.obsp["connectivities"].nnz), "leiden_s": t_leiden, "stage_s": stage,
     "stage_cpu_self_s": time.process_time() - cpu0, "cpu_children_s": child_ru.ru_utime + child_ru.ru_stime,
-    "peak_self_mb": self_ru.ru_maxrss / 1024, "peak_worker_mb": child_ru.ru_maxrss / 1024,
+    "rss_before_stage_mb": before_mb, "stage_peak_self_mb": peak["self"], "stage_peak_total_mb": peak["total"],
     "n_runs": int(s["n_runs"].iloc[0]), "keys": len(s),
     "summary": {k: {"n_clusters": int(v["n_clusters"]), "ari_seeds": round(float(v["ari_seeds"]), 4),
                     "ari_subsample": round(float(v["ari_subsample"]), 4) if v["ari_subsample"] == v["ari_subsample"] else None,
@@ -139,7 +200,7 @@ def main() -> None:
         t0 = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-c", STAGE, str(path), json.dumps(args.resolutions), str(args.n_seeds), str(args.n_subsamples), str(copies)],
-            capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"),
+            capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"), check=False,
         )
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-3000:])
@@ -147,7 +208,8 @@ def main() -> None:
         print(f"  process {time.perf_counter() - t0:.1f} s; Leiden (labels) {r['leiden_s']:.1f} s; "
               f"STAGE {r['stage_s']:.1f} s wall ({r['n_runs']} runs x {r['keys']} keys; CPU: this process "
               f"{r['stage_cpu_self_s']:.1f} s, worker {r['cpu_children_s']:.1f} s); "
-              f"peak RSS {r['peak_self_mb']:.0f} MB + worker {r['peak_worker_mb']:.0f} MB "
+              f"RSS before the stage {r['rss_before_stage_mb']:.0f} MB; during the stage peak {r['stage_peak_self_mb']:.0f} MB "
+              f"in this process, {r['stage_peak_total_mb']:.0f} MB with its worker (sampled every 0.2 s) "
               f"(graph: {r['edges']:,} stored entries)")
         for k, v in r["summary"].items():
             print(f"    {k:<12} {json.dumps(v)}")

@@ -20,7 +20,7 @@ def assessed(sim):
 
 
 def test_stability_curve(assessed):
-    a, res = assessed
+    _a, res = assessed
     fig = scc.pl.stability(res)
     assert isinstance(fig, Figure)
     ax = fig.axes[0]

@@ -191,7 +191,7 @@ def hierarchy():
 
 @pytest.mark.slow
 def test_recommendation_on_known_hierarchy(hierarchy):
-    a, res, s = hierarchy
+    _a, res, s = hierarchy
     rec = set(res.recommendation["key"])
     assert rec, s
     # a recommended resolution recovers the cell types
@@ -206,7 +206,7 @@ def test_recommendation_on_known_hierarchy(hierarchy):
 
 @pytest.mark.slow
 def test_hierarchy_gives_rising_cluster_numbers(hierarchy):
-    a, res, s = hierarchy
+    _a, _res, s = hierarchy
     n = s["n_clusters"]
     assert n["leiden_0.2"] <= 9 and n["leiden_1.4"] >= n["leiden_0.4"] + 4, n
     assert (np.diff(n.loc[[f"leiden_{r!r}" for r in STAB_RES]].to_numpy()) >= 0).all(), n

@@ -197,7 +197,7 @@ def stability(
         raise InputError(f"none of the clusterings {keys} can be re-run (made by leiden, kmeans or hclust on this AnnData)")
 
     n = adata.n_obs
-    sizes = [(f"sub{f:g}", int(round(f * n))) for f in subsample_fractions] + [(f"sub{s}", int(s)) for s in subsample_sizes]
+    sizes = [(f"sub{f:g}", round(f * n)) for f in subsample_fractions] + [(f"sub{s}", int(s)) for s in subsample_sizes]
     seeds = [random_state + 1 + i for i in range(n_seeds)]
     sub_specs = [(name, size, j, _sub_seed(random_state, size, j)) for name, size in sizes for j in range(n_subsamples)]
 
@@ -208,7 +208,7 @@ def stability(
     for key, (group, method, params, info) in plans.items():
         if method == "leiden":
             leiden_groups.setdefault(params["neighbors_key"] + "\0" + repr(_leiden_options(params)), []).append(key)
-    for gid, gkeys in leiden_groups.items():
+    for gkeys in leiden_groups.values():
         _, _, params, _ = plans[gkeys[0]]
         _run_leiden(adata, gkeys, plans, params, seeds, sub_specs, n_jobs, runs, run_info)
     for key, (group, method, params, info) in plans.items():
@@ -481,7 +481,7 @@ def _run_hclust(adata, key, params, info, sub_specs, runs, run_info) -> None:
     from ._hclust import _linkage
 
     X = get_rep(adata, params.get("use_rep", "X_pca"), params.get("n_pcs")).astype(np.float64, copy=False)
-    vector = adata.uns[[g for g, v in adata.uns.items() if isinstance(v, dict) and key in v.get("clusterings", {})][0]].get("backend") == "vector"
+    vector = adata.uns[next(g for g, v in adata.uns.items() if isinstance(v, dict) and key in v.get("clusterings", {}))].get("backend") == "vector"
     n = adata.n_obs
     out = np.full((n, len(sub_specs)), -1, dtype=np.int32)
     for c, (_, size, _, sseed) in enumerate(sub_specs):
@@ -521,7 +521,7 @@ def ari_from_table(table: np.ndarray) -> float:
     """Adjusted Rand index (Hubert & Arabie) from a contingency table; equals sklearn's."""
     t = table.astype(np.float64)
     n = t.sum()
-    comb = lambda x: x * (x - 1) / 2  # noqa: E731
+    comb = lambda x: x * (x - 1) / 2
     sum_ij = comb(t).sum()
     sum_a, sum_b = comb(t.sum(axis=1)).sum(), comb(t.sum(axis=0)).sum()
     expected = sum_a * sum_b / comb(n) if n > 1 else 0.0
@@ -628,13 +628,13 @@ def _measure(codes: np.ndarray, cats: list[str], runs: np.ndarray, info: pd.Data
         })
     ncl = np.array([_n_clusters(runs[:, c]) for c in range(runs.shape[1])])
     if ncl.size:
-        vals, cnt = np.unique(ncl, return_counts=True)
+        _vals, cnt = np.unique(ncl, return_counts=True)
         mode_frac = float(cnt.max() / ncl.size)
     else:
         mode_frac = np.nan
     weights = sizes / max(sizes.sum(), 1)
     row = {
-        "n_clusters": k, "n_runs": int(runs.shape[1]), "n_seed_runs": int(len(seed_cols)), "n_subsample_runs": int(len(sub_cols)),
+        "n_clusters": k, "n_runs": int(runs.shape[1]), "n_seed_runs": len(seed_cols), "n_subsample_runs": len(sub_cols),
         "ari_seeds": ari_seeds, "ari_seeds_min": ari_seeds_min, "ecs_seeds": ecs_seeds, "ic": ic,
         "ari_subsample": float(np.mean(sub_ari)) if sub_ari else np.nan,
         "n_clusters_median": float(np.median(ncl)) if ncl.size else np.nan,

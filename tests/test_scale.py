@@ -125,3 +125,26 @@ def test_scalable_paths_identical_with_1_or_2_threads_at_60000_cells():
     one = _fingerprint(60_000, False, 1)
     assert one.startswith("ivf micro ")
     assert _fingerprint(60_000, False, 2) == one
+
+
+def test_leiden_edges_once_same_objective_as_scanpys_graph(integ):
+    from scclust.tl import _leiden
+
+    a = integ.copy()
+    scc.pp.neighbors(a, use_rep="X_pca_harmony", n_neighbors=20)
+    scc.tl.leiden(a, resolutions=[0.6], edges="both", key_added="both")
+    scc.tl.leiden(a, resolutions=[0.6], edges="once", key_added="once", n_jobs=2)
+    assert a.uns["both"]["edges"] == "both" and a.uns["once"]["edges"] == "once"
+    assert adjusted_rand_score(a.obs["both_0.6"], a.obs["once_0.6"]) >= 0.95
+    # the same partition has the same modularity on either graph (weights doubled cancel)
+    A = a.obsp["connectivities"]
+    labels = a.obs["both_0.6"].cat.codes.to_numpy()
+    g_both, w_both = _leiden._to_igraph(_leiden._edges(A, directed=False, once=False), directed=False)
+    g_once, w_once = _leiden._to_igraph(_leiden._edges(A, directed=False, once=True), directed=False)
+    assert g_both.ecount() == A.nnz and g_once.ecount() == A.nnz // 2
+    q_both = g_both.modularity(list(labels), weights=w_both, resolution=0.6)
+    q_once = g_once.modularity(list(labels), weights=w_once, resolution=0.6)
+    assert q_both == pytest.approx(q_once, rel=1e-9)
+    assert a.uns["both"]["clusterings"]["both_0.6"]["modularity"] == pytest.approx(q_both, rel=1e-9)
+    with pytest.raises(ConfigError, match="edges 'half' is not one of"):
+        scc.tl.leiden(a, resolutions=[0.6], edges="half")

@@ -218,19 +218,24 @@ def test_micro_tree_with_sizes_is_exact_on_duplicated_cells(method):
         assert adjusted_rand_score(exact, sch.fcluster(Zc, k, criterion="maxclust")) == 1.0, k
 
 
-def test_micro_path_agrees_with_exact_ward_and_is_per_cell(sim):
-    adata = sim.copy()
+def test_micro_path_agrees_with_exact_ward_and_is_per_cell():
+    """Against the exact Ward tree (fastcluster) on a type -> state hierarchy: the upper cuts agree;
+    the deeper ones split overlapping states, where even the exact tree is fragile (measured on
+    seeds 0 / 1 / 2 at k=15: ARI 0.94 / 0.89 / 0.75), so only k=5 and 10 are held to 0.9."""
+    from scclust.datasets import simulate_integrated
+
+    adata = simulate_integrated(4000, n_dims=30, seed=0)
     scc.tl.hclust(adata, use_rep="X_pca_harmony", n_clusters=[5, 10, 15], backend="vector", key_added="exact")
-    scc.tl.hclust(adata, use_rep="X_pca_harmony", n_clusters=[5, 10, 15], backend="micro", n_micro_clusters=300)
+    scc.tl.hclust(adata, use_rep="X_pca_harmony", n_clusters=[5, 10, 15], backend="micro", n_micro_clusters=400)
     uns = adata.uns["hclust"]
-    assert uns["backend"] == "micro" and uns["micro"]["n_micro_clusters"] == 300
+    assert uns["backend"] == "micro" and uns["micro"]["n_micro_clusters"] == 400
     assert uns["micro"]["sizes"].sum() == adata.n_obs
     assert uns["linkage"].shape == (adata.n_obs - 1, 4) and sorted(uns["leaves"]) == list(range(adata.n_obs))
     for k in (5, 10, 15):
         assert adata.obs[f"hclust_{k}"].nunique() == k
-        ari = adjusted_rand_score(adata.obs[f"exact_{k}"], adata.obs[f"hclust_{k}"])
-        assert ari >= 0.8, (k, ari)
-    again = scc.tl.hclust(sim, use_rep="X_pca_harmony", n_clusters=[5, 10, 15], backend="micro", n_micro_clusters=300, copy=True)
+    scores = {k: adjusted_rand_score(adata.obs[f"exact_{k}"], adata.obs[f"hclust_{k}"]) for k in (5, 10, 15)}
+    assert scores[5] >= 0.99 and scores[10] >= 0.9 and scores[15] >= 0.8, scores
+    again = scc.tl.hclust(adata, use_rep="X_pca_harmony", n_clusters=[5, 10, 15], backend="micro", n_micro_clusters=400, copy=True)
     for k in (5, 10, 15):
         assert (again.obs[f"hclust_{k}"] == adata.obs[f"hclust_{k}"]).all()
 

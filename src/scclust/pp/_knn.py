@@ -137,7 +137,7 @@ def _ivf(X: np.ndarray, k: int, metric: str, random_state: int, min_recall: floa
     Y = _prepared(X, metric)
     n, d = Y.shape
     k = min(k, n)
-    nlist = ivf_nlist(n)
+    nlist = min(ivf_nlist(n), max(1, n // 8))  # small inputs (tests): at least 8 cells per list
     rng = np.random.default_rng([random_state, 3])
     n_train = min(n, 64 * nlist)
     train = Y[np.sort(rng.choice(n, n_train, replace=False))] if n_train < n else Y

@@ -93,8 +93,13 @@ def hclust(
     ||c_a - c_b||^2``, each merge the least increase of the within-cluster sum of squares), for
     ``average`` UPGMA on the size-weighted micro-clusters; ``single`` / ``complete`` / ``weighted``
     / ``median`` start from the distances between micro-cluster means. Every cut is per cell (a
-    cell gets its micro-cluster's cluster). Measured against the exact Ward tree on 100,000 cells
-    (``benchmarks/bench_scale.py``): ARI see the README / report. For ``correlation`` and ``cosine``
+    cell gets its micro-cluster's cluster). Measured against the exact Ward tree (fastcluster's
+    vector path, 37 min on 2 loaded cores) on 100,000 cells of
+    :func:`scclust.datasets.simulate_integrated` (50 dims): ARI 1.00 / 0.94 / 0.79 at k = 5 / 10 /
+    15 (500 to 4,000 micro-clusters, two seeds: all within 0.01), 16 s instead of 37 min. The
+    deeper cuts split overlapping states, where the exact tree is itself fragile: on 20,000 such
+    cells, exact Ward against exact Ward with 0.1% noise added gave ARI 1.00 / 0.96 / 0.89, and
+    with 1% of the cells left out 1.00 / 0.96 / 0.86. For ``correlation`` and ``cosine``
     the micro-clusters are made on the centred / unit-length rows, so that they are compact in
     that metric. Needs ``max(n_clusters) <= n_micro_clusters``; with at most ``n_micro_clusters``
     cells it is the exact tree.

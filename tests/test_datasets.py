@@ -78,3 +78,46 @@ def test_load_builtin_parameters_and_errors():
         datasets.load_builtin("simulate?cells=10")
     with pytest.raises(ConfigError, match="n_cells must be >= 100"):
         datasets.simulate_counts(10)
+
+
+def test_simulate_integrated_is_tutorial_shaped_and_reproducible():
+    a = datasets.simulate_integrated(5000, n_dims=30, seed=3)
+    assert set(LAB_OBS) <= set(a.obs.columns) and "cell_type" in a.obs
+    assert {"X_pca", "X_pca_harmony", "X_umap_harmony"} <= set(a.obsm)
+    assert a.obsm["X_pca_harmony"].shape == (5000, 30) and a.obsm["X_pca_harmony"].dtype == np.float32
+    assert a.obsm["X_umap_harmony"].shape == (5000, 2)
+    assert list(a.var_names) == datasets.LAB_MARKERS and a.raw is not None
+    assert list(a.obs["sample"].cat.categories) == datasets.SAMPLES
+    assert set(a.obs["type"]) == {"Covid", "Ctrl"}
+    assert (a.obs["sample"].astype(str).str.startswith("covid") == (a.obs["type"] == "Covid")).all()
+    assert a.obs_names.is_unique
+    # markers: LYZ is high in CD14 monocytes and absent-ish in T cells
+    lyz = np.asarray(a[:, "LYZ"].X.todense()).ravel()
+    ct = a.obs["cell_type"].to_numpy()
+    assert lyz[ct == "CD14 Mono"].mean() > 5 * lyz[ct == "CD4 T"].mean()
+    # the hierarchy is recoverable (types) but not trivial (k-means at 8 does not find it exactly)
+    from sklearn.cluster import KMeans
+
+    lab = KMeans(8, n_init=1, random_state=0).fit_predict(a.obsm["X_pca_harmony"])
+    assert 0.5 < adjusted_rand_score(ct, lab) < 0.99
+    # same seed, same data; any size is generated in the same blocks
+    b = datasets.simulate_integrated(5000, n_dims=30, seed=3)
+    np.testing.assert_array_equal(a.obsm["X_pca_harmony"], b.obsm["X_pca_harmony"])
+    c = datasets.simulate_integrated(5000, n_dims=30, seed=4)
+    assert not np.array_equal(a.obsm["X_pca_harmony"], c.obsm["X_pca_harmony"])
+
+
+def test_load_builtin_integrated(tmp_path):
+    a = datasets.load_builtin("integrated?n_cells=300&n_dims=12&seed=2")
+    assert a.n_obs == 300 and a.obsm["X_pca_harmony"].shape[1] == 12
+    with pytest.raises(ConfigError, match="unknown parameter 'n_genes' for builtin:integrated"):
+        datasets.load_builtin("integrated?n_genes=10")
+    with pytest.raises(ConfigError, match="not a number"):
+        datasets.load_builtin("integrated?n_cells=many")
+    with pytest.raises(ConfigError, match="n_dims must be >= 10"):
+        datasets.simulate_integrated(300, n_dims=3)
+    assert datasets.simulate_integrated(300, path=str(tmp_path / "x.h5ad")) is None
+    import anndata as ad
+
+    back = ad.read_h5ad(tmp_path / "x.h5ad")
+    assert back.n_obs == 300 and back.raw is not None

@@ -13,7 +13,10 @@ from ._errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BUILTIN", "CELL_STATES", "LAB_MARKERS", "heatmap_example", "load_builtin", "pbmc68k", "simulate", "simulate_counts"]
+__all__ = [
+    "BUILTIN", "CELL_STATES", "LAB_MARKERS", "heatmap_example", "load_builtin", "pbmc68k", "simulate", "simulate_counts",
+    "simulate_integrated",
+]
 
 #: The 12 marker genes of the NBIS lab's dot plot.
 LAB_MARKERS = ["CD3E", "CD4", "CD8A", "GNLY", "NKG7", "MS4A1", "FCGR3A", "CD14", "LYZ", "CST3", "MS4A7", "FCGR1A"]
@@ -264,28 +267,45 @@ def pbmc68k() -> AnnData:
     return adata
 
 
-#: Built-in inputs accepted as ``builtin:NAME`` by the workflow and the CLI.
-#: ``builtin:NAME`` inputs; ``counts`` is raw UMI counts (the input of the ``prepare`` stage)
-BUILTIN = {"simulate": simulate, "pbmc68k": pbmc68k, "counts": simulate_counts}
+#: Built-in inputs accepted as ``builtin:NAME`` by the workflow and the CLI;
+#: ``counts`` is raw UMI counts (the input of the ``prepare`` stage); ``integrated`` the scale simulator
+BUILTIN = {"simulate": simulate, "pbmc68k": pbmc68k, "counts": simulate_counts,
+           "integrated": lambda **kw: simulate_integrated(**kw)}
+
+
+def _flag(value: str) -> bool:
+    return bool(int(value))
+
+
+_SIMULATE = {"n_cells": int, "n_samples": int, "n_genes": int, "batch_strength": float, "states": _flag, "seed": int}
+#: Parameters accepted after ``?`` by each built-in dataset, with their types.
+_BUILTIN_PARAMS: dict[str, dict] = {
+    "simulate": _SIMULATE,
+    "counts": _SIMULATE,
+    "integrated": {"n_cells": int, "n_dims": int, "n_samples": int, "n_states": int, "seed": int},
+    "pbmc68k": {},
+}
 
 
 def load_builtin(spec: str) -> AnnData:
-    """Load ``"simulate"``, ``"simulate?n_cells=7332&seed=1"``, ``"counts"`` (raw counts, same parameters) or ``"pbmc68k"``."""
+    """Load ``"simulate"``, ``"simulate?n_cells=7332&seed=1"``, ``"counts"`` (raw counts, same parameters),
+    ``"integrated?n_cells=1000000"`` or ``"pbmc68k"``."""
     name, _, query = spec.partition("?")
     if name not in BUILTIN:
         raise ConfigError(f"unknown built-in dataset {name!r}; available: {', '.join(map(repr, BUILTIN))}")
     kwargs: dict[str, int | float] = {}
+    valid = _BUILTIN_PARAMS[name]
     if query:
-        if name not in ("simulate", "counts"):
+        if not valid:
             raise ConfigError(f"built-in dataset {name!r} takes no parameters; got {query!r}")
         for part in query.split("&"):
             key, _, value = part.partition("=")
-            if key not in ("n_cells", "n_samples", "n_genes", "batch_strength", "states", "seed"):
+            if key not in valid:
                 raise ConfigError(
-                    f"unknown parameter {key!r} for builtin:{name}; valid: 'n_cells', 'n_samples', 'n_genes', 'batch_strength', 'states', 'seed'"
+                    f"unknown parameter {key!r} for builtin:{name}; valid: {', '.join(map(repr, valid))}"
                 )
             try:
-                kwargs[key] = float(value) if key == "batch_strength" else bool(int(value)) if key == "states" else int(value)
+                kwargs[key] = valid[key](value)
             except ValueError:
                 raise ConfigError(f"builtin:{name} parameter {key}={value!r} is not a number") from None
     return BUILTIN[name](**kwargs)
@@ -315,3 +335,186 @@ def heatmap_example(seed: int = 4) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     col = pd.DataFrame({"sample_group": pd.Categorical(["control"] * 3 + ["treated"] * 3)}, index=samples)
     row = pd.DataFrame({"planted": pd.Categorical(np.repeat(["A", "B", "C"], 8))}, index=genes)
     return df, col, row
+
+
+#: Cells generated per block by :func:`simulate_integrated` (each block has its own seeded stream, so
+#: the output does not depend on how much is generated at once).
+_BLOCK = 65_536
+TYPE_SD, STATE_SD = 3.0, 1.2
+
+
+def simulate_integrated(
+    n_cells: int = 100_000,
+    *,
+    n_dims: int = 50,
+    n_samples: int = 8,
+    n_states: int = 3,
+    seed: int = 0,
+    path: str | None = None,
+) -> AnnData | None:
+    """A tutorial-shaped, already *integrated* AnnData of any size, in seconds (for atlas-scale benchmarks).
+
+    No counts, normalisation or Harmony are run (that is :func:`simulate`, minutes at 100,000 cells);
+    the result has the shape the clustering stages read:
+
+    - ``.obsm["X_pca_harmony"]`` (``n_cells x n_dims``, float32): a type -> state hierarchy. Each of
+      the 8 PBMC-like types of :func:`simulate_counts` (same base fractions, per-sample composition
+      from a Dirichlet) has a centre, each type ``n_states`` sub-centres around it (closer than the
+      types are to each other), and each cell Gaussian noise; variances decay along the dimensions
+      as in a PCA. ``.obsm["X_pca"]`` is the same plus a per-sample shift (the "uncorrected" PCA).
+    - ``.obsm["X_umap_harmony"]`` (float32): UMAP-like 2-D coordinates, one island per type (types
+      that are close in the embedding are placed close), states as lobes of the island.
+    - ``.obs``: ``sample`` (the lab's 8 sample names), ``type`` (Covid / Ctrl), ``batch``, QC columns
+      ``n_genes_by_counts``, ``total_counts``, ``pct_counts_mt``, ``pct_counts_ribo``,
+      ``pct_counts_hb`` (type-dependent log-normal), the truth ``cell_type`` and ``cell_state``
+      (``"CD4 T/1"``, ...).
+    - ``.X`` and ``.raw``: the lab's 12 marker genes (:data:`LAB_MARKERS`), sparse float32
+      log-normalised-like expression (detected with a type-dependent probability), so marker dot
+      plots and gene panels work.
+
+    Memory is the result (about 0.45 GB at 1,000,000 cells and 50 dims) plus one block of
+    65,536 cells being generated. Cells are generated in blocks, each from its own seeded stream,
+    so the same ``seed`` gives the same data.
+
+    Parameters
+    ----------
+    n_cells
+        Number of cells (>= 100).
+    n_dims
+        Dimensions of the embeddings (>= 10).
+    n_samples
+        Samples (2 to 8, the lab's names), half Covid and half Ctrl.
+    n_states
+        Sub-populations per cell type (>= 1).
+    seed
+        Seed.
+    path
+        Write the result to this ``.h5ad`` file and return ``None`` instead of the AnnData.
+
+    Returns
+    -------
+    The AnnData (or ``None`` when ``path`` is given).
+    """
+    if n_cells < 100:
+        raise ConfigError(f"n_cells must be >= 100; got {n_cells}")
+    if n_dims < 10:
+        raise ConfigError(f"n_dims must be >= 10; got {n_dims}")
+    if not 2 <= n_samples <= len(SAMPLES):
+        raise ConfigError(f"n_samples must be in [2, {len(SAMPLES)}]; got {n_samples}")
+    if n_states < 1:
+        raise ConfigError(f"n_states must be >= 1; got {n_states}")
+    import time
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([seed, 0])
+    types = list(CELL_TYPES)
+    T, S = len(types), n_states
+    samples = [s for s in SAMPLES if s.startswith("covid")][: (n_samples + 1) // 2]
+    samples += [s for s in SAMPLES if s.startswith("ctrl")][: n_samples // 2]
+    samples = [s for s in SAMPLES if s in samples]
+    # PCA-like variance decay along the dimensions
+    # (the signal sits in the leading dimensions, the trailing ones are mostly noise, as in a PCA)
+    dim = np.arange(n_dims)
+    scale = 1.0 / np.sqrt(1 + dim / 3)
+    type_centre = rng.normal(0, TYPE_SD, (T, n_dims)) * np.exp(-dim / 8)
+    state_centre = type_centre[:, None, :] + rng.normal(0, STATE_SD, (T, S, n_dims)) * np.exp(-dim / 5)
+    noise_sd = rng.uniform(0.8, 1.2, T)
+    sample_shift = rng.normal(0, 1.5, (n_samples, n_dims)) * scale
+    # 2-D islands: types on a circle in an order that follows the embedding (nearest-neighbour tour)
+    order = [0]
+    while len(order) < T:
+        last = type_centre[order[-1]]
+        rest = [t for t in range(T) if t not in order]
+        order.append(min(rest, key=lambda t: float(((type_centre[t] - last) ** 2).sum())))
+    angle = np.empty(T)
+    angle[order] = 2 * np.pi * np.arange(T) / T
+    island = np.column_stack([np.cos(angle), np.sin(angle)]) * 9.0
+    lobe = island[:, None, :] + rng.normal(0, 1.3, (T, S, 2))
+    state_frac = rng.dirichlet(np.full(S, 4.0), T)  # states' shares within each type
+    base_frac = np.array([CELL_TYPES[t][0] for t in types])
+    comp = rng.dirichlet(base_frac * 200, n_samples)  # per-sample composition
+    # cells per sample, then sorted by sample like simulate_counts
+    sample_of_cell = np.sort(rng.integers(0, n_samples, n_cells))
+    # QC: type-dependent library size
+    lib_type = np.array([{"CD14 Mono": 1.4, "FCGR3A Mono": 1.3, "DC": 1.2, "B": 1.0, "Platelet": 0.5}.get(t, 0.9) for t in types])
+    gidx = {g: i for i, g in enumerate(LAB_MARKERS)}
+    p_detect = np.full((T, len(LAB_MARKERS)), 0.03)
+    level = np.full((T, len(LAB_MARKERS)), 0.8)
+    for t, name in enumerate(types):
+        for g, lfc in CELL_TYPES[name][1].items():
+            if g in gidx:
+                p_detect[t, gidx[g]] = min(0.95, 0.25 + 0.17 * lfc)
+                level[t, gidx[g]] = 0.6 + 0.5 * lfc
+
+    pca_h = np.empty((n_cells, n_dims), np.float32)
+    pca = np.empty((n_cells, n_dims), np.float32)
+    umap = np.empty((n_cells, 2), np.float32)
+    type_of_cell = np.empty(n_cells, np.int16)
+    state_of_cell = np.empty(n_cells, np.int16)
+    qc = np.empty((n_cells, 5), np.float32)
+    x_rows, x_cols, x_vals = [], [], []
+    for b, start in enumerate(range(0, n_cells, _BLOCK)):
+        stop = min(start + _BLOCK, n_cells)
+        m = stop - start
+        r = np.random.default_rng([seed, 1, b])
+        s_of = sample_of_cell[start:stop]
+        u = r.random(m)
+        cum = np.cumsum(comp[s_of], axis=1)
+        t_of = np.minimum((u[:, None] > cum).sum(axis=1), T - 1)
+        cum_s = np.cumsum(state_frac[t_of], axis=1)
+        st_of = np.minimum((r.random(m)[:, None] > cum_s).sum(axis=1), S - 1)
+        type_of_cell[start:stop], state_of_cell[start:stop] = t_of, st_of
+        emb = state_centre[t_of, st_of] + r.standard_normal((m, n_dims)) * (noise_sd[t_of, None] * scale)
+        pca_h[start:stop] = emb
+        pca[start:stop] = emb + sample_shift[s_of]
+        umap[start:stop] = lobe[t_of, st_of] + r.standard_normal((m, 2)) * 0.55
+        lib = np.exp(r.normal(np.log(2500), 0.35, m)) * lib_type[t_of]
+        qc[start:stop, 0] = np.round(lib * 0.38 * np.exp(r.normal(0, 0.08, m)))  # n_genes_by_counts
+        qc[start:stop, 1] = np.round(lib)  # total_counts
+        qc[start:stop, 2] = np.exp(r.normal(np.log(4.0), 0.45, m))  # pct_counts_mt
+        qc[start:stop, 3] = np.clip(r.normal(30, 6, m), 1, 80)  # pct_counts_ribo
+        qc[start:stop, 4] = np.exp(r.normal(np.log(0.05), 1.0, m))  # pct_counts_hb
+        hit = r.random((m, len(LAB_MARKERS))) < p_detect[t_of]
+        rows, cols = np.nonzero(hit)
+        vals = level[t_of[rows], cols] + r.normal(0, 0.35, rows.size)
+        x_rows.append((rows + start).astype(np.int32))
+        x_cols.append(cols.astype(np.int32))
+        x_vals.append(np.maximum(vals, 0.05).astype(np.float32))
+    X = sparse.csr_matrix(
+        (np.concatenate(x_vals), (np.concatenate(x_rows), np.concatenate(x_cols))), shape=(n_cells, len(LAB_MARKERS))
+    )
+    del x_rows, x_cols, x_vals
+    cond = np.array(["Covid" if s.startswith("covid") else "Ctrl" for s in samples])
+    state_names = [f"{t}/{s + 1}" for t in types for s in range(S)]
+    width = len(str(n_cells - 1))
+    names = np.char.add(np.char.add("cell", np.char.zfill(np.arange(n_cells).astype(str), width)),
+                        np.char.add("-", np.asarray(samples)[sample_of_cell]))
+    obs = pd.DataFrame(
+        {
+            "sample": pd.Categorical.from_codes(sample_of_cell, categories=samples),
+            "type": pd.Categorical.from_codes(np.searchsorted(["Covid", "Ctrl"], cond[sample_of_cell]), categories=["Covid", "Ctrl"]),
+            "n_genes_by_counts": qc[:, 0].astype(np.int32),
+            "total_counts": qc[:, 1],
+            "pct_counts_mt": qc[:, 2],
+            "pct_counts_ribo": qc[:, 3],
+            "pct_counts_hb": qc[:, 4],
+            "cell_type": pd.Categorical.from_codes(type_of_cell, categories=types),
+            "cell_state": pd.Categorical.from_codes(type_of_cell.astype(np.int64) * S + state_of_cell, categories=state_names),
+        },
+        index=pd.Index(names, dtype=object),
+    )
+    obs.insert(2, "batch", obs["sample"])
+    adata = AnnData(X, obs=obs, var=pd.DataFrame(index=pd.Index(LAB_MARKERS)))
+    adata.raw = adata
+    adata.obsm["X_pca_harmony"] = pca_h
+    adata.obsm["X_pca"] = pca
+    adata.obsm["X_umap_harmony"] = umap
+    adata.uns["scclust_dataset"] = {
+        "name": "integrated",
+        "params": {"n_cells": n_cells, "n_dims": n_dims, "n_samples": n_samples, "n_states": n_states, "seed": seed},
+    }
+    logger.info("simulated %d integrated cells x %d dims in %.1f s", n_cells, n_dims, time.perf_counter() - t0)
+    if path is not None:
+        adata.write_h5ad(path)
+        return None
+    return adata

@@ -22,8 +22,13 @@ class HclustParams(Params):
     n_clusters: ClusterCounts = [5, 10, 15]
     heights: Heights = []
     optimal_ordering: bool = False
-    backend: Literal["auto", "matrix", "vector"] = "auto"
+    backend: Literal["auto", "matrix", "vector", "micro"] = Field(
+        "auto", description="auto: the exact tree when its estimated time fits max_exact_seconds, else micro "
+        "(exact linkage on k-means micro-clusters weighted by size)")
     allow_non_euclidean: bool = False
+    n_micro_clusters: int = Field(1000, ge=2)
+    max_exact_seconds: float = Field(120.0, gt=0)
+    random_state: int = 0
     key_added: str = "hclust"
 
     @model_validator(mode="after")

@@ -23,6 +23,8 @@ class LeidenParams(Params):
     use_weights: bool = True
     random_state: int = 0
     n_jobs: NJobs = Field(1, description="processes for the resolutions (-1: one per core); labels do not depend on it")
+    edges: Literal["auto", "both", "once"] = Field(
+        "auto", description="igraph graph: both = scanpy's (each pair twice), once = half the memory; auto: both up to 50,000 cells")
 
 
 def _tool():

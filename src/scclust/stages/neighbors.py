@@ -18,7 +18,9 @@ class NeighborsParams(Params):
     n_neighbors: int = Field(15, ge=2)
     metric: KnnMetric = "euclidean"
     method: Literal["umap", "gauss"] = "umap"
-    backend: Literal["auto", "exact", "hnsw"] = "auto"
+    backend: Literal["auto", "exact", "ivf", "hnsw"] = Field(
+        "auto", description="auto: exact up to 50,000 cells, ivf (faiss IVF-Flat, reproducible) above")
+    min_recall: float = Field(0.98, gt=0, le=1, description="ivf: widen the search until the recall on 1,000 cells reaches this")
     snn: bool = False
     prune: float = Field(1 / 15, ge=0, lt=1)
     key_added: str = "neighbors"

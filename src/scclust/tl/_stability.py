@@ -442,10 +442,12 @@ def _run_graph(adjacency: sparse.csr_matrix, flavor: str):
     runs take about 0.6x the time."""
     import igraph as ig
 
-    from ._leiden import _to_igraph
+    from ._leiden import _edges, _to_igraph
 
     if flavor == "leidenalg":
-        return _to_igraph(adjacency, directed=True)
+        g, w = _to_igraph(_edges(adjacency, directed=True, once=False), directed=True)
+        g.es["weight"] = w
+        return g
     up = sparse.triu(adjacency, k=0).tocoo()
     nz = up.data != 0
     g = ig.Graph(n=adjacency.shape[0], edges=np.column_stack([up.row[nz], up.col[nz]]).astype(np.int64), directed=False)

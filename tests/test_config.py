@@ -103,7 +103,8 @@ def _stage_functions():
     import scclust as scc
 
     return {"prepare": scc.pp.prepare, "neighbors": scc.pp.neighbors, "leiden": scc.tl.leiden,
-            "kmeans": scc.tl.kmeans, "hclust": scc.tl.hclust, "subcluster": scc.tl.subcluster}
+            "kmeans": scc.tl.kmeans, "hclust": scc.tl.hclust, "subcluster": scc.tl.subcluster,
+            "stability": scc.tl.stability}
 
 
 @pytest.mark.parametrize("stage", sorted(_stage_functions()))

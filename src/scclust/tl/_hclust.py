@@ -11,7 +11,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._checks import get_rep
-from .._errors import ConfigError, InputError
+from .._errors import ConfigError, InputError, choices
 from .._keys import hclust_keys
 from .._types import (
     EUCLIDEAN_LINKAGES,

@@ -22,6 +22,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._errors import ConfigError, InputError, MissingKeyError, choices
+from .._types import KeyList, NJobs, validated
 from .._worker import available_cpus
 
 logger = logging.getLogger(__name__)
@@ -87,10 +88,11 @@ class StabilityResult:
     params: dict = field(default_factory=dict)
 
 
+@validated
 def stability(
     adata: AnnData,
     *,
-    keys: Sequence[str] | None = None,
+    keys: KeyList | None = None,
     n_seeds: int = 20,
     subsample_fractions: Sequence[float] = (0.8,),
     subsample_sizes: Sequence[int] = (),
@@ -98,7 +100,7 @@ def stability(
     min_ari: float = 0.9,
     min_cluster_stability: float = 0.75,
     medoid_labels: Literal["off", "add", "replace"] = "off",
-    n_jobs: int = -1,
+    n_jobs: NJobs = -1,
     random_state: int = 0,
     key_added: str = "stability",
 ) -> StabilityResult:

@@ -113,7 +113,8 @@ def test_params_match_function_signature(stage):
     func = _stage_functions()[stage]
     sig = inspect.signature(func)
     kwargs = {n: p for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY and n != "copy"}
-    figure_only = {"subcluster": {"plot_genes", "plot_parent_key"}}.get(stage, set())  # passed to pl by the stage
+    # passed to pl by the stage / used by the stage to choose keys
+    figure_only = {"subcluster": {"plot_genes", "plot_parent_key"}, "stability": {"series"}}.get(stage, set())
     assert set(model.model_fields) - figure_only <= set(kwargs), set(model.model_fields) - set(kwargs)
     hints = typing.get_type_hints(inspect.unwrap(func), include_extras=True)
     shared = {id(v) for k, v in vars(_types).items() if not k.startswith("_")}

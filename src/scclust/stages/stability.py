@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 class StabilityParams(Params):
     """Stability of the run's clusterings under other seeds and subsamples (:func:`scclust.tl.stability`)."""
 
+    series: KeyList | None = Field(None, description="with keys null: only these series of this run (their "
+                                   "key_added, e.g. leiden), whatever their resolutions / k; null: every series")
     keys: KeyList | None = Field(None, description="clusterings to assess; null: every clustering this run made")
     n_seeds: int = Field(20, ge=0, description="runs on all cells with other seeds")
     subsample_fractions: list[float] = Field([0.8], description="fractions of cells for the subsample runs, each in (0, 1)")
@@ -63,11 +65,15 @@ def run(adata, p: StabilityParams, ctx: Any) -> None:
 
     from .. import tl
 
-    params = p.model_dump()
+    from .._io import write_h5ad
+
+    params = p.model_dump(exclude={"series"})
     subsets: dict[str, list[str]] = {}
     if p.keys is None:
         keys = []
         for group, gkeys in ctx.clusterings.items():
+            if p.series is not None and group not in p.series and group.removeprefix("subcluster_") not in p.series:
+                continue
             if group.startswith("subcluster_"):
                 subsets[group.removeprefix("subcluster_")] = gkeys
             else:
@@ -84,7 +90,7 @@ def run(adata, p: StabilityParams, ctx: Any) -> None:
         sub = ad.read_h5ad(path)
         res = tl.stability(sub, **{**params, "keys": list(sub.uns["subcluster"]["keys"])})
         _outputs(sub, res, ctx, prefix=f"stability_{name}", basis=_basis(sub, ctx))
-        sub.write_h5ad(path)  # the subset keeps its stability columns
+        write_h5ad(sub, path)  # the subset keeps its stability columns
 
 
 def _basis(adata, ctx) -> str | None:

@@ -33,8 +33,8 @@ def test_ivf_recall_against_sklearn_exact(integ, metric):
     assert (idx[:, 0] == np.arange(integ.n_obs)).all() and (dist[:, 0] == 0).all()
     ref_d, ref_i = NearestNeighbors(n_neighbors=15, metric=metric, algorithm="brute").fit(X).kneighbors(X)
     rec = np.mean([len(np.intersect1d(a, b)) / 15 for a, b in zip(idx, ref_i, strict=True)])
-    assert rec >= 0.97, rec  # every cell, not only the sample the backend measured on
-    assert info["recall"] >= 0.98 and info["recall_sample"] == 1000 and 1 <= info["nprobe"] <= info["nlist"]
+    assert rec >= 0.99, rec  # every cell, not only the sample the backend measured on
+    assert info["recall"] >= 0.995 and info["recall_sample"] == 1000 and 1 <= info["nprobe"] <= info["nlist"]
     assert abs(info["recall"] - rec) < 0.02
     # distances of the neighbours found are the exact ones (float32 rounding)
     Xd = X.astype(np.float64)
@@ -62,9 +62,9 @@ def test_neighbors_records_backend_and_recall(integ, caplog):
     with caplog.at_level(logging.INFO, logger="scclust.pp._neighbors"):
         scc.pp.neighbors(a, use_rep="X_pca_harmony", n_neighbors=20, backend="ivf")
     knn_info = a.uns["neighbors"]["knn"]
-    assert knn_info["backend"] == "ivf" and knn_info["recall"] >= 0.98
-    assert a.uns["neighbors"]["params"]["backend"] == "ivf" and a.uns["neighbors"]["params"]["min_recall"] == 0.98
-    assert "ivf backend (requested), recall 0.9" in caplog.text
+    assert knn_info["backend"] == "ivf" and knn_info["recall"] >= 0.995
+    assert a.uns["neighbors"]["params"]["backend"] == "ivf" and a.uns["neighbors"]["params"]["min_recall"] == 0.995
+    assert "ivf backend (requested), recall 0.99" in caplog.text
     b = integ.copy()
     scc.pp.neighbors(b, use_rep="X_pca_harmony", n_neighbors=20)  # auto below the limit: exact
     assert b.uns["neighbors"]["knn"] == {"backend": "exact", "requested_backend": "auto", "recall": 1.0, "recall_sample": 6000}

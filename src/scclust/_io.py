@@ -109,7 +109,7 @@ def read_input(spec: str, *, progress: Callable[[str], None] | None = None) -> t
         return adata, {"source": spec, "sha256": fingerprint_adata(adata)}
     path = Path(spec)
     if not path.is_file():
-        raise MissingFileError(f"input file not found: {spec} (give an .h5ad path or builtin:simulate / builtin:pbmc68k)")
+        raise MissingFileError(f"input file not found: {spec} (give an .h5ad path or builtin:simulate / pbmc68k / counts / integrated)")
     try:
         adata = ad.read_h5ad(path)
     except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file
@@ -157,7 +157,7 @@ def read_input_summary(spec: str) -> AnnData:
         return read_input(spec)[0]
     path = Path(spec)
     if not path.is_file():
-        raise MissingFileError(f"input file not found: {spec} (give an .h5ad path or builtin:simulate / builtin:pbmc68k)")
+        raise MissingFileError(f"input file not found: {spec} (give an .h5ad path or builtin:simulate / pbmc68k / counts / integrated)")
     try:
         return ad.read_h5ad(path, backed="r")
     except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file

@@ -86,7 +86,7 @@ class _WorkflowBase(Params):
     graphs or parameter sets fit in one run; a single mapping is taken as a one-entry list.
     """
 
-    input: str = Field(description="Path to an .h5ad file, or builtin:NAME (simulate, pbmc68k)")
+    input: str = Field(description="Path to an .h5ad file, or builtin:NAME (simulate, pbmc68k, counts, integrated)")
     outdir: str = "results"
     stages: list[str] = Field(default_factory=lambda: [n for n, s in REGISTRY.items() if s.default], min_length=1)
     write_h5ad: bool = True

@@ -354,6 +354,7 @@ def _run(cfg: WorkflowConfig, ctx: RunContext, say: Callable[[str], None], t_sta
         if result is not None:
             adata = result
         records.append({"stage": label, "seconds": round(seconds, 3), "peak_rss_mb": round(mem.peak / 2**20, 1),
+                        **(REGISTRY[name].record(adata, params) if REGISTRY[name].record else {}),
                         "outputs": ctx.files[n_files:]})
         say(f"[{i}/{n}] {label} done in {seconds:.1f}s")
         since_checkpoint += seconds

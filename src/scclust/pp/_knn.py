@@ -35,7 +35,7 @@ def knn(
     metric: str = "euclidean",
     backend: str = "auto",
     random_state: int = 0,
-    min_recall: float = 0.98,
+    min_recall: float = 0.995,
     info: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Return ``(indices, distances, backend_used)``; row ``i`` starts with cell ``i`` itself.

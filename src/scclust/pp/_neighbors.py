@@ -31,7 +31,7 @@ def neighbors(
     metric: Metric = "euclidean",
     method: Literal["umap", "gauss"] = "umap",
     backend: Literal["auto", "exact", "ivf", "hnsw"] = "auto",
-    min_recall: float = 0.98,
+    min_recall: float = 0.995,
     snn: bool = False,
     prune: float = 1 / 15,
     key_added: str = "neighbors",
@@ -66,7 +66,11 @@ def neighbors(
         :data:`scclust.pp._knn.EXACT_MAX_CELLS` (50,000) cells, ivf above. See :mod:`scclust.pp._knn`.
     min_recall
         ivf only: the search is widened (``nprobe`` raised) until the recall measured on 1,000
-        seeded cells against brute force reaches this value (in (0, 1]).
+        seeded cells against brute force reaches this value (in (0, 1]). The default 0.995 is
+        what Leiden needs to see the graph as the exact one: at 100,000 cells (k = 20, 30 dims),
+        Leiden 0.4 on the ivf graph vs the exact graph gave ARI 0.82 at recall 0.990 (a cluster
+        split differently) and 0.998 at recall 0.998 (30 s instead of 20 s for the search); Leiden
+        with another seed on the exact graph: ARI 0.97.
     snn
         Replace the connectivities by Seurat's SNN graph: the Jaccard index of the two cells'
         neighbour sets (self included), edges below ``prune`` removed.

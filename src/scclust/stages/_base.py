@@ -89,6 +89,9 @@ class Stage:
         exists, just before ``manifest.json`` (the report).
     default
         Listed in a config's default ``stages``.
+    record
+        ``record(adata, params) -> dict``: what the stage chose at run time (a backend picked by
+        size, a measured recall), written into the stage's entry of ``manifest.json``.
     """
 
     name: str
@@ -101,6 +104,7 @@ class Stage:
     rebuilds_data: bool = False
     finish: Callable[..., Any] | None = None
     default: bool = False
+    record: Callable[[Any, Any], dict] | None = None
     description: str = ""
 
     def default_section(self) -> Any:

@@ -37,5 +37,6 @@ STAGE = Stage(
     name="leiden", params=LeidenParams, run=clustering_run(_tool), repeat="list", default=True,
     reads=(Ref("neighbors_key", "graph"),),
     makes=lambda p: Makes(obs=leiden_keys(p.key_added, p.resolutions)),
+    record=lambda adata, p: {"edges": adata.uns[p.key_added].get("edges")},
     description="Leiden / Louvain at several resolutions",
 )

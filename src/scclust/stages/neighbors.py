@@ -20,7 +20,7 @@ class NeighborsParams(Params):
     method: Literal["umap", "gauss"] = "umap"
     backend: Literal["auto", "exact", "ivf", "hnsw"] = Field(
         "auto", description="auto: exact up to 50,000 cells, ivf (faiss IVF-Flat, reproducible) above")
-    min_recall: float = Field(0.98, gt=0, le=1, description="ivf: widen the search until the recall on 1,000 cells reaches this")
+    min_recall: float = Field(0.995, gt=0, le=1, description="ivf: widen the search until the recall on 1,000 cells reaches this")
     snn: bool = False
     prune: float = Field(1 / 15, ge=0, lt=1)
     key_added: str = "neighbors"
@@ -39,5 +39,6 @@ STAGE = Stage(
     name="neighbors", params=NeighborsParams, run=run, repeat="list", default=True,
     reads=(Ref("use_rep", "rep"),),
     makes=lambda p: Makes(graphs=[p.key_added]),
+    record=lambda adata, p: {"knn": adata.uns[p.key_added].get("knn")},  # backend chosen, measured recall
     description="kNN / SNN graph on an embedding",
 )

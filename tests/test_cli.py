@@ -39,6 +39,7 @@ def _one_line_error(stderr: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # a subprocess: full suite, not the fast lane
 def test_run_success_subprocess(tmp_path):
     out = tmp_path / "out"
     res = _run_cli("run", str(_cfg(tmp_path)), "--outdir", str(out), "-q")

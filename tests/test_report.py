@@ -109,6 +109,7 @@ def _chromium() -> str | None:
 
 
 @pytest.mark.browser
+@pytest.mark.slow  # a subprocess: full suite, not the fast lane
 def test_renders_in_headless_chromium(report_run, tmp_path):
     exe = _chromium()
     if exe is None:

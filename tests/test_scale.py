@@ -112,6 +112,7 @@ def _fingerprint(n: int, force: bool, threads: int, dims: int = 30) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # a subprocess: full suite, not the fast lane
 def test_scalable_paths_identical_with_1_or_2_threads_forced_small():
     one = _fingerprint(4000, True, 1)
     assert one.startswith("ivf micro ")

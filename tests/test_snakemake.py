@@ -40,18 +40,21 @@ def _fanout(tmp_path: Path, **extra) -> Path:
     return path
 
 
+@pytest.mark.slow  # a subprocess: full suite, not the fast lane
 def test_dry_run_lists_every_job(tmp_path):
     res = _snakemake(tmp_path, _fanout(tmp_path), "-n")
     assert res.returncode == 0, res.stderr + res.stdout
     assert "cluster        2" in res.stdout
 
 
+@pytest.mark.slow  # a subprocess: full suite, not the fast lane
 def test_bad_paramset_fails_at_parse_time(tmp_path):
     res = _snakemake(tmp_path, _fanout(tmp_path, paramsets={"bad": {"leiden.resolutionz": [1]}}), "-n")
     assert res.returncode != 0
     assert "unknown key 'leiden.0.resolutionz'" in res.stderr + res.stdout
 
 
+@pytest.mark.slow  # a subprocess: full suite, not the fast lane
 def test_config_that_does_not_fit_a_dataset_fails_the_dry_run(tmp_path):
     """The pre-flight check of `scclust run` runs at parse time on datasets that are cheap to read."""
     res = _snakemake(tmp_path, _fanout(tmp_path, paramsets={"bad": {"composition.by": ["donor"]}}), "-n")

@@ -87,13 +87,17 @@ def test_prepare_path_on_raw_counts(tmp_path):
     counts.write_h5ad(path)
     cfg = parse_config({
         "input": str(path), "outdir": str(tmp_path / "p"), "stages": ["prepare", "neighbors", "leiden"],
-        "prepare": {"batch_key": "sample", "n_comps": 20, "n_pcs": 20},
+        "prepare": {"batch_key": "sample", "n_comps": 20, "n_pcs": 20, "compute_umap": False},  # fast lane: no UMAP
         "neighbors": {"use_rep": "X_pca_harmony", "n_pcs": 20},
     })
     adata, _ = run(cfg)
     assert adata.raw is not None and adata.raw.n_vars == counts.n_vars
-    assert {"X_pca", "X_pca_harmony", "X_umap_harmony"} <= set(adata.obsm)
+    assert {"X_pca", "X_pca_harmony"} <= set(adata.obsm) and "X_umap_harmony" not in adata.obsm
     assert "pct_counts_mt" in adata.obs and "leiden_1.0" in adata.obs
+    # and a stage that would need the UMAP that was not computed is caught before any stage
+    with pytest.raises(UserError, match="embedding.basis 'X_umap_harmony' not in .obsm"):
+        run(cfg.model_copy(update={"stages": ["prepare", "embedding"],
+                                   "embedding": [cfg.embedding[0].model_copy(update={"basis": "X_umap_harmony"})]}))
 
 
 def test_prepare_rejects_normalized_input(pbmc):

@@ -246,6 +246,7 @@ def prepare(
     n_neighbors: int = 20,
     n_pcs: int = 30,
     umap_min_dist: float = 0.5,
+    compute_umap: bool = True,
     random_state: int = 0,
     umap_worker: Any = None,
 ) -> AnnData:
@@ -262,7 +263,8 @@ def prepare(
 
     Returns
     -------
-    The HVG AnnData with ``.obsm["X_pca" | "X_pca_harmony" | "X_umap_harmony"]``, the QC columns in
+    The HVG AnnData with ``.obsm["X_pca" | "X_pca_harmony" | "X_umap_harmony"]`` (the UMAP only with
+    ``compute_umap``), the QC columns in
     ``.obs``, ``.uns["pca"]["variance_ratio"]`` and ``.uns["prepare"]``: ``filtered`` (cells removed per
     batch), ``genes_removed``, ``harmony`` (bool), ``hvg`` (a DataFrame of every gene's mean,
     normalised dispersion and HVG flag).
@@ -291,7 +293,8 @@ def prepare(
                     "no batch_key" if batch_key is None else f"one batch in {batch_key!r}")
         out.obsm["X_pca_harmony"] = out.obsm["X_pca"].copy()
     neighbors(out, use_rep="X_pca_harmony", n_pcs=min(n_pcs, out.obsm["X_pca_harmony"].shape[1]), n_neighbors=n_neighbors, random_state=random_state)
-    umap(out, key_added="X_umap_harmony", min_dist=umap_min_dist, random_state=random_state, worker=umap_worker)
+    if compute_umap:  # false: no X_umap_harmony (at atlas scale, or when another embedding is drawn)
+        umap(out, key_added="X_umap_harmony", min_dist=umap_min_dist, random_state=random_state, worker=umap_worker)
     out.uns["prepare"] = {"filtered": filtered.reset_index(), "genes_removed": filtered.attrs["genes_removed"],
                           "harmony": n_batches > 1, "hvg": hvg.rename_axis("gene").reset_index()}
     return out

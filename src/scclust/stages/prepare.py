@@ -31,6 +31,7 @@ class PrepareParams(Params):
     n_neighbors: int = Field(20, ge=2)
     n_pcs: int = Field(30, ge=1)
     umap_min_dist: float = Field(0.5, ge=0)
+    compute_umap: bool = Field(True, description="false: no X_umap_harmony (later stages must not need it)")
     random_state: int = 0
 
 
@@ -47,12 +48,13 @@ def run(adata, p: PrepareParams, ctx):
 
 
 def _makes(p: PrepareParams) -> Makes:
-    return Makes(obs_other=list(QC_COLUMNS), obsm=list(PREPARE_OBSM), intermediate_graphs=["neighbors"])
+    obsm = [k for k in PREPARE_OBSM if p.compute_umap or k != "X_umap_harmony"]
+    return Makes(obs_other=list(QC_COLUMNS), obsm=obsm, intermediate_graphs=["neighbors"])
 
 
 STAGE = Stage(
     name="prepare", params=PrepareParams, run=run,
     reads=(Ref("batch_key", "batch"), Ref("regress_out", "obs")),
-    makes=_makes, computes_umap=True, rebuilds_data=True,
+    makes=_makes, computes_umap=True, rebuilds_data=True,  # computes_umap: unless compute_umap is false
     description="QC filters and metrics, normalize, HVG, PCA, Harmony, UMAP",
 )

@@ -265,7 +265,7 @@ def run(cfg: WorkflowConfig, *, progress: Callable[[str], None] | None = None) -
     say = progress or logger.info
     t_start = time.perf_counter()
     with _claim_outdir(cfg) as outdir:
-        computes_umap = cfg.input.startswith("builtin:simulate") or any(REGISTRY[s].computes_umap for s in cfg.stages)
+        computes_umap = cfg.input.startswith("builtin:simulate") or any(REGISTRY[s].umap_needed(getattr(cfg, s)) for s in cfg.stages)
         with pp.background_umap(cfg.background_umap and computes_umap) as worker:
             ctx = RunContext(cfg=cfg, outdir=outdir, umap_worker=worker)
             return _run(cfg, ctx, say, t_start)

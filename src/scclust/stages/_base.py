@@ -80,7 +80,8 @@ class Stage:
         ``makes(params) -> Makes``: the keys an entry writes, from the same naming functions the
         tools use (so the pre-flight check cannot drift from the tools).
     computes_umap
-        The stage computes a UMAP (the runner then warms umap-learn up in a spare process).
+        The stage computes a UMAP (the runner then warms umap-learn up in a spare process); a
+        callable ``computes_umap(params) -> bool`` when that depends on the parameters.
     rebuilds_data
         The stage replaces the AnnData with one it builds from raw counts (its embeddings are the
         ones later stages use; genes are those of the input).
@@ -100,12 +101,18 @@ class Stage:
     repeat: Literal["single", "list", "named"] = "single"
     reads: tuple[Ref, ...] = ()
     makes: Callable[[Any], Makes] | None = None
-    computes_umap: bool = False
+    computes_umap: bool | Callable[[Any], bool] = False
     rebuilds_data: bool = False
     finish: Callable[..., Any] | None = None
     default: bool = False
     record: Callable[[Any, Any], dict] | None = None
     description: str = ""
+
+    def umap_needed(self, section: Any) -> bool:
+        """Whether any entry of this stage's config section computes a UMAP."""
+        if not callable(self.computes_umap):
+            return bool(self.computes_umap)
+        return any(self.computes_umap(p) for p in self.entries(section).values())
 
     def default_section(self) -> Any:
         return {"single": self.params, "list": lambda: [self.params()], "named": dict}[self.repeat]()

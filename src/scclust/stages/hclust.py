@@ -39,14 +39,9 @@ class HclustParams(Params):
         return self
 
 
-def _tool():
-    from ..tl import hclust
-
-    return hclust
-
 
 STAGE = Stage(
-    name="hclust", params=HclustParams, run=clustering_run(_tool), repeat="list",
+    name="hclust", params=HclustParams, run=clustering_run("hclust"), repeat="list",
     reads=(Ref("use_rep", "rep"),),
     makes=lambda p: Makes(obs=hclust_keys(p.key_added, p.n_clusters, p.heights)),
     record=lambda adata, p: {k: adata.uns[p.key_added].get(k) for k in ("backend", "estimated_exact_seconds")},

@@ -31,14 +31,9 @@ class KMeansParams(Params):
         return v
 
 
-def _tool():
-    from ..tl import kmeans
-
-    return kmeans
-
 
 STAGE = Stage(
-    name="kmeans", params=KMeansParams, run=clustering_run(_tool), repeat="list",
+    name="kmeans", params=KMeansParams, run=clustering_run("kmeans"), repeat="list",
     reads=(Ref("use_rep", "rep"),),
     makes=lambda p: Makes(obs=kmeans_keys(p.key_added, p.n_clusters)),
     description="k-means at several k, several starts",

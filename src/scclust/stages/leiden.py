@@ -27,14 +27,9 @@ class LeidenParams(Params):
         "auto", description="igraph graph: both = scanpy's (each pair twice), once = half the memory; auto: both up to 50,000 cells")
 
 
-def _tool():
-    from ..tl import leiden
-
-    return leiden
-
 
 STAGE = Stage(
-    name="leiden", params=LeidenParams, run=clustering_run(_tool), repeat="list", default=True,
+    name="leiden", params=LeidenParams, run=clustering_run("leiden"), repeat="list", default=True,
     reads=(Ref("neighbors_key", "graph"),),
     makes=lambda p: Makes(obs=leiden_keys(p.key_added, p.resolutions)),
     record=lambda adata, p: {"edges": adata.uns[p.key_added].get("edges")},

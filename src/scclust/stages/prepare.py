@@ -55,6 +55,6 @@ def _makes(p: PrepareParams) -> Makes:
 STAGE = Stage(
     name="prepare", params=PrepareParams, run=run,
     reads=(Ref("batch_key", "batch"), Ref("regress_out", "obs")),
-    makes=_makes, computes_umap=True, rebuilds_data=True,  # computes_umap: unless compute_umap is false
+    makes=_makes, computes_umap=lambda p: p.compute_umap, rebuilds_data=True,
     description="QC filters and metrics, normalize, HVG, PCA, Harmony, UMAP",
 )

@@ -66,3 +66,40 @@ def test_string_and_bool_columns_are_categorical(sim):
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == sorted(a.obs["s"].unique())
     assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["False", "True"]
     assert not any(ax.get_label() == "<colorbar>" for ax in fig.axes)
+
+
+def test_on_top_keeps_the_last_point_of_every_bin():
+    from scclust.pl._style import on_top
+
+    rng = np.random.default_rng(3)
+    xy = rng.normal(size=(20_000, 2))
+    order = rng.permutation(len(xy))
+    kept = on_top(xy, order, bins=50)
+    pos = {int(c): i for i, c in enumerate(order)}
+    assert all(pos[int(a)] < pos[int(b)] for a, b in zip(kept[:-1], kept[1:], strict=True))  # drawing order kept
+    lo, span = xy.min(axis=0), np.ptp(xy, axis=0)
+    cell = [tuple(v) for v in np.minimum(((xy - lo) / span * 50).astype(int), 49)]
+    last = {}
+    for c in order:  # the point drawn last in each bin, found independently
+        last[cell[c]] = int(c)
+    assert sorted(kept.tolist()) == sorted(last.values())
+
+
+def test_many_points_draw_the_same_image(sim, monkeypatch, tmp_path):
+    """Above ON_TOP_MIN_POINTS only the visible points are drawn: the image stays the same."""
+    from matplotlib.testing.compare import compare_images
+
+    from scclust.pl import _style
+
+    big = sim[np.repeat(np.arange(sim.n_obs), 4)].copy()  # 12,000 cells, many overlapping
+    big.obsm["X_umap_harmony"] = big.obsm["X_umap_harmony"] + np.random.default_rng(0).normal(0, 0.05, (big.n_obs, 2))
+    paths = []
+    for name, limit in (("all", 10**9), ("on_top", 0)):
+        monkeypatch.setattr(_style, "ON_TOP_MIN_POINTS", limit)
+        fig = pl.embedding(big, basis="X_umap_harmony", color=["cell_type", "LYZ"])
+        n_drawn = len(fig.axes[0].collections[0].get_offsets())
+        fig.savefig(tmp_path / f"{name}.png", dpi=150)
+        paths.append(tmp_path / f"{name}.png")
+        if limit == 0:
+            assert n_drawn < big.n_obs  # fewer points ...
+    assert compare_images(str(paths[0]), str(paths[1]), tol=3) is None  # ... the same picture

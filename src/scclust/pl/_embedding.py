@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from .._errors import InputError, MissingKeyError, choices
 from .._types import as_list
-from ._style import CMAP_CONTINUOUS, categories, category_colors, grid, obs_or_gene, palette, point_size
+from ._style import CMAP_CONTINUOUS, categories, category_colors, grid, obs_or_gene, palette, point_size, scatter_cells
 
 #: Above this many groups the labels are written on the data as well as in the legend.
 LABEL_ON_DATA_MIN = 10
@@ -75,14 +75,14 @@ def embedding(
         ax.set_ylabel(f"{label}2")
         ax.set_title(key or basis)
         if vals is None:
-            ax.scatter(xy[:, 0], xy[:, 1], s=s, c="#555555", linewidths=0, rasterized=True)
+            scatter_cells(ax, xy, np.arange(len(xy)), c="#555555", s=s)
         elif not pd.api.types.is_numeric_dtype(vals.dtype) or pd.api.types.is_bool_dtype(vals.dtype):
             _scatter_categories(ax, xy, vals.astype("category") if not isinstance(vals.dtype, pd.CategoricalDtype) else vals, s,
                          colors=category_colors(adata, key, len(categories(vals))))
         else:
             v = vals.to_numpy(dtype=float)
             order = np.argsort(np.nan_to_num(v, nan=-np.inf), kind="stable")
-            sc = ax.scatter(xy[order, 0], xy[order, 1], c=v[order], s=s, cmap=CMAP_CONTINUOUS, linewidths=0, rasterized=True)
+            sc = scatter_cells(ax, xy, order, c=v, s=s, cmap=CMAP_CONTINUOUS)
             from_raw = key not in adata.obs and adata.raw is not None and use_raw is not False
             fig.colorbar(sc, ax=ax, shrink=0.7, label=None if key in adata.obs else
                          "log-normalised expression (.raw)" if from_raw else "expression (.X)")
@@ -100,7 +100,7 @@ def _scatter_categories(ax, xy: np.ndarray, vals: pd.Series, s: float, *, colors
     # draw in a fixed pseudo-random order so no group hides another systematically
     order = np.random.default_rng(0).permutation(len(codes))
     lut = np.array(cols + ["#BBBBBB"])
-    ax.scatter(xy[order, 0], xy[order, 1], c=lut[codes[order]], s=s, linewidths=0, rasterized=True)
+    scatter_cells(ax, xy, order, c=lut[codes], s=s)
     handles = [
         ax.scatter([], [], c=c, s=30, label=str(cat)) for cat, c in zip(cats, cols, strict=True)
     ]

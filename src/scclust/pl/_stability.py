@@ -10,7 +10,7 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._errors import ConfigError, InputError, MissingKeyError, choices
-from ._style import point_size
+from ._style import point_size, scatter_cells
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -143,8 +143,7 @@ def stability_embedding(
     v = adata.obs[col].to_numpy(dtype=float)
     fig, ax = _figure_or_ax(ax, (5.2, 4.4))
     order = np.argsort(-np.nan_to_num(v, nan=2.0))  # least stable on top
-    sc = ax.scatter(xy[order, 0], xy[order, 1], c=v[order], cmap="RdYlBu", vmin=0, vmax=1, s=point_size(adata.n_obs),
-                    linewidths=0, rasterized=True)
+    sc = scatter_cells(ax, xy, order, c=v, cmap="RdYlBu", vmin=0, vmax=1, s=point_size(adata.n_obs))
     labels = adata.obs[key]
     for c in (labels.cat.categories if isinstance(labels.dtype, pd.CategoricalDtype) else sorted(labels.dropna().unique())):
         m = (labels == c).to_numpy()

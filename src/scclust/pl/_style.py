@@ -44,6 +44,45 @@ def point_size(n_obs: int) -> float:
     return float(np.clip(40_000 / max(n_obs, 1), 0.3, 20))
 
 
+#: Above this many points a scatter draws only the points that can show (:func:`on_top`).
+ON_TOP_MIN_POINTS = 100_000
+#: Bins per axis of :func:`on_top`'s grid: 2 per pixel of a 4-inch panel at 150 dpi, about one
+#: point diameter at 600 dpi.
+ON_TOP_BINS = 1200
+
+
+def on_top(xy: np.ndarray, order: np.ndarray, *, bins: int = ON_TOP_BINS) -> np.ndarray:
+    """The entries of ``order`` (a drawing order) whose point is drawn last in its bin of a
+    ``bins x bins`` grid over ``xy``, in drawing order: the points a viewer can see. Every other
+    point lies under a later one closer than half a pixel, so the image is the same for a fraction
+    of the points (at 1,000,000 UMAP points about a fifth; seconds instead of tens of seconds).
+    With values drawn in ascending order (expression, stability) the point kept in a bin is its
+    highest, as in the full drawing."""
+    pts = xy[order]
+    lo = pts.min(axis=0)
+    span = np.where(np.ptp(pts, axis=0) > 0, np.ptp(pts, axis=0), 1.0)
+    ij = np.minimum(((pts - lo) / span * bins).astype(np.int64), bins - 1)
+    cell = ij[:, 0] * bins + ij[:, 1]
+    _, first_from_end = np.unique(cell[::-1], return_index=True)
+    return order[np.sort(cell.size - 1 - first_from_end)]
+
+
+def scatter_cells(ax, xy: np.ndarray, order: np.ndarray, *, c, s: float, **kw):
+    """``ax.scatter`` of ``xy[order]`` (rasterised, no edges) with colours ``c`` (one per row of
+    ``xy``, or one colour); above :data:`ON_TOP_MIN_POINTS` points only those :func:`on_top` (the
+    colour scale of numeric ``c`` is still set from every point)."""
+    per_point = isinstance(c, np.ndarray) and c.shape[:1] == xy.shape[:1]
+    if per_point and np.issubdtype(c.dtype, np.number):
+        finite = c[np.isfinite(c)]
+        if finite.size:
+            kw.setdefault("vmin", float(finite.min()))
+            kw.setdefault("vmax", float(finite.max()))
+    if order.size > ON_TOP_MIN_POINTS:
+        order = on_top(xy, order)
+    return ax.scatter(xy[order, 0], xy[order, 1], c=c[order] if per_point else c, s=s, linewidths=0,
+                      rasterized=True, **kw)
+
+
 def obs_or_gene(adata: AnnData, key: str, *, use_raw: bool | None = None) -> pd.Series:
     """Values of ``key`` from ``.obs`` or a gene (``.raw`` when present and ``use_raw`` is not False)."""
     if key in adata.obs.columns:

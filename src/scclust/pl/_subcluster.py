@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from .._errors import InputError, MissingKeyError, choices
 from .._types import GeneList, validated
 from ._embedding import _scatter_categories, embedding
-from ._style import point_size
+from ._style import point_size, scatter_cells
 
 #: the lab's marker panels of the T/NK subset (its 2 x 2 figure)
 PLOT_GENES = ("CD3E", "CD4", "CD8A", "GNLY")
@@ -87,7 +87,7 @@ def subcluster_overview(
         for i, (xy, s) in enumerate(((new_xy, s_sub), (par_xy, s_par))):
             ax = axes[i, j]
             if i == 1:
-                ax.scatter(par_all[:, 0], par_all[:, 1], s=s_par, c="#E5E5E5", linewidths=0, rasterized=True)
+                scatter_cells(ax, par_all, np.arange(len(par_all)), c="#E5E5E5", s=s_par)
             _scatter_categories(ax, xy, vals, s)
             ax.set_xticks([])
             ax.set_yticks([])

@@ -124,8 +124,12 @@ def _ivf(X: np.ndarray, k: int, metric: str, random_state: int, min_recall: floa
     ``nlist / 64`` and grows by half until the recall on :data:`RECALL_SAMPLE` seeded cells
     (against float64 brute force) reaches ``min_recall``.
 
-    Memory at 1,000,000 cells x 30 dims, k = 20: the float32 data twice (data + index: 240 MB) and
-    the results (n x k int64 + float32: 240 MB, then float64 distances: 160 MB).
+    The cells are queried in the order of their nearest list (the answers do not depend on the
+    order): at 1,000,000 cells 100,000 queries took 15.5 s in that order and 38.4 s in cell order.
+
+    Memory at 1,000,000 cells x 30 dims, k = 20: the float32 data three times (data, index, the
+    reordered queries: 360 MB) and the results twice while they are put back in cell order (n x k
+    int64 + float32, 240 MB each), then float64 distances: 160 MB.
 
     Alternatives measured (benchmarks/bench_knn.py, 2 shared cores): hnswlib's single-threaded
     build took 905 s at 1,000,000 cells (its multi-threaded build is not reproducible); answering
@@ -157,7 +161,13 @@ def _ivf(X: np.ndarray, k: int, metric: str, random_state: int, min_recall: floa
             break
         nprobe = min(nlist, int(np.ceil(1.5 * nprobe)))
     info.update(recall=rec, recall_sample=int(q.size), nlist=nlist, nprobe=nprobe)
-    dist, idx = index.search(Y, k)
+    # Queries in the order of their nearest list: consecutive queries probe nearly the same lists,
+    # which stay in cache (2.5x faster at 1,000,000 cells); each answer is unchanged (per-query search).
+    order = np.argsort(km.index.search(Y, 1)[1].ravel(), kind="stable")
+    dist_o, idx_o = index.search(Y[order], k)
+    dist, idx = np.empty_like(dist_o), np.empty_like(idx_o)
+    dist[order], idx[order] = dist_o, idx_o
+    del dist_o, idx_o
     srt = _row_sort(dist, idx)  # ascending by distance, ties by cell id
     idx = np.take_along_axis(idx, srt, axis=1)
     dist = np.take_along_axis(dist, srt, axis=1)

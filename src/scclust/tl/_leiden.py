@@ -99,10 +99,13 @@ def leiden(
     res = [float(r) for r in dict.fromkeys(resolutions)]
     adata = adata.copy() if copy else adata
     adjacency = get_graph(adata, neighbors_key)
-    options = {"flavor": flavor, "n_iterations": n_iterations, "use_weights": use_weights, "random_state": random_state}
     n_proc = min(len(res), available_cpus() if n_jobs == -1 else n_jobs)
     edges_used = edges if edges != "auto" else ("both" if adjacency.shape[0] <= EDGES_BOTH_MAX_CELLS else "once")
     graph = _edges(adjacency, directed=flavor == "leidenalg", once=edges_used == "once")
+    # scanpy's graph: scanpy's random numbers (identical labels); otherwise igraph draws from Python's
+    # C generator (the labels differ from scanpy's anyway; 1.4x faster)
+    options = {"flavor": flavor, "n_iterations": n_iterations, "use_weights": use_weights,
+               "random_state": random_state, "fast_rng": edges_used == "once"}
     del adjacency
     results = _partitions_in_workers(graph, res, options, n_proc) if n_proc > 1 else _partitions(graph, res, options)
     summary = {}
@@ -202,7 +205,7 @@ def _partitions(graph: tuple, res: list[float], options: dict) -> list[tuple[np.
     out = []
     for r in res:
         t = time.perf_counter()
-        part = _find_partition(g, r, options, random_state, weights=weights)
+        part = _find_partition(g, r, options, random_state, weights=weights, fast_rng=options.get("fast_rng", False))
         if flavor == "leidenalg":
             modularity = float(_undirected_modularity(graph, part.membership, use_weights))
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import logging
 from typing import Literal
 
@@ -169,16 +171,18 @@ def _distance_matrix(idx: np.ndarray, dist: np.ndarray, n: int) -> sparse.csr_ma
 
 
 def _smooth_knn_dist(dist: np.ndarray, k: float, n_iter: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorised ``umap.umap_.smooth_knn_dist`` (local_connectivity=1, bandwidth=1), float32 like umap."""
+    """Vectorised ``umap.umap_.smooth_knn_dist`` (local_connectivity=1, bandwidth=1) with umap's types:
+    float32 distances and rho, the bisection (lo / mid / hi) and the sum in float64 (numba infers
+    float64 from umap's literals), sigma stored as float32."""
     n = dist.shape[0]
-    target = np.log2(k)  # float64, as in umap (psum is float32, the comparison float64)
+    target = np.log2(k)
     pos = np.where(dist > 0, dist, np.inf)
     rho = pos.min(axis=1)
     rho[~np.isfinite(rho)] = 0
     rho = rho.astype(np.float32)
-    lo = np.zeros(n, np.float32)
-    hi = np.full(n, np.finfo(np.float32).max, np.float32)
-    mid = np.ones(n, np.float32)
+    lo = np.zeros(n)
+    hi = np.full(n, np.finfo(np.float64).max)
+    mid = np.ones(n)
     d = dist[:, 1:] - rho[:, None]  # float32, as in umap
     active = np.ones(n, bool)
     for _ in range(n_iter):
@@ -186,29 +190,60 @@ def _smooth_knn_dist(dist: np.ndarray, k: float, n_iter: int = 64) -> tuple[np.n
         if rows.size == 0:
             break
         dr, m = d[rows], mid[rows]
-        with np.errstate(over="ignore"):
-            terms = np.where(dr > 0, np.exp(-(dr / m[:, None])), np.float32(1.0)).astype(np.float32)
-        psum = np.zeros(rows.size, np.float32)
-        for j in range(terms.shape[1]):  # sequential float32 sum, as umap's loop
+        terms = np.where(dr > 0, np.exp(-(dr / m[:, None])), 1.0)
+        psum = np.zeros(rows.size)
+        for j in range(terms.shape[1]):  # sequential sum, as umap's loop
             psum += terms[:, j]
-        diff = psum.astype(np.float64) - target
+        diff = psum - target
         done = np.abs(diff) < _SMOOTH_K_TOLERANCE
         over = (diff > 0) & ~done
         under = ~over & ~done
         r_over, r_under = rows[over], rows[under]
         hi[r_over] = mid[r_over]
-        mid[r_over] = (lo[r_over] + hi[r_over]) / np.float32(2.0)
+        mid[r_over] = (lo[r_over] + hi[r_over]) / 2.0
         lo[r_under] = mid[r_under]
-        unbounded = hi[r_under] >= np.finfo(np.float32).max
-        mid[r_under[unbounded]] *= np.float32(2.0)
+        unbounded = hi[r_under] >= np.finfo(np.float64).max
+        mid[r_under[unbounded]] *= 2.0
         rb = r_under[~unbounded]
-        mid[rb] = (lo[rb] + hi[rb]) / np.float32(2.0)
+        mid[rb] = (lo[rb] + hi[rb]) / 2.0
         active[rows[done]] = False
-    sigma = mid.copy()
+    sigma = mid.astype(np.float32)  # umap's result array is float32
     mean_i = dist.mean(axis=1)
     floor = np.where(rho > 0, _MIN_K_DIST_SCALE * mean_i, _MIN_K_DIST_SCALE * dist.mean())
     sigma = np.where(sigma < floor, floor, sigma).astype(np.float32)
     return sigma, rho
+
+
+def _expf(x: np.ndarray) -> np.ndarray:
+    """``exp`` of float32 values equal to the C library's ``expf`` (what umap's numba code calls), which
+    NumPy's float32 ``exp`` (its own SIMD code) is not in about a third of the values. The float64 exp
+    rounded to float32 is correctly rounded; ``expf`` (error < 0.51 ulp) can differ from it only where
+    the value lies near the middle between two float32 numbers: those few (about 2 %) are computed with
+    ``expf`` itself."""
+    x = np.asarray(x, dtype=np.float32)
+    r = np.exp(x.astype(np.float64))
+    f = r.astype(np.float32)
+    near = np.abs(r - f) > 0.45 * np.spacing(f).astype(np.float64)
+    if near.any():
+        expf = _libm_expf()
+        if expf is not None:
+            f[near] = [expf(float(v)) for v in x[near]]
+    return f
+
+
+@functools.cache
+def _libm_expf():
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("m")
+    try:
+        fn = ctypes.CDLL(name).expf if name else None
+    except (OSError, AttributeError):
+        fn = None
+    if fn is not None:
+        fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
+    return fn
 
 
 def umap_connectivities(idx: np.ndarray, dist: np.ndarray, *, n_neighbors: int) -> sparse.csr_matrix:
@@ -222,7 +257,7 @@ def umap_connectivities(idx: np.ndarray, dist: np.ndarray, *, n_neighbors: int) 
     dist = np.where(idx == np.arange(n)[:, None], 0, dist).astype(np.float32)
     sigma, rho = _smooth_knn_dist(dist, float(n_neighbors))
     with np.errstate(over="ignore"):
-        vals = np.exp(-((dist - rho[:, None]) / sigma[:, None]))
+        vals = _expf(-((dist - rho[:, None]) / sigma[:, None]))  # float32 argument and exp, as in umap
     vals = np.where((dist - rho[:, None] <= 0) | (sigma[:, None] == 0), np.float32(1.0), vals).astype(np.float32)
     vals[idx == np.arange(n)[:, None]] = 0.0
     rows = np.repeat(np.arange(n, dtype=np.int32), k)

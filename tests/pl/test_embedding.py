@@ -92,6 +92,7 @@ def test_many_points_draw_the_same_image(sim, monkeypatch, tmp_path):
     from scclust.pl import _style
 
     big = sim[np.repeat(np.arange(sim.n_obs), 4)].copy()  # 12,000 cells, many overlapping
+    big.obs_names_make_unique()
     big.obsm["X_umap_harmony"] = big.obsm["X_umap_harmony"] + np.random.default_rng(0).normal(0, 0.05, (big.n_obs, 2))
     paths = []
     for name, limit in (("all", 10**9), ("on_top", 0)):

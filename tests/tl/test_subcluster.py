@@ -55,7 +55,14 @@ def test_subclusters_separate_cd4_cd8_nk(big):
     assert rep.keys == [key] and key in sub.obs
     truth = sub.obs["cell_type"].astype(str)
     keep = truth.isin(TNK).to_numpy()
-    assert adjusted_rand_score(truth[keep], sub.obs[key][keep]) >= 0.8
+    # the simulation's T / NK types have states (4 CD4 T states, CD8 T and NK gradients), so the
+    # subclusters split types: each subcluster must lie within one type (purity) and together they
+    # must follow the states more closely than the types
+    ct = pd.crosstab(sub.obs[key][keep], truth[keep])
+    purity = ct.max(axis=1).sum() / ct.to_numpy().sum()
+    assert purity >= 0.9, ct
+    state = sub.obs["cell_state"].astype(str)[keep]
+    assert adjusted_rand_score(state, sub.obs[key][keep]) > adjusted_rand_score(truth[keep], sub.obs[key][keep])
 
 
 def test_outputs_raw_hvg_tables(big):

@@ -28,18 +28,16 @@ Inputs (cached in ``--workdir``):
   clusters are not those of a real 1M-cell dataset (modularity on ten copies acts like a lower
   resolution on each).
 
-Measured on 2026-12-02 (2 cores, 24 GB, shared: load average 6-9 throughout, so each process got
-roughly a quarter to half of a core; CPU seconds show what a free machine would need):
+Measured on 2026-12-02 (2 cores, 24 GB). Quiet machine (nothing else running) for 7,332 and
+100,000 cells; the 1,000,000 row was measured while the machine was shared (load 6-9):
 
 =========  ===================================  =========  ==========================  ==================
 cells      runs                                 stage wall CPU (process + worker)     stage memory peak
 =========  ===================================  =========  ==========================  ==================
-7,332      10 resolutions x 20 seeds             48 s      9.9 + 11.7 s                339 MB (178 + worker)
-100,000    10 resolutions x 20 seeds            1,707 s    460 + 479 s (~8 min free)   890 + 890 MB [1]_
-1,000,000  1 resolution x 2 seeds               230 s      83 + 85 s                   4,268 MB (1,866 + worker)
+7,332      10 resolutions x 20 seeds              8.0 s    6.1 + 7.7 s                 353 MB (186 + worker)
+100,000    10 resolutions x 20 seeds            331.8 s    329 + 313 s                 970 MB (522 + worker)
+1,000,000  1 resolution x 2 seeds (shared)      230 s      83 + 85 s                   4,268 MB (1,866 + worker)
 =========  ===================================  =========  ==========================  ==================
-
-.. [1] ``ru_maxrss`` of each process (before /proc sampling was added; includes the input handling).
 
 Leiden on the resampled 100,000 cells costs ~4.7 CPU-s per run (igraph, ``n_iterations=2``) and
 on 1,000,000 cells ~80 CPU-s; the stage's own work beyond the runs (contingency tables) is

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -102,10 +104,14 @@ def compute(*arrays: Any, what: str) -> Any:
     try:
         if client is None:
             return dask.compute(*arrays)
-        futures = client.compute(list(arrays))
+        with warnings.catch_warnings():  # an in-memory input wrapped in chunks travels with the graph: expected
+            warnings.filterwarnings("ignore", message="Sending large graph")
+            futures = client.compute(list(arrays))
         if logging.getLogger("scclust").isEnabledFor(logging.INFO):
             logger.info("Dask: %s", what)
-            progress(futures, notebook=False)
+            if sys.stderr.isatty():  # a live bar on a terminal; a log file gets the line above only
+                with contextlib.redirect_stdout(sys.stderr):  # the text bar writes to stdout
+                    progress(*futures, notebook=False)
         return tuple(client.gather(futures))
     except KilledWorker as err:
         raise ComputeError(f"{what}: Dask workers died repeatedly running one task ({err.args[0] if err.args else ''}); "

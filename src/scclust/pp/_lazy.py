@@ -39,10 +39,15 @@ CHUNK_NNZ = 20_000_000
 #: counts, .layers["counts"], .raw and the dense scaled HVG matrix: ~40 bytes per non-zero + 8 kB per cell)
 AUTO_NNZ = 150_000_000
 
-__all__ = ["choose_backend", "pca_implicit", "prepare_lazy", "read_counts", "read_counts_lazy", "store_nnz"]
+__all__ = ["choose_backend", "is_lazy", "pca_implicit", "prepare_lazy", "read_counts", "read_counts_lazy", "store_nnz"]
 
 
 # ------------------------------------------------------------------------------------------ reading
+def is_lazy(adata: AnnData) -> bool:
+    """Whether ``adata.X`` is a Dask array (read out of core)."""
+    return type(adata.X).__module__.startswith("dask.")
+
+
 def _store_kind(path: Path) -> str:
     name = path.name.lower()
     if name.endswith(".zarr") or (path.is_dir() and ((path / "zarr.json").exists() or (path / ".zgroup").exists())):
@@ -248,7 +253,7 @@ def pca_implicit(X, *, covariates: np.ndarray | None = None, n_comps: int = 50) 
     m = g + p
     grams = da.blockwise(_gram_block, "bxy", X, "bg", Cd, "bc", new_axes={"x": m, "y": m}, adjust_chunks={"b": 1},
                          dtype=np.float64, concatenate=True, meta=np.empty((0, 0, 0)))
-    (G,) = compute(grams.sum(axis=0), what="PCA: cross-products of the HVG matrix")
+    (G,) = compute(grams.sum(axis=0), what="PCA: cross-products of the HVG matrix (pass 4 over the counts)")
     XtX, XtC, CtC = G[:g, :g], G[:g, g:], G[g:, g:]
     B = np.linalg.lstsq(CtC, XtC.T, rcond=None)[0]  # p x g: regression coefficients (incl. the intercept)
     S = XtX - XtC @ B
@@ -289,7 +294,7 @@ def qc_filter_lazy(adata: AnnData, *, min_genes: int, max_genes: int | None, max
     flags = var[["mt", "ribo", "hb"]].to_numpy(dtype=np.float64)
     X = adata.X
     qc_lazy = X.map_blocks(_qc_block, flags, dtype=np.float64, chunks=(X.chunks[0], (5,)), meta=np.empty((0, 0)))
-    (qc,) = compute(qc_lazy, what="QC metrics (pass 1 of 4 over the counts)")
+    (qc,) = compute(qc_lazy, what="QC metrics (pass 1 over the counts)")
     obs = adata.obs.copy()
     obs["n_genes_by_counts"] = qc[:, 0].astype(np.int32)
     obs["total_counts"] = qc[:, 1].astype(np.float32)
@@ -301,7 +306,7 @@ def qc_filter_lazy(adata: AnnData, *, min_genes: int, max_genes: int | None, max
     keep_d = da.from_array(keep, chunks=(X.chunks[0],))
     genes_lazy = da.blockwise(_gene_block, "bkg", X, "bg", keep_d, "b", new_axes={"k": 3}, adjust_chunks={"b": 1},
                               dtype=np.float64, concatenate=True, meta=np.empty((0, 0, 0)))
-    (gstats,) = compute(genes_lazy.sum(axis=0), what="gene filter (pass 2 of 4 over the counts)")
+    (gstats,) = compute(genes_lazy.sum(axis=0), what="gene filter (pass 2 over the counts)")
     var["n_cells_by_counts"] = gstats[0].astype(np.int64)
     var["mean_counts"] = gstats[1] / adata.n_obs
     var["pct_dropout_by_counts"] = 100 * (1 - gstats[0] / adata.n_obs)
@@ -337,8 +342,12 @@ def prepare_lazy(
     n_top_genes: int | None,
     regress_out: Sequence[str],
     n_comps: int,
+    raw_genes: Sequence[str] | None = None,
 ) -> tuple[AnnData, pd.DataFrame, pd.DataFrame]:
     """Steps 1-4 of the module docstring on ``adata`` (``.X`` a Dask array of counts).
+
+    ``.raw``: log-normalized expression of every gene when that is small (<= :data:`AUTO_NNZ`
+    non-zeros), else of the HVGs and ``raw_genes`` only.
 
     Returns the HVG AnnData (``.X`` log-normalized HVGs, CSR in memory; ``.obsm["X_pca"]``;
     ``.uns["pca"]``; ``.varm["PCs"]``; QC columns), the removed-per-batch table and the HVG table.
@@ -359,7 +368,7 @@ def prepare_lazy(
     ln = AnnData(X=lognorm, obs=filt.obs, var=filt.var)
     ln.uns["log1p"] = {"base": None}
     kw = dict(min_mean=min_mean, max_mean=max_mean, min_disp=min_disp) if n_top_genes is None else {}
-    logger.info("Dask: highly variable genes (pass 3 of 4 over the counts)")
+    logger.info("Dask: highly variable genes (pass 3 over the counts)")
     sc.pp.highly_variable_genes(ln, flavor=hvg_flavor, n_top_genes=n_top_genes, **kw)
     hv = ln.var["highly_variable"].to_numpy()
     if hv.sum() < 2:
@@ -372,8 +381,19 @@ def prepare_lazy(
     if n_eff < n_comps:
         logger.warning("n_comps reduced from %d to %d (data is %d x %d)", n_comps, n_eff, filt.n_obs, int(hv.sum()))
     pca = pca_implicit(Xh, covariates=cov, n_comps=n_eff)
-    scores, Xcsr = compute(pca["scores_lazy"], Xh, what="PCA scores and the HVG matrix (pass 4 of 4)")
-    out = AnnData(X=sparse.csr_matrix(Xcsr), obs=filt.obs.copy(), var=ln.var.loc[hv].copy())
+    nnz_est = int(filt.X.shape[0]) * float(filt.var["n_cells_by_counts"].mean())  # upper bound after the filters
+    if nnz_est <= AUTO_NNZ:
+        keep_raw = np.ones(filt.n_vars, bool)  # small enough: .raw = every gene, as in memory
+    else:
+        keep_raw = hv | filt.var_names.isin(list(raw_genes or ()))
+    scores, Xraw = compute(pca["scores_lazy"], lognorm[:, np.flatnonzero(keep_raw)],
+                           what="PCA scores and the log-normalized matrix for .raw (pass 5 over the counts)")
+    Xraw = sparse.csr_matrix(Xraw)
+    raw = AnnData(X=Xraw, obs=filt.obs[[]], var=ln.var.loc[keep_raw].copy())
+    out = AnnData(X=Xraw[:, np.flatnonzero(hv[keep_raw])], obs=filt.obs.copy(), var=ln.var.loc[hv].copy())
+    out.raw = raw
+    logger.info("prepare: .raw holds %s (%d genes)", "every gene" if keep_raw.all() else "the HVGs and the genes "
+                "the config names", int(keep_raw.sum()))
     out.obsm["X_pca"] = scores
     out.varm["PCs"] = pca["loadings"].astype(np.float32)
     out.uns["pca"] = {"variance": pca["variance"], "variance_ratio": pca["variance_ratio"],

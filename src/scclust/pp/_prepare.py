@@ -264,6 +264,7 @@ def prepare(
     random_state: int = 0,
     backend: Literal["auto", "memory", "dask"] = "auto",
     chunk_cells: int | None = None,
+    raw_genes: Sequence[str] | None = None,
     umap_worker: Any = None,
 ) -> AnnData:
     """Raw counts -> a tutorial-shaped integrated AnnData.
@@ -272,7 +273,8 @@ def prepare(
     :mod:`scclust.pp._lazy`; ``.X`` a Dask array of CSR chunks, e.g. from :func:`read_counts_lazy`,
     or an in-memory matrix cut into ``chunk_cells``-row chunks), ``auto`` (``dask`` when ``.X`` is a
     Dask array). Out of core, nothing of size cells x genes is held in memory: the output has no
-    ``.raw`` / ``.layers["counts"]``; ``.X`` holds the log-normalized HVGs (sparse) and
+    ``.layers["counts"]``; ``.X`` holds the log-normalized HVGs (sparse), ``.raw`` every gene when
+    small, else the HVGs and ``raw_genes`` (e.g. the genes a config names), and
     ``.uns["counts_store"]`` references the counts on disk (:func:`scclust.pp.read_counts`). PCA
     is that of the scaled matrix computed implicitly, without ``max_value``'s clip (see the README,
     "Large data", for the measured difference).
@@ -313,7 +315,7 @@ def prepare(
         out, filtered, hvg = prepare_lazy(
             adata, batch_key=batch_key, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
             min_cells=min_cells, target_sum=target_sum, hvg_flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean,
-            min_disp=min_disp, n_top_genes=n_top_genes, regress_out=regress_out, n_comps=n_comps)
+            min_disp=min_disp, n_top_genes=n_top_genes, regress_out=regress_out, n_comps=n_comps, raw_genes=raw_genes)
     else:
         if _is_dask(adata.X):
             raise ConfigError("prepare: backend 'memory' needs .X in memory; this .X is a Dask array (use backend "

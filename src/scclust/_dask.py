@@ -100,7 +100,7 @@ def compute(*arrays: Any, what: str) -> Any:
         client = get_client()
     except (ImportError, ValueError):
         client = None
-        KilledWorker = ()  # noqa: N806
+        KilledWorker = ()
     try:
         if client is None:
             return dask.compute(*arrays)

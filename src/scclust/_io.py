@@ -118,6 +118,9 @@ def read_input(spec: str, *, progress: Callable[[str], None] | None = None, lazy
         if progress is not None and spec.startswith("builtin:simulate"):
             progress("simulating counts and running QC -> normalize -> HVG -> PCA -> Harmony -> UMAP (20-40 s)")
         adata = load_builtin(spec.removeprefix("builtin:"))
+        if "counts_store" in adata.uns:  # written to the cache and read lazily
+            path = Path(adata.uns["counts_store"]["path"])
+            return adata, {"source": spec, "store": str(path), **_store_fingerprint(path)}
         return adata, {"source": spec, "sha256": fingerprint_adata(adata)}
     path = Path(spec)
     if not path.is_file():

@@ -89,6 +89,8 @@ def choose_backend(spec: str, backend: str) -> tuple[str, str]:
     """``(backend, reason)`` for ``prepare``: ``auto`` is ``dask`` above :data:`AUTO_NNZ` non-zeros."""
     if backend != "auto":
         return backend, "set in the config (prepare.backend)"
+    if spec.startswith("builtin:counts_store"):
+        return "dask", "built-in counts store (read lazily)"
     if spec.startswith("builtin:"):
         return "memory", "built-in dataset"
     path = Path(spec)
@@ -367,7 +369,7 @@ def prepare_lazy(
     lognorm = filt.X.map_blocks(_lognorm_block, target_sum, dtype=np.float32)
     ln = AnnData(X=lognorm, obs=filt.obs, var=filt.var)
     ln.uns["log1p"] = {"base": None}
-    kw = dict(min_mean=min_mean, max_mean=max_mean, min_disp=min_disp) if n_top_genes is None else {}
+    kw = {"min_mean": min_mean, "max_mean": max_mean, "min_disp": min_disp} if n_top_genes is None else {}
     logger.info("Dask: highly variable genes (pass 3 over the counts)")
     sc.pp.highly_variable_genes(ln, flavor=hvg_flavor, n_top_genes=n_top_genes, **kw)
     hv = ln.var["highly_variable"].to_numpy()

@@ -229,20 +229,60 @@ def _score_block(X: sparse.csr_matrix, C: np.ndarray, W: np.ndarray, BW: np.ndar
     return np.asarray((X @ W) - C @ BW, dtype=np.float32)
 
 
+def _moments_block(X: sparse.csr_matrix, C: np.ndarray) -> np.ndarray:
+    """Per gene: sum of squares (row 0); then ``C^T X`` (p rows) and ``C^T C`` (padded): (1, 1 + 2p, g)."""
+    X = sparse.csr_matrix(X, dtype=np.float64)
+    g, p = X.shape[1], C.shape[1]
+    out = np.zeros((1 + 2 * p, max(g, p)))
+    out[0, :g] = X.multiply(X).sum(axis=0).A1
+    out[1:1 + p, :g] = np.asarray((X.T @ C).T)
+    out[1 + p:, :p] = C.T @ C
+    return out[None]
+
+
+def _clipped_block(X: sparse.csr_matrix, C: np.ndarray, B: np.ndarray, std: np.ndarray, max_value: float) -> np.ndarray:
+    """The chunk of ``clip(scale(regress_out(X)), -max_value, max_value)``, dense (chunk x HVGs)."""
+    Z = X.toarray().astype(np.float64) if sparse.issparse(X) else np.asarray(X, dtype=np.float64)
+    Z -= C @ B
+    Z /= std
+    return np.clip(Z, -max_value, max_value, out=Z)
+
+
+def _clipped_gram_block(X, C, B, std, max_value) -> np.ndarray:
+    Z = _clipped_block(X, C, B, std, max_value)
+    out = np.empty((Z.shape[1] + 1, Z.shape[1]))
+    out[:-1] = Z.T @ Z
+    out[-1] = Z.sum(axis=0)
+    return out[None]
+
+
+def _clipped_score_block(X, C, B, std, max_value, mean_z, V) -> np.ndarray:
+    Z = _clipped_block(X, C, B, std, max_value)
+    return ((Z - mean_z) @ V).astype(np.float32)
+
+
 # ------------------------------------------------------------------------------------------ PCA
-def pca_implicit(X, *, covariates: np.ndarray | None = None, n_comps: int = 50) -> dict[str, np.ndarray]:
-    """PCA of ``scale(regress_out(X, covariates))`` without ever forming it.
+def pca_implicit(X, *, covariates: np.ndarray | None = None, n_comps: int = 50,
+                 max_value: float | None = None) -> dict[str, Any]:
+    """PCA of ``scale(regress_out(X, covariates), max_value)`` without ever forming it.
 
     ``X``: a cells x genes Dask array of CSR (or dense) chunks (the HVG block); ``covariates``:
-    cells x p (an intercept is always added). One pass sums ``[X C]^T [X C]`` over chunks; the
+    cells x p (an intercept is always added).
+
+    ``max_value=None`` (implicit, two passes): one pass sums ``[X C]^T [X C]`` over chunks; the
     residual cross-products ``S = X^T X - X^T C (C^T C)^-1 C^T X`` give the genes' standard
     deviations (ddof 1, zero -> 1 as ``sc.pp.scale``) and the correlation matrix, whose top
-    eigenvectors ``V`` are the loadings. A second pass gives the scores ``X W - C B W`` with
-    ``W = D^-1 V`` and ``B = (C^T C)^-1 C^T X``. Exact; differs from ``sc.pp.scale(max_value=10)`` +
-    PCA only by that clip.
+    eigenvectors ``V`` are the loadings; the second pass gives the scores ``X W - C B W`` with
+    ``W = D^-1 V`` and ``B = (C^T C)^-1 C^T X``. No chunk is densified beyond its HVG block.
 
-    Returns ``scores`` (cells x n_comps float32), ``loadings`` (genes x n_comps), ``variance``,
-    ``variance_ratio``, ``mean``, ``std``.
+    ``max_value`` set (three passes; exactly ``sc.pp.scale(max_value)`` + ``sc.pp.pca``): a pass of
+    per-gene moments gives ``B`` and the standard deviations; a pass sums the cross-products of
+    each chunk's clipped scaled block (dense chunk x HVGs, ~320 MB at 20,000 cells x 2,000 genes);
+    the eigenvectors of their covariance (re-centred, as PCA does after the clip) are the loadings;
+    a last pass gives the scores.
+
+    Returns ``scores_lazy`` (a Dask array, cells x n_comps float32), ``loadings`` (genes x
+    n_comps), ``variance``, ``variance_ratio``, ``mean``, ``std``.
     """
     import dask.array as da
 
@@ -252,27 +292,47 @@ def pca_implicit(X, *, covariates: np.ndarray | None = None, n_comps: int = 50) 
     C = np.ones((n, 1)) if covariates is None else np.hstack([np.ones((n, 1)), np.asarray(covariates, dtype=np.float64)])
     p = C.shape[1]
     Cd = da.from_array(C, chunks=(X.chunks[0], p))
-    m = g + p
-    grams = da.blockwise(_gram_block, "bxy", X, "bg", Cd, "bc", new_axes={"x": m, "y": m}, adjust_chunks={"b": 1},
-                         dtype=np.float64, concatenate=True, meta=np.empty((0, 0, 0)))
-    (G,) = compute(grams.sum(axis=0), what="PCA: cross-products of the HVG matrix (pass 4 over the counts)")
-    XtX, XtC, CtC = G[:g, :g], G[:g, g:], G[g:, g:]
+    if max_value is None:
+        m = g + p
+        grams = da.blockwise(_gram_block, "bxy", X, "bg", Cd, "bc", new_axes={"x": m, "y": m}, adjust_chunks={"b": 1},
+                             dtype=np.float64, concatenate=True, meta=np.empty((0, 0, 0)))
+        (G,) = compute(grams.sum(axis=0), what="PCA: cross-products of the HVG matrix (pass 4 over the counts)")
+        XtX, XtC, CtC = G[:g, :g], G[:g, g:], G[g:, g:]
+        sumsq = np.diag(XtX)
+    else:
+        w = max(g, p)
+        mom = da.blockwise(_moments_block, "bkx", X, "bg", Cd, "bc", new_axes={"k": 1 + 2 * p, "x": w},
+                           adjust_chunks={"b": 1}, dtype=np.float64, concatenate=True, meta=np.empty((0, 0, 0)))
+        (M,) = compute(mom.sum(axis=0), what="PCA: per-gene moments of the HVG matrix (pass 4 over the counts)")
+        sumsq, XtC, CtC = M[0, :g], M[1:1 + p, :g].T, M[1 + p:, :p]
     B = np.linalg.lstsq(CtC, XtC.T, rcond=None)[0]  # p x g: regression coefficients (incl. the intercept)
-    S = XtX - XtC @ B
     mean = XtC[:, 0] / n
-    var = np.clip(np.diag(S) / (n - 1), 0, None)
-    std = np.sqrt(var)
+    resid_ss = sumsq - np.einsum("gp,pg->g", XtC, B)  # diag of X^T X - X^T C B
+    std = np.sqrt(np.clip(resid_ss / (n - 1), 0, None))
     std[std == 0] = 1.0
-    R = S / np.outer(std, std) / (n - 1)
+    if max_value is None:
+        R = ((XtX - XtC @ B) / np.outer(std, std)) / (n - 1)
+        mean_z = None
+    else:
+        grams = da.blockwise(_clipped_gram_block, "bxy", X, "bg", Cd, "bc", B, None, std, None, max_value, None,
+                             new_axes={"x": g + 1, "y": g}, adjust_chunks={"b": 1}, dtype=np.float64, concatenate=True,
+                             meta=np.empty((0, 0, 0)))
+        (G,) = compute(grams.sum(axis=0), what="PCA: cross-products of the clipped scaled HVG matrix (pass 5 over the counts)")
+        mean_z = G[-1] / n
+        R = (G[:-1] - n * np.outer(mean_z, mean_z)) / (n - 1)
     evals, evecs = np.linalg.eigh(R)
     order = np.argsort(evals)[::-1][:n_comps]
     evals, V = evals[order], evecs[:, order]
     # sign convention: the largest |loading| of each component positive (deterministic)
     V *= np.sign(V[np.abs(V).argmax(axis=0), np.arange(V.shape[1])])
-    W = V / std[:, None]
-    BW = B @ W
-    scores = da.blockwise(_score_block, "bk", X, "bg", Cd, "bc", W, None, BW, None, new_axes={"k": V.shape[1]},
-                          dtype=np.float32, concatenate=True, meta=np.empty((0, 0), dtype=np.float32))
+    if max_value is None:
+        W = V / std[:, None]
+        scores = da.blockwise(_score_block, "bk", X, "bg", Cd, "bc", W, None, B @ W, None, new_axes={"k": V.shape[1]},
+                              dtype=np.float32, concatenate=True, meta=np.empty((0, 0), dtype=np.float32))
+    else:
+        scores = da.blockwise(_clipped_score_block, "bk", X, "bg", Cd, "bc", B, None, std, None, max_value, None,
+                              mean_z, None, V, None, new_axes={"k": V.shape[1]}, dtype=np.float32, concatenate=True,
+                              meta=np.empty((0, 0), dtype=np.float32))
     return {"scores_lazy": scores, "loadings": V, "variance": evals, "variance_ratio": evals / np.trace(R),
             "mean": mean, "std": std}
 
@@ -344,6 +404,7 @@ def prepare_lazy(
     n_top_genes: int | None,
     regress_out: Sequence[str],
     n_comps: int,
+    max_value: float | None = 10.0,
     raw_genes: Sequence[str] | None = None,
 ) -> tuple[AnnData, pd.DataFrame, pd.DataFrame]:
     """Steps 1-4 of the module docstring on ``adata`` (``.X`` a Dask array of counts).
@@ -382,14 +443,14 @@ def prepare_lazy(
     n_eff = min(n_comps, filt.n_obs - 1, int(hv.sum()) - 1)
     if n_eff < n_comps:
         logger.warning("n_comps reduced from %d to %d (data is %d x %d)", n_comps, n_eff, filt.n_obs, int(hv.sum()))
-    pca = pca_implicit(Xh, covariates=cov, n_comps=n_eff)
+    pca = pca_implicit(Xh, covariates=cov, n_comps=n_eff, max_value=max_value)
     nnz_est = int(filt.X.shape[0]) * float(filt.var["n_cells_by_counts"].mean())  # upper bound after the filters
     if nnz_est <= AUTO_NNZ:
         keep_raw = np.ones(filt.n_vars, bool)  # small enough: .raw = every gene, as in memory
     else:
         keep_raw = hv | filt.var_names.isin(list(raw_genes or ()))
     scores, Xraw = compute(pca["scores_lazy"], lognorm[:, np.flatnonzero(keep_raw)],
-                           what="PCA scores and the log-normalized matrix for .raw (pass 5 over the counts)")
+                           what="PCA scores and the log-normalized matrix for .raw (last pass over the counts)")
     Xraw = sparse.csr_matrix(Xraw)
     raw = AnnData(X=Xraw, obs=filt.obs[[]], var=ln.var.loc[keep_raw].copy())
     out = AnnData(X=Xraw[:, np.flatnonzero(hv[keep_raw])], obs=filt.obs.copy(), var=ln.var.loc[hv].copy())
@@ -399,7 +460,7 @@ def prepare_lazy(
     out.obsm["X_pca"] = scores
     out.varm["PCs"] = pca["loadings"].astype(np.float32)
     out.uns["pca"] = {"variance": pca["variance"], "variance_ratio": pca["variance_ratio"],
-                      "params": {"zero_center": True, "implicit_scale": True, "max_value": None,
+                      "params": {"zero_center": True, "implicit_scale": True, "max_value": max_value,
                                  "regress_out": list(regress_out)}}
     out.uns["log1p"] = {"base": None}
     if "counts_store" in adata.uns:

@@ -276,8 +276,9 @@ def prepare(
     ``.layers["counts"]``; ``.X`` holds the log-normalized HVGs (sparse), ``.raw`` every gene when
     small, else the HVGs and ``raw_genes`` (e.g. the genes a config names), and
     ``.uns["counts_store"]`` references the counts on disk (:func:`scclust.pp.read_counts`). PCA
-    is that of the scaled matrix computed implicitly, without ``max_value``'s clip (see the README,
-    "Large data", for the measured difference).
+    of the scaled matrix is computed chunk by chunk (:func:`scclust.pp._lazy.pca_implicit`): with
+    ``max_value`` it equals ``sc.pp.scale(max_value)`` + PCA (one extra pass over the data); with
+    ``max_value=None`` it needs no dense chunk at all.
 
     QC metrics and the QC lab's cell / gene filters (:func:`filter_cells_genes`), normalize +
     log1p (``.raw`` = all genes, log-normalized), HVGs, scale, PCA (``X_pca``), Harmony on
@@ -315,7 +316,8 @@ def prepare(
         out, filtered, hvg = prepare_lazy(
             adata, batch_key=batch_key, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
             min_cells=min_cells, target_sum=target_sum, hvg_flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean,
-            min_disp=min_disp, n_top_genes=n_top_genes, regress_out=regress_out, n_comps=n_comps, raw_genes=raw_genes)
+            min_disp=min_disp, n_top_genes=n_top_genes, regress_out=regress_out, n_comps=n_comps, max_value=max_value,
+            raw_genes=raw_genes)
     else:
         if _is_dask(adata.X):
             raise ConfigError("prepare: backend 'memory' needs .X in memory; this .X is a Dask array (use backend "

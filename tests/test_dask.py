@@ -53,6 +53,7 @@ def _config(tmp_path, store, stages="[prepare, leiden]"):
     return cfg
 
 
+@pytest.mark.slow
 def test_cli_out_of_core_run_records_backend(tmp_path, small_store):
     cmd = [sys.executable, "-m", "scclust", "run", str(_config(tmp_path, small_store))]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

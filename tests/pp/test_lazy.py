@@ -197,3 +197,29 @@ def test_kang_leiden_vs_cell_types(client, kang_path):
     a_ooc = adjusted_rand_score(ooc.obs["celltype_from_muscat"][known], _leiden(ooc)[known])
     assert a_mem > 0.6, a_mem  # the in-memory chain recovers the cell types at all
     assert abs(a_mem - a_ooc) <= 0.02, (a_mem, a_ooc)
+
+
+def test_subcluster_reads_subset_counts_from_store(client, store, monkeypatch):
+    """At scale .raw holds only the HVGs and named genes: the T/NK subclustering then reads only the
+    subset's counts from the store and re-processes them out of core, as in memory."""
+    import anndata as ad
+
+    from scclust import pp, tl
+    from scclust.pp import _lazy
+
+    mem = pp.prepare(ad.read_h5ad(store), backend="memory", **PREP)
+    monkeypatch.setattr(_lazy, "AUTO_NNZ", 0)  # as above the in-memory size: .raw = HVGs + raw_genes
+    ooc = pp.prepare(pp.read_counts_lazy(store, chunk_cells=700), backend="dask", raw_genes=["CD3E", "GNLY"], **PREP)
+    assert ooc.raw.n_vars < mem.raw.n_vars and {"CD3E", "GNLY"} <= set(ooc.raw.var_names)
+    assert ooc.uns["counts_store"]["raw_complete"] is False
+    query = "cell_type in ['CD4 T', 'CD8 T', 'NK']"
+    kw = {"select": "obs", "obs_query": query, "groupby": "cell_type", "leiden_flavor": "igraph", "resolutions": [0.6]}
+    sub_mem, _ = tl.subcluster(mem, **kw)
+    sub_ooc, rep = tl.subcluster(ooc, **kw)
+    assert pp.is_lazy(pp.read_counts(sub_ooc)) and sub_ooc.raw is not None
+    assert (sub_mem.obs_names == sub_ooc.obs_names).all()
+    assert set(sub_mem.var_names) == set(sub_ooc.var_names)  # the subset's HVGs
+    _, corr = _agreement(sub_mem, sub_ooc)
+    assert corr.min() >= 0.99, corr
+    ari = adjusted_rand_score(sub_mem.obs["tcells_0.6"], sub_ooc.obs["tcells_0.6"])
+    assert ari >= 0.9, ari

@@ -464,7 +464,9 @@ def prepare_lazy(
                                  "regress_out": list(regress_out)}}
     out.uns["log1p"] = {"base": None}
     if "counts_store" in adata.uns:
-        out.uns["counts_store"] = dict(adata.uns["counts_store"])
+        kept = adata.var_names.isin(filt.var_names)
+        out.uns["counts_store"] = {**adata.uns["counts_store"], "genes_kept": kept, "target_sum": float(target_sum),
+                                   "raw_complete": bool(keep_raw.all())}
     return out, table, hvg
 
 

@@ -46,6 +46,7 @@ def run(adata, p: PrepareParams, ctx):
     from .. import pl, pp
     from .._dask import dask_client
     from ..pp._lazy import choose_backend
+    from ..tl._subcluster import TNK_MARKERS
 
     backend, reason = choose_backend(ctx.cfg.input, p.backend)
     if pp.is_lazy(adata):
@@ -54,7 +55,7 @@ def run(adata, p: PrepareParams, ctx):
     if backend == "dask":
         with dask_client(**ctx.cfg.dask.model_dump()):
             out = pp.prepare(adata, umap_worker=ctx.umap_worker, **p.model_dump(exclude={"backend"}), backend="dask",
-                             raw_genes=list(ctx.named_genes))
+                             raw_genes=[*ctx.named_genes, *(g for genes in TNK_MARKERS.values() for g in genes)])
     else:
         out = pp.prepare(adata, umap_worker=ctx.umap_worker, **p.model_dump())
     out.uns["prepare"]["backend_reason"] = reason
@@ -70,7 +71,9 @@ def _record(adata, p: PrepareParams) -> dict:
     info = adata.uns.get("prepare", {})
     out = {"backend": info.get("backend"), "backend_reason": info.get("backend_reason")}
     if "counts_store" in adata.uns:
-        out["counts_store"] = dict(adata.uns["counts_store"])
+        from ..pp._lazy import lazy_info
+
+        out["counts_store"] = lazy_info(adata)
     return out
 
 

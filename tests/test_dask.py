@@ -18,9 +18,9 @@ def test_unreachable_scheduler_is_one_line_error():
     from scclust._errors import ConfigError
 
     t0 = time.perf_counter()
-    with pytest.raises(ConfigError, match=r"cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"):
-        with dask_client(address="tcp://127.0.0.1:9", timeout=2):
-            pass
+    with pytest.raises(ConfigError, match=r"cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"), \
+            dask_client(address="tcp://127.0.0.1:9", timeout=2):
+        pass
     assert time.perf_counter() - t0 < 30
 
 
@@ -100,8 +100,7 @@ def test_killed_worker_recovers_or_exits_cleanly(tmp_path):
     lines, killed = [], []
 
     def read():
-        for line in proc.stderr:
-            lines.append(line)
+        lines.extend(proc.stderr)
 
     t = threading.Thread(target=read, daemon=True)
     t.start()

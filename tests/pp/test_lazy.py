@@ -134,8 +134,6 @@ def test_seurat_v3_refused_out_of_core(client, store):
 
 
 def test_normalized_input_refused(client, tmp_path):
-    import anndata as ad
-
     from scclust import pp
     from scclust._errors import InputError
     from scclust.datasets import simulate_counts
@@ -215,7 +213,7 @@ def test_subcluster_reads_subset_counts_from_store(client, store, monkeypatch):
     query = "cell_type in ['CD4 T', 'CD8 T', 'NK']"
     kw = {"select": "obs", "obs_query": query, "groupby": "cell_type", "leiden_flavor": "igraph", "resolutions": [0.6]}
     sub_mem, _ = tl.subcluster(mem, **kw)
-    sub_ooc, rep = tl.subcluster(ooc, **kw)
+    sub_ooc, _ = tl.subcluster(ooc, **kw)
     assert pp.is_lazy(pp.read_counts(sub_ooc)) and sub_ooc.raw is not None
     assert (sub_mem.obs_names == sub_ooc.obs_names).all()
     assert set(sub_mem.var_names) == set(sub_ooc.var_names)  # the subset's HVGs

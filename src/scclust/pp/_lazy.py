@@ -406,6 +406,7 @@ def prepare_lazy(
     n_comps: int,
     max_value: float | None = 10.0,
     raw_genes: Sequence[str] | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> tuple[AnnData, pd.DataFrame, pd.DataFrame]:
     """Steps 1-4 of the module docstring on ``adata`` (``.X`` a Dask array of counts).
 
@@ -419,20 +420,23 @@ def prepare_lazy(
 
     from .._checks import check_n_obs
     from .._dask import compute
+    from ._prepare import _step
 
     if hvg_flavor == "seurat_v3":
         raise InputError("hvg_flavor 'seurat_v3' is not offered out of core (it needs a second copy of the counts); "
                          "use 'seurat' or 'cell_ranger', or prepare.backend: memory")
-    filt, table = qc_filter_lazy(adata, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
-                                 min_cells=min_cells, batch_key=batch_key)
-    check_n_obs(filt, 20, what="prepare after the QC filters")
-    _check_counts(filt.X)
+    with _step(seconds, "qc_filter"):
+        _check_counts(adata.X)
+        filt, table = qc_filter_lazy(adata, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
+                                     min_cells=min_cells, batch_key=batch_key)
+        check_n_obs(filt, 20, what="prepare after the QC filters")
     lognorm = filt.X.map_blocks(_lognorm_block, target_sum, dtype=np.float32)
     ln = AnnData(X=lognorm, obs=filt.obs, var=filt.var)
     ln.uns["log1p"] = {"base": None}
     kw = {"min_mean": min_mean, "max_mean": max_mean, "min_disp": min_disp} if n_top_genes is None else {}
     logger.info("Dask: highly variable genes (pass 3 over the counts)")
-    sc.pp.highly_variable_genes(ln, flavor=hvg_flavor, n_top_genes=n_top_genes, **kw)
+    with _step(seconds, "normalize_hvg"):
+        sc.pp.highly_variable_genes(ln, flavor=hvg_flavor, n_top_genes=n_top_genes, **kw)
     hv = ln.var["highly_variable"].to_numpy()
     if hv.sum() < 2:
         raise InputError(f"only {int(hv.sum())} highly variable gene(s) found; relax min_mean / min_disp or set n_top_genes")
@@ -443,14 +447,16 @@ def prepare_lazy(
     n_eff = min(n_comps, filt.n_obs - 1, int(hv.sum()) - 1)
     if n_eff < n_comps:
         logger.warning("n_comps reduced from %d to %d (data is %d x %d)", n_comps, n_eff, filt.n_obs, int(hv.sum()))
-    pca = pca_implicit(Xh, covariates=cov, n_comps=n_eff, max_value=max_value)
+    with _step(seconds, "scale_pca"):
+        pca = pca_implicit(Xh, covariates=cov, n_comps=n_eff, max_value=max_value)
     nnz_est = int(filt.X.shape[0]) * float(filt.var["n_cells_by_counts"].mean())  # upper bound after the filters
     if nnz_est <= AUTO_NNZ:
         keep_raw = np.ones(filt.n_vars, bool)  # small enough: .raw = every gene, as in memory
     else:
         keep_raw = hv | filt.var_names.isin(list(raw_genes or ()))
-    scores, Xraw = compute(pca["scores_lazy"], lognorm[:, np.flatnonzero(keep_raw)],
-                           what="PCA scores and the log-normalized matrix for .raw (last pass over the counts)")
+    with _step(seconds, "scores_raw"):
+        scores, Xraw = compute(pca["scores_lazy"], lognorm[:, np.flatnonzero(keep_raw)],
+                               what="PCA scores and the log-normalized matrix for .raw (last pass over the counts)")
     Xraw = sparse.csr_matrix(Xraw)
     raw = AnnData(X=Xraw, obs=filt.obs[[]], var=ln.var.loc[keep_raw].copy())
     out = AnnData(X=Xraw[:, np.flatnonzero(hv[keep_raw])], obs=filt.obs.copy(), var=ln.var.loc[hv].copy())

@@ -7,8 +7,10 @@ The subclustering stage calls the same pieces on a subset.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -23,6 +25,16 @@ from ._umap import umap
 
 logger = logging.getLogger(__name__)
 
+
+
+@contextlib.contextmanager
+def _step(seconds: dict[str, float] | None, name: str) -> Iterator[None]:
+    """Add the wall time of the block to ``seconds[name]`` (per-step times of prepare, logged)."""
+    t0 = time.perf_counter()
+    yield
+    if seconds is not None:
+        seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
+        logger.debug("prepare: %s %.1f s", name, seconds[name])
 
 
 def _is_dask(X: Any) -> bool:
@@ -302,6 +314,7 @@ def prepare(
     check_n_obs(adata, 20, what="prepare")
     if batch_key is not None and batch_key not in adata.obs:
         raise MissingKeyError(f"batch_key {batch_key!r} not in .obs; available: {choices(adata.obs.columns)}")
+    seconds: dict[str, float] = {}
     if backend == "auto":
         backend = "dask" if _is_dask(adata.X) else "memory"
     if backend == "dask":
@@ -317,32 +330,40 @@ def prepare(
             adata, batch_key=batch_key, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
             min_cells=min_cells, target_sum=target_sum, hvg_flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean,
             min_disp=min_disp, n_top_genes=n_top_genes, regress_out=regress_out, n_comps=n_comps, max_value=max_value,
-            raw_genes=raw_genes)
+            raw_genes=raw_genes, seconds=seconds)
     else:
         if _is_dask(adata.X):
             raise ConfigError("prepare: backend 'memory' needs .X in memory; this .X is a Dask array (use backend "
                               "'dask' or 'auto')")
-        adata = adata.copy()
-        qc_metrics(adata)
-        filtered = filter_cells_genes(adata, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
-                                      min_cells=min_cells, batch_key=batch_key)
-        check_n_obs(adata, 20, what="prepare after the QC filters")
-        normalize(adata, target_sum=target_sum)
-        highly_variable_genes(
-            adata, flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean, min_disp=min_disp, n_top_genes=n_top_genes
-        )
-        hvg = adata.var[[c for c in ("means", "dispersions_norm", "highly_variable") if c in adata.var]].copy()
-        out = scale_pca(adata, regress_out=regress_out, max_value=max_value, n_comps=n_comps, random_state=random_state)
+        with _step(seconds, "qc_filter"):
+            adata = adata.copy()
+            qc_metrics(adata)
+            filtered = filter_cells_genes(adata, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
+                                          min_cells=min_cells, batch_key=batch_key)
+            check_n_obs(adata, 20, what="prepare after the QC filters")
+        with _step(seconds, "normalize_hvg"):
+            normalize(adata, target_sum=target_sum)
+            highly_variable_genes(
+                adata, flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean, min_disp=min_disp, n_top_genes=n_top_genes
+            )
+            hvg = adata.var[[c for c in ("means", "dispersions_norm", "highly_variable") if c in adata.var]].copy()
+        with _step(seconds, "scale_pca"):
+            out = scale_pca(adata, regress_out=regress_out, max_value=max_value, n_comps=n_comps, random_state=random_state)
     n_batches = out.obs[batch_key].nunique() if batch_key is not None else 1
-    if n_batches > 1:
-        harmony(out, batch_key=batch_key, random_state=random_state)
-    else:
-        logger.info("prepare: %s; Harmony skipped, X_pca_harmony is a copy of X_pca",
-                    "no batch_key" if batch_key is None else f"one batch in {batch_key!r}")
-        out.obsm["X_pca_harmony"] = out.obsm["X_pca"].copy()
-    neighbors(out, use_rep="X_pca_harmony", n_pcs=min(n_pcs, out.obsm["X_pca_harmony"].shape[1]), n_neighbors=n_neighbors, random_state=random_state)
+    with _step(seconds, "harmony"):
+        if n_batches > 1:
+            harmony(out, batch_key=batch_key, random_state=random_state)
+        else:
+            logger.info("prepare: %s; Harmony skipped, X_pca_harmony is a copy of X_pca",
+                        "no batch_key" if batch_key is None else f"one batch in {batch_key!r}")
+            out.obsm["X_pca_harmony"] = out.obsm["X_pca"].copy()
+    with _step(seconds, "neighbors"):
+        neighbors(out, use_rep="X_pca_harmony", n_pcs=min(n_pcs, out.obsm["X_pca_harmony"].shape[1]),
+                  n_neighbors=n_neighbors, random_state=random_state)
     if compute_umap:  # false: no X_umap_harmony (at atlas scale, or when another embedding is drawn)
-        umap(out, key_added="X_umap_harmony", min_dist=umap_min_dist, random_state=random_state, worker=umap_worker)
+        with _step(seconds, "umap"):
+            umap(out, key_added="X_umap_harmony", min_dist=umap_min_dist, random_state=random_state, worker=umap_worker)
     out.uns["prepare"] = {"filtered": filtered.reset_index(), "genes_removed": filtered.attrs["genes_removed"],
-                          "harmony": n_batches > 1, "hvg": hvg.rename_axis("gene").reset_index(), "backend": backend}
+                          "harmony": n_batches > 1, "hvg": hvg.rename_axis("gene").reset_index(), "backend": backend,
+                          "seconds": seconds}
     return out

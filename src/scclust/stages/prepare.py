@@ -69,7 +69,8 @@ def run(adata, p: PrepareParams, ctx):
 
 def _record(adata, p: PrepareParams) -> dict:
     info = adata.uns.get("prepare", {})
-    out = {"backend": info.get("backend"), "backend_reason": info.get("backend_reason")}
+    out = {"backend": info.get("backend"), "backend_reason": info.get("backend_reason"),
+           "step_seconds": dict(info.get("seconds", {}))}
     if "counts_store" in adata.uns:
         from ..pp._lazy import lazy_info
 

@@ -127,3 +127,26 @@ def test_killed_worker_recovers_or_exits_cleanly(tmp_path):
     else:
         assert rc == 2, "".join(lines[-20:])
         assert lines[-1].startswith("scclust: error: ") and not out.exists()
+
+
+def _die(x):
+    os._exit(1)  # the worker process dies: the nanny restarts it and the scheduler retries the task
+
+
+def test_task_that_kills_workers_is_one_line_error():
+    """A task that kills every worker it runs on (as an out-of-memory kill would) ends in
+    ComputeError naming the step, after Dask's retries, not in a hang."""
+    import dask
+    import dask.array as da
+    import distributed  # noqa: F401 - loads its config defaults before dask.config.set overrides one of them
+
+    from scclust._dask import ComputeError, compute, dask_client
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), dask_client(n_workers=1, memory_limit="1GB"):
+        import numpy as np
+
+        x = da.ones(10, chunks=5).map_blocks(_die, dtype=float, meta=np.empty(0))  # meta: never called here
+        t0 = time.perf_counter()
+        with pytest.raises(ComputeError, match=r"^test step: Dask workers died repeatedly"):
+            compute(x.sum(), what="test step")
+        assert time.perf_counter() - t0 < 120

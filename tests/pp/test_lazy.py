@@ -56,6 +56,20 @@ def test_read_counts_lazy_chunks(store):
     assert lazy.uns["counts_store"]["nnz"] == mem.X.nnz
 
 
+def test_zarr_store_same_as_h5ad(client, store, tmp_path):
+    """The simulator writes the same counts to .zarr; prepare reads it lazily with the same result."""
+    from scclust import pp
+    from scclust.datasets import simulate_counts_store
+
+    z = simulate_counts_store(4000, tmp_path / "counts.zarr", n_genes=2000, chunk_cells=500, seed=3)
+    lz, lh = pp.read_counts_lazy(z, chunk_cells=1000), pp.read_counts_lazy(store, chunk_cells=1000)
+    assert lz.uns["counts_store"]["format"] == "zarr" and lz.uns["counts_store"]["nnz"] == lh.uns["counts_store"]["nnz"]
+    assert abs(lz.X[:1000].compute() - lh.X[:1000].compute()).sum() == 0
+    a, b = pp.prepare(lz, **PREP), pp.prepare(lh, **PREP)
+    assert (a.obs_names == b.obs_names).all()
+    np.testing.assert_allclose(np.abs(a.obsm["X_pca"][:, :5]), np.abs(b.obsm["X_pca"][:, :5]), rtol=1e-4, atol=1e-4)
+
+
 def test_prepare_dask_matches_memory(client, store):
     import anndata as ad
 

@@ -272,6 +272,7 @@ def prepare(
     n_neighbors: int = 20,
     n_pcs: int = 30,
     umap_min_dist: float = 0.5,
+    umap_n_epochs: int | None = None,
     compute_umap: bool = True,
     random_state: int = 0,
     backend: Literal["auto", "memory", "dask"] = "auto",
@@ -362,7 +363,8 @@ def prepare(
                   n_neighbors=n_neighbors, random_state=random_state)
     if compute_umap:  # false: no X_umap_harmony (at atlas scale, or when another embedding is drawn)
         with _step(seconds, "umap"):
-            umap(out, key_added="X_umap_harmony", min_dist=umap_min_dist, random_state=random_state, worker=umap_worker)
+            umap(out, key_added="X_umap_harmony", min_dist=umap_min_dist, random_state=random_state,
+                 n_epochs=umap_n_epochs, worker=umap_worker)
     out.uns["prepare"] = {"filtered": filtered.reset_index(), "genes_removed": filtered.attrs["genes_removed"],
                           "harmony": n_batches > 1, "hvg": hvg.rename_axis("gene").reset_index(), "backend": backend,
                           "seconds": seconds}

@@ -32,6 +32,8 @@ class PrepareParams(Params):
     n_neighbors: int = Field(20, ge=2)
     n_pcs: int = Field(30, ge=1)
     umap_min_dist: float = Field(0.5, ge=0)
+    umap_n_epochs: int | None = Field(None, ge=1, description="UMAP layout epochs; null: umap-learn's default (200 "
+                                      "above 10,000 cells); time is proportional to it (README, Large data)")
     compute_umap: bool = Field(True, description="false: no X_umap_harmony (later stages must not need it)")
     random_state: int = 0
     backend: Literal["auto", "memory", "dask"] = Field(

@@ -82,6 +82,22 @@ print("RESULT " + json.dumps({"steps": steps, "n_obs": a.n_obs, "n_hvg": a.n_var
 """
 
 
+UMAP_SCAN = r"""
+import json, sys, time
+from scclust import pp
+from scclust.datasets import simulate_integrated
+n = int(sys.argv[1])
+a = simulate_integrated(n_cells=n)
+t = time.perf_counter(); pp.neighbors(a, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20); knn = time.perf_counter() - t
+out = {"n_cells": n, "neighbors_seconds": round(knn, 1), "umap_seconds": {}}
+w = simulate_integrated(n_cells=2000); pp.neighbors(w, use_rep="X_pca_harmony", n_neighbors=20); pp.umap(w, n_epochs=5)  # numba warm-up
+for ep in [int(e) for e in sys.argv[2].split(",")]:
+    t = time.perf_counter(); pp.umap(a, key_added=f"X_umap_{ep}", n_epochs=ep); out["umap_seconds"][ep] = round(time.perf_counter() - t, 1)
+    print(ep, out["umap_seconds"][ep], file=sys.stderr, flush=True)
+print("RESULT " + json.dumps(out), flush=True)
+"""
+
+
 def _tree_rss(pid: int) -> int:
     """Resident bytes of ``pid`` and all its descendants (from /proc)."""
     children: dict[int, list[int]] = {}
@@ -141,9 +157,18 @@ def main() -> None:
     ap.add_argument("--scanpy-max", type=int, default=200_000, help="largest size for the in-memory scanpy chain")
     ap.add_argument("--no-umap", action="store_true", help="skip UMAP on both sides")
     ap.add_argument("--workflow", action="store_true", help="also time the whole CLI run (configs/atlas_ooc.yaml)")
+    ap.add_argument("--umap-scan", type=int, metavar="N", help="only: UMAP time per number of epochs on the kNN graph "
+                    "of N cells (simulate_integrated), to extrapolate to 1M cells")
+    ap.add_argument("--epochs", default="25,50,100,200")
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
+    if args.umap_scan:
+        res = _run([sys.executable, "-c", UMAP_SCAN, str(args.umap_scan), args.epochs], work / "umap_scan.log")
+        print(json.dumps(res), flush=True)
+        with open(work / "bench_prepare.jsonl", "a") as fh:
+            fh.write(json.dumps({"side": "umap_scan", **res}) + "\n")
+        return
     umap = "0" if args.no_umap else "1"
     results = work / "bench_prepare.jsonl"
     for n in args.cells:

@@ -188,6 +188,10 @@ def read_input_summary(spec: str) -> AnnData:
     if spec.startswith("builtin:"):
         return read_input(spec)[0]
     path = Path(spec)
+    if path.suffix in (".zarr", ".h5") and path.exists():  # read lazily: names and .obs only
+        from .pp._lazy import read_counts_lazy
+
+        return read_counts_lazy(path)
     if not path.is_file():
         raise MissingFileError(f"input file not found: {spec} (give an .h5ad path or builtin:simulate / pbmc68k / counts / integrated)")
     try:

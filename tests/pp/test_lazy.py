@@ -235,3 +235,17 @@ def test_subcluster_reads_subset_counts_from_store(client, store, monkeypatch):
     assert corr.min() >= 0.99, corr
     ari = adjusted_rand_score(sub_mem.obs["tcells_0.6"], sub_ooc.obs["tcells_0.6"])
     assert ari >= 0.9, ari
+
+
+def test_batch_aware_hvg_matches_memory(client, store):
+    import anndata as ad
+
+    from scclust import pp
+
+    kw = {**PREP, "hvg_batch_key": "sample"}
+    mem = pp.prepare(ad.read_h5ad(store), backend="memory", **kw)
+    ooc = pp.prepare(pp.read_counts_lazy(store, chunk_cells=1000), **kw)
+    plain = pp.prepare(ad.read_h5ad(store), backend="memory", **PREP)
+    assert set(mem.var_names) != set(plain.var_names)  # batch-aware selection is a different one
+    jaccard, corr = _agreement(mem, ooc)
+    assert jaccard >= 0.98 and corr.min() >= 0.99, (jaccard, corr)

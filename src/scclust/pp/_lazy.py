@@ -401,6 +401,7 @@ def prepare_lazy(
     n_top_genes: int | None,
     regress_out: Sequence[str],
     n_comps: int,
+    hvg_batch_key: str | None = None,
     max_value: float | None = 10.0,
     raw_genes: Sequence[str] | None = None,
     seconds: dict[str, float] | None = None,
@@ -433,7 +434,11 @@ def prepare_lazy(
     kw = {"min_mean": min_mean, "max_mean": max_mean, "min_disp": min_disp} if n_top_genes is None else {}
     logger.info("Dask: highly variable genes (pass 3 over the counts)")
     with _step(seconds, "normalize_hvg"):
-        sc.pp.highly_variable_genes(ln, flavor=hvg_flavor, n_top_genes=n_top_genes, **kw)
+        if hvg_batch_key is not None and hvg_batch_key not in ln.obs:
+            from .._errors import MissingKeyError, choices
+
+            raise MissingKeyError(f"hvg_batch_key {hvg_batch_key!r} not in .obs; available: {choices(ln.obs.columns)}")
+        sc.pp.highly_variable_genes(ln, flavor=hvg_flavor, n_top_genes=n_top_genes, batch_key=hvg_batch_key, **kw)
     hv = ln.var["highly_variable"].to_numpy()
     if hv.sum() < 2:
         raise InputError(f"only {int(hv.sum())} highly variable gene(s) found; relax min_mean / min_disp or set n_top_genes")

@@ -266,6 +266,7 @@ def prepare(
     max_mean: float = 3.0,
     min_disp: float = 0.5,
     n_top_genes: int | None = None,
+    hvg_batch_key: str | None = None,
     regress_out: KeyList = (),
     max_value: float | None = 10.0,
     n_comps: int = 50,
@@ -330,8 +331,8 @@ def prepare(
         out, filtered, hvg = prepare_lazy(
             adata, batch_key=batch_key, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
             min_cells=min_cells, target_sum=target_sum, hvg_flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean,
-            min_disp=min_disp, n_top_genes=n_top_genes, regress_out=regress_out, n_comps=n_comps, max_value=max_value,
-            raw_genes=raw_genes, seconds=seconds)
+            min_disp=min_disp, n_top_genes=n_top_genes, hvg_batch_key=hvg_batch_key, regress_out=regress_out,
+            n_comps=n_comps, max_value=max_value, raw_genes=raw_genes, seconds=seconds)
     else:
         if _is_dask(adata.X):
             raise ConfigError("prepare: backend 'memory' needs .X in memory; this .X is a Dask array (use backend "
@@ -344,9 +345,8 @@ def prepare(
             check_n_obs(adata, 20, what="prepare after the QC filters")
         with _step(seconds, "normalize_hvg"):
             normalize(adata, target_sum=target_sum)
-            highly_variable_genes(
-                adata, flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean, min_disp=min_disp, n_top_genes=n_top_genes
-            )
+            highly_variable_genes(adata, flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean, min_disp=min_disp,
+                                  n_top_genes=n_top_genes, batch_key=hvg_batch_key)
             hvg = adata.var[[c for c in ("means", "dispersions_norm", "highly_variable") if c in adata.var]].copy()
         with _step(seconds, "scale_pca"):
             out = scale_pca(adata, regress_out=regress_out, max_value=max_value, n_comps=n_comps, random_state=random_state)

@@ -26,6 +26,8 @@ class PrepareParams(Params):
     max_mean: float = 3.0
     min_disp: float = 0.5
     n_top_genes: int | None = Field(None, ge=2)
+    hvg_batch_key: str | None = Field(None, description="batch-aware HVGs (scanpy's batch_key: genes variable within "
+                                      "batches, ranked by the number of batches); null: all cells at once (the lab)")
     regress_out: KeyList = []
     max_value: float | None = Field(10.0, gt=0)
     n_comps: int = Field(50, ge=2)
@@ -95,7 +97,7 @@ def _makes(p: PrepareParams) -> Makes:
 
 STAGE = Stage(
     name="prepare", params=PrepareParams, run=run,
-    reads=(Ref("batch_key", "batch"), Ref("regress_out", "obs")),
+    reads=(Ref("batch_key", "batch"), Ref("hvg_batch_key", "batch"), Ref("regress_out", "obs")),
     makes=_makes, record=_record, lazy_input=_lazy_input, computes_umap=lambda p: p.compute_umap, rebuilds_data=True,
     description="QC filters and metrics, normalize, HVG, PCA, Harmony, UMAP",
 )

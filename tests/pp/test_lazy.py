@@ -56,6 +56,7 @@ def test_read_counts_lazy_chunks(store):
     assert lazy.uns["counts_store"]["nnz"] == mem.X.nnz
 
 
+@pytest.mark.slow
 def test_zarr_store_same_as_h5ad(client, store, tmp_path):
     """The simulator writes the same counts to .zarr; prepare reads it lazily with the same result."""
     from scclust import pp
@@ -101,6 +102,7 @@ def test_prepare_dask_matches_memory(client, store):
     assert abs(counts.X[:200].compute() - full[ooc.obs_names[:200]].X).sum() == 0
 
 
+@pytest.mark.slow
 def test_pca_implicit_without_clip(client, store):
     """max_value=None: the 2-pass implicit PCA equals the in-memory chain without the clip."""
     import anndata as ad
@@ -237,6 +239,7 @@ def test_subcluster_reads_subset_counts_from_store(client, store, monkeypatch):
     assert ari >= 0.9, ari
 
 
+@pytest.mark.slow
 def test_batch_aware_hvg_matches_memory(client, store):
     import anndata as ad
 

@@ -252,3 +252,34 @@ def test_batch_aware_hvg_matches_memory(client, store):
     assert set(mem.var_names) != set(plain.var_names)  # batch-aware selection is a different one
     jaccard, corr = _agreement(mem, ooc)
     assert jaccard >= 0.98 and corr.min() >= 0.99, (jaccard, corr)
+
+
+def _write_10x_h5(adata, path):
+    """A minimal Cell Ranger v3 ``filtered_feature_bc_matrix.h5`` (genes x cells CSC = cells x genes CSR)."""
+    import h5py
+    from scipy import sparse
+
+    X = sparse.csr_matrix(adata.X).astype(np.int32)
+    with h5py.File(path, "w") as f:
+        m = f.create_group("matrix")
+        m["barcodes"] = np.array(adata.obs_names, dtype="S")
+        m["data"], m["indices"], m["indptr"] = X.data, X.indices, X.indptr
+        m["shape"] = np.array([adata.n_vars, adata.n_obs], dtype=np.int32)
+        ft = m.create_group("features")
+        ft["id"] = np.array([f"ENSG{i:011d}" for i in range(adata.n_vars)], dtype="S")
+        ft["name"] = np.array(adata.var_names, dtype="S")
+        ft["feature_type"] = np.array(["Gene Expression"] * adata.n_vars, dtype="S")
+        ft["genome"] = np.array(["GRCh38"] * adata.n_vars, dtype="S")
+        ft["_all_tag_keys"] = np.array([b"genome"])
+
+
+def test_10x_h5_read_and_wrapped(tmp_path):
+    from scclust import pp
+    from scclust.datasets import simulate_counts
+
+    counts = simulate_counts(600, n_genes=800, seed=2)
+    _write_10x_h5(counts, tmp_path / "filtered_feature_bc_matrix.h5")
+    lazy = pp.read_counts_lazy(tmp_path / "filtered_feature_bc_matrix.h5", chunk_cells=250)
+    assert pp.is_lazy(lazy) and lazy.X.chunks[0] == (250, 250, 100)
+    assert list(lazy.var_names) == list(counts.var_names)
+    assert abs(lazy.X.compute() - counts.X).sum() == 0

@@ -140,6 +140,13 @@ def subcluster(
     ``resolutions`` (``leiden_flavor="leidenalg"`` runs to convergence as ``sc.tl.leiden`` does;
     ``"igraph"`` runs 2 iterations) and UMAP.
 
+    **Out of core**: when the parent comes from the out-of-core ``prepare`` at a size where its
+    ``.raw`` holds only some genes (``.uns["counts_store"]["raw_complete"]`` false), the subset's
+    counts are read lazily from the counts store (only its cells' chunks), normalized per chunk,
+    and HVGs, regress out, scale and PCA run on Dask (:func:`scclust.pp._lazy.pca_implicit`, the
+    same numbers as in memory); the subset's ``.raw`` then holds its HVGs and the parent's
+    ``.raw`` genes. The caller provides the Dask cluster (the subcluster stage opens the run's).
+
     Parameters
     ----------
     adata

@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set leiden.resolutions=[0.4,0.6] (repeatable)")
     r.add_argument("--no-resume", dest="resume", action="store_false", default=None,
                    help="run every stage, ignoring the checkpoint of an earlier run in outdir")
+    r.add_argument("--dask-address", metavar="TCP://HOST:PORT",
+                   help="override 'dask.address': the scheduler of an existing Dask cluster for out-of-core steps")
     r.add_argument("-q", "--quiet", action="store_true", help="only print errors")
     r.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
 
@@ -90,7 +92,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print(text)
         return EXIT_OK
-    cfg = load_config(args.config, overrides=args.overrides, input=args.input, outdir=args.outdir)
+    overrides = list(args.overrides)
+    if getattr(args, "dask_address", None):
+        overrides.append(f"dask.address={args.dask_address}")
+    cfg = load_config(args.config, overrides=overrides, input=args.input, outdir=args.outdir)
     if args.command == "validate":
         _setup_logging(quiet=False, debug=False)
         checked = ""

@@ -37,6 +37,7 @@ __all__ = [
     "STAGE_ORDER",
     "CompareParams",
     "CompositionParams",
+    "DaskParams",
     "EmbeddingParams",
     "FiguresParams",
     "HclustParams",
@@ -75,6 +76,16 @@ class FiguresParams(Params):
         return v
 
 
+class DaskParams(Params):
+    """The Dask cluster of out-of-core steps (``prepare.backend: dask``, subclustering from a counts store)."""
+
+    address: str | None = Field(None, description="scheduler address (tcp://host:8786) of an existing cluster, e.g. "
+                                "dask-jobqueue's SLURMCluster; empty: a local cluster on this machine (--dask-address)")
+    n_workers: int | None = Field(None, ge=1, description="local cluster: worker processes (default: one per core)")
+    memory_limit: str | None = Field(None, description="local cluster: memory per worker, e.g. '6GB' (default: 70% of "
+                                     "RAM shared by the workers)")
+
+
 #: Stages in the order they run (from the registry). A config lists the ones it wants in ``stages``.
 STAGE_ORDER = list(REGISTRY)
 
@@ -99,6 +110,7 @@ class _WorkflowBase(Params):
         "cold start; identical coordinates); false computes it in this process",
     )
     figures: FiguresParams = FiguresParams()
+    dask: DaskParams = DaskParams()
 
     @model_validator(mode="before")
     @classmethod

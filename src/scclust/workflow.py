@@ -49,6 +49,8 @@ class Preflight:
 
     missing_genes: frozenset[str]
     made: dict[str, str]
+    #: every gene the config names (the out-of-core prepare keeps them in ``.raw``)
+    named_genes: tuple[str, ...] = ()
 
 
 def _values(value: Any) -> list[str]:
@@ -88,6 +90,7 @@ def preflight(adata: AnnData, cfg: WorkflowConfig) -> Preflight:
     made_graphs: list[str] = []
     problems: list[str] = []
     missing: dict[str, list[str]] = {}
+    named: list[str] = []
     reps: dict[tuple[str, int | None], str] = {}
     prepare = any(REGISTRY[s].rebuilds_data for s in cfg.stages)
     for name in cfg.stages:
@@ -100,6 +103,7 @@ def preflight(adata: AnnData, cfg: WorkflowConfig) -> Preflight:
                 wanted = _values(getattr(p, ref.field))
                 where = f"{label.replace('[', '.').rstrip(']')}.{ref.field}"  # the --set path
                 if ref.kind == "genes":
+                    named += [g for g in wanted if g not in named]
                     universe = genes_x if getattr(p, "use_raw", None) is False and not prepare else genes_all
                     absent = [g for g in wanted if g not in universe]
                     if absent and len(absent) == len(wanted):
@@ -152,7 +156,8 @@ def preflight(adata: AnnData, cfg: WorkflowConfig) -> Preflight:
     if missing:
         logger.warning("genes not in the data, left out: %s",
                        "; ".join(f"{w}: {', '.join(g)}" for w, g in missing.items()))
-    return Preflight(missing_genes=frozenset(g for gs in missing.values() for g in gs), made=made)
+    return Preflight(missing_genes=frozenset(g for gs in missing.values() for g in gs), made=made,
+                     named_genes=tuple(named))
 
 
 def _check_embedding(adata: AnnData, rep: str, n_pcs: int | None, where: str) -> None:
@@ -271,6 +276,19 @@ def run(cfg: WorkflowConfig, *, progress: Callable[[str], None] | None = None) -
             return _run(cfg, ctx, say, t_start)
 
 
+def _lazy_input(cfg: WorkflowConfig) -> tuple[str, str, int | None] | None:
+    """``(stage, reason, chunk_cells)`` when the first stage reads the input out of core (a stage's
+    ``lazy_input`` declaration), else None: the input is then read into memory."""
+    for name in cfg.stages[:1]:
+        stage = REGISTRY[name]
+        if stage.lazy_input is not None:
+            for label, p in cfg.entries(name).items():
+                reason = stage.lazy_input(p, cfg.input)
+                if reason is not None:
+                    return label, reason, getattr(p, "chunk_cells", None)
+    return None
+
+
 def _entry_keys(cfg: WorkflowConfig, fingerprint: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
     """``(stage, label, params, key)`` per stage entry; ``key`` hashes the input, the scclust
     version, the settings that shape outputs and the config of this entry and all before it."""
@@ -315,16 +333,19 @@ def _save_checkpoint(outdir: Path, adata: AnnData, done: int, key: str, ctx: Run
 
 def _run(cfg: WorkflowConfig, ctx: RunContext, say: Callable[[str], None], t_start: float) -> tuple[AnnData, dict[str, Any]]:
     outdir = ctx.outdir
-    say(f"reading {cfg.input}")
+    lazy = _lazy_input(cfg)
+    say(f"reading {cfg.input}" + (f" lazily ({lazy[0]}: {lazy[1]})" if lazy else ""))
     with _PeakRSS() as mem:
         t0 = time.perf_counter()
-        adata, fingerprint = read_input(cfg.input, progress=say)
+        adata, fingerprint = read_input(cfg.input, progress=say, lazy=lazy is not None,
+                                        chunk_cells=lazy[2] if lazy else None)
     records: list[dict[str, Any]] = [{"stage": "read", "seconds": round(time.perf_counter() - t0, 3),
                                       "peak_rss_mb": round(mem.peak / 2**20, 1)}]
     say(f"input: {adata.n_obs} cells x {adata.n_vars} genes")
     adata = check_names(adata)
     checked = preflight(adata, cfg)
     ctx.missing_genes = checked.missing_genes
+    ctx.named_genes = checked.named_genes
 
     entries = _entry_keys(cfg, fingerprint)
     for name in cfg.stages:

@@ -7,8 +7,10 @@ The subclustering stage calls the same pieces on a subset.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -23,6 +25,20 @@ from ._umap import umap
 
 logger = logging.getLogger(__name__)
 
+
+
+@contextlib.contextmanager
+def _step(seconds: dict[str, float] | None, name: str) -> Iterator[None]:
+    """Add the wall time of the block to ``seconds[name]`` (per-step times of prepare, logged)."""
+    t0 = time.perf_counter()
+    yield
+    if seconds is not None:
+        seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
+        logger.debug("prepare: %s %.1f s", name, seconds[name])
+
+
+def _is_dask(X: Any) -> bool:
+    return type(X).__module__.startswith("dask.")
 
 
 def qc_metrics(
@@ -181,6 +197,29 @@ def harmony(
     adata.obsm[key_added] = np.ascontiguousarray(Z)
 
 
+def _filter_table(obs: pd.DataFrame, *, min_genes: int, max_genes: int | None, max_pct_mt: float | None,
+                  batch_key: str | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The cells the QC lab's cell filters remove (a mask) and the removed-per-batch table
+    (see :func:`filter_cells_genes`); shared by the in-memory and the out-of-core chains."""
+    n = len(obs)
+    n_genes = obs["n_genes_by_counts"].to_numpy()
+    fails = {
+        "removed_min_genes": n_genes < min_genes,
+        "removed_max_genes": n_genes > max_genes if max_genes is not None else np.zeros(n, bool),
+        "removed_max_pct_mt": obs["pct_counts_mt"].to_numpy() > max_pct_mt if max_pct_mt is not None
+        else np.zeros(n, bool),
+    }
+    drop = np.logical_or.reduce(list(fails.values()))
+    groups = obs[batch_key].astype(str).to_numpy() if batch_key is not None else np.full(n, "all")
+    table = pd.DataFrame({"batch": groups, **fails, "removed": drop}).groupby("batch", sort=True).sum()
+    table.insert(0, "n_cells", pd.Series(groups).value_counts().reindex(table.index).to_numpy())
+    table["kept"] = table["n_cells"] - table["removed"]
+    if drop.all():
+        raise InputError(f"the QC filters remove all {n} cells (min_genes={min_genes}, max_genes={max_genes}, "
+                         f"max_pct_mt={max_pct_mt}); relax them")
+    return table, drop
+
+
 def filter_cells_genes(
     adata: AnnData,
     *,
@@ -202,21 +241,8 @@ def filter_cells_genes(
     several filters counts under each), ``removed`` (cells removed), ``kept``; and the number of genes removed in
     ``df.attrs["genes_removed"]``.
     """
-    n_genes = adata.obs["n_genes_by_counts"].to_numpy()
-    fails = {
-        "removed_min_genes": n_genes < min_genes,
-        "removed_max_genes": n_genes > max_genes if max_genes is not None else np.zeros(adata.n_obs, bool),
-        "removed_max_pct_mt": adata.obs["pct_counts_mt"].to_numpy() > max_pct_mt if max_pct_mt is not None
-        else np.zeros(adata.n_obs, bool),
-    }
-    drop = np.logical_or.reduce(list(fails.values()))
-    groups = adata.obs[batch_key].astype(str).to_numpy() if batch_key is not None else np.full(adata.n_obs, "all")
-    table = pd.DataFrame({"batch": groups, **fails, "removed": drop}).groupby("batch", sort=True).sum()
-    table.insert(0, "n_cells", pd.Series(groups).value_counts().reindex(table.index).to_numpy())
-    table["kept"] = table["n_cells"] - table["removed"]
-    if drop.all():
-        raise InputError(f"the QC filters remove all {adata.n_obs} cells (min_genes={min_genes}, max_genes={max_genes}, "
-                         f"max_pct_mt={max_pct_mt}); relax them")
+    table, drop = _filter_table(adata.obs, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
+                                batch_key=batch_key)
     if drop.any():
         adata._inplace_subset_obs(~drop)
         logger.info("prepare: QC filters removed %d of %d cells", int(drop.sum()), drop.size)
@@ -246,17 +272,33 @@ def prepare(
     max_mean: float = 3.0,
     min_disp: float = 0.5,
     n_top_genes: int | None = None,
+    hvg_batch_key: str | None = None,
     regress_out: KeyList = (),
     max_value: float | None = 10.0,
     n_comps: int = 50,
     n_neighbors: int = 20,
     n_pcs: int = 30,
     umap_min_dist: float = 0.5,
+    umap_n_epochs: int | None = None,
     compute_umap: bool = True,
     random_state: int = 0,
+    backend: Literal["auto", "memory", "dask"] = "auto",
+    chunk_cells: int | None = None,
+    raw_genes: Sequence[str] | None = None,
     umap_worker: Any = None,
 ) -> AnnData:
     """Raw counts -> a tutorial-shaped integrated AnnData.
+
+    ``backend``: ``memory`` (the chain below on an in-memory ``.X``), ``dask`` (out of core:
+    :mod:`scclust.pp._lazy`; ``.X`` a Dask array of CSR chunks, e.g. from :func:`read_counts_lazy`,
+    or an in-memory matrix cut into ``chunk_cells``-row chunks), ``auto`` (``dask`` when ``.X`` is a
+    Dask array). Out of core, nothing of size cells x genes is held in memory: the output has no
+    ``.layers["counts"]``; ``.X`` holds the log-normalized HVGs (sparse), ``.raw`` every gene when
+    small, else the HVGs and ``raw_genes`` (e.g. the genes a config names), and
+    ``.uns["counts_store"]`` references the counts on disk (:func:`scclust.pp.read_counts`). PCA
+    of the scaled matrix is computed chunk by chunk (:func:`scclust.pp._lazy.pca_implicit`): with
+    ``max_value`` it equals ``sc.pp.scale(max_value)`` + PCA (one extra pass over the data); with
+    ``max_value=None`` it needs no dense chunk at all.
 
     QC metrics and the QC lab's cell / gene filters (:func:`filter_cells_genes`), normalize +
     log1p (``.raw`` = all genes, log-normalized), HVGs, scale, PCA (``X_pca``), Harmony on
@@ -280,27 +322,56 @@ def prepare(
     check_n_obs(adata, 20, what="prepare")
     if batch_key is not None and batch_key not in adata.obs:
         raise MissingKeyError(f"batch_key {batch_key!r} not in .obs; available: {choices(adata.obs.columns)}")
-    adata = adata.copy()
-    qc_metrics(adata)
-    filtered = filter_cells_genes(adata, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
-                                  min_cells=min_cells, batch_key=batch_key)
-    check_n_obs(adata, 20, what="prepare after the QC filters")
-    normalize(adata, target_sum=target_sum)
-    highly_variable_genes(
-        adata, flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean, min_disp=min_disp, n_top_genes=n_top_genes
-    )
-    hvg = adata.var[[c for c in ("means", "dispersions_norm", "highly_variable") if c in adata.var]].copy()
-    out = scale_pca(adata, regress_out=regress_out, max_value=max_value, n_comps=n_comps, random_state=random_state)
-    n_batches = out.obs[batch_key].nunique() if batch_key is not None else 1
-    if n_batches > 1:
-        harmony(out, batch_key=batch_key, random_state=random_state)
+    seconds: dict[str, float] = {}
+    if backend == "auto":
+        backend = "dask" if _is_dask(adata.X) else "memory"
+    if backend == "dask":
+        from ._lazy import _wrap_csr, prepare_lazy
+
+        if not _is_dask(adata.X):
+            from ._lazy import _chunk_rows
+
+            X = sparse.csr_matrix(adata.X)
+            adata = AnnData(X=_wrap_csr(X, _chunk_rows(X.shape[0], X.nnz, chunk_cells)), obs=adata.obs, var=adata.var,
+                            uns=dict(adata.uns))
+        out, filtered, hvg = prepare_lazy(
+            adata, batch_key=batch_key, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
+            min_cells=min_cells, target_sum=target_sum, hvg_flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean,
+            min_disp=min_disp, n_top_genes=n_top_genes, hvg_batch_key=hvg_batch_key, regress_out=regress_out,
+            n_comps=n_comps, max_value=max_value, raw_genes=raw_genes, seconds=seconds)
     else:
-        logger.info("prepare: %s; Harmony skipped, X_pca_harmony is a copy of X_pca",
-                    "no batch_key" if batch_key is None else f"one batch in {batch_key!r}")
-        out.obsm["X_pca_harmony"] = out.obsm["X_pca"].copy()
-    neighbors(out, use_rep="X_pca_harmony", n_pcs=min(n_pcs, out.obsm["X_pca_harmony"].shape[1]), n_neighbors=n_neighbors, random_state=random_state)
+        if _is_dask(adata.X):
+            raise ConfigError("prepare: backend 'memory' needs .X in memory; this .X is a Dask array (use backend "
+                              "'dask' or 'auto')")
+        with _step(seconds, "qc_filter"):
+            adata = adata.copy()
+            qc_metrics(adata)
+            filtered = filter_cells_genes(adata, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
+                                          min_cells=min_cells, batch_key=batch_key)
+            check_n_obs(adata, 20, what="prepare after the QC filters")
+        with _step(seconds, "normalize_hvg"):
+            normalize(adata, target_sum=target_sum)
+            highly_variable_genes(adata, flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean, min_disp=min_disp,
+                                  n_top_genes=n_top_genes, batch_key=hvg_batch_key)
+            hvg = adata.var[[c for c in ("means", "dispersions_norm", "highly_variable") if c in adata.var]].copy()
+        with _step(seconds, "scale_pca"):
+            out = scale_pca(adata, regress_out=regress_out, max_value=max_value, n_comps=n_comps, random_state=random_state)
+    n_batches = out.obs[batch_key].nunique() if batch_key is not None else 1
+    with _step(seconds, "harmony"):
+        if n_batches > 1:
+            harmony(out, batch_key=batch_key, random_state=random_state)
+        else:
+            logger.info("prepare: %s; Harmony skipped, X_pca_harmony is a copy of X_pca",
+                        "no batch_key" if batch_key is None else f"one batch in {batch_key!r}")
+            out.obsm["X_pca_harmony"] = out.obsm["X_pca"].copy()
+    with _step(seconds, "neighbors"):
+        neighbors(out, use_rep="X_pca_harmony", n_pcs=min(n_pcs, out.obsm["X_pca_harmony"].shape[1]),
+                  n_neighbors=n_neighbors, random_state=random_state)
     if compute_umap:  # false: no X_umap_harmony (at atlas scale, or when another embedding is drawn)
-        umap(out, key_added="X_umap_harmony", min_dist=umap_min_dist, random_state=random_state, worker=umap_worker)
+        with _step(seconds, "umap"):
+            umap(out, key_added="X_umap_harmony", min_dist=umap_min_dist, random_state=random_state,
+                 n_epochs=umap_n_epochs, worker=umap_worker)
     out.uns["prepare"] = {"filtered": filtered.reset_index(), "genes_removed": filtered.attrs["genes_removed"],
-                          "harmony": n_batches > 1, "hvg": hvg.rename_axis("gene").reset_index()}
+                          "harmony": n_batches > 1, "hvg": hvg.rename_axis("gene").reset_index(), "backend": backend,
+                          "seconds": seconds}
     return out

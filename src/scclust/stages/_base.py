@@ -93,6 +93,9 @@ class Stage:
     record
         ``record(adata, params) -> dict``: what the stage chose at run time (a backend picked by
         size, a measured recall), written into the stage's entry of ``manifest.json``.
+    lazy_input
+        ``lazy_input(params, input_spec) -> str | None``: a reason when the stage reads the run's input
+        out of core (the runner then reads it lazily: ``.X`` a Dask array, nothing loaded), else None.
     """
 
     name: str
@@ -106,6 +109,7 @@ class Stage:
     finish: Callable[..., Any] | None = None
     default: bool = False
     record: Callable[[Any, Any], dict] | None = None
+    lazy_input: Callable[[Any, str], str | None] | None = None
     description: str = ""
 
     def umap_needed(self, section: Any) -> bool:
@@ -142,6 +146,8 @@ class RunContext:
     umap_worker: Any = None
     #: gene names the pre-flight check found absent (left out by every stage that takes genes)
     missing_genes: frozenset[str] = frozenset()
+    #: every gene the config names (the out-of-core prepare keeps them in ``.raw``)
+    named_genes: tuple[str, ...] = ()
 
     def save_figure(self, fig, name: str) -> list[Path]:
         """Write ``figures/{name}.{fmt}`` for every configured format; close the figure."""

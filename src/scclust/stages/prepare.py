@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 from pydantic import Field
@@ -25,26 +26,68 @@ class PrepareParams(Params):
     max_mean: float = 3.0
     min_disp: float = 0.5
     n_top_genes: int | None = Field(None, ge=2)
+    hvg_batch_key: str | None = Field(None, description="batch-aware HVGs (scanpy's batch_key: genes variable within "
+                                      "batches, ranked by the number of batches); null: all cells at once (the lab)")
     regress_out: KeyList = []
     max_value: float | None = Field(10.0, gt=0)
     n_comps: int = Field(50, ge=2)
     n_neighbors: int = Field(20, ge=2)
     n_pcs: int = Field(30, ge=1)
     umap_min_dist: float = Field(0.5, ge=0)
+    umap_n_epochs: int | None = Field(None, ge=1, description="UMAP layout epochs; null: umap-learn's default (200 "
+                                      "above 10,000 cells); time is proportional to it (README, Large data)")
     compute_umap: bool = Field(True, description="false: no X_umap_harmony (later stages must not need it)")
     random_state: int = 0
+    backend: Literal["auto", "memory", "dask"] = Field(
+        "auto", description="memory: counts in memory (scanpy's chain); dask: out of core, counts read lazily from the "
+        "store in chunks on a Dask cluster (the top-level 'dask' section); auto: dask above 150 million non-zeros "
+        "(read from the file's header), recorded in the manifest")
+    chunk_cells: int | None = Field(None, ge=100, description="dask backend: cells per chunk (default: ~20 million "
+                                    "non-zeros per chunk)")
 
 
 def run(adata, p: PrepareParams, ctx):
     from .. import pl, pp
+    from .._dask import dask_client
+    from ..pp._lazy import choose_backend
+    from ..tl._subcluster import TNK_MARKERS
 
-    out = pp.prepare(adata, umap_worker=ctx.umap_worker, **p.model_dump())
+    backend, reason = choose_backend(ctx.cfg.input, p.backend)
+    if pp.is_lazy(adata):
+        backend = "dask"
+    logging.getLogger(__name__).info("prepare: backend %s (%s)", backend, reason)
+    if backend == "dask":
+        with dask_client(**ctx.cfg.dask.model_dump()):
+            out = pp.prepare(adata, umap_worker=ctx.umap_worker, **p.model_dump(exclude={"backend"}), backend="dask",
+                             raw_genes=[*ctx.named_genes, *(g for genes in TNK_MARKERS.values() for g in genes)])
+    else:
+        out = pp.prepare(adata, umap_worker=ctx.umap_worker, **p.model_dump())
+    out.uns["prepare"]["backend_reason"] = reason
     info = out.uns["prepare"]
     ctx.save_table(info["filtered"], "prepare_qc_filtered", index=False)
     ctx.save_table(info["hvg"], "prepare_hvg", index=False)
     ctx.save_figure(pl.pca_variance(out, mark=p.n_pcs), "prepare_pca_variance")
     ctx.save_figure(pl.highly_variable_genes(info["hvg"]), "prepare_hvg")
     return out
+
+
+def _record(adata, p: PrepareParams) -> dict:
+    info = adata.uns.get("prepare", {})
+    out = {"backend": info.get("backend"), "backend_reason": info.get("backend_reason"),
+           "step_seconds": dict(info.get("seconds", {}))}
+    if "counts_store" in adata.uns:
+        from ..pp._lazy import lazy_info
+
+        out["counts_store"] = lazy_info(adata)
+    return out
+
+
+def _lazy_input(p: PrepareParams, spec: str) -> str | None:
+    """Why the run reads its input lazily (prepare runs out of core), or None."""
+    from ..pp._lazy import choose_backend
+
+    backend, reason = choose_backend(spec, p.backend)
+    return reason if backend == "dask" and not spec.startswith("builtin:") else None
 
 
 def _makes(p: PrepareParams) -> Makes:
@@ -54,7 +97,7 @@ def _makes(p: PrepareParams) -> Makes:
 
 STAGE = Stage(
     name="prepare", params=PrepareParams, run=run,
-    reads=(Ref("batch_key", "batch"), Ref("regress_out", "obs")),
-    makes=_makes, computes_umap=lambda p: p.compute_umap, rebuilds_data=True,
+    reads=(Ref("batch_key", "batch"), Ref("hvg_batch_key", "batch"), Ref("regress_out", "obs")),
+    makes=_makes, record=_record, lazy_input=_lazy_input, computes_umap=lambda p: p.compute_umap, rebuilds_data=True,
     description="QC filters and metrics, normalize, HVG, PCA, Harmony, UMAP",
 )

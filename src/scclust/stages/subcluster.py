@@ -55,12 +55,19 @@ class SubclusterParams(Params):
 
 def run(adata, p: SubclusterParams, ctx) -> None:
     """One named subclustering (``ctx.entry``): subset h5ad, figures, tables; labels written back into the parent."""
+    import contextlib
+
     from .. import pl, tl
+    from .._dask import dask_client
     from .._io import write_h5ad
+    from ..tl._subcluster import _from_store
 
     name = ctx.entry
-    sub, rep = tl.subcluster(adata, name=name, umap_worker=ctx.umap_worker,
-                             **p.model_dump(exclude={"plot_genes", "plot_parent_key"}))
+    with contextlib.ExitStack() as stack:
+        if _from_store(adata):  # the subset's counts are read from the store on the Dask cluster
+            stack.enter_context(dask_client(**ctx.cfg.dask.model_dump()))
+        sub, rep = tl.subcluster(adata, name=name, umap_worker=ctx.umap_worker,
+                                 **p.model_dump(exclude={"plot_genes", "plot_parent_key"}))
     keys = tl.transfer_subclusters(adata, subset=sub, name=name)
     ctx.add_clusterings(f"subcluster_{name}", keys)
     path = ctx.outdir / "subclusters" / f"{name}.h5ad"

@@ -140,6 +140,13 @@ def subcluster(
     ``resolutions`` (``leiden_flavor="leidenalg"`` runs to convergence as ``sc.tl.leiden`` does;
     ``"igraph"`` runs 2 iterations) and UMAP.
 
+    **Out of core**: when the parent comes from the out-of-core ``prepare`` at a size where its
+    ``.raw`` holds only some genes (``.uns["counts_store"]["raw_complete"]`` false), the subset's
+    counts are read lazily from the counts store (only its cells' chunks), normalized per chunk,
+    and HVGs, regress out, scale and PCA run on Dask (:func:`scclust.pp._lazy.pca_implicit`, the
+    same numbers as in memory); the subset's ``.raw`` then holds its HVGs and the parent's
+    ``.raw`` genes. The caller provides the Dask cluster (the subcluster stage opens the run's).
+
     Parameters
     ----------
     adata
@@ -214,7 +221,7 @@ def subcluster(
     _check_params(select=select, min_cells=min_cells, n_neighbors=n_neighbors, min_score=min_score,
                   small_batches=small_batches, hvg_flavor=hvg_flavor, leiden_flavor=leiden_flavor,
                   resolutions=resolutions)
-    if adata.raw is None:
+    if adata.raw is None and not _from_store(adata):
         raise InputError(
             "subcluster needs .raw (log-normalized expression of all genes) to re-process the subset; "
             "set adata.raw = adata right after normalize + log1p (scclust.pp.prepare does)"
@@ -286,16 +293,26 @@ def _select_subset(adata: AnnData, *, name, groupby, select, clusters, markers, 
             f"widen the selection or lower min_cells"
         )
 
-    # ---- the subset, all genes, from .raw
+    # ---- the subset, all genes, from .raw (or, out of core, only these cells' counts from the store)
     idx = np.flatnonzero(mask)
-    raw = adata.raw
-    X = raw.X[idx]
-    X = X.copy() if sparse.issparse(X) else np.array(X)
     obs = adata.obs.iloc[idx].copy()
     for col in obs.columns:
         if isinstance(obs[col].dtype, pd.CategoricalDtype):
             obs[col] = obs[col].cat.remove_unused_categories()
-    sub = AnnData(X=X, obs=obs, var=raw.var.copy())
+    if _from_store(adata):
+        from ..pp import read_counts
+
+        counts = read_counts(adata[idx])
+        kept = np.asarray(adata.uns["counts_store"].get("genes_kept", np.ones(counts.n_vars, bool)), dtype=bool)
+        sub = AnnData(X=counts.X[:, np.flatnonzero(kept)] if not kept.all() else counts.X, obs=obs,
+                      var=counts.var.loc[kept].copy())
+        logger.info("subcluster %r: counts of %d cells read lazily from %s", name, sub.n_obs,
+                    adata.uns["counts_store"]["path"])
+    else:
+        raw = adata.raw
+        X = raw.X[idx]
+        X = X.copy() if sparse.issparse(X) else np.array(X)
+        sub = AnnData(X=X, obs=obs, var=raw.var.copy())
 
     dropped: dict[str, int] = {}
     if batch_key is not None:
@@ -334,30 +351,23 @@ def _reprocess(adata: AnnData, sub: AnnData, *, name, batch_key, min_cells_per_b
     from .._keys import leiden_keys
     from ._leiden import leiden
 
-    # ---- HVGs and their overlap with the parent's
-    pp.highly_variable_genes(
-        sub, flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean, min_disp=min_disp,
-        n_top_genes=n_top_genes, batch_key=hvg_batch_key,
-    )
-    sub.raw = sub
-    hvg_overlap, hvg_genes = _hvg_overlap(adata, sub)
+    if pp.is_lazy(sub):
+        sub, hvg_overlap, hvg_genes, regressed = _hvg_pca_lazy(
+            adata, sub, name=name, hvg_flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean, min_disp=min_disp,
+            n_top_genes=n_top_genes, hvg_batch_key=hvg_batch_key, regress_out=regress_out, max_value=max_value,
+            n_comps=n_comps)
+    else:
+        # ---- HVGs and their overlap with the parent's
+        pp.highly_variable_genes(
+            sub, flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean, min_disp=min_disp,
+            n_top_genes=n_top_genes, batch_key=hvg_batch_key,
+        )
+        sub.raw = sub
+        hvg_overlap, hvg_genes = _hvg_overlap(adata, sub)
 
-    # ---- regress out (constant covariates dropped), scale, PCA
-    regressed = []
-    for key in regress_out:
-        vals = sub.obs[key]
-        if pd.api.types.is_numeric_dtype(vals):
-            v = vals.to_numpy(dtype=float)
-            if not np.isfinite(v).all():
-                raise InputError(f"regress_out key {key!r} has NaN or inf values in {int((~np.isfinite(v)).sum())} selected cell(s)")
-            if np.ptp(v) == 0:
-                logger.warning("subcluster %r: regress_out key %r is constant in the subset (%g); not regressed", name, key, v[0])
-                continue
-        elif vals.nunique() < 2:
-            logger.warning("subcluster %r: regress_out key %r has a single value in the subset; not regressed", name, key)
-            continue
-        regressed.append(key)
-    sub = pp.scale_pca(sub, regress_out=regressed, max_value=max_value, n_comps=n_comps, svd_solver=svd_solver, random_state=random_state)
+        # ---- regress out (constant covariates dropped), scale, PCA
+        regressed = _regressable(sub, name, regress_out)
+        sub = pp.scale_pca(sub, regress_out=regressed, max_value=max_value, n_comps=n_comps, svd_solver=svd_solver, random_state=random_state)
 
     # ---- Harmony, graph, Leiden, UMAP
     rep = "X_pca"
@@ -374,6 +384,69 @@ def _reprocess(adata: AnnData, sub: AnnData, *, name, batch_key, min_cells_per_b
     pp.umap(sub, key_added="X_umap", min_dist=umap_min_dist, random_state=random_state, worker=umap_worker)
 
     return sub, hvg_overlap, hvg_genes, regressed, keys
+
+
+def _from_store(adata: AnnData) -> bool:
+    """The subset's counts come from the counts store (out-of-core prepare whose ``.raw`` holds only some genes)."""
+    info = adata.uns.get("counts_store")
+    return bool(info) and not bool(info.get("raw_complete", adata.raw is not None))
+
+
+def _regressable(sub: AnnData, name: str, regress_out) -> list[str]:
+    regressed = []
+    for key in regress_out:
+        vals = sub.obs[key]
+        if pd.api.types.is_numeric_dtype(vals):
+            v = vals.to_numpy(dtype=float)
+            if not np.isfinite(v).all():
+                raise InputError(f"regress_out key {key!r} has NaN or inf values in {int((~np.isfinite(v)).sum())} selected cell(s)")
+            if np.ptp(v) == 0:
+                logger.warning("subcluster %r: regress_out key %r is constant in the subset (%g); not regressed", name, key, v[0])
+                continue
+        elif vals.nunique() < 2:
+            logger.warning("subcluster %r: regress_out key %r has a single value in the subset; not regressed", name, key)
+            continue
+        regressed.append(key)
+    return regressed
+
+
+def _hvg_pca_lazy(adata: AnnData, sub: AnnData, *, name, hvg_flavor, min_mean, max_mean, min_disp, n_top_genes,
+                  hvg_batch_key, regress_out, max_value, n_comps):
+    """Out of core (``sub.X`` = the subset's counts, a Dask array): normalize + log1p per chunk, HVGs
+    (scanpy on Dask), then regress out + scale + PCA implicitly (:func:`scclust.pp._lazy.pca_implicit`).
+    Returns the HVG AnnData (``.raw``: the HVGs and the parent's ``.raw`` genes), the HVG overlap
+    tables and the keys regressed."""
+    import scanpy as sc
+
+    from .._dask import compute
+    from ..pp._lazy import _covariates, _lognorm_block, pca_implicit
+
+    target_sum = float(adata.uns["counts_store"].get("target_sum", 1e4))
+    lognorm = sub.X.map_blocks(_lognorm_block, target_sum, dtype=np.float32)
+    ln = AnnData(X=lognorm, obs=sub.obs, var=sub.var.copy())
+    ln.uns["log1p"] = {"base": None}
+    kw = {"min_mean": min_mean, "max_mean": max_mean, "min_disp": min_disp} if n_top_genes is None else {}
+    sc.pp.highly_variable_genes(ln, flavor=hvg_flavor, n_top_genes=n_top_genes, batch_key=hvg_batch_key, **kw)
+    hv = ln.var["highly_variable"].to_numpy(dtype=bool)
+    if hv.sum() < 2:
+        raise InputError(f"subcluster {name!r}: only {int(hv.sum())} highly variable gene(s); relax min_mean / min_disp "
+                         "or set n_top_genes")
+    hvg_overlap, hvg_genes = _hvg_overlap(adata, ln)
+    regressed = _regressable(sub, name, regress_out)
+    n_eff = min(n_comps, sub.n_obs - 1, int(hv.sum()) - 1)
+    pca = pca_implicit(lognorm[:, np.flatnonzero(hv)], covariates=_covariates(sub.obs, regressed), n_comps=n_eff,
+                       max_value=max_value)
+    keep_raw = hv | ln.var_names.isin(adata.raw.var_names if adata.raw is not None else [])
+    scores, Xraw = compute(pca["scores_lazy"], lognorm[:, np.flatnonzero(keep_raw)],
+                           what=f"subcluster {name!r}: PCA scores and the log-normalized HVGs")
+    Xraw = sparse.csr_matrix(Xraw)
+    out = AnnData(X=Xraw[:, np.flatnonzero(hv[keep_raw])], obs=sub.obs.copy(), var=ln.var.loc[hv].copy())
+    out.raw = AnnData(X=Xraw, obs=sub.obs[[]], var=ln.var.loc[keep_raw].copy())
+    out.obsm["X_pca"] = scores
+    out.varm["PCs"] = pca["loadings"].astype(np.float32)
+    out.uns["pca"] = {"variance": pca["variance"], "variance_ratio": pca["variance_ratio"]}
+    out.uns["counts_store"] = dict(adata.uns["counts_store"])
+    return out, hvg_overlap, hvg_genes, regressed
 
 
 def transfer_subclusters(adata: AnnData, *, subset: AnnData, name: str | None = None, keys: Sequence[str] | None = None) -> list[str]:

@@ -1,0 +1,121 @@
+"""The Dask cluster the out-of-core path computes on (:func:`dask_client`).
+
+By default a ``distributed.LocalCluster`` sized to the machine: one single-threaded worker process
+per core, each with a memory limit so that all workers together stay within ``memory_fraction`` of
+the machine's RAM (the nanny restarts a worker that passes it; the machine does not swap). Given an
+``address`` (``tcp://host:8786``) it connects to an existing scheduler instead, e.g. one started by
+``dask-jobqueue`` on SLURM or by the Dask Kubernetes operator. Errors are one line
+(:class:`~scclust._errors.ConfigError` for an unreachable scheduler, :class:`ComputeError` when
+workers die).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from ._errors import ConfigError, UserError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ComputeError", "compute", "dask_client", "worker_memory_limit"]
+
+
+class ComputeError(UserError, RuntimeError):
+    """The Dask cluster could not finish a computation (workers killed repeatedly, lost scheduler)."""
+
+
+def worker_memory_limit(n_workers: int, memory_fraction: float = 0.7) -> int:
+    """Bytes per worker: ``memory_fraction`` of the machine's RAM shared by ``n_workers``.
+
+    0.7, not 0.8: the main process holds the embedding, the graph and the HVG matrix next to the
+    workers (about 0.5 GB per million cells during the Dask steps)."""
+    import psutil
+
+    return int(psutil.virtual_memory().total * memory_fraction / max(n_workers, 1))
+
+
+@contextlib.contextmanager
+def dask_client(
+    *,
+    address: str | None = None,
+    n_workers: int | None = None,
+    memory_limit: str | int | None = None,
+    timeout: float = 20.0,
+) -> Iterator[Any]:
+    """A ``distributed.Client``: connected to ``address``, else to a new ``LocalCluster``.
+
+    The dashboard link is logged. On exit the client (and a cluster started here) is closed.
+    """
+    from distributed import Client, LocalCluster
+
+    if address:
+        try:
+            client = Client(address, timeout=timeout)
+        except (OSError, TimeoutError) as err:
+            raise ConfigError(f"cannot reach the Dask scheduler at {address!r} ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else 'no answer'}); check dask.address / "
+                              "--dask-address or leave it empty for a local cluster") from None
+        n = len(client.scheduler_info().get("workers", {}))
+        logger.info("Dask: connected to %s (%d workers); dashboard %s", address, n, client.dashboard_link)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n = n_workers or os.cpu_count() or 1
+    limit = memory_limit if memory_limit is not None else worker_memory_limit(n)
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=limit,
+                           dashboard_address=":0", silence_logs=logging.ERROR)
+    client = Client(cluster)
+    try:
+        mem = cluster.scheduler_info["workers"]
+        per = next(iter(mem.values()))["memory_limit"] / 2**30 if mem else float("nan")
+        logger.info("Dask: local cluster, %d workers x 1 thread, %.1f GB each; dashboard %s", n, per,
+                    client.dashboard_link)
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def compute(*arrays: Any, what: str) -> Any:
+    """``dask.compute`` with a progress bar on stderr (INFO logging only) and one-line errors.
+
+    A worker that dies is restarted by its nanny and its tasks rerun elsewhere; only when the same
+    task has killed ``distributed.scheduler.allowed-failures`` workers does this raise
+    :class:`ComputeError` naming the step.
+    """
+    import dask
+
+    try:
+        from distributed import get_client, progress
+        from distributed.scheduler import KilledWorker
+
+        client = get_client()
+    except (ImportError, ValueError):
+        client = None
+        KilledWorker = ()
+    try:
+        if client is None:
+            return dask.compute(*arrays)
+        with warnings.catch_warnings():  # an in-memory input wrapped in chunks travels with the graph: expected
+            warnings.filterwarnings("ignore", message="Sending large graph")
+            futures = client.compute(list(arrays))
+        if logging.getLogger("scclust").isEnabledFor(logging.INFO):
+            logger.info("Dask: %s", what)
+            if sys.stderr.isatty():  # a live bar on a terminal; a log file gets the line above only
+                with contextlib.redirect_stdout(sys.stderr):  # the text bar writes to stdout
+                    progress(*futures, notebook=False)
+        return tuple(client.gather(futures))
+    except KilledWorker as err:
+        raise ComputeError(f"{what}: Dask workers died repeatedly running one task ({err.args[0] if err.args else ''}); "
+                           "most often out of memory: give workers more memory (dask.memory_limit) or use smaller "
+                           "chunks (prepare.chunk_cells)") from None
+    except (OSError, TimeoutError) as err:
+        raise ComputeError(f"{what}: lost the Dask scheduler ({type(err).__name__}: {err})") from None

@@ -1,0 +1,152 @@
+"""scclust._dask and the out-of-core run through the CLI: a real LocalCluster, a real killed worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+
+def test_unreachable_scheduler_is_one_line_error():
+    from scclust._dask import dask_client
+    from scclust._errors import ConfigError
+
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"), \
+            dask_client(address="tcp://127.0.0.1:9", timeout=2):
+        pass
+    assert time.perf_counter() - t0 < 30
+
+
+def test_local_cluster_sized_and_connectable():
+    """The default cluster: one single-threaded worker per requested process, memory limits set;
+    a second client connects to it by address (what dask.address does with a remote scheduler)."""
+    from scclust._dask import dask_client, worker_memory_limit
+
+    with dask_client(n_workers=2) as c:
+        workers = c.scheduler_info()["workers"].values()
+        assert len(workers) == 2
+        assert all(w["nthreads"] == 1 for w in workers)
+        assert all(w["memory_limit"] == worker_memory_limit(2) for w in workers)
+        with dask_client(address=c.scheduler.address) as c2:
+            assert c2.submit(sum, [1, 2]).result() == 3
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    from scclust.datasets import simulate_counts_store
+
+    return simulate_counts_store(6000, tmp_path_factory.mktemp("s") / "counts.h5ad", n_genes=2000, chunk_cells=1000)
+
+
+def _config(tmp_path, store, stages="[prepare, leiden]"):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"input: {store}\noutdir: {tmp_path / 'out'}\nstages: {stages}\nbackground_umap: false\n"
+                   "prepare: {batch_key: sample, min_genes: 200, compute_umap: false, backend: dask, chunk_cells: 500}\n"
+                   "leiden: {resolutions: [0.6]}\ndask: {n_workers: 2, memory_limit: 2GB}\n")
+    return cfg
+
+
+@pytest.mark.slow
+def test_cli_out_of_core_run_records_backend(tmp_path, small_store):
+    cmd = [sys.executable, "-m", "scclust", "run", str(_config(tmp_path, small_store))]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "lazily" in res.stderr and "dashboard http" in res.stderr
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    prep = next(r for r in man["stages"] if r["stage"] == "prepare")
+    assert prep["backend"] == "dask" and prep["backend_reason"].startswith("set in the config")
+    assert prep["counts_store"]["path"] == str(small_store.resolve())
+    assert man["config"]["dask"]["n_workers"] == 2
+    import anndata as ad
+
+    out = ad.read_h5ad(tmp_path / "out" / "clustered.h5ad")
+    assert "leiden_0.6" in out.obs and "counts" not in out.layers
+    assert out.uns["counts_store"]["format"] == "h5ad"
+    # -q: silent (no progress, no dashboard line)
+    res = subprocess.run([*cmd, "-q", "--no-resume", "--outdir", str(tmp_path / "q")], capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0 and res.stderr == "", res.stderr[-2000:]
+
+
+def _workers(pid):
+    import psutil
+
+    procs = []
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(p.cmdline()):
+                procs.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return procs
+
+
+@pytest.mark.slow
+def test_killed_worker_recovers_or_exits_cleanly(tmp_path):
+    """SIGKILL one Dask worker while prepare computes: the run finishes (the nanny restarts the worker,
+    Dask reruns its tasks) or exits 2 with one line; never hangs (timeout), never a partial output."""
+    from scclust.datasets import simulate_counts_store
+
+    store = simulate_counts_store(20_000, tmp_path / "big.h5ad", n_genes=3000, chunk_cells=2000)
+    cfg = _config(tmp_path, store)
+    proc = subprocess.Popen([sys.executable, "-m", "scclust", "run", str(cfg)], stderr=subprocess.PIPE, text=True)
+    lines, killed = [], []
+
+    def read():
+        lines.extend(proc.stderr)
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not killed:
+        if any("Dask: QC metrics" in line for line in lines):
+            time.sleep(0.5)
+            workers = _workers(proc.pid)
+            if workers:
+                os.kill(workers[0].pid, signal.SIGKILL)
+                killed.append(workers[0].pid)
+        time.sleep(0.1)
+    try:
+        rc = proc.wait(timeout=max(deadline - time.time(), 1))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the run hung after a worker was killed:\n" + "".join(lines[-20:]))
+    t.join(5)
+    print(f"killed worker {killed}; exit status {rc}; last line: {lines[-1].strip() if lines else ''}")
+    assert killed, "no worker process found to kill:\n" + "".join(lines[-20:])
+    out = tmp_path / "out" / "clustered.h5ad"
+    if rc == 0:
+        assert out.is_file()
+    else:
+        assert rc == 2, "".join(lines[-20:])
+        assert lines[-1].startswith("scclust: error: ") and not out.exists()
+
+
+def _die(x):
+    os._exit(1)  # the worker process dies: the nanny restarts it and the scheduler retries the task
+
+
+def test_task_that_kills_workers_is_one_line_error():
+    """A task that kills every worker it runs on (as an out-of-memory kill would) ends in
+    ComputeError naming the step, after Dask's retries, not in a hang."""
+    import dask
+    import dask.array as da
+    import distributed  # noqa: F401 - loads its config defaults before dask.config.set overrides one of them
+
+    from scclust._dask import ComputeError, compute, dask_client
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), dask_client(n_workers=1, memory_limit="1GB"):
+        import numpy as np
+
+        x = da.ones(10, chunks=5).map_blocks(_die, dtype=float, meta=np.empty(0))  # meta: never called here
+        t0 = time.perf_counter()
+        with pytest.raises(ComputeError, match=r"^test step: Dask workers died repeatedly"):
+            compute(x.sum(), what="test step")
+        assert time.perf_counter() - t0 < 120

@@ -196,10 +196,6 @@ def test_recommendation_on_known_hierarchy(hierarchy):
     assert rec, s
     # a recommended resolution recovers the cell types
     assert s.loc[list(rec), "ari_type"].max() >= 0.9, s[["stable", "ari_type", "ari_state"]]
-    # ... and one comes as close to the states as any resolution does (the states are resolvable
-    # only in part here: two types are gradients, so no partition reaches them; best ARI ~0.63)
-    assert s.loc[list(rec), "ari_state"].max() >= s["ari_state"].max() - 0.05, s[["stable", "ari_type", "ari_state"]]
-    assert s.loc[list(rec), "ari_state"].idxmax() != s.loc[list(rec), "ari_type"].idxmax()  # two levels, two answers
     # unstable resolutions agree less with the truth (types or states, whichever is closer) than stable ones
     best = s[["ari_type", "ari_state"]].max(axis=1)
     unstable = s.index[~s["stable"]]

@@ -196,6 +196,9 @@ def test_recommendation_on_known_hierarchy(hierarchy):
     assert rec, s
     # a recommended resolution recovers the cell types
     assert s.loc[list(rec), "ari_type"].max() >= 0.9, s[["stable", "ari_type", "ari_state"]]
+    # No state-level assertion: no resolution recovers the states as a partition here (best ARI ~0.63,
+    # two types are gradients), and 2.0, the closest, sits at the cluster-stability cut-off: it was
+    # called stable with one thread count and not with another.
     # unstable resolutions agree less with the truth (types or states, whichever is closer) than stable ones
     best = s[["ari_type", "ari_state"]].max(axis=1)
     unstable = s.index[~s["stable"]]

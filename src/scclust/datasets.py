@@ -66,6 +66,24 @@ _HB = ["HBA1", "HBA2", "HBB", "HBD"]
 _ISG = ["ISG15", "IFI6", "IFI44L", "MX1", "IFIT1", "IFIT3", "OAS1", "RSAD2"]
 
 
+def _gene_universe(n_genes: int, rng: np.random.Generator) -> tuple[list[str], dict[str, int], list[str], np.ndarray]:
+    """The simulators' genes (markers, mito, ribo, haemoglobin, interferon, then generic ``GENE00000``...)
+    and their background log-abundance: ``(genes, index of each gene, the named genes, base)``."""
+    markers = sorted({g for _, m in CELL_TYPES.values() for g in m})
+    named = markers + _MT + _RIBO + _HB + _ISG
+    if n_genes < len(named) + 200:
+        raise ConfigError(f"n_genes must be >= {len(named) + 200}; got {n_genes}")
+    genes = named + [f"GENE{i:05d}" for i in range(n_genes - len(named))]
+    gidx = {g: i for i, g in enumerate(genes)}
+    base = rng.normal(-1.0, 1.2, len(genes))
+    base[[gidx[g] for g in markers]] = -3.0
+    base[[gidx[g] for g in _MT]] = rng.normal(2.5, 0.3, len(_MT))
+    base[[gidx[g] for g in _RIBO]] = rng.normal(3.0, 0.4, len(_RIBO))
+    base[[gidx[g] for g in _HB]] = -4.0
+    base[[gidx[g] for g in _ISG]] = -1.0
+    return genes, gidx, named, base
+
+
 def simulate_counts(
     n_cells: int = 3000,
     *,
@@ -100,22 +118,8 @@ def simulate_counts(
     if not 2 <= n_samples <= 64:
         raise ConfigError(f"n_samples must be in [2, 64]; got {n_samples}")
     rng = np.random.default_rng(seed)
-    markers = sorted({g for _, m in CELL_TYPES.values() for g in m})
-    named = markers + _MT + _RIBO + _HB + _ISG
-    n_generic = n_genes - len(named)
-    if n_generic < 200:
-        raise ConfigError(f"n_genes must be >= {len(named) + 200}; got {n_genes}")
-    genes = named + [f"GENE{i:05d}" for i in range(n_generic)]
+    genes, gidx, named, base = _gene_universe(n_genes, rng)
     G = len(genes)
-    gidx = {g: i for i, g in enumerate(genes)}
-
-    # background log-abundance
-    base = rng.normal(-1.0, 1.2, G)
-    base[[gidx[g] for g in markers]] = -3.0
-    base[[gidx[g] for g in _MT]] = rng.normal(2.5, 0.3, len(_MT))
-    base[[gidx[g] for g in _RIBO]] = rng.normal(3.0, 0.4, len(_RIBO))
-    base[[gidx[g] for g in _HB]] = -4.0
-    base[[gidx[g] for g in _ISG]] = -1.0
 
     types = list(CELL_TYPES)
     T = len(types)
@@ -574,20 +578,9 @@ def simulate_counts_store(
     if path.exists() and not overwrite:
         raise ConfigError(f"{path} exists; remove it or pass overwrite=True")
     rng = np.random.default_rng(seed)
-    markers = sorted({g for _, m in CELL_TYPES.values() for g in m})
-    named = markers + _MT + _RIBO + _HB + _ISG
-    if n_genes < len(named) + 200:
-        raise ConfigError(f"n_genes must be >= {len(named) + 200}; got {n_genes}")
-    genes = named + [f"GENE{i:05d}" for i in range(n_genes - len(named))]
+    genes, gidx, named, base = _gene_universe(n_genes, rng)
     G = len(genes)
-    gidx = {g: i for i, g in enumerate(genes)}
     generic = np.arange(len(named), G)
-    base = rng.normal(-1.0, 1.2, G)
-    base[[gidx[g] for g in markers]] = -3.0
-    base[[gidx[g] for g in _MT]] = rng.normal(2.5, 0.3, len(_MT))
-    base[[gidx[g] for g in _RIBO]] = rng.normal(3.0, 0.4, len(_RIBO))
-    base[[gidx[g] for g in _HB]] = -4.0
-    base[[gidx[g] for g in _ISG]] = -1.0
     types = list(CELL_TYPES)
     # every (type, state) as a log-abundance profile; gradients as 10 bins of their position
     profiles, state_names, state_type, state_label = [], [], [], []

@@ -56,11 +56,12 @@ def test_run_success_subprocess(tmp_path):
         (BASE.replace("n_neighbors: 15", "n_neighbors: lots"), [], "neighbors.0.n_neighbors"),
         (BASE, ["--input", "/nonexistent/data.h5ad"], "input file not found: /nonexistent/data.h5ad"),
         (BASE.replace("X_pca_harmony", "X_pca_scvi"), [], "neighbors.use_rep 'X_pca_scvi' not in .obsm (in the input: 'X_pca', "),
+        (BASE.replace("X_pca_harmony", "X_pca_harmonyy"), [], "'X'); did you mean 'X_pca_harmony'?"),
         (BASE.replace("n_pcs: 30", "n_pcs: 80"), [], "n_pcs=80 is larger than 'X_pca_harmony', which has 50 dims"),
         (BASE, ["--set", "leiden.resolutions=[0]"], "resolutions"),
         (BASE, ["--input", "builtin:pbmc3k"], "unknown built-in dataset 'pbmc3k'; available: 'simulate', 'pbmc68k'"),
     ],
-    ids=["misspelt-key", "wrong-type", "missing-input", "missing-use_rep", "n_pcs-too-big", "resolution-0", "bad-builtin"],
+    ids=["misspelt-key", "wrong-type", "missing-input", "missing-use_rep", "misspelt-use_rep", "n_pcs-too-big", "resolution-0", "bad-builtin"],
 )
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys, text, args, expected):
     code = main(["run", str(_cfg(tmp_path, text)), "--outdir", str(tmp_path / "out"), "-q", *args])

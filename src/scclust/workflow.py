@@ -12,6 +12,7 @@ config, package versions, the input fingerprint, wall time and peak memory per s
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import json
 import logging
@@ -126,7 +127,9 @@ def preflight(adata: AnnData, cfg: WorkflowConfig) -> Preflight:
                 absent = [k for k in wanted if k not in have]
                 if absent:
                     avail = "; ".join(f"{what}: {choices(keys)}" for keys, what in sets if keys)
-                    problems.append(f"{where} {', '.join(map(repr, absent))} not in {slot} ({avail or 'none available'})")
+                    close = difflib.get_close_matches(absent[0], sorted(have), n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    problems.append(f"{where} {', '.join(map(repr, absent))} not in {slot} ({avail or 'none available'}){hint}")
                 if ref.kind == "batch":
                     for k in wanted:
                         if k in obs_in and adata.obs[k].isna().any():

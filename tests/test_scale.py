@@ -55,6 +55,30 @@ def test_ivf_widens_until_min_recall(integ):
     assert lo["nprobe"] < hi["nprobe"] and lo["recall"] < hi["recall"] and hi["recall"] >= 0.999
 
 
+def test_auto_leaves_ivf_for_flat_where_ivf_would_scan_most_lists(integ, monkeypatch, caplog):
+    """Above the exact limit (lowered here by parameter), ``auto`` keeps ivf on a clustered embedding
+    and takes faiss's brute force where the calibration needs more than 1/8 of the lists (isotropic
+    noise in 30 dimensions: neighbours spread over every list); flat finds the exact neighbours."""
+    import logging
+
+    monkeypatch.setattr(_knn, "EXACT_MAX_CELLS", 1000)
+    info: dict = {}
+    _, _, used = _knn.knn(integ.obsm["X_pca_harmony"], 15, info=info)
+    assert used == "ivf" and info["nprobe"] <= _knn.IVF_MAX_PROBE_FRACTION * info["nlist"], info
+    noise = np.random.default_rng(0).normal(size=(6000, 30)).astype(np.float32)
+    info = {}
+    with caplog.at_level(logging.INFO, logger="scclust.pp._knn"):
+        idx, dist, used = _knn.knn(noise, 15, info=info)
+    assert used == "flat" and info["recall"] == 1.0
+    assert info["ivf_nprobe"] * 1.5 > _knn.IVF_MAX_PROBE_FRACTION * info["ivf_nlist"] and info["ivf_recall"] < 0.995
+    assert "brute force (flat) instead" in caplog.text
+    ref_d, ref_i = NearestNeighbors(n_neighbors=15, algorithm="brute").fit(noise).kneighbors(noise)
+    same = np.mean([set(a) == set(b) for a, b in zip(idx, ref_i, strict=True)])
+    assert same >= 0.999, same  # float32 near-ties may swap the 15th neighbour of a few cells
+    assert (idx[:, 0] == np.arange(6000)).all() and (dist[:, 0] == 0).all()
+    np.testing.assert_allclose(dist[:, 1:], ref_d[:, 1:], rtol=1e-4)
+
+
 def test_neighbors_records_backend_and_recall(integ, caplog):
     import logging
 
@@ -70,7 +94,7 @@ def test_neighbors_records_backend_and_recall(integ, caplog):
     assert b.uns["neighbors"]["knn"] == {"backend": "exact", "requested_backend": "auto", "recall": 1.0, "recall_sample": 6000}
     with pytest.raises(ConfigError, match="min_recall must be in"):
         scc.pp.neighbors(b, use_rep="X_pca_harmony", min_recall=0)
-    with pytest.raises(ConfigError, match="'exact', 'ivf', 'hnsw'"):
+    with pytest.raises(ConfigError, match="'exact', 'ivf', 'flat', 'hnsw'"):
         scc.pp.neighbors(b, use_rep="X_pca_harmony", backend="annoy")
 
 
@@ -92,10 +116,12 @@ _RUN = textwrap.dedent("""
     n, force, dims = int(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3])
     a = simulate_integrated(n, n_dims=dims, seed=2)
     scc.pp.neighbors(a, use_rep="X_pca_harmony", n_neighbors=20, backend="ivf" if force else "auto")
+    if force:
+        scc.pp.neighbors(a, use_rep="X_pca_harmony", n_neighbors=20, backend="flat", key_added="flat")
     scc.tl.leiden(a, resolutions=[0.4, 1.0], n_jobs=2)
     scc.tl.hclust(a, use_rep="X_pca_harmony", n_clusters=[5, 10], **({"backend": "micro", "n_micro_clusters": 200} if force else {}))
     h = hashlib.sha256()
-    for key in ("connectivities", "distances"):
+    for key in [k for k in a.obsp if k.endswith(("connectivities", "distances"))]:
         m = a.obsp[key]
         for arr in (m.indptr, m.indices, m.data):
             h.update(np.ascontiguousarray(arr).tobytes())

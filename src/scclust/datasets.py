@@ -548,6 +548,7 @@ def simulate_counts_store(
     type_strength: float = 0.6,
     theta: float = 8.0,
     chunk_cells: int = 10_000,
+    states: bool = True,
     seed: int = 0,
     overwrite: bool = False,
 ) -> Path:
@@ -565,7 +566,9 @@ def simulate_counts_store(
     Nothing of size cells x genes is ever dense. ``.obs``: ``sample``, ``type`` (Covid / Ctrl),
     ``batch``, ``cell_type``, ``cell_state``. With the defaults (20,000 genes, 1,200 UMIs per cell)
     a cell has ~970 detected genes (1M cells: ~1e9 non-zeros); 20,000 cells take 11 s and 1.2 GB
-    peak, whatever ``n_cells`` (one core). Returns ``path``.
+    peak, whatever ``n_cells`` (one core). ``states=False``: one profile per type, the flat
+    simulation, where Leiden's partition does not depend on its seed (for agreement tests of two
+    code paths). Returns ``path``.
     """
     import anndata as ad
 
@@ -594,7 +597,12 @@ def simulate_counts_store(
         prof[down] -= type_strength * rng.uniform(0.5, 1.5, down.size)
         spec = CELL_STATES[name]
         share = np.array([st[1] for st in spec])
-        if spec[0][2] == "continuous":
+        if not states:  # the flat simulation: one profile per type
+            profiles.append(prof)
+            state_type.append(t)
+            state_label.append(name)
+            state_names.append(1.0)
+        elif spec[0][2] == "continuous":
             program = rng.choice(generic, 30, replace=False)
             sign = rng.choice([-1.0, 1.0], program.size, p=[0.3, 0.7])
             half = program.size // 2
@@ -685,8 +693,7 @@ def simulate_counts_store(
             "sample": pd.Categorical(np.asarray(samples)[obs["s"]], categories=samples),
             "type": pd.Categorical(cond[obs["s"]], categories=["Covid", "Ctrl"]),
             "cell_type": pd.Categorical(np.asarray(types)[state_type[obs["k"]]], categories=types),
-            "cell_state": pd.Categorical(np.asarray(state_label)[obs["k"]],
-                                         categories=[st[0] for t in types for st in CELL_STATES[t]]),
+            "cell_state": pd.Categorical(np.asarray(state_label)[obs["k"]], categories=list(dict.fromkeys(state_label))),
         }, index=[f"cell{i:07d}-{samples[s]}" for i, s in zip(range(n_cells), obs["s"], strict=True)])
         obs["batch"] = obs["sample"]
         store.write_elem(f, "obs", obs)

@@ -176,18 +176,19 @@ def test_20k_cells_acceptance(client, tmp_path):
     """The issue's acceptance at 20,000 cells (x 20,000 genes): identical filters, HVG Jaccard >= 0.98,
     top-10 PCs |r| >= 0.99 each, Leiden 0.6 ARI >= 0.95.
 
-    Measured: filters and HVGs identical, all 30 PCs and the Harmony dims |r| = 1.0000, but Leiden 0.6
-    ARI 0.80, while the in-memory Leiden with seed 1 instead of 0 agrees with itself only at 0.735 on
-    this simulation (1.0 at resolution 0.4). So the Leiden bound is 0.95 or the in-memory seed-to-seed
-    agreement, whichever is lower: the out-of-core labels must not differ more than Leiden's own
-    seed noise does.
+    On the flat simulation (one profile per type), where Leiden's partition at 0.6 is a property of
+    the data and not of its seed: asserted first (seed 0 vs 1 on the in-memory graph), so that the
+    comparison measures the two code paths, not Leiden's chaos. On the hierarchical simulation the
+    in-memory Leiden 0.6 agrees with itself across seeds only at ARI 0.735 (states in gradients),
+    and no second implementation can agree with it better than it agrees with itself; there the
+    graphs are compared instead (same kNN edges).
     """
     import anndata as ad
 
     from scclust import pp, tl
     from scclust.datasets import simulate_counts_store
 
-    path = simulate_counts_store(20_000, tmp_path / "c20k.h5ad", seed=0)
+    path = simulate_counts_store(20_000, tmp_path / "c20k.h5ad", states=False, seed=0)
     mem = pp.prepare(ad.read_h5ad(path), backend="memory", **PREP)
     ooc = pp.prepare(pp.read_counts_lazy(path, chunk_cells=5000), backend="dask", **PREP)
     assert (mem.obs_names == ooc.obs_names).all()
@@ -198,11 +199,15 @@ def test_20k_cells_acceptance(client, tmp_path):
     assert corr.min() >= 0.99, corr
     h = [abs(np.corrcoef(mem.obsm["X_pca_harmony"][:, i], ooc.obsm["X_pca_harmony"][:, i])[0, 1]) for i in range(30)]
     assert min(h) >= 0.99, h
-    ari = adjusted_rand_score(_leiden(mem), _leiden(ooc))
+    # the same kNN graph: share of edges in common
+    a, b = mem.obsp["distances"] > 0, ooc.obsp["distances"] > 0
+    assert a.multiply(b).nnz / a.nnz >= 0.95, a.multiply(b).nnz / a.nnz
     seed1 = mem.copy()
     tl.leiden(seed1, resolutions=[0.6], flavor="igraph", random_state=1)
-    floor = adjusted_rand_score(mem.obs["leiden_0.6"], seed1.obs["leiden_0.6"])
-    assert ari >= min(0.95, floor), (ari, floor)
+    stable = adjusted_rand_score(_leiden(mem), seed1.obs["leiden_0.6"])
+    assert stable >= 0.95, f"Leiden 0.6 is not seed-stable on this data (ARI {stable:.3f}); the comparison would be noise"
+    ari = adjusted_rand_score(mem.obs["leiden_0.6"], _leiden(ooc))
+    assert ari >= 0.95, ari
 
 
 @pytest.mark.slow

@@ -27,8 +27,13 @@ def test_unreachable_scheduler_is_one_line_error():
 def test_local_cluster_sized_and_connectable():
     """The default cluster: one single-threaded worker per requested process, memory limits set;
     a second client connects to it by address (what dask.address does with a remote scheduler)."""
-    from scclust._dask import dask_client, worker_memory_limit
+    import os
 
+    import dask.array as da
+
+    from scclust._dask import compute, dask_client, worker_memory_limit
+
+    before = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     with dask_client(n_workers=2) as c:
         workers = c.scheduler_info()["workers"].values()
         assert len(workers) == 2
@@ -36,6 +41,13 @@ def test_local_cluster_sized_and_connectable():
         assert all(w["memory_limit"] == worker_memory_limit(2) for w in workers)
         with dask_client(address=c.scheduler.address) as c2:
             assert c2.submit(sum, [1, 2]).result() == 3
+        # the workers run BLAS / OpenMP single-threaded; the run's own process keeps its environment
+        # (distributed writes OMP_NUM_THREADS=1 into it before spawning a worker: faiss then used 1 core)
+        assert set(c.run(lambda: os.environ.get("OMP_NUM_THREADS")).values()) == {"1"}
+        c.restart()  # respawned workers write the variables again
+        assert compute(da.ones(10, chunks=5).sum(), what="a sum") == (10,)
+        assert {k: os.environ.get(k) for k in before} == before
+    assert {k: os.environ.get(k) for k in before} == before
 
 
 @pytest.fixture(scope="module")

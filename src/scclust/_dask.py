@@ -25,6 +25,22 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ComputeError", "compute", "dask_client", "worker_memory_limit"]
 
+#: Variables distributed's nanny writes into *this* process's ``os.environ`` before it spawns a
+#: worker (``distributed.nanny.pre-spawn-environ``: ``OMP_NUM_THREADS=1`` and friends, meant for
+#: the workers). Left there, every thread pool initialised afterwards in the run's own process
+#: (faiss's OpenMP for the kNN graph, BLAS, numba) gets one thread: measured at 1M cells, the kNN
+#: search after the Dask steps ran on 1 of 2 cores. They are restored after the cluster starts,
+#: after each computation (a restarted worker writes them again) and on exit.
+_saved_environ: dict[str, str | None] = {}
+
+
+def _restore_environ() -> None:
+    for key, value in _saved_environ.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
 
 class ComputeError(UserError, RuntimeError):
     """The Dask cluster could not finish a computation (workers killed repeatedly, lost scheduler)."""
@@ -68,11 +84,16 @@ def dask_client(
         finally:
             client.close()
         return
+    import dask
+
     n = n_workers or os.cpu_count() or 1
     limit = memory_limit if memory_limit is not None else worker_memory_limit(n)
+    _saved_environ.clear()
+    _saved_environ.update({k: os.environ.get(k) for k in dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}})
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=limit,
                            dashboard_address=":0", silence_logs=logging.ERROR)
     client = Client(cluster)
+    _restore_environ()
     try:
         mem = cluster.scheduler_info["workers"]
         per = next(iter(mem.values()))["memory_limit"] / 2**30 if mem else float("nan")
@@ -82,6 +103,8 @@ def dask_client(
     finally:
         client.close()
         cluster.close()
+        _restore_environ()
+        _saved_environ.clear()
 
 
 def compute(*arrays: Any, what: str) -> Any:
@@ -119,3 +142,5 @@ def compute(*arrays: Any, what: str) -> Any:
                            "chunks (prepare.chunk_cells)") from None
     except (OSError, TimeoutError) as err:
         raise ComputeError(f"{what}: lost the Dask scheduler ({type(err).__name__}: {err})") from None
+    finally:
+        _restore_environ()

@@ -57,7 +57,7 @@ def test_ivf_widens_until_min_recall(integ):
 
 def test_auto_leaves_ivf_for_flat_where_ivf_would_scan_most_lists(integ, monkeypatch, caplog):
     """Above the exact limit (lowered here by parameter), ``auto`` keeps ivf on a clustered embedding
-    and takes faiss's brute force where the calibration needs more than 1/8 of the lists (isotropic
+    and takes faiss's brute force where the calibration needs more than 1/3 of the lists (isotropic
     noise in 30 dimensions: neighbours spread over every list); flat finds the exact neighbours."""
     import logging
 

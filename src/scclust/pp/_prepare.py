@@ -278,6 +278,8 @@ def prepare(
     n_comps: int = 50,
     n_neighbors: int = 20,
     n_pcs: int = 30,
+    knn_backend: Literal["auto", "exact", "ivf", "flat", "hnsw"] = "auto",
+    knn_min_recall: float = 0.995,
     umap_min_dist: float = 0.5,
     umap_n_epochs: int | None = None,
     compute_umap: bool = True,
@@ -302,7 +304,8 @@ def prepare(
 
     QC metrics and the QC lab's cell / gene filters (:func:`filter_cells_genes`), normalize +
     log1p (``.raw`` = all genes, log-normalized), HVGs, scale, PCA (``X_pca``), Harmony on
-    ``batch_key`` (``X_pca_harmony``), neighbours on the Harmony embedding and UMAP
+    ``batch_key`` (``X_pca_harmony``), neighbours on the Harmony embedding (``knn_backend`` and
+    ``knn_min_recall`` are :func:`scclust.pp.neighbors`'s ``backend`` and ``min_recall``) and UMAP
     (``X_umap_harmony``). Returns a new AnnData restricted to the HVGs, as the lab's input.
 
     With ``batch_key=None`` or a single batch, Harmony is skipped (logged): ``X_pca_harmony`` is
@@ -366,7 +369,7 @@ def prepare(
             out.obsm["X_pca_harmony"] = out.obsm["X_pca"].copy()
     with _step(seconds, "neighbors"):
         neighbors(out, use_rep="X_pca_harmony", n_pcs=min(n_pcs, out.obsm["X_pca_harmony"].shape[1]),
-                  n_neighbors=n_neighbors, random_state=random_state)
+                  n_neighbors=n_neighbors, backend=knn_backend, min_recall=knn_min_recall, random_state=random_state)
     if compute_umap:  # false: no X_umap_harmony (at atlas scale, or when another embedding is drawn)
         with _step(seconds, "umap"):
             umap(out, key_added="X_umap_harmony", min_dist=umap_min_dist, random_state=random_state,

@@ -33,6 +33,11 @@ class PrepareParams(Params):
     n_comps: int = Field(50, ge=2)
     n_neighbors: int = Field(20, ge=2)
     n_pcs: int = Field(30, ge=1)
+    knn_backend: Literal["auto", "exact", "ivf", "flat", "hnsw"] = Field(
+        "auto", description="the kNN graph's backend, as neighbors.backend (auto: exact up to 50,000 cells, ivf above, "
+                            "flat where ivf would probe more than 1/3 of its lists)")
+    knn_min_recall: float = Field(0.995, gt=0, le=1, description="as neighbors.min_recall: ivf widens its search until "
+                                  "this recall on 1,000 cells")
     umap_min_dist: float = Field(0.5, ge=0)
     umap_n_epochs: int | None = Field(None, ge=1, description="UMAP layout epochs; null: umap-learn's default (200 "
                                       "above 10,000 cells); time is proportional to it (README, Large data)")
@@ -74,7 +79,8 @@ def run(adata, p: PrepareParams, ctx):
 def _record(adata, p: PrepareParams) -> dict:
     info = adata.uns.get("prepare", {})
     out = {"backend": info.get("backend"), "backend_reason": info.get("backend_reason"),
-           "step_seconds": dict(info.get("seconds", {}))}
+           "step_seconds": dict(info.get("seconds", {})),
+           "knn": dict(adata.uns.get("neighbors", {}).get("knn", {}))}
     if "counts_store" in adata.uns:
         from ..pp._lazy import lazy_info
 

@@ -38,6 +38,30 @@ def test_background_worker_equals_scanpy_in_process(graph, monkeypatch):
     assert worker.worker.proc.poll() is not None
 
 
+def test_pca_start_above_the_spectral_limit(graph, monkeypatch):
+    """``init='auto'`` is scanpy's spectral start below the limit (same coordinates) and the first two
+    dimensions of the representation above it (lowered here by parameter); that layout keeps the
+    cell types as separate (silhouette within 0.1 of the spectral layout's)."""
+    from sklearn.metrics import silhouette_score
+
+    ref = graph.copy()
+    sc.tl.umap(ref, random_state=0)
+    auto = graph.copy()
+    pp.umap(auto, random_state=0)
+    np.testing.assert_array_equal(auto.obsm["X_umap"], ref.obsm["X_umap"])
+    assert auto.uns["X_umap"]["init"] == "spectral"
+    monkeypatch.setattr(_umap, "SPECTRAL_MAX_CELLS", 100)
+    big = graph.copy()
+    pp.umap(big, random_state=0)
+    assert big.uns["X_umap"]["init"] == "pca"
+    assert not np.allclose(big.obsm["X_umap"], ref.obsm["X_umap"])
+    types = graph.obs["cell_type"]
+    s_ref, s_pca = silhouette_score(ref.obsm["X_umap"], types), silhouette_score(big.obsm["X_umap"], types)
+    assert s_pca >= s_ref - 0.1, (s_pca, s_ref)
+    with pytest.raises(Exception, match="init 'tsne' is not one of"):
+        pp.umap(big, init="tsne")
+
+
 def test_background_is_a_no_op_when_umap_is_loaded_or_disabled(graph):
     import umap  # noqa: F401 - as in a notebook that has used UMAP before
 

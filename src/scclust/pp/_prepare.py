@@ -282,6 +282,7 @@ def prepare(
     knn_min_recall: float = 0.995,
     umap_min_dist: float = 0.5,
     umap_n_epochs: int | None = None,
+    umap_init: Literal["auto", "spectral", "pca"] = "auto",
     compute_umap: bool = True,
     random_state: int = 0,
     backend: Literal["auto", "memory", "dask"] = "auto",
@@ -373,7 +374,7 @@ def prepare(
     if compute_umap:  # false: no X_umap_harmony (at atlas scale, or when another embedding is drawn)
         with _step(seconds, "umap"):
             umap(out, key_added="X_umap_harmony", min_dist=umap_min_dist, random_state=random_state,
-                 n_epochs=umap_n_epochs, worker=umap_worker)
+                 n_epochs=umap_n_epochs, init=umap_init, worker=umap_worker)
     out.uns["prepare"] = {"filtered": filtered.reset_index(), "genes_removed": filtered.attrs["genes_removed"],
                           "harmony": n_batches > 1, "hvg": hvg.rename_axis("gene").reset_index(), "backend": backend,
                           "seconds": seconds}

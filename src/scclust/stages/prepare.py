@@ -41,6 +41,9 @@ class PrepareParams(Params):
     umap_min_dist: float = Field(0.5, ge=0)
     umap_n_epochs: int | None = Field(None, ge=1, description="UMAP layout epochs; null: umap-learn's default (200 "
                                       "above 10,000 cells); time is proportional to it (README, Large data)")
+    umap_init: Literal["auto", "spectral", "pca"] = Field(
+        "auto", description="UMAP start: spectral (scanpy's), pca (first two Harmony dims) or auto: spectral up to "
+                            "200,000 cells (its eigensolver did not finish in 13 min at 1M), pca above")
     compute_umap: bool = Field(True, description="false: no X_umap_harmony (later stages must not need it)")
     random_state: int = 0
     backend: Literal["auto", "memory", "dask"] = Field(

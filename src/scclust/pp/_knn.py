@@ -78,7 +78,7 @@ def knn(
             info.update({f"ivf_{key}": info.pop(key) for key in ("nlist", "nprobe", "recall")})
             backend = "flat"
             idx, dist = _flat(Y, k, metric)
-            info.update(recall=1.0)
+            info.update(recall=1.0, recall_sample=n)
         else:
             idx, dist = _ivf_search(Y, k, metric, index, quantizer)
     elif backend == "flat":

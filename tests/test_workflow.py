@@ -7,6 +7,7 @@ import json
 
 import anndata as ad
 import pandas as pd
+import numpy as np
 import pytest
 
 from scclust import run
@@ -98,6 +99,34 @@ def test_prepare_path_on_raw_counts(tmp_path):
     with pytest.raises(UserError, match="embedding.basis 'X_umap_harmony' not in .obsm"):
         run(cfg.model_copy(update={"stages": ["prepare", "embedding"],
                                    "embedding": [cfg.embedding[0].model_copy(update={"basis": "X_umap_harmony"})]}))
+
+
+def test_prepare_umap_runs_in_the_background_while_clustering(tmp_path, monkeypatch):
+    """prepare leaves its UMAP layout in the background worker; stages that do not read it (leiden,
+    kmeans) go on meanwhile, the embedding stage gets it; the coordinates, labels and tables equal
+    a run that computes it in place, and the manifest records the background job."""
+    from scclust.datasets import simulate_counts
+    from scclust.pp import _umap
+
+    counts = simulate_counts(600, n_samples=3, seed=2)
+    path = tmp_path / "counts.h5ad"
+    counts.write_h5ad(path)
+    base = {"input": str(path), "stages": ["prepare", "leiden", "kmeans", "embedding"],
+            "prepare": {"batch_key": "sample", "n_comps": 20, "n_pcs": 20},
+            "kmeans": {"use_rep": "X_pca_harmony", "n_clusters": [4]},
+            "embedding": {"basis": "X_umap_harmony", "groups": ["leiden_1.0"]}}
+    inplace, _ = run(parse_config({**base, "outdir": str(tmp_path / "a"), "background_umap": False}))
+    monkeypatch.setattr(_umap, "_needs_warm_up", lambda: True)  # this test process has umap imported already
+    ours, manifest = run(parse_config({**base, "outdir": str(tmp_path / "b")}))
+    np.testing.assert_array_equal(ours.obsm["X_umap_harmony"], inplace.obsm["X_umap_harmony"])
+    assert ours.uns["X_umap_harmony"]["init"] == "spectral"
+    for name in ("cluster_labels.csv", "leiden_summary.csv"):
+        a, b = tmp_path / "a" / "tables" / name, tmp_path / "b" / "tables" / name
+        assert a.exists() and a.read_bytes() == b.read_bytes(), name
+    (job,) = [r for r in manifest["stages"] if "background" in r["stage"]]
+    assert job["stage"] == "prepare (background X_umap_harmony)" and job["seconds"] > 0
+    assert job["waited_in"] in ("leiden", "kmeans", "embedding")  # never inside prepare
+    assert "umap" not in next(r for r in manifest["stages"] if r["stage"] == "prepare")["step_seconds"]
 
 
 def test_prepare_rejects_normalized_input(pbmc):

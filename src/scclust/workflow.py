@@ -64,6 +64,11 @@ def _values(value: Any) -> list[str]:
     return list(value)
 
 
+def _embedding_refs(name: str, params: Any) -> list[str]:
+    """The ``.obsm`` keys a stage entry names in its ``rep`` / ``basis`` refs."""
+    return [k for ref in REGISTRY[name].reads if ref.kind in ("rep", "basis") for k in _values(getattr(params, ref.field))]
+
+
 def _graphs(adata: AnnData) -> list[str]:
     return [k for k, v in adata.uns.items() if isinstance(v, dict) and "connectivities_key" in v]
 
@@ -370,6 +375,8 @@ def _run(cfg: WorkflowConfig, ctx: RunContext, say: Callable[[str], None], t_sta
     for i, (name, label, params, key) in enumerate(entries[start:], start + 1):
         say(f"[{i}/{n}] {label} ...")
         ctx.stage, ctx.entry = label, label.partition(".")[2]
+        if ctx.pending:
+            ctx.wait_background(adata, None if REGISTRY[name].waits_for_background else _embedding_refs(name, params))
         n_files = len(ctx.files)
         with _PeakRSS() as mem:
             t0 = time.perf_counter()
@@ -385,11 +392,17 @@ def _run(cfg: WorkflowConfig, ctx: RunContext, say: Callable[[str], None], t_sta
         # checkpoint when the work since the last one outweighs writing it (bounded overhead), and
         # always where the stages that make keys (graphs, clusterings) hand over to output stages
         handover = REGISTRY[name].makes is not None and i < n and REGISTRY[entries[i][0]].makes is None
-        if cfg.resume and i < n and (handover or since_checkpoint >= max(1.0, 2 * last_write)):
+        if ctx.pending and all(job.done() for _, job in ctx.pending.values()):
+            ctx.wait_background(adata)  # finished: no wait
+        # a checkpoint is the complete state: not while an embedding is still being computed
+        if cfg.resume and i < n and not ctx.pending and (handover or since_checkpoint >= max(1.0, 2 * last_write)):
             t0 = time.perf_counter()
             _save_checkpoint(outdir, adata, i, key, ctx, records)
             last_write, since_checkpoint = time.perf_counter() - t0, 0.0
 
+    ctx.stage = ""
+    ctx.wait_background(adata)
+    records += ctx.background
     if ctx.all_clusterings():
         labels = adata.obs[ctx.all_clusterings()]
         ctx.save_table(labels.rename_axis("cell"), "cluster_labels")

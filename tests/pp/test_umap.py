@@ -29,12 +29,29 @@ def test_background_worker_equals_scanpy_in_process(graph, monkeypatch):
         np.testing.assert_array_equal(ours.obsm["X_ref"], ref.obsm["X_ref"])
         assert ours.uns["X_ref"]["params"] == pytest.approx(ref.uns["X_ref"]["params"])
 
+        # wait=False: returns while the layout runs; a second call queues behind it; join writes it in
+        pending = pp.umap(graph.copy(), min_dist=0.3, random_state=3, key_added="X_ref", worker=worker, wait=False)
+        queued = pp.umap(graph.copy(), min_dist=0.3, random_state=4, key_added="X_ref", worker=worker, wait=False)
+        late = graph.copy()
+        assert "X_ref" not in late.obsm and pending is not None
+        pending.join(late)
+        np.testing.assert_array_equal(late.obsm["X_ref"], ref.obsm["X_ref"])
+        assert late.uns["X_ref"]["init"] == "spectral" and pending.seconds > 0
+        other = graph.copy()
+        queued.join(other)
+        assert not np.array_equal(other.obsm["X_ref"], ref.obsm["X_ref"])  # its own seed, not a stale result
+        with pytest.raises(ValueError, match="other cells"):
+            pp.umap(graph.copy(), random_state=3, worker=worker, wait=False).join(graph[:50].copy())
+
         # a worker that died must not lose the result: computed here instead, still identical
         worker.worker.proc.kill()
         worker.worker.proc.wait()
         again = graph.copy()
         pp.umap(again, min_dist=0.3, random_state=3, key_added="X_ref", worker=worker)
         np.testing.assert_array_equal(again.obsm["X_ref"], ref.obsm["X_ref"])
+        dead = graph.copy()  # and not when it was not waited for either
+        pp.umap(dead, min_dist=0.3, random_state=3, key_added="X_ref", worker=worker, wait=False).join(dead)
+        np.testing.assert_array_equal(dead.obsm["X_ref"], ref.obsm["X_ref"])
     assert worker.worker.proc.poll() is not None
 
 

@@ -8,6 +8,10 @@ process (:mod:`scclust._worker`) imports umap-learn and compiles the layout on a
 input, builds graphs and clusters. :func:`umap` then runs ``sc.tl.umap`` there, on a minimal
 AnnData (the graph and the representation only), and copies the embedding back. Same function,
 same inputs, same seed: the coordinates equal the in-process call (``tests/pp/test_umap.py``).
+
+``umap(..., wait=False)`` returns at once with a :class:`PendingUmap`: the layout runs in the worker
+while this process goes on (at 1,000,000 cells the seeded layout is one core for ~13 min, which the
+clustering stages can use the other core for); :meth:`PendingUmap.join` writes it into the AnnData.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,7 +52,8 @@ def umap(
     n_epochs: int | None = None,
     init: str = "auto",
     worker: UmapWorker | None = None,
-) -> None:
+    wait: bool = True,
+) -> PendingUmap | None:
     """``sc.tl.umap`` on an existing graph, stored under ``.obsm[key_added]``.
 
     ``n_epochs``: layout epochs (``sc.tl.umap``'s ``maxiter``); None: umap-learn's default (500 up
@@ -60,6 +67,11 @@ def umap(
 
     Runs in ``worker`` (from :func:`background_umap`) when given, else here; a failing worker
     falls back to this process. The coordinates are the same either way.
+
+    ``wait=False`` (with a ``worker``): returns a :class:`PendingUmap` at once, the layout still
+    running in the worker; ``pending.join(adata)`` waits for it and writes ``.obsm[key_added]``
+    (into this AnnData or another one with the same cells). Without a worker it is computed here
+    and None is returned, as with ``wait=True``.
     """
     if neighbors_key not in adata.uns or "connectivities_key" not in adata.uns[neighbors_key]:
         raise MissingKeyError(f"graph {neighbors_key!r} not found in .uns; run the neighbors stage first")
@@ -78,6 +90,9 @@ def umap(
         kwargs["init_pos"] = np.ascontiguousarray(np.asarray(adata.obsm[rep])[:, :2], dtype=np.float32)
         logger.info("UMAP of %d cells: layout started from the first two dimensions of %s (init 'pca'; 'auto' "
                     "takes it above %d cells), not the spectral embedding", adata.n_obs, rep, SPECTRAL_MAX_CELLS)
+    if worker is not None and not wait:
+        mini = _graph_only(adata, neighbors_key)
+        return PendingUmap(key_added, init, mini, kwargs, worker.submit(mini, kwargs))
     if worker is not None:
         try:
             obsm, uns, caught = worker.run(_graph_only(adata, neighbors_key), kwargs)
@@ -94,6 +109,39 @@ def umap(
 
     sc.tl.umap(adata, **kwargs)
     adata.uns.setdefault(key_added, {})["init"] = init
+
+
+class PendingUmap:
+    """A UMAP layout running in the background worker (from ``umap(..., wait=False)``)."""
+
+    def __init__(self, key: str, init: str, mini: AnnData, kwargs: dict[str, Any], future: Future) -> None:
+        self.key, self.init, self.mini, self.kwargs, self.future = key, init, mini, kwargs, future
+        self.started = time.perf_counter()
+        self.seconds: float | None = None  # from submission to the end of the layout
+        future.add_done_callback(lambda _: setattr(self, "seconds", time.perf_counter() - self.started))
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def join(self, adata: AnnData) -> float:
+        """Wait for the layout and write it into ``adata`` (same cells, same order); returns the
+        seconds waited. A worker that died or failed: the layout is computed here instead."""
+        if adata.n_obs != self.mini.n_obs or not adata.obs_names.equals(self.mini.obs_names):
+            raise ValueError(f"the background UMAP {self.key!r} was computed for other cells")
+        t0 = time.perf_counter()
+        try:
+            obsm, uns, caught = self.future.result()
+        except Exception as err:  # noqa: BLE001 - a dead or failing worker must not lose the run: compute here
+            logger.warning("background UMAP unavailable (%s); computing it in this process", err)
+            obsm, uns, caught = _umap_job(self.mini, self.kwargs)
+            self.seconds = time.perf_counter() - self.started
+        for message, category in caught:
+            warnings.warn(message, category, stacklevel=2)
+        adata.obsm.update(obsm)
+        adata.uns.update(uns)
+        adata.uns.setdefault(self.key, {})["init"] = self.init
+        self.mini = None  # the graph copy is no longer needed
+        return time.perf_counter() - t0
 
 
 def _graph_only(adata: AnnData, neighbors_key: str) -> AnnData:
@@ -143,10 +191,17 @@ class UmapWorker:
         self.worker.submit(f"{__name__}:_warm_up")
         self.ready = False
         self.lock = threading.Lock()  # one call at a time, whichever thread asks
+        self.pool: ThreadPoolExecutor | None = None  # waits for the jobs submitted without waiting
 
     def run(self, mini: AnnData, kwargs: dict[str, Any]) -> tuple[dict, dict, list]:
         with self.lock:
             return self._run(mini, kwargs)
+
+    def submit(self, mini: AnnData, kwargs: dict[str, Any]) -> Future:
+        """:meth:`run` from a thread of this process: returns at once; jobs run in submission order."""
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scclust-umap")
+        return self.pool.submit(self.run, mini, kwargs)
 
     def _run(self, mini: AnnData, kwargs: dict[str, Any]) -> tuple[dict, dict, list]:
         if not self.ready:
@@ -166,6 +221,8 @@ class UmapWorker:
         self.worker.close(kill=not (self.ready and idle))
         if idle:
             self.lock.release()
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _needs_warm_up() -> bool:

@@ -96,6 +96,11 @@ class Stage:
     lazy_input
         ``lazy_input(params, input_spec) -> str | None``: a reason when the stage reads the run's input
         out of core (the runner then reads it lazily: ``.X`` a Dask array, nothing loaded), else None.
+    waits_for_background
+        True (the safe default): the runner first waits for every embedding still being computed in
+        the background (:meth:`RunContext.defer`). False: the stage reads no ``.obsm`` key besides
+        those its ``rep`` / ``basis`` refs name (the runner waits for those only), or it waits
+        itself where it needs them (:meth:`RunContext.wait_background`).
     """
 
     name: str
@@ -110,6 +115,7 @@ class Stage:
     default: bool = False
     record: Callable[[Any, Any], dict] | None = None
     lazy_input: Callable[[Any, str], str | None] | None = None
+    waits_for_background: bool = True
     description: str = ""
 
     def umap_needed(self, section: Any) -> bool:
@@ -148,6 +154,31 @@ class RunContext:
     missing_genes: frozenset[str] = frozenset()
     #: every gene the config names (the out-of-core prepare keeps them in ``.raw``)
     named_genes: tuple[str, ...] = ()
+    #: embeddings still being computed in the background: ``{obsm key: (entry, PendingUmap)}``
+    pending: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    #: manifest records of the background jobs joined so far
+    background: list[dict] = field(default_factory=list)
+
+    def defer(self, pending: Any) -> None:
+        """Register an embedding computed in the background (``pp.umap(..., wait=False)``); it is
+        written into the AnnData by :meth:`wait_background`, which the runner calls before a stage
+        that may read it, before a checkpoint and before the outputs are written."""
+        self.pending[pending.key] = (self.stage, pending)
+
+    def wait_background(self, adata, keys: Iterable[str] | None = None) -> None:
+        """Wait for the background embeddings ``keys`` (default: all) and write them into ``adata``."""
+        import logging
+
+        for key in list(self.pending if keys is None else keys):
+            if key not in self.pending:
+                continue
+            entry, job = self.pending.pop(key)
+            waited = job.join(adata)
+            if waited > 1:
+                logging.getLogger(__name__).info("%s: waited %.1f s for the background %s", self.stage or "outputs",
+                                                 waited, key)
+            self.background.append({"stage": f"{entry} (background {key})", "seconds": round(job.seconds or 0.0, 3),
+                                    "waited_seconds": round(waited, 3), "waited_in": self.stage or "outputs"})
 
     def save_figure(self, fig, name: str) -> list[Path]:
         """Write ``figures/{name}.{fmt}`` for every configured format; close the figure."""

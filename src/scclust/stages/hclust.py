@@ -46,4 +46,5 @@ STAGE = Stage(
     makes=lambda p: Makes(obs=hclust_keys(p.key_added, p.n_clusters, p.heights)),
     record=lambda adata, p: {k: adata.uns[p.key_added].get(k) for k in ("backend", "estimated_exact_seconds")},
     description="hierarchical clustering (every scipy linkage), one tree cut at several k",
+    waits_for_background=False,
 )

@@ -37,4 +37,5 @@ STAGE = Stage(
     reads=(Ref("use_rep", "rep"),),
     makes=lambda p: Makes(obs=kmeans_keys(p.key_added, p.n_clusters)),
     description="k-means at several k, several starts",
+    waits_for_background=False,
 )

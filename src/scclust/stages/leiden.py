@@ -34,4 +34,5 @@ STAGE = Stage(
     makes=lambda p: Makes(obs=leiden_keys(p.key_added, p.resolutions)),
     record=lambda adata, p: {"edges": adata.uns[p.key_added].get("edges")},
     description="Leiden / Louvain at several resolutions",
+    waits_for_background=False,
 )

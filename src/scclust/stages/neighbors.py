@@ -42,4 +42,5 @@ STAGE = Stage(
     makes=lambda p: Makes(graphs=[p.key_added]),
     record=lambda adata, p: {"knn": adata.uns[p.key_added].get("knn")},  # backend chosen, measured recall
     description="kNN / SNN graph on an embedding",
+    waits_for_background=False,
 )

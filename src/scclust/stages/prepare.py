@@ -64,12 +64,19 @@ def run(adata, p: PrepareParams, ctx):
     if pp.is_lazy(adata):
         backend = "dask"
     logging.getLogger(__name__).info("prepare: backend %s (%s)", backend, reason)
+    # with a background worker the UMAP layout is left running there while the next stages run
+    # (the runner writes it in before a stage that may read it: RunContext.defer)
+    background = p.compute_umap and ctx.umap_worker is not None
+    kw = p.model_dump(exclude={"backend"}) | {"compute_umap": p.compute_umap and not background}
     if backend == "dask":
         with dask_client(**ctx.cfg.dask.model_dump()):
-            out = pp.prepare(adata, umap_worker=ctx.umap_worker, **p.model_dump(exclude={"backend"}), backend="dask",
+            out = pp.prepare(adata, **kw, backend="dask",
                              raw_genes=[*ctx.named_genes, *(g for genes in TNK_MARKERS.values() for g in genes)])
     else:
-        out = pp.prepare(adata, umap_worker=ctx.umap_worker, **p.model_dump())
+        out = pp.prepare(adata, **kw, backend="memory")
+    if background:
+        ctx.defer(pp.umap(out, key_added="X_umap_harmony", min_dist=p.umap_min_dist, random_state=p.random_state,
+                          n_epochs=p.umap_n_epochs, init=p.umap_init, worker=ctx.umap_worker, wait=False))
     out.uns["prepare"]["backend_reason"] = reason
     info = out.uns["prepare"]
     ctx.save_table(info["filtered"], "prepare_qc_filtered", index=False)

@@ -75,6 +75,7 @@ def run(adata, p: SubclusterParams, ctx) -> None:
     ctx.record(path)
     for table, df in rep.tables().items():
         ctx.save_table(df, f"subcluster_{name}_{table}")
+    ctx.wait_background(adata)  # the overview draws the parent's embedding, maybe still being computed
     for key in keys:  # figure options are the figures' business, not the tool's
         fig = pl.subcluster_overview(sub, parent=adata, key=key, parent_key=p.plot_parent_key or p.groupby)
         ctx.save_figure(fig, f"subcluster_{name}_{key}")
@@ -93,4 +94,5 @@ STAGE = Stage(
            Ref("plot_parent_key", "obs"), Ref("markers", "genes"), Ref("plot_genes", "genes")),
     makes=_makes, computes_umap=True,
     description="select cells by rule, re-process, cluster again, map labels back",
+    waits_for_background=False,
 )

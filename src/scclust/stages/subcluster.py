@@ -43,10 +43,15 @@ class SubclusterParams(Params):
     svd_solver: str = "arpack"
     n_neighbors: int = Field(10, ge=2)
     n_pcs: int = Field(30, ge=1)
+    knn_backend: Literal["auto", "exact", "ivf", "flat", "hnsw"] = Field(
+        "auto", description="the subset's kNN graph, as prepare.knn_backend (auto: exact up to 50,000 cells)")
+    knn_min_recall: float = Field(0.995, gt=0, le=1, description="as prepare.knn_min_recall")
     resolutions: Resolutions = [0.6]
     leiden_flavor: Literal["leidenalg", "igraph"] = "leidenalg"
     key_added: str = "tcells"
     umap_min_dist: float = Field(0.5, ge=0)
+    umap_n_epochs: int | None = Field(None, ge=1, description="as prepare.umap_n_epochs (null: umap-learn's default)")
+    umap_init: Literal["auto", "spectral", "pca"] = Field("auto", description="as prepare.umap_init")
     plot_genes: GeneList = ["CD3E", "CD4", "CD8A", "GNLY"]
     plot_parent_key: str | None = Field(None, description="parent clustering in the overview figure; None = groupby")
     random_state: int = 0

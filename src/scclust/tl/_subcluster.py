@@ -104,10 +104,14 @@ def subcluster(
     svd_solver: str = "arpack",
     n_neighbors: int = 10,
     n_pcs: int = 30,
+    knn_backend: Literal["auto", "exact", "ivf", "flat", "hnsw"] = "auto",
+    knn_min_recall: float = 0.995,
     resolutions: Resolutions = (0.6,),
     leiden_flavor: Literal["leidenalg", "igraph"] = "leidenalg",
     key_added: str = "tcells",
     umap_min_dist: float = 0.5,
+    umap_n_epochs: int | None = None,
+    umap_init: Literal["auto", "spectral", "pca"] = "auto",
     random_state: int = 0,
     umap_worker: Any = None,
 ) -> tuple[AnnData, SubclusterReport]:
@@ -188,14 +192,16 @@ def subcluster(
         PCA.
     n_neighbors, n_pcs
         kNN graph on the Harmony (or PCA) embedding.
+    knn_backend, knn_min_recall
+        :func:`scclust.pp.neighbors`'s ``backend`` and ``min_recall`` (``auto``: exact up to 50,000 cells).
     resolutions
         Leiden resolutions; one clustering each.
     leiden_flavor
         Leiden implementation, see above.
     key_added
         Prefix of the subclustering keys: ``f"{key_added}_{resolution}"`` (``tcells_0.6``).
-    umap_min_dist
-        UMAP ``min_dist``.
+    umap_min_dist, umap_n_epochs, umap_init
+        UMAP ``min_dist``, layout epochs (None: umap-learn's default) and start (:func:`scclust.pp.umap`).
     random_state
         Seed of PCA, Harmony, the graph, Leiden and UMAP.
     umap_worker
@@ -242,8 +248,9 @@ def subcluster(
         adata, sub, name=name, batch_key=batch_key, min_cells_per_batch=min_cells_per_batch, hvg_flavor=hvg_flavor,
         min_mean=min_mean, max_mean=max_mean, min_disp=min_disp, n_top_genes=n_top_genes, hvg_batch_key=hvg_batch_key,
         regress_out=regress_out, max_value=max_value, n_comps=n_comps, svd_solver=svd_solver, n_neighbors=n_neighbors,
-        n_pcs=n_pcs, resolutions=resolutions, leiden_flavor=leiden_flavor, key_added=key_added,
-        umap_min_dist=umap_min_dist, random_state=random_state, umap_worker=umap_worker,
+        n_pcs=n_pcs, knn_backend=knn_backend, knn_min_recall=knn_min_recall, resolutions=resolutions,
+        leiden_flavor=leiden_flavor, key_added=key_added, umap_min_dist=umap_min_dist, umap_n_epochs=umap_n_epochs,
+        umap_init=umap_init, random_state=random_state, umap_worker=umap_worker,
     )
 
     # ---- report
@@ -344,7 +351,8 @@ def _select_subset(adata: AnnData, *, name, groupby, select, clusters, markers, 
 
 def _reprocess(adata: AnnData, sub: AnnData, *, name, batch_key, min_cells_per_batch, hvg_flavor, min_mean, max_mean,
                min_disp, n_top_genes, hvg_batch_key, regress_out, max_value, n_comps, svd_solver, n_neighbors, n_pcs,
-               resolutions, leiden_flavor, key_added, umap_min_dist, random_state, umap_worker):
+               knn_backend, knn_min_recall, resolutions, leiden_flavor, key_added, umap_min_dist, umap_n_epochs,
+               umap_init, random_state, umap_worker):
     """The lab's chain on the subset, in place of ``sub``'s contents: HVGs, regress out, scale, PCA,
     Harmony, neighbours, Leiden, UMAP. Returns the re-processed subset, the HVG overlap tables, the keys regressed and the labels' keys."""
     from .. import pp
@@ -377,11 +385,13 @@ def _reprocess(adata: AnnData, sub: AnnData, *, name, batch_key, min_cells_per_b
     dims = sub.obsm[rep].shape[1]
     if n_pcs > dims:
         logger.warning("subcluster %r: n_pcs reduced from %d to %d (dimensions of %s)", name, n_pcs, dims, rep)
-    pp.neighbors(sub, use_rep=rep, n_pcs=min(n_pcs, dims), n_neighbors=n_neighbors, random_state=random_state)
+    pp.neighbors(sub, use_rep=rep, n_pcs=min(n_pcs, dims), n_neighbors=n_neighbors, backend=knn_backend,
+                 min_recall=knn_min_recall, random_state=random_state)
     leiden(sub, resolutions=resolutions, key_added=key_added, flavor=leiden_flavor,
            n_iterations=-1 if leiden_flavor == "leidenalg" else 2, random_state=random_state)
     keys = leiden_keys(key_added, resolutions)
-    pp.umap(sub, key_added="X_umap", min_dist=umap_min_dist, random_state=random_state, worker=umap_worker)
+    pp.umap(sub, key_added="X_umap", min_dist=umap_min_dist, random_state=random_state, n_epochs=umap_n_epochs,
+            init=umap_init, worker=umap_worker)
 
     return sub, hvg_overlap, hvg_genes, regressed, keys
 

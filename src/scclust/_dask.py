@@ -23,7 +23,7 @@ from ._errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ComputeError", "compute", "dask_client", "worker_memory_limit"]
+__all__ = ["ComputeError", "compute", "dask_client", "persist", "worker_memory_limit"]
 
 #: Variables distributed's nanny writes into *this* process's ``os.environ`` before it spawns a
 #: worker (``distributed.nanny.pre-spawn-environ``: ``OMP_NUM_THREADS=1`` and friends, meant for
@@ -144,3 +144,28 @@ def compute(*arrays: Any, what: str) -> Any:
         raise ComputeError(f"{what}: lost the Dask scheduler ({type(err).__name__}: {err})") from None
     finally:
         _restore_environ()
+
+
+def persist(array: Any, *, nbytes: float, what: str) -> Any:
+    """``array`` computed once into the distributed workers' memory (later passes read it from
+    there, not from the store), when a client is active and ``nbytes`` (the caller's estimate) is
+    at most half the workers' total memory limit; else ``array`` unchanged (each pass then reads
+    the store again). Logged either way."""
+    try:
+        from distributed import get_client, wait
+
+        client = get_client()
+    except (ImportError, ValueError):
+        return array
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info().get("workers", {}).values()]
+    if not limits or 0 in limits or nbytes > 0.5 * sum(limits):
+        logger.info("Dask: %s not kept in the workers' memory (%.1f GB; workers %s); each pass reads the store",
+                    what, nbytes / 2**30, "unlimited" if 0 in limits else f"{sum(limits) / 2**30:.1f} GB")
+        return array
+    logger.info("Dask: %s into the workers' memory (%.1f GB)", what, nbytes / 2**30)
+    kept = client.persist(array)
+    try:
+        wait(kept)  # a failed task raises in the next compute(), with its one-line message
+    finally:
+        _restore_environ()
+    return kept

@@ -225,9 +225,12 @@ def test_kang_leiden_vs_cell_types(client, kang_path):
     assert abs(a_mem - a_ooc) <= 0.02, (a_mem, a_ooc)
 
 
-def test_subcluster_reads_subset_counts_from_store(client, store, monkeypatch):
+def test_subcluster_reads_subset_counts_from_store(client, store, monkeypatch, caplog):
     """At scale .raw holds only the HVGs and named genes: the T/NK subclustering then reads only the
-    subset's counts from the store and re-processes them out of core, as in memory."""
+    subset's counts from the store (once: then from the workers' memory) and re-processes them out
+    of core, as in memory."""
+    import logging
+
     import anndata as ad
 
     from scclust import pp, tl
@@ -241,7 +244,9 @@ def test_subcluster_reads_subset_counts_from_store(client, store, monkeypatch):
     query = "cell_type in ['CD4 T', 'CD8 T', 'NK']"
     kw = {"select": "obs", "obs_query": query, "groupby": "cell_type", "leiden_flavor": "igraph", "resolutions": [0.6]}
     sub_mem, _ = tl.subcluster(mem, **kw)
-    sub_ooc, _ = tl.subcluster(ooc, **kw)
+    with caplog.at_level(logging.INFO, logger="scclust"):
+        sub_ooc, _ = tl.subcluster(ooc, **kw)
+    assert "cells into the workers' memory" in caplog.text
     assert pp.is_lazy(pp.read_counts(sub_ooc)) and sub_ooc.raw is not None
     assert (sub_mem.obs_names == sub_ooc.obs_names).all()
     assert set(sub_mem.var_names) == set(sub_ooc.var_names)  # the subset's HVGs

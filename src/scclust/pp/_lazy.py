@@ -246,10 +246,15 @@ def _clipped_block(X: sparse.csr_matrix, C: np.ndarray, B: np.ndarray, std: np.n
 
 
 def _clipped_gram_block(X, C, B, std, max_value) -> np.ndarray:
+    """``Z^T Z`` and the column sums of the chunk's clipped scaled block (``Z``, values in
+    [-max_value, max_value]). The product is taken in float32, the precision of ``sc.pp.scale`` +
+    ``sc.pp.pca`` in memory, at half the time of float64 (the O(cells x HVGs^2) step of prepare;
+    relative error ~1e-6 per chunk); chunks are summed in float64."""
     Z = _clipped_block(X, C, B, std, max_value)
     out = np.empty((Z.shape[1] + 1, Z.shape[1]))
-    out[:-1] = Z.T @ Z
     out[-1] = Z.sum(axis=0)
+    Z = Z.astype(np.float32)
+    out[:-1] = Z.T @ Z
     return out[None]
 
 

@@ -67,7 +67,7 @@ def neighbors(
         cores), ``"flat"`` (faiss's brute force, exact, 2x faster than scikit-learn's at 200,000
         cells), ``"hnsw"`` (approximate, hnswlib, single-threaded build: slow past a few 100,000
         cells) or ``"auto"``: exact up to :data:`scclust.pp._knn.EXACT_MAX_CELLS` (50,000) cells,
-        ivf above unless its calibration needs more than 1/3 of its lists probed per cell for
+        ivf above unless its calibration needs more than 1/2 of its lists probed per cell for
         ``min_recall`` (then flat). See :mod:`scclust.pp._knn`.
     min_recall
         ivf only: the search is widened (``nprobe`` raised) until the recall measured on 1,000

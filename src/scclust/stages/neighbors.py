@@ -20,7 +20,7 @@ class NeighborsParams(Params):
     method: Literal["umap", "gauss"] = "umap"
     backend: Literal["auto", "exact", "ivf", "flat", "hnsw"] = Field(
         "auto", description="auto: exact up to 50,000 cells, ivf (faiss IVF-Flat, reproducible) above, "
-                            "flat (faiss brute force) where ivf would probe more than 1/3 of its lists")
+                            "flat (faiss brute force) where ivf would probe more than 1/2 of its lists")
     min_recall: float = Field(0.995, gt=0, le=1, description="ivf: widen the search until the recall on 1,000 cells reaches this")
     snn: bool = False
     prune: float = Field(1 / 15, ge=0, lt=1)

@@ -35,7 +35,7 @@ class PrepareParams(Params):
     n_pcs: int = Field(30, ge=1)
     knn_backend: Literal["auto", "exact", "ivf", "flat", "hnsw"] = Field(
         "auto", description="the kNN graph's backend, as neighbors.backend (auto: exact up to 50,000 cells, ivf above, "
-                            "flat where ivf would probe more than 1/3 of its lists)")
+                            "flat where ivf would probe more than 1/2 of its lists)")
     knn_min_recall: float = Field(0.995, gt=0, le=1, description="as neighbors.min_recall: ivf widens its search until "
                                   "this recall on 1,000 cells")
     umap_min_dist: float = Field(0.5, ge=0)

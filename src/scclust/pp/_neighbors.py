@@ -224,9 +224,10 @@ def _expf(x: np.ndarray) -> np.ndarray:
     the value lies near the middle between two float32 numbers: those few (about 2 %) are computed with
     ``expf`` itself."""
     x = np.asarray(x, dtype=np.float32)
-    r = np.exp(x.astype(np.float64))
-    f = r.astype(np.float32)
-    near = np.abs(r - f) > 0.45 * np.spacing(f).astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # past float32's range: inf, as expf gives
+        r = np.exp(x.astype(np.float64))
+        f = r.astype(np.float32)
+        near = np.abs(r - f) > 0.45 * np.spacing(f).astype(np.float64)
     if near.any():
         expf = _libm_expf()
         if expf is not None:

@@ -1,5 +1,7 @@
 """pp.umap: the background worker gives the same coordinates as sc.tl.umap in this process."""
 
+import logging
+
 import numpy as np
 import pytest
 import scanpy as sc
@@ -16,7 +18,7 @@ def graph(sim):
     return adata
 
 
-def test_background_worker_equals_scanpy_in_process(graph, monkeypatch):
+def test_background_worker_equals_scanpy_in_process(graph, monkeypatch, caplog):
     ref = graph.copy()
     sc.tl.umap(ref, min_dist=0.3, random_state=3, key_added="X_ref")
 
@@ -32,6 +34,13 @@ def test_background_worker_equals_scanpy_in_process(graph, monkeypatch):
         # wait=False: returns while the layout runs; a second call queues behind it; join writes it in
         pending = pp.umap(graph.copy(), min_dist=0.3, random_state=3, key_added="X_ref", worker=worker, wait=False)
         queued = pp.umap(graph.copy(), min_dist=0.3, random_state=4, key_added="X_ref", worker=worker, wait=False)
+        # a call that waits while those two are queued: computed in this process, not behind them; same coordinates
+        assert worker.busy()
+        here = graph.copy()
+        with caplog.at_level(logging.INFO, logger=_umap.__name__):
+            pp.umap(here, min_dist=0.3, random_state=3, key_added="X_ref", worker=worker)
+        assert "computed in this process: the background worker is busy" in caplog.text
+        np.testing.assert_array_equal(here.obsm["X_ref"], ref.obsm["X_ref"])
         late = graph.copy()
         assert "X_ref" not in late.obsm and pending is not None
         pending.join(late)
@@ -40,6 +49,7 @@ def test_background_worker_equals_scanpy_in_process(graph, monkeypatch):
         other = graph.copy()
         queued.join(other)
         assert not np.array_equal(other.obsm["X_ref"], ref.obsm["X_ref"])  # its own seed, not a stale result
+        assert not worker.busy()
         with pytest.raises(ValueError, match="other cells"):
             pp.umap(graph.copy(), random_state=3, worker=worker, wait=False).join(graph[:50].copy())
 

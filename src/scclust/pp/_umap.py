@@ -66,7 +66,9 @@ def umap(
     ``.uns[key_added]["init"]`` (scanpy keeps its parameters in ``.uns[key_added]``).
 
     Runs in ``worker`` (from :func:`background_umap`) when given, else here; a failing worker
-    falls back to this process. The coordinates are the same either way.
+    falls back to this process, and so does a call that waits while the worker is busy with a
+    ``wait=False`` layout (both cores work instead of one waiting). The coordinates are the same
+    either way.
 
     ``wait=False`` (with a ``worker``): returns a :class:`PendingUmap` at once, the layout still
     running in the worker; ``pending.join(adata)`` waits for it and writes ``.obsm[key_added]``
@@ -93,6 +95,12 @@ def umap(
     if worker is not None and not wait:
         mini = _graph_only(adata, neighbors_key)
         return PendingUmap(key_added, init, mini, kwargs, worker.submit(mini, kwargs))
+    if worker is not None and worker.busy():
+        # a layout from a wait=False call is running (or queued) there: waiting for it would leave this
+        # process idle, so this one is computed here, on the other core; the coordinates are the same
+        logger.info("UMAP of %d cells computed in this process: the background worker is busy with another layout",
+                    adata.n_obs)
+        worker = None
     if worker is not None:
         try:
             obsm, uns, caught = worker.run(_graph_only(adata, neighbors_key), kwargs)
@@ -192,6 +200,7 @@ class UmapWorker:
         self.ready = False
         self.lock = threading.Lock()  # one call at a time, whichever thread asks
         self.pool: ThreadPoolExecutor | None = None  # waits for the jobs submitted without waiting
+        self.submitted: set[Future] = set()  # those not finished yet
 
     def run(self, mini: AnnData, kwargs: dict[str, Any]) -> tuple[dict, dict, list]:
         with self.lock:
@@ -201,7 +210,14 @@ class UmapWorker:
         """:meth:`run` from a thread of this process: returns at once; jobs run in submission order."""
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scclust-umap")
-        return self.pool.submit(self.run, mini, kwargs)
+        future = self.pool.submit(self.run, mini, kwargs)
+        self.submitted.add(future)
+        future.add_done_callback(self.submitted.discard)
+        return future
+
+    def busy(self) -> bool:
+        """True while a job submitted with :meth:`submit` is queued or running."""
+        return any(not f.done() for f in list(self.submitted))
 
     def _run(self, mini: AnnData, kwargs: dict[str, Any]) -> tuple[dict, dict, list]:
         if not self.ready:

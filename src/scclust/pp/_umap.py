@@ -200,7 +200,7 @@ class UmapWorker:
         self.ready = False
         self.lock = threading.Lock()  # one call at a time, whichever thread asks
         self.pool: ThreadPoolExecutor | None = None  # waits for the jobs submitted without waiting
-        self.submitted: set[Future] = set()  # those not finished yet
+        self.last: Future | None = None  # the newest of those (jobs run in submission order)
 
     def run(self, mini: AnnData, kwargs: dict[str, Any]) -> tuple[dict, dict, list]:
         with self.lock:
@@ -210,14 +210,12 @@ class UmapWorker:
         """:meth:`run` from a thread of this process: returns at once; jobs run in submission order."""
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scclust-umap")
-        future = self.pool.submit(self.run, mini, kwargs)
-        self.submitted.add(future)
-        future.add_done_callback(self.submitted.discard)
-        return future
+        self.last = self.pool.submit(self.run, mini, kwargs)
+        return self.last
 
     def busy(self) -> bool:
         """True while a job submitted with :meth:`submit` is queued or running."""
-        return any(not f.done() for f in list(self.submitted))
+        return self.last is not None and not self.last.done()
 
     def _run(self, mini: AnnData, kwargs: dict[str, Any]) -> tuple[dict, dict, list]:
         if not self.ready:

@@ -10,7 +10,9 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
+from distributed.diagnostics.plugin import SchedulerPlugin
 
 
 def test_unreachable_scheduler_is_one_line_error():
@@ -162,3 +164,55 @@ def test_task_that_kills_workers_is_one_line_error():
         with pytest.raises(ComputeError, match=r"^test step: Dask workers died repeatedly"):
             compute(x.sum(), what="test step")
         assert time.perf_counter() - t0 < 120
+
+
+class _HeldBlocks(SchedulerPlugin):
+    """A scheduler plugin: how many blocks of one Dask array were in the cluster's memory at once."""
+
+    name = "held-blocks"
+
+    def __init__(self, array_name: str) -> None:
+        self.array_name, self.now, self.peak = array_name, set(), 0
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if isinstance(key, tuple) and key[0] == self.array_name:
+            if finish == "memory":
+                self.now.add(key)
+            elif start == "memory":
+                self.now.discard(key)
+            self.peak = max(self.peak, len(self.now))
+
+
+def _slow_lognorm(block):
+    time.sleep(0.05)  # some work per block, as reading and normalizing a chunk of a store
+    out = block.copy()
+    out.data = np.log1p(out.data)
+    return out
+
+
+def test_compute_rows_streams_blocks_and_frees_them():
+    """compute_rows = the in-process result (sparse and dense, blocks in order), fetched block by
+    block: the cluster never holds most of the result at once, and nothing is left on it after."""
+    import dask.array as da
+    from scipy import sparse
+
+    from scclust._dask import compute_rows, dask_client
+
+    X = sparse.random(4000, 300, density=0.05, format="csr", dtype=np.float32, random_state=0)
+    lazy = da.from_array(X, chunks=(100, -1), asarray=False, fancy=False, meta=sparse.csr_matrix((0, 0), dtype=np.float32))
+    lognorm = lazy.map_blocks(_slow_lognorm, dtype=np.float32)
+    sums = lognorm.map_blocks(lambda b: np.asarray(b.sum(axis=1)), dtype=np.float64, chunks=(lognorm.chunks[0], (1,)))
+    plugin = _HeldBlocks(lognorm.name)
+    with dask_client(n_workers=2, memory_limit="1GB") as c:
+        c.register_plugin(plugin)
+        Xl, s = compute_rows(lognorm, sums, what="a test")
+        peak = c.run_on_scheduler(lambda dask_scheduler: dask_scheduler.plugins["held-blocks"].peak)
+        left = c.run(lambda dask_worker: len(dask_worker.data))
+    expected = X.copy()
+    expected.data = np.log1p(expected.data)
+    assert sparse.isspmatrix_csr(Xl) and (Xl != expected).nnz == 0
+    np.testing.assert_allclose(s.ravel(), np.asarray(expected.sum(axis=1)).ravel(), rtol=1e-6)
+    assert 1 <= peak <= lognorm.numblocks[0] // 4, peak  # 40 blocks; dask.compute would hold all 40 to concatenate them
+    assert set(left.values()) == {0}
+    with pytest.raises(ValueError, match="row chunks differ"):
+        compute_rows(lognorm, da.zeros((4000, 2), chunks=(200, 2)), what="mismatched")

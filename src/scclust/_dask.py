@@ -23,7 +23,7 @@ from ._errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ComputeError", "compute", "dask_client", "persist", "worker_memory_limit"]
+__all__ = ["ComputeError", "compute", "compute_rows", "dask_client", "persist", "worker_memory_limit"]
 
 #: Variables distributed's nanny writes into *this* process's ``os.environ`` before it spawns a
 #: worker (``distributed.nanny.pre-spawn-environ``: ``OMP_NUM_THREADS=1`` and friends, meant for
@@ -107,35 +107,25 @@ def dask_client(
         _saved_environ.clear()
 
 
-def compute(*arrays: Any, what: str) -> Any:
-    """``dask.compute`` with a progress bar on stderr (INFO logging only) and one-line errors.
-
-    A worker that dies is restarted by its nanny and its tasks rerun elsewhere; only when the same
-    task has killed ``distributed.scheduler.allowed-failures`` workers does this raise
-    :class:`ComputeError` naming the step.
-    """
-    import dask
-
+def _client() -> Any:
+    """The active ``distributed`` client, or ``None`` (then Dask's local scheduler runs the graph)."""
     try:
-        from distributed import get_client, progress
-        from distributed.scheduler import KilledWorker
+        from distributed import get_client
 
-        client = get_client()
+        return get_client()
     except (ImportError, ValueError):
-        client = None
+        return None
+
+
+@contextlib.contextmanager
+def _reporting(what: str) -> Iterator[None]:
+    """Cluster failures as one-line :class:`ComputeError`; the thread variables restored after."""
+    try:
+        from distributed.scheduler import KilledWorker
+    except ImportError:
         KilledWorker = ()
     try:
-        if client is None:
-            return dask.compute(*arrays)
-        with warnings.catch_warnings():  # an in-memory input wrapped in chunks travels with the graph: expected
-            warnings.filterwarnings("ignore", message="Sending large graph")
-            futures = client.compute(list(arrays))
-        if logging.getLogger("scclust").isEnabledFor(logging.INFO):
-            logger.info("Dask: %s", what)
-            if sys.stderr.isatty():  # a live bar on a terminal; a log file gets the line above only
-                with contextlib.redirect_stdout(sys.stderr):  # the text bar writes to stdout
-                    progress(*futures, notebook=False)
-        return tuple(client.gather(futures))
+        yield
     except KilledWorker as err:
         raise ComputeError(f"{what}: Dask workers died repeatedly running one task ({err.args[0] if err.args else ''}); "
                            "most often out of memory: give workers more memory (dask.memory_limit) or use smaller "
@@ -146,17 +136,94 @@ def compute(*arrays: Any, what: str) -> Any:
         _restore_environ()
 
 
+def compute(*arrays: Any, what: str) -> Any:
+    """``dask.compute`` with a progress bar on stderr (INFO logging only) and one-line errors.
+
+    A worker that dies is restarted by its nanny and its tasks rerun elsewhere; only when the same
+    task has killed ``distributed.scheduler.allowed-failures`` workers does this raise
+    :class:`ComputeError` naming the step. For results as large as the data (a matrix of cells),
+    :func:`compute_rows`.
+    """
+    import dask
+
+    client = _client()
+    with _reporting(what):
+        if client is None:
+            return dask.compute(*arrays)
+        from distributed import progress
+
+        with warnings.catch_warnings():  # an in-memory input wrapped in chunks travels with the graph: expected
+            warnings.filterwarnings("ignore", message="Sending large graph")
+            futures = client.compute(list(arrays))
+        if logging.getLogger("scclust").isEnabledFor(logging.INFO):
+            logger.info("Dask: %s", what)
+            if sys.stderr.isatty():  # a live bar on a terminal; a log file gets the line above only
+                with contextlib.redirect_stdout(sys.stderr):  # the text bar writes to stdout
+                    progress(*futures, notebook=False)
+        return tuple(client.gather(futures))
+
+
+def compute_rows(*arrays: Any, what: str) -> tuple[Any, ...]:
+    """Row-chunked Dask arrays with the same row chunks (dense or SciPy sparse blocks), computed in one
+    pass over their shared inputs and joined in this process.
+
+    Unlike :func:`compute`, which concatenates each whole result on one worker before sending it
+    here, every row block is fetched as soon as it is done and then released on the cluster: the
+    workers hold a few blocks at a time, not the result twice (measured on 434,668 cells x 4,500
+    genes of log-normalized counts: 3.4 GB more in one worker). Sparse blocks are stacked into one
+    CSR matrix, dense ones into one array. A counter on stderr shows the blocks done (terminal, INFO).
+    """
+    import dask
+    import numpy as np
+    from scipy import sparse
+
+    rows = {a.chunks[0] for a in arrays}
+    if len(rows) != 1:
+        raise ValueError("compute_rows: the arrays' row chunks differ")
+    delayed = [d for a in arrays for d in (a if a.numblocks[1] == 1 else a.rechunk({1: -1})).to_delayed().ravel()]
+    n = len(delayed) // len(arrays)
+    blocks: list[Any] = [None] * len(delayed)
+    client = _client()
+    with _reporting(what):
+        if client is None:
+            blocks = list(dask.compute(*delayed))
+        else:
+            from distributed import as_completed
+
+            logger.info("Dask: %s", what)
+            live = logging.getLogger("scclust").isEnabledFor(logging.INFO) and sys.stderr.isatty()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sending large graph")
+                futures = client.compute(delayed)  # one graph: shared inputs computed once
+            where = {f.key: i for i, f in enumerate(futures)}
+            done = as_completed(futures, with_results=True)
+            del futures  # as_completed drops each future once done: its block is then freed on the worker
+            for k, (future, value) in enumerate(done, 1):
+                blocks[where[future.key]] = value
+                del future, value
+                if live:
+                    print(f"\r  {k:,} of {len(delayed):,} blocks", end="", file=sys.stderr, flush=True)
+            if live:
+                print(file=sys.stderr)
+    out = []
+    for j in range(len(arrays)):
+        part = blocks[j * n:(j + 1) * n]
+        out.append(sparse.vstack(part, format="csr") if sparse.issparse(part[0]) else np.concatenate(part))
+        blocks[j * n:(j + 1) * n] = [None] * n
+        del part
+    return tuple(out)
+
+
 def persist(array: Any, *, nbytes: float, what: str) -> Any:
     """``array`` computed once into the distributed workers' memory (later passes read it from
     there, not from the store), when a client is active and ``nbytes`` (the caller's estimate) is
     at most half the workers' total memory limit; else ``array`` unchanged (each pass then reads
     the store again). Logged either way."""
-    try:
-        from distributed import get_client, wait
-
-        client = get_client()
-    except (ImportError, ValueError):
+    client = _client()
+    if client is None:
         return array
+    from distributed import wait
+
     limits = [w.get("memory_limit") or 0 for w in client.scheduler_info().get("workers", {}).values()]
     if not limits or 0 in limits or nbytes > 0.5 * sum(limits):
         logger.info("Dask: %s not kept in the workers' memory (%.1f GB; workers %s); each pass reads the store",

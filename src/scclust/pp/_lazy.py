@@ -422,7 +422,7 @@ def prepare_lazy(
     import scanpy as sc
 
     from .._checks import check_n_obs
-    from .._dask import compute
+    from .._dask import compute_rows
     from ._prepare import _step
 
     if hvg_flavor == "seurat_v3":
@@ -462,8 +462,8 @@ def prepare_lazy(
     else:
         keep_raw = hv | filt.var_names.isin(list(raw_genes or ()))
     with _step(seconds, "scores_raw"):
-        scores, Xraw = compute(pca["scores_lazy"], lognorm[:, np.flatnonzero(keep_raw)],
-                               what="PCA scores and the log-normalized matrix for .raw (last pass over the counts)")
+        scores, Xraw = compute_rows(pca["scores_lazy"], lognorm[:, np.flatnonzero(keep_raw)],
+                                    what="PCA scores and the log-normalized matrix for .raw (last pass over the counts)")
     Xraw = sparse.csr_matrix(Xraw)
     raw = AnnData(X=Xraw, obs=filt.obs[[]], var=ln.var.loc[keep_raw].copy())
     out = AnnData(X=Xraw[:, np.flatnonzero(hv[keep_raw])], obs=filt.obs.copy(), var=ln.var.loc[hv].copy())

@@ -428,10 +428,8 @@ def _hvg_pca_lazy(adata: AnnData, sub: AnnData, *, name, hvg_flavor, min_mean, m
     tables and the keys regressed."""
     import scanpy as sc
 
-    from .._dask import compute
+    from .._dask import compute_rows, persist
     from ..pp._lazy import _covariates, _lognorm_block, pca_implicit
-
-    from .._dask import persist
 
     info = adata.uns["counts_store"]
     target_sum = float(info.get("target_sum", 1e4))
@@ -454,8 +452,8 @@ def _hvg_pca_lazy(adata: AnnData, sub: AnnData, *, name, hvg_flavor, min_mean, m
     pca = pca_implicit(lognorm[:, np.flatnonzero(hv)], covariates=_covariates(sub.obs, regressed), n_comps=n_eff,
                        max_value=max_value)
     keep_raw = hv | ln.var_names.isin(adata.raw.var_names if adata.raw is not None else [])
-    scores, Xraw = compute(pca["scores_lazy"], lognorm[:, np.flatnonzero(keep_raw)],
-                           what=f"subcluster {name!r}: PCA scores and the log-normalized HVGs")
+    scores, Xraw = compute_rows(pca["scores_lazy"], lognorm[:, np.flatnonzero(keep_raw)],
+                                what=f"subcluster {name!r}: PCA scores and the log-normalized HVGs")
     Xraw = sparse.csr_matrix(Xraw)
     out = AnnData(X=Xraw[:, np.flatnonzero(hv[keep_raw])], obs=sub.obs.copy(), var=ln.var.loc[hv].copy())
     out.raw = AnnData(X=Xraw, obs=sub.obs[[]], var=ln.var.loc[keep_raw].copy())

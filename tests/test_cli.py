@@ -96,7 +96,7 @@ def test_validate_and_schema(tmp_path, capsys):
 
 
 def test_shipped_configs_validate():
-    for path in sorted((ROOT / "configs").glob("*.yaml")):
+    for path in sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "benchmarks").glob("*.yaml")):
         assert main(["validate", str(path)]) == 0, path
 
 

@@ -207,7 +207,11 @@ def test_compute_rows_streams_blocks_and_frees_them():
         c.register_plugin(plugin)
         Xl, s = compute_rows(lognorm, sums, what="a test")
         peak = c.run_on_scheduler(lambda dask_scheduler: dask_scheduler.plugins["held-blocks"].peak)
-        left = c.run(lambda dask_worker: len(dask_worker.data))
+        for _ in range(50):  # releases reach the workers asynchronously
+            left = c.run(lambda dask_worker: len(dask_worker.data))
+            if not any(left.values()):
+                break
+            time.sleep(0.1)
     expected = X.copy()
     expected.data = np.log1p(expected.data)
     assert sparse.isspmatrix_csr(Xl) and (Xl != expected).nnz == 0

@@ -45,8 +45,8 @@ def main():
     with dask_client() as client:
         t_cluster = time.perf_counter() - t0
         adata = pp.read_counts_lazy(sys.argv[1])
-        out = pp.prepare(adata, backend="dask", batch_key="sample", min_genes=200, max_pct_mt=20.0, min_cells=3,
-                         compute_umap=sys.argv[2] == "1")
+        out = pp.prepare(adata, backend="dask", batch_key="sample", qc={"min_genes": 200, "max_pct_mt": 20.0, "min_cells": 3},
+                         umap={} if sys.argv[2] == "1" else None)
     steps = {"cluster_start": round(t_cluster, 2), **out.uns["prepare"]["seconds"]}
     print("RESULT " + json.dumps({"steps": steps, "n_obs": out.n_obs, "n_hvg": out.n_vars}), flush=True)
 if __name__ == "__main__":

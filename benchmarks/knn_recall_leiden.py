@@ -38,8 +38,9 @@ def embedding(n: int, workdir: Path) -> tuple[np.ndarray, np.ndarray]:
             print(f"simulated {n} cells in {time.perf_counter() - t0:.1f} s", flush=True)
         t0 = time.perf_counter()
         with dask_client():
-            out = pp.prepare(pp.read_counts_lazy(store), backend="dask", batch_key="sample", min_genes=200,
-                             max_pct_mt=20, min_cells=3, compute_umap=False, knn_backend="ivf", knn_min_recall=0.5)
+            out = pp.prepare(pp.read_counts_lazy(store), backend="dask", batch_key="sample",
+                             qc={"min_genes": 200, "max_pct_mt": 20, "min_cells": 3}, umap=None,
+                             graph={"backend": "ivf", "min_recall": 0.5})
         print(f"prepare out of core {time.perf_counter() - t0:.1f} s", flush=True)
         np.savez(emb, X=out.obsm["X_pca_harmony"], type=out.obs["cell_type"].astype(str).to_numpy())
     d = np.load(emb, allow_pickle=True)

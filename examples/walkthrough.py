@@ -117,8 +117,10 @@ pl.qc_violin(adata, groupby="leiden_0.6")
 # labels written back into the parent under the same key (`tcells_0.6`, values `tnk:<cluster>`).
 
 # %%
-sub, report = tl.subcluster(adata, name="tnk", groupby="leiden_0.4", select="markers", batch_key="sample",
-                            small_batches="drop")
+sub, report = tl.subcluster(adata, name="tnk", groupby="leiden_0.4", batch_key="sample", small_batches="drop",
+                            select={"markers": {"T": ["CD3E"], "NK": ["GNLY", "NKG7"]}},
+                            pca={"regress_out": ["total_counts", "pct_counts_mt"]},
+                            leiden={"resolutions": [0.6], "key_added": "tcells"})
 print(f"{sub.n_obs} T/NK cells, {sub.obs['tcells_0.6'].nunique()} subclusters")
 report.tables()["hvg_overlap"]
 

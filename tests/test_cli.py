@@ -53,7 +53,7 @@ def test_run_success_subprocess(tmp_path):
     ("text", "args", "expected"),
     [
         (BASE + "neighbours: {}\n", [], "did you mean 'neighbors'"),
-        (BASE.replace("n_neighbors: 15", "n_neighbors: lots"), [], "neighbors.0.n_neighbors"),
+        (BASE.replace("n_neighbors: 15", "n_neighbors: lots"), [], "neighbors.n_neighbors"),
         (BASE, ["--input", "/nonexistent/data.h5ad"], "input file not found: /nonexistent/data.h5ad"),
         (BASE.replace("X_pca_harmony", "X_pca_scvi"), [], "neighbors.use_rep 'X_pca_scvi' not in .obsm (in the input: 'X_pca', "),
         (BASE.replace("X_pca_harmony", "X_pca_harmonyy"), [], "'X'); did you mean 'X_pca_harmony'?"),

@@ -62,7 +62,7 @@ def small_store(tmp_path_factory):
 def _config(tmp_path, store, stages="[prepare, leiden]"):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"input: {store}\noutdir: {tmp_path / 'out'}\nstages: {stages}\nbackground_umap: false\n"
-                   "prepare: {batch_key: sample, min_genes: 200, compute_umap: false, backend: dask, chunk_cells: 500}\n"
+                   "prepare: {batch_key: sample, qc: {min_genes: 200}, umap: null, backend: dask, chunk_cells: 500}\n"
                    "leiden: {resolutions: [0.6]}\ndask: {n_workers: 2, memory_limit: 2GB}\n")
     return cfg
 

@@ -127,7 +127,7 @@ def test_nan_in_batch_column_is_an_error(pbmc):
     bad = pbmc.copy()
     bad.obs["sample"] = bad.obs["sample"].astype(object)
     bad.obs.iloc[[3, 7], bad.obs.columns.get_loc("sample")] = np.nan
-    cfg = parse_config({"input": "x", "stages": ["neighbors", "leiden", "subcluster"], "subcluster": {"t": {}}})
+    cfg = parse_config({"input": "x", "stages": ["neighbors", "leiden", "subcluster"], "subcluster": {"t": {"groupby": "leiden_0.4", "select": {"markers": {"T": ["CD3E"]}}}}})
     with pytest.raises(MissingKeyError, match=r"subcluster.t.batch_key 'sample' has no value for 2 cell\(s\)"):
         scc.workflow.preflight(bad, cfg)
 
@@ -241,8 +241,8 @@ def test_single_sample_raw_counts_run_prepare_to_report(tmp_path, kang_path, cap
     ctrl.write_h5ad(path)
     code = main(["run", str(ROOT / "configs" / "tutorial.yaml"), "--input", str(path), "--outdir", str(tmp_path / "o"),
                  "--set", "stages=[prepare, neighbors, leiden, kmeans, hclust, compare, relationships, embedding, "
-                 "composition, qc, subcluster, report]", "--set", "prepare.min_genes=200", "--set", "prepare.min_cells=3",
-                 "--set", "leiden.flavor=igraph", "--set", "leiden.n_iterations=2", "--set", "subcluster.tnk.leiden_flavor=igraph"])
+                 "composition, qc, subcluster, report]", "--set", "prepare.qc.min_genes=200", "--set", "prepare.qc.min_cells=3",
+                 "--set", "leiden.flavor=igraph", "--set", "leiden.n_iterations=2", "--set", "subcluster.tnk.leiden.flavor=igraph"])
     err = capsys.readouterr().err
     assert code == 0, err
     assert "Harmony skipped" in err and "one-sample diagnostics skipped" in err

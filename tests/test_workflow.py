@@ -88,7 +88,7 @@ def test_prepare_path_on_raw_counts(tmp_path):
     counts.write_h5ad(path)
     cfg = parse_config({
         "input": str(path), "outdir": str(tmp_path / "p"), "stages": ["prepare", "neighbors", "leiden"],
-        "prepare": {"batch_key": "sample", "n_comps": 20, "n_pcs": 20, "compute_umap": False},  # fast lane: no UMAP
+        "prepare": {"batch_key": "sample", "pca": {"n_comps": 20}, "graph": {"n_pcs": 20}, "umap": None},  # fast lane: no UMAP
         "neighbors": {"use_rep": "X_pca_harmony", "n_pcs": 20},
     })
     adata, _ = run(cfg)
@@ -106,17 +106,17 @@ def test_prepare_umap_runs_in_the_background_while_clustering(tmp_path, monkeypa
     kmeans) go on meanwhile, the embedding stage gets it; the coordinates, labels and tables equal
     a run that computes it in place, and the manifest records the background job."""
     from scclust.datasets import simulate_counts
-    from scclust.pp import _umap
+    from scclust import workflow
 
     counts = simulate_counts(600, n_samples=3, seed=2)
     path = tmp_path / "counts.h5ad"
     counts.write_h5ad(path)
     base = {"input": str(path), "stages": ["prepare", "leiden", "kmeans", "embedding"],
-            "prepare": {"batch_key": "sample", "n_comps": 20, "n_pcs": 20},
+            "prepare": {"batch_key": "sample", "pca": {"n_comps": 20}, "graph": {"n_pcs": 20}},
             "kmeans": {"use_rep": "X_pca_harmony", "n_clusters": [4]},
             "embedding": {"basis": "X_umap_harmony", "groups": ["leiden_1.0"]}}
     inplace, _ = run(parse_config({**base, "outdir": str(tmp_path / "a"), "background_umap": False}))
-    monkeypatch.setattr(_umap, "_needs_warm_up", lambda: True)  # this test process has umap imported already
+    monkeypatch.setattr(workflow, "_umap_imported", lambda: False)  # this test process has umap imported already
     ours, manifest = run(parse_config({**base, "outdir": str(tmp_path / "b")}))
     np.testing.assert_array_equal(ours.obsm["X_umap_harmony"], inplace.obsm["X_umap_harmony"])
     assert ours.uns["X_umap_harmony"]["init"] == "spectral"
@@ -153,7 +153,8 @@ def test_outputs_get_normal_permissions(tmp_path):
 def test_subcluster_key_clash_is_caught_before_reprocessing(tmp_path):
     cfg = _cfg(tmp_path, "clash", stages=["neighbors", "leiden", "subcluster"],
                leiden={"resolutions": [0.6], "key_added": "tcells"},
-               subcluster={"tnk": {"groupby": "tcells_0.6", "key_added": "tcells", "resolutions": [0.6]}})
+               subcluster={"tnk": {"groupby": "tcells_0.6", "select": {"markers": {"T": ["CD3E"]}},
+                                   "leiden": {"key_added": "tcells", "resolutions": [0.6]}}})
     with pytest.raises(UserError, match=r"leiden and subcluster.tnk both make obs key 'tcells_0.6'; set a distinct key_added"):
         run(cfg)
     assert not (tmp_path / "clash" / "subclusters").exists()
@@ -167,7 +168,8 @@ def test_input_keys_checked_before_any_stage(tmp_path):
                compare={"reference": "leiden_1.0"},  # made by this run's leiden stage: fine
                composition={"by": ["sample", "donor"]},
                embedding={"basis": "X"},
-               subcluster={"tnk": {"groupby": "leiden_0.4", "batch_key": "batch", "regress_out": ["total_counts"]}})
+               subcluster={"tnk": {"groupby": "leiden_0.4", "select": {"clusters": [1]}, "batch_key": "batch",
+                                   "pca": {"regress_out": ["total_counts"]}}})
     with pytest.raises(UserError) as err:
         run(cfg)
     msg = str(err.value)
@@ -193,10 +195,12 @@ def test_input_key_check_knows_what_stages_make(tmp_path):
     cfg = parse_config({
         "input": "x.h5ad", "stages": ["prepare", "neighbors", "leiden", "composition", "embedding", "subcluster"],
         "neighbors": {"use_rep": "X_pca_harmony"}, "leiden": {"resolutions": [0.4]},
-        "embedding": {"basis": "X_umap_harmony"}, "subcluster": {"tnk": {}},
+        "embedding": {"basis": "X_umap_harmony"},
+        "subcluster": {"tnk": {"groupby": "leiden_0.4", "select": {"markers": {"T": ["CD3E"]}},
+                               "pca": {"regress_out": ["total_counts", "pct_counts_mt"]}}},
     })
     check_input_keys(raw, cfg)
-    with pytest.raises(UserError, match=r"embedding.basis 'X_umap_scvi' not in .obsm \(made by this run: 'X_pca', 'X_pca_harmony', 'X_umap_harmony'\)"):
+    with pytest.raises(UserError, match=r"embedding.basis 'X_umap_scvi' not in .obsm \(made by this run: 'X_pca', 'X_pca_harmony', 'X_umap_harmony', 'X_umap'\)"):
         check_input_keys(raw, cfg.model_copy(update={"embedding": [cfg.embedding[0].model_copy(update={"basis": "X_umap_scvi"})]}))
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from anndata import AnnData
 
 from ._errors import InputError, MissingFileError, OutputError
+from ._input import InputSpec, parse_input
 
 #: Packages whose versions are recorded with every run.
 RECORDED_PACKAGES = [
@@ -93,7 +94,7 @@ def write_h5ad(adata: AnnData, path: str | Path) -> Path:
     return Path(path)
 
 
-def read_input(spec: str, *, progress: Callable[[str], None] | None = None, lazy: bool = False,
+def read_input(spec: str | InputSpec, *, progress: Callable[[str], None] | None = None, lazy: bool = False,
                chunk_cells: int | None = None) -> tuple[AnnData, dict[str, object]]:
     """Read ``builtin:NAME`` or an .h5ad path fully into memory; return it with its fingerprint.
 
@@ -103,26 +104,27 @@ def read_input(spec: str, *, progress: Callable[[str], None] | None = None, lazy
     """
     import anndata as ad
 
-    if lazy and not spec.startswith("builtin:"):
+    spec = parse_input(spec)
+    if lazy and not spec.is_builtin:
         from .pp._lazy import read_counts_lazy
 
-        path = Path(spec)
+        path = spec.path
         if not path.exists():
             raise MissingFileError(f"input not found: {spec} (give an .h5ad, a .zarr store or a 10x .h5 file)")
         adata = read_counts_lazy(path, chunk_cells=chunk_cells)
         return adata, {"source": str(path.resolve()), **_store_fingerprint(path)}
 
-    if spec.startswith("builtin:"):
+    if spec.is_builtin:
         from .datasets import load_builtin
 
-        if progress is not None and spec.startswith("builtin:simulate"):
+        if progress is not None and spec.name == "simulate":
             progress("simulating counts and running QC -> normalize -> HVG -> PCA -> Harmony -> UMAP (20-40 s)")
-        adata = load_builtin(spec.removeprefix("builtin:"))
+        adata = load_builtin(spec)
         if "counts_store" in adata.uns:  # written to the cache and read lazily
             path = Path(adata.uns["counts_store"]["path"])
-            return adata, {"source": spec, "store": str(path), **_store_fingerprint(path)}
-        return adata, {"source": spec, "sha256": fingerprint_adata(adata)}
-    path = Path(spec)
+            return adata, {"source": spec.text, "store": str(path), **_store_fingerprint(path)}
+        return adata, {"source": spec.text, "sha256": fingerprint_adata(adata)}
+    path = spec.path
     if not path.is_file():
         raise MissingFileError(f"input file not found: {spec} (give an .h5ad path or builtin:simulate / pbmc68k / counts / integrated)")
     try:
@@ -180,14 +182,15 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def read_input_summary(spec: str) -> AnnData:
+def read_input_summary(spec: str | InputSpec) -> AnnData:
     """The input without its expression matrix in memory (``backed="r"``): enough for
     :func:`scclust.workflow.preflight` (names, ``.obs``, ``.obsm``, ``.uns``). Built-ins are built."""
     import anndata as ad
 
-    if spec.startswith("builtin:"):
+    spec = parse_input(spec)
+    if spec.is_builtin:
         return read_input(spec)[0]
-    path = Path(spec)
+    path = spec.path
     if path.suffix in (".zarr", ".h5") and path.exists():  # read lazily: names and .obs only
         from .pp._lazy import read_counts_lazy
 

@@ -1,9 +1,8 @@
 """Parameter types shared by the config models and the functions they call.
 
-Every choice list and constraint lives here once. A stage's ``*Params`` model and the public
-function it calls annotate the same parameter with the same type, and both validate through it:
-the model when a config is loaded, the function (through :func:`validated`) when called from a
-notebook. ``tests/test_config.py`` checks that the annotations are the same objects.
+A choice list or constraint used by more than one function lives here once; the functions'
+signatures use these types, and the config models are generated from the signatures
+(:mod:`scclust._params`).
 
 List types accept a scalar (``resolutions=0.8``, ``color="leiden_0.8"``) and any sequence
 (a tuple, a NumPy array) and validate to a list.
@@ -11,15 +10,13 @@ List types accept a scalar (``resolutions=0.8``, ``color="leiden_0.8"``) and any
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError, validate_call
+from pydantic import AfterValidator, BeforeValidator, Field
 
 __all__ = [
-    "ClusterCounts", "Distance", "GeneList", "HclustMetric", "Heights", "KeyList", "KnnMetric", "Linkage",
-    "NJobs", "PositiveInt", "Resolutions", "as_list", "validated",
+    "ClusterCounts", "Distance", "Fraction", "GeneList", "HclustMetric", "Heights", "KeyList", "KnnBackend",
+    "KnnMetric", "Linkage", "NJobs", "PositiveInt", "Resolutions", "as_list",
 ]
 
 
@@ -66,8 +63,12 @@ Distance = Literal["euclidean", "sqeuclidean", "cityblock", "chebyshev", "minkow
                    "correlation", "braycurtis", "canberra"]
 #: kNN distances
 KnnMetric = Literal["euclidean", "cosine", "correlation", "manhattan"]
+#: kNN search backends (:func:`scclust.pp.neighbors`); ``auto`` chooses by size
+KnnBackend = Literal["auto", "exact", "ivf", "flat", "hnsw"]
 
 PositiveInt = Annotated[int, Field(ge=1)]
+#: a fraction in (0, 1]
+Fraction = Annotated[float, Field(gt=0, le=1)]
 #: Leiden / Louvain resolutions: one or more, each > 0
 Resolutions = Annotated[list[float], BeforeValidator(as_list), Field(min_length=1), AfterValidator(_positive)]
 #: numbers of clusters k, each >= 1 (a repeated k gives the same labels once)
@@ -80,46 +81,6 @@ KeyList = Annotated[list[str], BeforeValidator(as_list)]
 GeneList = Annotated[list[str], BeforeValidator(as_list)]
 #: processes: >= 1, or -1 for one per core
 NJobs = Annotated[int, AfterValidator(_n_jobs)]
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def validated(func: F) -> F:
-    """Validate a public function's arguments against its annotations (the shared types above).
-
-    A bad argument raises :class:`scclust._errors.ConfigError` with the same one-line message a
-    config gets. Arguments are converted as the types say (a scalar resolution becomes a list).
-    Errors raised inside the function itself pass through unchanged.
-    """
-    import threading
-    import typing
-
-    state = threading.local()
-    hints = typing.get_type_hints(func, include_extras=True)
-
-    @functools.wraps(func)
-    def body(*args: Any, **kwargs: Any) -> Any:
-        state.entered = True
-        return func(*args, **kwargs)
-
-    body.__annotations__ = hints
-    checked = validate_call(body, config=ConfigDict(arbitrary_types_allowed=True))
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        state.entered = False
-        try:
-            return checked(*args, **kwargs)
-        except ValidationError as err:
-            if getattr(state, "entered", False):
-                raise
-            from ._errors import ConfigError
-            from .config import format_validation_error
-
-            raise ConfigError(f"{func.__name__}(): {format_validation_error(err, root=None)}") from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def check_linkage_metric(method: str, metric: str, *, allow_non_euclidean: bool | None = False, prefix: str = "") -> None:

@@ -10,14 +10,13 @@ The JSON schema (``scclust schema``) is generated from these models.
 from __future__ import annotations
 
 import difflib
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
-from ._errors import ConfigError, MissingFileError
+from ._errors import ConfigError, MissingFileError, format_validation_error
 from .stages import REGISTRY, Params, Stage
 from .stages.compare import CompareParams
 from .stages.composition import CompositionParams
@@ -176,57 +175,6 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
-def _model_at(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
-    """The model class that holds the key at ``loc`` (for 'valid keys' hints)."""
-    model: type[BaseModel] = root
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return model
-        sub = _find_model(field.annotation)
-        if sub is None:
-            return model
-        model = sub
-    return model
-
-
-def _find_model(ann: Any) -> type[BaseModel] | None:
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    for arg in typing.get_args(ann):
-        found = _find_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def format_validation_error(err: ValidationError, root: type[BaseModel] | None = WorkflowConfig) -> str:
-    """One line per problem: ``key.path: message (got value)``, with valid keys for unknown keys.
-
-    ``root``: the model the locations start from (``None``: a function's arguments).
-    """
-    lines = []
-    for e in err.errors():
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        if e["type"] == "unexpected_keyword_argument":
-            lines.append(f"unknown argument {path!r}")
-        elif e["type"] == "extra_forbidden" and root is not None:
-            model = _model_at(loc[:-1], root)
-            valid = list(model.model_fields) if model else []
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            lines.append(f"unknown key {path!r}{hint} valid keys: {', '.join(valid)}")
-        elif e["type"] == "missing":
-            lines.append(f"missing required key {path!r}")
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"{path}: {msg} (got {e.get('input')!r})")
-    return lines[0] + (f" (and {len(lines) - 1} more problem(s): {'; '.join(lines[1:])})" if len(lines) > 1 else "")
-
-
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` overrides (value parsed as YAML; list entries by index:
     ``leiden.0.resolutions=[0.5,1]``; a key of a list section without an index sets every entry)."""
@@ -286,7 +234,7 @@ def parse_config(data: dict[str, Any]) -> WorkflowConfig:
     try:
         return WorkflowConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err)) from None
+        raise ConfigError(format_validation_error(err, WorkflowConfig, data=data)) from None
 
 
 def load_config(

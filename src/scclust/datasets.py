@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,9 @@ from anndata import AnnData
 from scipy import sparse
 
 from ._errors import ConfigError
+
+if TYPE_CHECKING:
+    from ._input import InputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -303,27 +307,29 @@ _BUILTIN_PARAMS: dict[str, dict] = {
 }
 
 
-def load_builtin(spec: str) -> AnnData:
-    """Load ``"simulate"``, ``"simulate?n_cells=7332&seed=1"``, ``"counts"`` (raw counts, same parameters),
-    ``"integrated?n_cells=1000000"`` or ``"pbmc68k"``."""
-    name, _, query = spec.partition("?")
+def load_builtin(spec: str | InputSpec) -> AnnData:
+    """Load a built-in dataset: ``builtin:simulate``, ``builtin:simulate?n_cells=7332&seed=1``,
+    ``builtin:counts`` (raw counts, same parameters), ``builtin:integrated?n_cells=1000000``,
+    ``builtin:pbmc68k`` (the ``builtin:`` prefix may be left out)."""
+    from ._input import BUILTIN_PREFIX, parse_input
+
+    if isinstance(spec, str) and not spec.startswith(BUILTIN_PREFIX):
+        spec = BUILTIN_PREFIX + spec
+    spec = parse_input(spec)
+    name = spec.name
     if name not in BUILTIN:
         raise ConfigError(f"unknown built-in dataset {name!r}; available: {', '.join(map(repr, BUILTIN))}")
     kwargs: dict[str, int | float] = {}
     valid = _BUILTIN_PARAMS[name]
-    if query:
-        if not valid:
-            raise ConfigError(f"built-in dataset {name!r} takes no parameters; got {query!r}")
-        for part in query.split("&"):
-            key, _, value = part.partition("=")
-            if key not in valid:
-                raise ConfigError(
-                    f"unknown parameter {key!r} for builtin:{name}; valid: {', '.join(map(repr, valid))}"
-                )
-            try:
-                kwargs[key] = valid[key](value)
-            except ValueError:
-                raise ConfigError(f"builtin:{name} parameter {key}={value!r} is not a number") from None
+    if spec.params and not valid:
+        raise ConfigError(f"built-in dataset {name!r} takes no parameters; got {spec.text!r}")
+    for key, value in spec.params.items():
+        if key not in valid:
+            raise ConfigError(f"unknown parameter {key!r} for builtin:{name}; valid: {', '.join(map(repr, valid))}")
+        try:
+            kwargs[key] = valid[key](value)
+        except ValueError:
+            raise ConfigError(f"builtin:{name} parameter {key}={value!r} is not a number") from None
     return BUILTIN[name](**kwargs)
 
 

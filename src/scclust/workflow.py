@@ -30,6 +30,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._errors import ConfigError, InputError, MissingKeyError, OutputError, choices
+from ._input import parse_input
 from ._io import output_errors, package_versions, read_input, write_h5ad, write_text
 from .config import WorkflowConfig
 from .stages import REGISTRY, Makes, RunContext
@@ -64,9 +65,24 @@ def _values(value: Any) -> list[str]:
     return list(value)
 
 
+def _field(params: Any, path: str) -> Any:
+    """The value of a (dotted: ``hvg.batch_key``) field of a stage entry."""
+    for part in path.split("."):
+        params = getattr(params, part) if params is not None else None
+    return params
+
+
+def _makes(name: str, label: str, params: Any) -> Makes:
+    """The keys a stage entry makes (a named stage's entries get their name)."""
+    stage = REGISTRY[name]
+    if stage.makes is None:
+        return Makes()
+    return stage.makes(params, label.partition(".")[2]) if stage.repeat == "named" else stage.makes(params)
+
+
 def _embedding_refs(name: str, params: Any) -> list[str]:
     """The ``.obsm`` keys a stage entry names in its ``rep`` / ``basis`` refs."""
-    return [k for ref in REGISTRY[name].reads if ref.kind in ("rep", "basis") for k in _values(getattr(params, ref.field))]
+    return [k for ref in REGISTRY[name].reads if ref.kind in ("rep", "basis") for k in _values(_field(params, ref.field))]
 
 
 def _graphs(adata: AnnData) -> list[str]:
@@ -102,11 +118,11 @@ def preflight(adata: AnnData, cfg: WorkflowConfig) -> Preflight:
     for name in cfg.stages:
         stage = REGISTRY[name]
         for label, p in cfg.entries(name).items():
-            mk = stage.makes(p) if stage.makes else Makes()
+            mk = _makes(name, label, p)
             for ref in stage.reads:
-                if ref.explicit_only and ref.field not in p.model_fields_set:
-                    continue
-                wanted = _values(getattr(p, ref.field))
+                wanted = _values(_field(p, ref.field))
+                if ref.explicit_only and ref.field not in p.model_fields_set:  # a default the stage may skip
+                    wanted = [k for k in wanted if k in obs_in]
                 where = f"{label.replace('[', '.').rstrip(']')}.{ref.field}"  # the --set path
                 if ref.kind == "genes":
                     named += [g for g in wanted if g not in named]
@@ -134,6 +150,8 @@ def preflight(adata: AnnData, cfg: WorkflowConfig) -> Preflight:
                     avail = "; ".join(f"{what}: {choices(keys)}" for keys, what in sets if keys)
                     close = difflib.get_close_matches(absent[0], sorted(have), n=1)
                     hint = f"; did you mean {close[0]!r}?" if close else ""
+                    if ref.kind == "batch":
+                        hint += f"; for data of one batch write {where.rpartition('.')[2]}: null"
                     problems.append(f"{where} {', '.join(map(repr, absent))} not in {slot} ({avail or 'none available'}){hint}")
                 if ref.kind == "batch":
                     for k in wanted:
@@ -236,8 +254,8 @@ def _claim_outdir(cfg: WorkflowConfig) -> Iterator[Path]:
     import fcntl
 
     outdir = Path(cfg.outdir)
-    if not cfg.input.startswith("builtin:") and outdir.resolve() == Path(cfg.input).resolve().parent and \
-            Path(cfg.input).name == "clustered.h5ad":
+    spec = parse_input(cfg.input)
+    if not spec.is_builtin and outdir.resolve() == spec.path.resolve().parent and spec.path.name == "clustered.h5ad":
         raise ConfigError(f"outdir {cfg.outdir!r} would overwrite the input {cfg.input!r}; choose another outdir")
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"outdir {str(outdir)!r} is a file, not a directory; choose another outdir (--outdir)")
@@ -273,15 +291,25 @@ def run(cfg: WorkflowConfig, *, progress: Callable[[str], None] | None = None) -
 
     Returns the clustered AnnData and the manifest (also written to ``manifest.json``).
     """
-    from . import pp
+    from ._background import background
 
     say = progress or logger.info
     t_start = time.perf_counter()
     with _claim_outdir(cfg) as outdir:
-        computes_umap = cfg.input.startswith("builtin:simulate") or any(REGISTRY[s].umap_needed(getattr(cfg, s)) for s in cfg.stages)
-        with pp.background_umap(cfg.background_umap and computes_umap) as worker:
-            ctx = RunContext(cfg=cfg, outdir=outdir, umap_worker=worker)
+        # the background process warms umap-learn up when a stage will compute a layout and this
+        # process has not imported it already (a notebook, a test session)
+        computes_umap = any(REGISTRY[s].umap_needed(getattr(cfg, s)) for s in cfg.stages)
+        warm = cfg.background_umap and computes_umap and not _umap_imported()
+        with background(warm, warm_up="scclust.pp._umap:_warm_up") as executor:
+            ctx = RunContext(cfg=cfg, outdir=outdir, executor=executor)
             return _run(cfg, ctx, say, t_start)
+
+
+def _umap_imported() -> bool:
+    """umap-learn is imported in this process already (compiled: no gain from a warm-up elsewhere)."""
+    import sys
+
+    return "umap" in sys.modules
 
 
 def _lazy_input(cfg: WorkflowConfig) -> tuple[str, str, int | None] | None:
@@ -291,7 +319,7 @@ def _lazy_input(cfg: WorkflowConfig) -> tuple[str, str, int | None] | None:
         stage = REGISTRY[name]
         if stage.lazy_input is not None:
             for label, p in cfg.entries(name).items():
-                reason = stage.lazy_input(p, cfg.input)
+                reason = stage.lazy_input(p, parse_input(cfg.input))
                 if reason is not None:
                     return label, reason, getattr(p, "chunk_cells", None)
     return None
@@ -375,8 +403,8 @@ def _run(cfg: WorkflowConfig, ctx: RunContext, say: Callable[[str], None], t_sta
     for i, (name, label, params, key) in enumerate(entries[start:], start + 1):
         say(f"[{i}/{n}] {label} ...")
         ctx.stage, ctx.entry = label, label.partition(".")[2]
-        if ctx.pending:
-            ctx.wait_background(adata, None if REGISTRY[name].waits_for_background else _embedding_refs(name, params))
+        if ctx.promised:
+            ctx.resolve(adata, None if REGISTRY[name].obsm_reads == "any" else _embedding_refs(name, params))
         n_files = len(ctx.files)
         with _PeakRSS() as mem:
             t0 = time.perf_counter()
@@ -392,16 +420,16 @@ def _run(cfg: WorkflowConfig, ctx: RunContext, say: Callable[[str], None], t_sta
         # checkpoint when the work since the last one outweighs writing it (bounded overhead), and
         # always where the stages that make keys (graphs, clusterings) hand over to output stages
         handover = REGISTRY[name].makes is not None and i < n and REGISTRY[entries[i][0]].makes is None
-        if ctx.pending and all(job.done() for _, job in ctx.pending.values()):
-            ctx.wait_background(adata)  # finished: no wait
-        # a checkpoint is the complete state: not while an embedding is still being computed
-        if cfg.resume and i < n and not ctx.pending and (handover or since_checkpoint >= max(1.0, 2 * last_write)):
+        if ctx.promised and all(job.done() for _, job in ctx.promised.values()):
+            ctx.resolve(adata)  # finished: no wait
+        # a checkpoint is the complete state: not while a key is still being computed
+        if cfg.resume and i < n and not ctx.promised and (handover or since_checkpoint >= max(1.0, 2 * last_write)):
             t0 = time.perf_counter()
             _save_checkpoint(outdir, adata, i, key, ctx, records)
             last_write, since_checkpoint = time.perf_counter() - t0, 0.0
 
     ctx.stage = ""
-    ctx.wait_background(adata)
+    ctx.resolve(adata)
     records += ctx.background
     if ctx.all_clusterings():
         labels = adata.obs[ctx.all_clusterings()]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-PREP = {"batch_key": "sample", "min_genes": 200, "max_pct_mt": 20.0, "min_cells": 3, "compute_umap": False}
+PREP = {"batch_key": "sample", "qc": {"min_genes": 200, "max_pct_mt": 20.0, "min_cells": 3}, "umap": None}
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_pca_implicit_without_clip(client, store):
 
     from scclust import pp
 
-    kw = {**PREP, "max_value": None}
+    kw = {**PREP, "pca": {"max_value": None}}
     mem = pp.prepare(ad.read_h5ad(store), backend="memory", **kw)
     ooc = pp.prepare(pp.read_counts_lazy(store, chunk_cells=1000), backend="dask", **kw)
     _, corr = _agreement(mem, ooc, n_pcs=20)
@@ -122,7 +122,7 @@ def test_regress_out_matches_memory(client, store):
 
     from scclust import pp
 
-    kw = {**PREP, "regress_out": ["total_counts", "pct_counts_mt"]}
+    kw = {**PREP, "pca": {"regress_out": ["total_counts", "pct_counts_mt"]}}
     mem = pp.prepare(ad.read_h5ad(store), backend="memory", **kw)
     ooc = pp.prepare(pp.read_counts_lazy(store, chunk_cells=1000), backend="dask", **kw)
     _, corr = _agreement(mem, ooc)
@@ -146,7 +146,7 @@ def test_seurat_v3_refused_out_of_core(client, store):
     from scclust._errors import InputError
 
     with pytest.raises(InputError, match="seurat_v3"):
-        pp.prepare(pp.read_counts_lazy(store), hvg_flavor="seurat_v3", n_top_genes=500, **PREP)
+        pp.prepare(pp.read_counts_lazy(store), hvg={"flavor": "seurat_v3", "n_top_genes": 500}, **PREP)
 
 
 def test_normalized_input_refused(client, tmp_path):
@@ -213,7 +213,7 @@ def test_kang_leiden_vs_cell_types(client, kang_path):
 
     from scclust import pp
 
-    kw = {"batch_key": "condition", "compute_umap": False}
+    kw = {"batch_key": "condition", "umap": None}
     mem = pp.prepare(ad.read_h5ad(kang_path), backend="memory", **kw)
     ooc = pp.prepare(pp.read_counts_lazy(kang_path), backend="dask", **kw)
     truth = mem.obs["celltype_from_muscat"]
@@ -242,7 +242,9 @@ def test_subcluster_reads_subset_counts_from_store(client, store, monkeypatch, c
     assert ooc.raw.n_vars < mem.raw.n_vars and {"CD3E", "GNLY"} <= set(ooc.raw.var_names)
     assert ooc.uns["counts_store"]["raw_complete"] is False
     query = "cell_type in ['CD4 T', 'CD8 T', 'NK']"
-    kw = {"select": "obs", "obs_query": query, "groupby": "cell_type", "leiden_flavor": "igraph", "resolutions": [0.6]}
+    kw = {"name": "tcells", "select": {"obs_query": query}, "groupby": "cell_type",
+          "pca": {"regress_out": ["total_counts", "pct_counts_mt"]},
+          "leiden": {"flavor": "igraph", "n_iterations": 2, "resolutions": [0.6]}}
     sub_mem, _ = tl.subcluster(mem, **kw)
     with caplog.at_level(logging.INFO, logger="scclust"):
         sub_ooc, _ = tl.subcluster(ooc, **kw)
@@ -262,7 +264,7 @@ def test_batch_aware_hvg_matches_memory(client, store):
 
     from scclust import pp
 
-    kw = {**PREP, "hvg_batch_key": "sample"}
+    kw = {**PREP, "hvg": {"batch_key": "sample"}}
     mem = pp.prepare(ad.read_h5ad(store), backend="memory", **kw)
     ooc = pp.prepare(pp.read_counts_lazy(store, chunk_cells=1000), **kw)
     plain = pp.prepare(ad.read_h5ad(store), backend="memory", **PREP)

@@ -14,6 +14,15 @@ from scclust._errors import ConfigError, InputError, MissingKeyError, ScclustWar
 from scclust.tl._subcluster import NOT_IN_SUBSET
 
 TNK = ["CD4 T", "CD8 T", "NK"]
+#: the lab's T/NK subclustering (configs/tutorial.yaml)
+MARKERS = {"markers": {"T": ["CD3E"], "NK": ["GNLY", "NKG7"]}}
+LAB = {"groupby": "leiden_0.4", "select": MARKERS, "pca": {"regress_out": ["total_counts", "pct_counts_mt"]},
+       "leiden": {"key_added": "tcells"}}
+
+
+def _lab(**kw):
+    """The lab's arguments with some replaced (``select`` given alone replaces the rule)."""
+    return {**LAB, **kw}
 
 
 def _clustered(adata):
@@ -26,7 +35,7 @@ def _clustered(adata):
 @pytest.fixture(scope="module")
 def big(sim7332):
     parent = _clustered(sim7332)
-    sub, rep = scc.tl.subcluster(parent)
+    sub, rep = scc.tl.subcluster(parent, **LAB)
     return parent, sub, rep
 
 
@@ -108,7 +117,7 @@ def test_parity_with_plain_scanpy_harmonypy(small):
     import harmonypy
     import scanpy as sc
 
-    sub, _ = scc.tl.subcluster(small, select="clusters", clusters=_tnk_ids(small), resolutions=[0.6])
+    sub, _ = scc.tl.subcluster(small, **_lab(select={"clusters": _tnk_ids(small)}))
     t = small[small.obs_names.isin(sub.obs_names)].raw.to_adata()
     sc.pp.highly_variable_genes(t, min_mean=0.0125, max_mean=3, min_disp=0.5)
     assert (t.var["highly_variable"].to_numpy() == sub.raw.var["highly_variable"].to_numpy()).all()
@@ -135,14 +144,14 @@ def _tnk_ids(adata):
 
 
 def test_marker_rule_equals_truth_majority_clusters(small):
-    _, rep = scc.tl.subcluster(small, resolutions=[0.6])
+    _, rep = scc.tl.subcluster(small, **LAB)
     assert sorted(rep.selected) == sorted(_tnk_ids(small))
 
 
 def test_obs_selection_and_options(small):
     sub, rep = scc.tl.subcluster(
-        small, name="nk", select="obs", obs_query="cell_type == 'NK'", key_added="nk", regress_out=[],
-        batch_key=None, resolutions=[0.3, 0.8], leiden_flavor="igraph",
+        small, name="nk", select={"obs_query": "cell_type == 'NK'"}, batch_key=None,
+        leiden={"resolutions": [0.3, 0.8], "flavor": "igraph", "n_iterations": 2},
     )
     assert (sub.obs["cell_type"] == "NK").all() and sub.n_obs == int((small.obs["cell_type"] == "NK").sum())
     assert rep.keys == ["nk_0.3", "nk_0.8"] and rep.regressed == [] and "X_pca_harmony" not in sub.obsm
@@ -152,41 +161,45 @@ def test_obs_selection_and_options(small):
 def test_constant_covariate_dropped(small):
     a = small.copy()
     a.obs["pct_counts_mt"] = 0.0
-    _, rep = scc.tl.subcluster(a, select="clusters", clusters=_tnk_ids(a))
+    _, rep = scc.tl.subcluster(a, **_lab(select={"clusters": _tnk_ids(a)}))
     assert rep.regressed == ["total_counts"]
 
 
 def test_guards(small):
     a = small.copy()
     with pytest.raises(InputError, match="too few cells"):
-        scc.tl.subcluster(a, select="obs", obs_query="total_counts < 0")
+        scc.tl.subcluster(a, select={"obs_query": "total_counts < 0"})
     with pytest.raises(ConfigError, match="not in 'leiden_0.4'"):
-        scc.tl.subcluster(a, select="clusters", clusters=["99"])
+        scc.tl.subcluster(a, **_lab(select={"clusters": ["99"]}))
     with pytest.raises(ConfigError, match="obs_query"):
-        scc.tl.subcluster(a, select="obs", obs_query="no_such_column > 1")
+        scc.tl.subcluster(a, select={"obs_query": "no_such_column > 1"})
     with pytest.raises(MissingKeyError, match="groupby 'leiden_9'"):
-        scc.tl.subcluster(a, groupby="leiden_9")
+        scc.tl.subcluster(a, **_lab(groupby="leiden_9"))
     with pytest.raises(MissingKeyError, match="none of"):
-        scc.tl.subcluster(a, markers={"T": ["NOTAGENE"]})
+        scc.tl.subcluster(a, **_lab(select={"markers": {"T": ["NOTAGENE"]}}))
     # warning issued, then the later error
     with pytest.warns(ScclustWarning, match="NOTAGENE"), pytest.raises(InputError, match="too few cells"):
-        scc.tl.subcluster(a, markers={"T": ["CD3E", "NOTAGENE"]}, min_cells=10**6)
+        scc.tl.subcluster(a, **_lab(select={"markers": {"T": ["CD3E", "NOTAGENE"]}}, min_cells=10**6))
     with pytest.raises(MissingKeyError, match="regress_out key 'nope'"):
-        scc.tl.subcluster(a, regress_out=["nope"])
+        scc.tl.subcluster(a, **_lab(pca={"regress_out": ["nope"]}))
     with pytest.raises(ConfigError, match="seurat_v3"):
-        scc.tl.subcluster(a, hvg_flavor="seurat_v3")
+        scc.tl.subcluster(a, **_lab(hvg={"flavor": "seurat_v3", "n_top_genes": 100}))
+    with pytest.raises(ConfigError, match="exactly one of markers, clusters or obs_query"):
+        scc.tl.subcluster(a, **_lab(select={"markers": {"T": ["CD3E"]}, "clusters": ["1"]}))
+    with pytest.raises(ConfigError, match="needs groupby"):
+        scc.tl.subcluster(a, select=MARKERS)
     # a batch with too few selected cells: clear error, or dropped on request
     nk = a.obs["cell_type"] == "NK"
     few = a.obs_names[nk & (a.obs["sample"] == "covid_1")][5:]
     b = a[~a.obs_names.isin(few)].copy()
     with pytest.raises(InputError, match="covid_1"):
-        scc.tl.subcluster(b, select="obs", obs_query="cell_type == 'NK'")
-    sub, rep = scc.tl.subcluster(b, select="obs", obs_query="cell_type == 'NK'", small_batches="drop")
+        scc.tl.subcluster(b, select={"obs_query": "cell_type == 'NK'"})
+    sub, rep = scc.tl.subcluster(b, select={"obs_query": "cell_type == 'NK'"}, small_batches="drop")
     assert rep.dropped_batches == {"covid_1": 5} and "covid_1" not in set(sub.obs["sample"].astype(str))
     c = a.copy()
     c.raw = None
     with pytest.raises(InputError, match=r"\.raw"):
-        scc.tl.subcluster(c)
+        scc.tl.subcluster(c, **LAB)
 
 
 @pytest.mark.shared
@@ -198,7 +211,7 @@ def test_kang_selects_t_and_nk(kang_path):
     scc.pp.neighbors(a, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
     scc.tl.leiden(a, resolutions=[0.4], flavor="leidenalg", n_iterations=-1)
     assert (a.obs["pct_counts_mt"] == 0).all()  # no MT- genes in this subset
-    sub, rep = scc.tl.subcluster(a, batch_key="condition", resolutions=[0.6])
+    sub, rep = scc.tl.subcluster(a, **_lab(batch_key="condition"))
     assert rep.regressed == ["total_counts"]
     known = sub.obs["celltype_from_muscat"].dropna().astype(str)
     assert len(known) > 100
@@ -210,9 +223,9 @@ def test_subcluster_on_small_real_data_end_to_end(pbmc):
     """The fast lane's subclustering: select one cell type of the embedded PBMC set by a query,
     re-process it (HVG, scale, PCA, graph, Leiden, UMAP), map the labels back and draw both figures."""
     parent = pbmc.copy()
-    sub, rep = scc.tl.subcluster(parent, name="dc", select="obs", obs_query="bulk_labels == 'Dendritic'",
-                                 groupby="louvain", batch_key=None, regress_out=[], leiden_flavor="igraph",
-                                 resolutions=0.5, key_added="dc", min_cells=20, n_pcs=20, n_comps=30)
+    sub, rep = scc.tl.subcluster(parent, name="dc", select={"obs_query": "bulk_labels == 'Dendritic'"},
+                                 groupby="louvain", batch_key=None, min_cells=20, graph={"n_pcs": 20},
+                                 pca={"n_comps": 30}, leiden={"flavor": "igraph", "n_iterations": 2, "resolutions": 0.5})
     n_dc = int((parent.obs["bulk_labels"] == "Dendritic").sum())
     assert sub.n_obs == n_dc and rep.keys == ["dc_0.5"] and "X_umap" in sub.obsm
     assert set(sub.var_names) <= set(parent.raw.var_names)

@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 
 from .._checks import check_groupby, gene_source
 from .._errors import MissingKeyError, ScclustWarning, choices
-from .._types import GeneList, validated
+from .._types import GeneList
+from .._params import validated
 from ..tl._dendrogram import get_dendrogram, group_stats
 from ._style import new_axes
 

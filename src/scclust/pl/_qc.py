@@ -8,7 +8,8 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._checks import check_obs
-from .._types import KeyList, validated
+from .._types import KeyList
+from .._params import validated
 from ._style import category_colors
 
 #: cells per cluster from which a violin's outline is estimated

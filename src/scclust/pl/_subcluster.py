@@ -8,7 +8,8 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._errors import InputError, MissingKeyError, choices
-from .._types import GeneList, validated
+from .._types import GeneList
+from .._params import validated
 from ._embedding import _scatter_categories, embedding
 from ._style import point_size, scatter_cells
 

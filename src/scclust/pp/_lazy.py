@@ -39,7 +39,7 @@ CHUNK_NNZ = 20_000_000
 #: counts, .layers["counts"], .raw and the dense scaled HVG matrix: ~40 bytes per non-zero + 8 kB per cell)
 AUTO_NNZ = 150_000_000
 
-__all__ = ["choose_backend", "is_lazy", "pca_implicit", "prepare_lazy", "read_counts", "read_counts_lazy", "store_nnz"]
+__all__ = ["choose_backend", "is_lazy", "pca_implicit", "qc_normalize_lazy", "read_counts", "read_counts_lazy", "reduce_lazy", "store_nnz"]
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -85,15 +85,16 @@ def store_nnz(path: str | Path) -> tuple[int, int, int]:
         return shape[0], shape[1], int(X["data"].shape[0])
 
 
-def choose_backend(spec: str, backend: str) -> tuple[str, str]:
+def choose_backend(spec: Any, backend: str) -> tuple[str, str]:
     """``(backend, reason)`` for ``prepare``: ``auto`` is ``dask`` above :data:`AUTO_NNZ` non-zeros."""
+    from .._input import parse_input
+
+    spec = parse_input(spec)
     if backend != "auto":
         return backend, "set in the config (prepare.backend)"
-    if spec.startswith("builtin:counts_store"):
-        return "dask", "built-in counts store (read lazily)"
-    if spec.startswith("builtin:"):
-        return "memory", "built-in dataset"
-    path = Path(spec)
+    if spec.is_builtin:
+        return ("dask", "built-in counts store (read lazily)") if spec.name == "counts_store" else ("memory", "built-in dataset")
+    path = spec.path
     try:
         n_obs, n_vars, nnz = store_nnz(path)
     except (OSError, KeyError, InputError):
@@ -390,97 +391,85 @@ def qc_filter_lazy(adata: AnnData, *, min_genes: int, max_genes: int | None, max
     return out, table
 
 
-def prepare_lazy(
-    adata: AnnData,
-    *,
-    batch_key: str | None,
-    min_genes: int,
-    max_genes: int | None,
-    max_pct_mt: float | None,
-    min_cells: int,
-    target_sum: float,
-    hvg_flavor: str,
-    min_mean: float,
-    max_mean: float,
-    min_disp: float,
-    n_top_genes: int | None,
-    regress_out: Sequence[str],
-    n_comps: int,
-    hvg_batch_key: str | None = None,
-    max_value: float | None = 10.0,
-    raw_genes: Sequence[str] | None = None,
-    seconds: dict[str, float] | None = None,
-) -> tuple[AnnData, pd.DataFrame, pd.DataFrame]:
-    """Steps 1-4 of the module docstring on ``adata`` (``.X`` a Dask array of counts).
+def qc_normalize_lazy(adata: AnnData, *, batch_key: str | None, qc: Any, target_sum: float,
+                      seconds: dict[str, float] | None = None) -> tuple[AnnData, pd.DataFrame, bool]:
+    """Steps 1-2 of the module docstring on ``adata`` (``.X`` a Dask array of counts): QC metrics and
+    filters in one pass, then normalize_total + log1p per chunk (lazy).
 
-    ``.raw``: log-normalized expression of every gene when that is small (<= :data:`AUTO_NNZ`
-    non-zeros), else of the HVGs and ``raw_genes`` only.
-
-    Returns the HVG AnnData (``.X`` log-normalized HVGs, CSR in memory; ``.obsm["X_pca"]``;
-    ``.uns["pca"]``; ``.varm["PCs"]``; QC columns), the removed-per-batch table and the HVG table.
+    Returns the log-normalized AnnData (``.X`` a Dask array; QC columns in ``.obs``), the
+    removed-per-batch table, and whether ``.raw`` can hold every gene (<= :data:`AUTO_NNZ` non-zeros).
     """
-    import scanpy as sc
-
     from .._checks import check_n_obs
-    from .._dask import compute_rows
     from ._prepare import _step
 
-    if hvg_flavor == "seurat_v3":
-        raise InputError("hvg_flavor 'seurat_v3' is not offered out of core (it needs a second copy of the counts); "
-                         "use 'seurat' or 'cell_ranger', or prepare.backend: memory")
     with _step(seconds, "qc_filter"):
         _check_counts(adata.X)
-        filt, table = qc_filter_lazy(adata, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
-                                     min_cells=min_cells, batch_key=batch_key)
+        filt, table = qc_filter_lazy(adata, **qc.model_dump(), batch_key=batch_key)
         check_n_obs(filt, 20, what="prepare after the QC filters")
     lognorm = filt.X.map_blocks(_lognorm_block, target_sum, dtype=np.float32)
     ln = AnnData(X=lognorm, obs=filt.obs, var=filt.var)
     ln.uns["log1p"] = {"base": None}
-    kw = {"min_mean": min_mean, "max_mean": max_mean, "min_disp": min_disp} if n_top_genes is None else {}
-    logger.info("Dask: highly variable genes (pass 3 over the counts)")
-    with _step(seconds, "normalize_hvg"):
-        if hvg_batch_key is not None and hvg_batch_key not in ln.obs:
+    nnz_est = int(filt.X.shape[0]) * float(filt.var["n_cells_by_counts"].mean())  # upper bound after the filters
+    return ln, table, nnz_est <= AUTO_NNZ
+
+
+def reduce_lazy(ln: AnnData, *, hvg: Any, pca: Any, raw_genes: Sequence[str] | None,
+                seconds: dict[str, float] | None = None, what: str = "prepare") -> AnnData:
+    """Steps 2-4 of the module docstring on log-normalized expression (``ln.X`` a Dask array):
+    HVGs (scanpy on Dask), regress out + scale + PCA implicitly (:func:`pca_implicit`), then the
+    scores and the log-normalized matrix for ``.raw`` in one last pass.
+
+    ``.raw``: every gene when ``raw_genes`` is None, else the HVGs and ``raw_genes``. Returns the
+    HVG AnnData (``.X`` log-normalized HVGs, CSR in memory; ``.obsm["X_pca"]``; ``.uns["pca"]``;
+    ``.varm["PCs"]``; ``.uns["hvg_table"]``).
+    """
+    import scanpy as sc
+
+    from .._dask import compute_rows
+    from ._prepare import _step
+
+    if hvg.flavor == "seurat_v3":
+        raise InputError("hvg.flavor 'seurat_v3' is not offered out of core (it needs a second copy of the counts); "
+                         "use 'seurat' or 'cell_ranger', or prepare.backend: memory")
+    kw = {"min_mean": hvg.min_mean, "max_mean": hvg.max_mean, "min_disp": hvg.min_disp} if hvg.n_top_genes is None else {}
+    logger.info("Dask: highly variable genes (one pass over the counts)")
+    with _step(seconds, "hvg"):
+        if hvg.batch_key is not None and hvg.batch_key not in ln.obs:
             from .._errors import MissingKeyError, choices
 
-            raise MissingKeyError(f"hvg_batch_key {hvg_batch_key!r} not in .obs; available: {choices(ln.obs.columns)}")
-        sc.pp.highly_variable_genes(ln, flavor=hvg_flavor, n_top_genes=n_top_genes, batch_key=hvg_batch_key, **kw)
-    hv = ln.var["highly_variable"].to_numpy()
+            raise MissingKeyError(f"hvg.batch_key {hvg.batch_key!r} not in .obs; available: {choices(ln.obs.columns)}")
+        sc.pp.highly_variable_genes(ln, flavor=hvg.flavor, n_top_genes=hvg.n_top_genes, batch_key=hvg.batch_key, **kw)
+    hv = ln.var["highly_variable"].to_numpy(dtype=bool)
     if hv.sum() < 2:
-        raise InputError(f"only {int(hv.sum())} highly variable gene(s) found; relax min_mean / min_disp or set n_top_genes")
+        raise InputError(f"{what}: only {int(hv.sum())} highly variable gene(s) found; relax min_mean / min_disp or "
+                         "set n_top_genes")
     logger.info("%d highly variable genes", int(hv.sum()))
-    hvg = ln.var[[c for c in ("means", "dispersions_norm", "highly_variable") if c in ln.var]].copy()
-    Xh = lognorm[:, np.flatnonzero(hv)]
-    cov = _covariates(filt.obs, regress_out)
-    n_eff = min(n_comps, filt.n_obs - 1, int(hv.sum()) - 1)
-    if n_eff < n_comps:
-        logger.warning("n_comps reduced from %d to %d (data is %d x %d)", n_comps, n_eff, filt.n_obs, int(hv.sum()))
+    table = ln.var[[c for c in ("means", "dispersions_norm", "highly_variable") if c in ln.var]].copy()
+    lognorm = ln.X
+    cov = _covariates(ln.obs, pca.regress_out)
+    n_eff = min(pca.n_comps, ln.n_obs - 1, int(hv.sum()) - 1)
+    if n_eff < pca.n_comps:
+        logger.warning("n_comps reduced from %d to %d (data is %d x %d)", pca.n_comps, n_eff, ln.n_obs, int(hv.sum()))
     with _step(seconds, "scale_pca"):
-        pca = pca_implicit(Xh, covariates=cov, n_comps=n_eff, max_value=max_value)
-    nnz_est = int(filt.X.shape[0]) * float(filt.var["n_cells_by_counts"].mean())  # upper bound after the filters
-    if nnz_est <= AUTO_NNZ:
-        keep_raw = np.ones(filt.n_vars, bool)  # small enough: .raw = every gene, as in memory
-    else:
-        keep_raw = hv | filt.var_names.isin(list(raw_genes or ()))
+        res = pca_implicit(lognorm[:, np.flatnonzero(hv)], covariates=cov, n_comps=n_eff, max_value=pca.max_value)
+    keep_raw = np.ones(ln.n_vars, bool) if raw_genes is None else hv | ln.var_names.isin(list(raw_genes))
     with _step(seconds, "scores_raw"):
-        scores, Xraw = compute_rows(pca["scores_lazy"], lognorm[:, np.flatnonzero(keep_raw)],
-                                    what="PCA scores and the log-normalized matrix for .raw (last pass over the counts)")
+        scores, Xraw = compute_rows(res["scores_lazy"], lognorm[:, np.flatnonzero(keep_raw)],
+                                    what=f"{what}: PCA scores and the log-normalized matrix for .raw (last pass)")
     Xraw = sparse.csr_matrix(Xraw)
-    raw = AnnData(X=Xraw, obs=filt.obs[[]], var=ln.var.loc[keep_raw].copy())
-    out = AnnData(X=Xraw[:, np.flatnonzero(hv[keep_raw])], obs=filt.obs.copy(), var=ln.var.loc[hv].copy())
+    raw = AnnData(X=Xraw, obs=ln.obs[[]], var=ln.var.loc[keep_raw].copy())
+    out = AnnData(X=Xraw[:, np.flatnonzero(hv[keep_raw])], obs=ln.obs.copy(), var=ln.var.loc[hv].copy())
     out.raw = raw
-    logger.info("prepare: .raw holds %s (%d genes)", "every gene" if keep_raw.all() else "the HVGs and the genes "
-                "the config names", int(keep_raw.sum()))
+    logger.info("%s: .raw holds %s (%d genes)", what, "every gene" if keep_raw.all() else "the HVGs and the genes "
+                "named", int(keep_raw.sum()))
     out.obsm["X_pca"] = scores
-    out.varm["PCs"] = pca["loadings"].astype(np.float32)
-    out.uns["pca"] = {"variance": pca["variance"], "variance_ratio": pca["variance_ratio"],
-                      "params": {"zero_center": True, "implicit_scale": True, "max_value": max_value,
-                                 "regress_out": list(regress_out)}}
+    out.varm["PCs"] = res["loadings"].astype(np.float32)
+    out.uns["pca"] = {"variance": res["variance"], "variance_ratio": res["variance_ratio"],
+                      "params": {"zero_center": True, "implicit_scale": True, "max_value": pca.max_value,
+                                 "regress_out": list(pca.regress_out)}}
     out.uns["log1p"] = {"base": None}
-    if "counts_store" in adata.uns:
-        kept = adata.var_names.isin(filt.var_names)
-        out.uns["counts_store"] = {**adata.uns["counts_store"], "genes_kept": kept, "target_sum": float(target_sum),
-                                   "raw_complete": bool(keep_raw.all())}
-    return out, table, hvg
+    out.uns["hvg_table"] = table
+    return out
 
 
 def _check_counts(X) -> None:

@@ -3,39 +3,41 @@
 from __future__ import annotations
 
 import functools
-
 import logging
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from pydantic import Field
+
 from .._checks import get_rep
-from .._errors import ConfigError, InputError
-from ._knn import BACKENDS, knn
+from .._errors import InputError
+from .._params import validated
+from .._types import Fraction, KnnBackend, KnnMetric, PositiveInt
+from ._knn import knn
 
 logger = logging.getLogger(__name__)
-
-Metric = Literal["euclidean", "cosine", "correlation", "manhattan"]
 
 # umap-learn constants (umap/umap_.py), reproduced so connectivities equal scanpy's without numba
 _SMOOTH_K_TOLERANCE = np.float32(1e-5)
 _MIN_K_DIST_SCALE = 1e-3
 
 
+@validated
 def neighbors(
     adata: AnnData,
     *,
     use_rep: str = "X_pca",
-    n_pcs: int | None = None,
-    n_neighbors: int = 15,
-    metric: Metric = "euclidean",
+    n_pcs: PositiveInt | None = None,
+    n_neighbors: Annotated[int, Field(ge=2)] = 15,
+    metric: KnnMetric = "euclidean",
     method: Literal["umap", "gauss"] = "umap",
-    backend: Literal["auto", "exact", "ivf", "flat", "hnsw"] = "auto",
-    min_recall: float = 0.995,
+    backend: KnnBackend = "auto",
+    min_recall: Fraction = 0.995,
     snn: bool = False,
-    prune: float = 1 / 15,
+    prune: Annotated[float, Field(ge=0, lt=1)] = 1 / 15,
     key_added: str = "neighbors",
     random_state: int = 0,
     copy: bool = False,
@@ -101,14 +103,6 @@ def neighbors(
       exact neighbours found, measured on ``recall_sample`` cells; 1.0 for exact), and for ivf
       ``nlist`` and ``nprobe``.
     """
-    if n_neighbors < 2:
-        raise ConfigError(f"n_neighbors must be >= 2 (the cell itself counts); got {n_neighbors}")
-    if not 0 <= prune < 1:
-        raise ConfigError(f"prune must be in [0, 1); got {prune}")
-    if backend not in ("auto", *BACKENDS):
-        raise ConfigError(f"backend {backend!r} is not one of 'auto', {', '.join(map(repr, BACKENDS))}")
-    if not 0 < min_recall <= 1:
-        raise ConfigError(f"min_recall must be in (0, 1]; got {min_recall}")
     adata = adata.copy() if copy else adata
     X = get_rep(adata, use_rep, n_pcs)
     n = X.shape[0]
@@ -130,10 +124,8 @@ def neighbors(
         conn = snn_graph(idx, prune=prune)
     elif method == "umap":
         conn = umap_connectivities(idx, dist, n_neighbors=n_neighbors)
-    elif method == "gauss":
-        conn = gauss_connectivities(idx, dist)
     else:
-        raise ConfigError(f"method {method!r} is not one of 'umap', 'gauss'")
+        conn = gauss_connectivities(idx, dist)
 
     conn_key, dist_key = (
         ("connectivities", "distances") if key_added == "neighbors" else (f"{key_added}_connectivities", f"{key_added}_distances")

@@ -12,20 +12,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from .._params import Params
+
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..config import WorkflowConfig
 
-__all__ = ["Makes", "Params", "Ref", "RunContext", "Stage"]
+__all__ = ["Makes", "Params", "Ref", "RunContext", "Stage", "moved_keys"]
 
 
-class Params(BaseModel):
-    """Base of every stage's parameters: unknown keys are errors, assignments are validated."""
+def moved_keys(moved: dict[str, str]) -> type[Params]:
+    """A :class:`Params` base that refuses keys of an older layout, naming their new place
+    (``prepare: key 'min_mean' has moved: write it as hvg.min_mean``)."""
+    from pydantic import model_validator
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    class Moved(Params):
+        @model_validator(mode="before")
+        @classmethod
+        def _moved(cls, data: Any) -> Any:
+            if isinstance(data, dict):
+                old = [k for k in data if k in moved]
+                if old:
+                    raise ValueError("; ".join(f"key {k!r} has moved: write it as {moved[k]}" for k in old))
+            return data
+
+    return Moved
 
 
 #: kinds of keys a stage reads. "obs": an .obs column (the input's or made earlier in the run);
@@ -80,7 +93,7 @@ class Stage:
         ``makes(params) -> Makes``: the keys an entry writes, from the same naming functions the
         tools use (so the pre-flight check cannot drift from the tools).
     computes_umap
-        The stage computes a UMAP (the runner then warms umap-learn up in a spare process); a
+        The stage computes a UMAP (the runner then warms umap-learn up in its background process); a
         callable ``computes_umap(params) -> bool`` when that depends on the parameters.
     rebuilds_data
         The stage replaces the AnnData with one it builds from raw counts (its embeddings are the
@@ -96,11 +109,11 @@ class Stage:
     lazy_input
         ``lazy_input(params, input_spec) -> str | None``: a reason when the stage reads the run's input
         out of core (the runner then reads it lazily: ``.X`` a Dask array, nothing loaded), else None.
-    waits_for_background
-        True (the safe default): the runner first waits for every embedding still being computed in
-        the background (:meth:`RunContext.defer`). False: the stage reads no ``.obsm`` key besides
-        those its ``rep`` / ``basis`` refs name (the runner waits for those only), or it waits
-        itself where it needs them (:meth:`RunContext.wait_background`).
+    obsm_reads
+        ``"any"`` (the safe default): before the stage runs, the runner resolves every key still
+        being computed in the background (:meth:`RunContext.promise`). ``"declared"``: the stage
+        reads no ``.obsm`` key besides those its ``rep`` / ``basis`` refs name (the runner resolves
+        those only) and those it resolves itself (:meth:`RunContext.resolve`).
     """
 
     name: str
@@ -115,7 +128,7 @@ class Stage:
     default: bool = False
     record: Callable[[Any, Any], dict] | None = None
     lazy_input: Callable[[Any, str], str | None] | None = None
-    waits_for_background: bool = True
+    obsm_reads: Literal["any", "declared"] = "any"
     description: str = ""
 
     def umap_needed(self, section: Any) -> bool:
@@ -148,32 +161,71 @@ class RunContext:
     stage: str = ""
     #: the name of the current entry of a named stage (``tnk`` of ``subcluster.tnk``)
     entry: str = ""
-    #: the run's background UMAP worker (or None: compute in this process)
-    umap_worker: Any = None
+    #: the run's background executor (:func:`scclust._background.background`), owned by the runner
+    executor: Any = None
     #: gene names the pre-flight check found absent (left out by every stage that takes genes)
     missing_genes: frozenset[str] = frozenset()
     #: every gene the config names (the out-of-core prepare keeps them in ``.raw``)
     named_genes: tuple[str, ...] = ()
-    #: embeddings still being computed in the background: ``{obsm key: (entry, PendingUmap)}``
-    pending: dict[str, tuple[str, Any]] = field(default_factory=dict)
-    #: manifest records of the background jobs joined so far
+    #: keys still being computed in the background: ``{obsm key: (entry, Job)}``
+    promised: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    #: manifest records of the background jobs resolved so far
     background: list[dict] = field(default_factory=list)
 
-    def defer(self, pending: Any) -> None:
-        """Register an embedding computed in the background (``pp.umap(..., wait=False)``); it is
-        written into the AnnData by :meth:`wait_background`, which the runner calls before a stage
-        that may read it, before a checkpoint and before the outputs are written."""
-        self.pending[pending.key] = (self.stage, pending)
+    def umap(self, adata, *, key_added: str, params: Any, random_state: int, wait: bool = True,
+             aliases: tuple[str, ...] = ()) -> None:
+        """The UMAP of ``adata``'s graph with the options of a :data:`scclust.pp.Umap` group, computed
+        in the run's background process: written into ``adata`` now (``wait``), or promised for
+        ``key_added`` (the runner writes it in before a later stage that reads it); ``aliases`` are
+        further ``.obsm`` keys given the same coordinates. A waiting call while that process is busy
+        with a promised layout is computed here (same coordinates)."""
+        from ..pp._umap import graph_only, umap_kwargs
 
-    def wait_background(self, adata, keys: Iterable[str] | None = None) -> None:
-        """Wait for the background embeddings ``keys`` (default: all) and write them into ``adata``."""
+        kwargs = umap_kwargs(adata, neighbors_key="neighbors", key_added=key_added, random_state=random_state,
+                             **params.model_dump())
+        if wait and self.executor.busy():
+            import logging
+
+            logging.getLogger(__name__).info("UMAP of %d cells computed in this process: the background process is "
+                                             "busy with another layout", adata.n_obs)
+            from ..pp._umap import umap_job, write_umap
+
+            write_umap(adata, *umap_job(graph_only(adata, "neighbors"), kwargs))
+            for alias in aliases:
+                adata.obsm[alias] = adata.obsm[key_added]
+            return
+        job = self.executor.submit("scclust.pp._umap:umap_job", graph_only(adata, "neighbors"), kwargs)
+        self.promise((key_added, *aliases), job, adata.obs_names)
+        if wait:
+            self.resolve(adata, [key_added])
+
+    def promise(self, keys: tuple[str, ...], job: Any, obs_names: Any) -> None:
+        """Register ``.obsm[keys]`` as computed in the background by ``job`` (for these cells): the
+        job's first key, and the others as copies of it."""
+        job.obs_names, job.keys = obs_names, keys
+        for key in keys:
+            self.promised[key] = (self.stage, job)
+
+    def resolve(self, adata, keys: Iterable[str] | None = None) -> None:
+        """Wait for the promised keys ``keys`` (default: all) and write them into ``adata``."""
         import logging
+        import time
 
-        for key in list(self.pending if keys is None else keys):
-            if key not in self.pending:
+        from ..pp._umap import write_umap
+
+        for key in list(self.promised if keys is None else keys):
+            if key not in self.promised:
                 continue
-            entry, job = self.pending.pop(key)
-            waited = job.join(adata)
+            entry, job = self.promised[key]
+            for k in job.keys:
+                self.promised.pop(k, None)
+            if not adata.obs_names.equals(job.obs_names):
+                raise ValueError(f"the background {key!r} was computed for other cells")
+            t0 = time.perf_counter()
+            write_umap(adata, *job.result())
+            for alias in job.keys[1:]:
+                adata.obsm[alias] = adata.obsm[job.keys[0]]
+            waited = time.perf_counter() - t0
             if waited > 1:
                 logging.getLogger(__name__).info("%s: waited %.1f s for the background %s", self.stage or "outputs",
                                                  waited, key)
@@ -230,4 +282,3 @@ class RunContext:
             self.files.append(rel)
         return path
 
-    _record = record  # older name

@@ -42,5 +42,5 @@ STAGE = Stage(
     name="compare", params=CompareParams, run=run,
     reads=(Ref("keys", "obs"), Ref("reference", "obs")),
     description="ARI / NMI between clusterings, contingency tables, clustering trees",
-    waits_for_background=False,
+    obsm_reads="declared",
 )

@@ -65,5 +65,5 @@ STAGE = Stage(
     name="composition", params=CompositionParams, run=run,
     reads=(Ref("groupby", "obs"), Ref("by", "obs", explicit_only=True)),
     description="cluster proportions per sample and condition",
-    waits_for_background=False,
+    obsm_reads="declared",
 )

@@ -112,5 +112,5 @@ STAGE = Stage(
     name="heatmap", params=HeatmapParams, run=run, repeat="list",
     reads=(Ref("groupby", "obs"), Ref("annotations", "obs")),
     description="clustered heatmaps with dendrograms and annotation bars",
-    waits_for_background=False,
+    obsm_reads="declared",
 )

@@ -31,5 +31,5 @@ STAGE = Stage(
     name="qc", params=QCParams, run=run,
     reads=(Ref("groupby", "obs"),),
     description="QC metrics per cluster: violins and outlier flags",
-    waits_for_background=False,
+    obsm_reads="declared",
 )

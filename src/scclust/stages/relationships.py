@@ -48,5 +48,5 @@ STAGE = Stage(
     name="relationships", params=RelationshipsParams, run=run,
     reads=(Ref("groupby", "obs"), Ref("use_rep", "rep"), Ref("genes", "genes")),
     description="cluster dendrogram, marker dot plot, mean expression per cluster",
-    waits_for_background=False,
+    obsm_reads="declared",
 )

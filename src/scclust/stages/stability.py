@@ -1,9 +1,8 @@
 """``stability``: which clusterings and clusters are stable under other seeds and subsamples
 (:func:`scclust.tl.stability`, :func:`scclust.pl.stability`).
 
-``StabilityParams`` mirrors :func:`scclust.tl.stability`'s keyword arguments (same names, same
-defaults; ``tests/tl/test_stability.py`` checks it with :func:`inspect.signature`), so the stage runs
-``tl.stability(adata, **p.model_dump())``. :func:`run_stability` takes the clusterings this run made
+``StabilityParams`` is generated from :func:`scclust.tl.stability`'s signature and docstring
+(plus the stage's ``series``), so the stage runs ``tl.stability(adata, **p.model_dump())``. :func:`run_stability` takes the clusterings this run made
 from ``ctx.clusterings`` when ``keys`` is not given, assesses subclusterings on their saved subset,
 and writes tables and figures. Nothing is applied to the labels unless ``medoid_labels`` says so.
 
@@ -24,46 +23,24 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from .._types import KeyList, NJobs
-from ._base import Params, Ref, Stage
+from .. import tl
+from .._params import params_model
+from .._types import KeyList
+from ._base import Ref, Stage
 
 logger = logging.getLogger(__name__)
 
-
-class StabilityParams(Params):
-    """Stability of the run's clusterings under other seeds and subsamples (:func:`scclust.tl.stability`)."""
-
-    series: KeyList | None = Field(None, description="with keys null: only these series of this run (their "
-                                   "key_added, e.g. leiden), whatever their resolutions / k; null: every series")
-    keys: KeyList | None = Field(None, description="clusterings to assess; null: every clustering this run made")
-    n_seeds: int = Field(20, ge=0, description="runs on all cells with other seeds")
-    subsample_fractions: list[float] = Field([0.8], description="fractions of cells for the subsample runs, each in (0, 1)")
-    subsample_sizes: list[int] = Field([], description="numbers of cells for more subsample runs")
-    n_subsamples: int = Field(5, ge=0, description="subsample runs per fraction / size")
-    min_ari: float = Field(0.9, ge=0, le=1, description="a key is stable when min(ARI between seed runs, ARI of subsamples with the labels) reaches this ...")
-    min_cluster_stability: float = Field(0.75, ge=0, le=1, description="... and its least stable cluster (best-match Jaccard) reaches this")
-    medoid_labels: Literal["off", "add", "replace"] = Field("off", description="write the medoid partition: as <key>_medoid, or in place of the labels")
-    n_jobs: NJobs = Field(-1, description="processes for the Leiden runs (-1: one per core); results do not depend on it")
-    random_state: int = 0
-    key_added: str = "stability"
-
-    @field_validator("subsample_fractions")
-    @classmethod
-    def _fractions(cls, v: list[float]) -> list[float]:
-        bad = [f for f in v if not 0 < f < 1]
-        if bad:
-            raise ValueError(f"subsample_fractions must be in (0, 1); got {bad}")
-        return v
-
+StabilityParams = params_model(tl.stability, name="StabilityParams", fields={
+    "series": (KeyList | None, Field(None, description="with keys null: only these series of this run (their "
+                                     "key_added, e.g. leiden), whatever their resolutions / k; null: every series")),
+})
 
 
 def run(adata, p: StabilityParams, ctx: Any) -> None:
     """The stage: assess, write tables and figures (see the module docstring)."""
     import anndata as ad
-
-    from .. import tl
 
     from .._io import write_h5ad
 

@@ -4,65 +4,54 @@ re-process them, cluster again, map the labels back (:func:`scclust.tl.transfer_
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from .. import tl
 from .._keys import leiden_keys
-from .._types import GeneList, KeyList, Resolutions
-from ._base import Makes, Params, Ref, Stage
+from .._params import params_model
+from .._types import GeneList
+from ._base import Makes, Ref, Stage, moved_keys
 
 logger = logging.getLogger(__name__)
 
-
-class SubclusterParams(Params):
-    """One named subclustering (:func:`scclust.tl.subcluster`); the name is the key in ``subcluster``.
-
-    ``markers: null`` means the default T/NK rule ``{T: [CD3E], NK: [GNLY, NKG7]}``.
-    """
-
-    groupby: str = "leiden_0.4"
-    select: Literal["markers", "clusters", "obs"] = "markers"
-    clusters: KeyList | None = None
-    markers: dict[str, list[str]] | None = None
-    min_score: float = Field(0.5, gt=0, le=1)
-    obs_query: str | None = None
-    min_cells: int = Field(50, ge=3)
-    batch_key: str | None = "sample"
-    min_cells_per_batch: int = Field(10, ge=1)
-    small_batches: Literal["error", "drop"] = "error"
-    hvg_flavor: Literal["seurat", "cell_ranger"] = "seurat"
-    min_mean: float = 0.0125
-    max_mean: float = 3.0
-    min_disp: float = 0.5
-    n_top_genes: int | None = Field(None, ge=2)
-    hvg_batch_key: str | None = None
-    regress_out: KeyList = ["total_counts", "pct_counts_mt"]
-    max_value: float | None = Field(10.0, gt=0)
-    n_comps: int = Field(50, ge=2)
-    svd_solver: str = "arpack"
-    n_neighbors: int = Field(10, ge=2)
-    n_pcs: int = Field(30, ge=1)
-    knn_backend: Literal["auto", "exact", "ivf", "flat", "hnsw"] = Field(
-        "auto", description="the subset's kNN graph, as prepare.knn_backend (auto: exact up to 50,000 cells)")
-    knn_min_recall: float = Field(0.995, gt=0, le=1, description="as prepare.knn_min_recall")
-    resolutions: Resolutions = [0.6]
-    leiden_flavor: Literal["leidenalg", "igraph"] = "leidenalg"
-    key_added: str = "tcells"
-    umap_min_dist: float = Field(0.5, ge=0)
-    umap_n_epochs: int | None = Field(None, ge=1, description="as prepare.umap_n_epochs (null: umap-learn's default)")
-    umap_init: Literal["auto", "spectral", "pca"] = Field("auto", description="as prepare.umap_init")
-    plot_genes: GeneList = ["CD3E", "CD4", "CD8A", "GNLY"]
-    plot_parent_key: str | None = Field(None, description="parent clustering in the overview figure; None = groupby")
-    random_state: int = 0
+#: keys of the flat layout and where they live now
+MOVED = {
+    "hvg_flavor": "hvg.flavor", "hvg_batch_key": "hvg.batch_key",
+    **{k: f"hvg.{k}" for k in ("min_mean", "max_mean", "min_disp", "n_top_genes")},
+    **{k: f"pca.{k}" for k in ("regress_out", "max_value", "n_comps", "svd_solver")},
+    "n_neighbors": "graph.n_neighbors", "n_pcs": "graph.n_pcs", "knn_backend": "graph.backend",
+    "knn_min_recall": "graph.min_recall", "resolutions": "leiden.resolutions", "leiden_flavor": "leiden.flavor",
+    "key_added": "leiden.key_added", "umap_min_dist": "umap.min_dist", "umap_n_epochs": "umap.n_epochs",
+    "umap_init": "umap.init", "markers": "select.markers", "clusters": "select.clusters",
+    "obs_query": "select.obs_query", "min_score": "select.min_score",
+}
 
 
+class _Base(moved_keys(MOVED)):
+    @model_validator(mode="before")
+    @classmethod
+    def _select_string(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("select"), str):
+            raise ValueError("select is a rule now: select: {markers: {T: [CD3E], NK: [GNLY, NKG7]}}, "
+                             "select: {clusters: [1, 3]} or select: {obs_query: \"cell_type == 'NK'\"}")
+        return data
 
-def run(adata, p: SubclusterParams, ctx) -> None:
+
+SubclusterParams = params_model(tl.subcluster, name="SubclusterParams", exclude=("name",), base=_Base, fields={
+    "plot_genes": (GeneList, Field(["CD3E", "CD4", "CD8A", "GNLY"], description="genes drawn on the subset's UMAP "
+                                   "(figures/subcluster_{name}_markers)")),
+    "plot_parent_key": (str | None, Field(None, description="parent clustering drawn beside the subclusters in the "
+                                          "overview figure; null: groupby")),
+})
+
+
+def run(adata, p, ctx) -> None:
     """One named subclustering (``ctx.entry``): subset h5ad, figures, tables; labels written back into the parent."""
     import contextlib
 
-    from .. import pl, tl
+    from .. import pl
     from .._dask import dask_client
     from .._io import write_h5ad
     from ..tl._subcluster import _from_store
@@ -71,8 +60,11 @@ def run(adata, p: SubclusterParams, ctx) -> None:
     with contextlib.ExitStack() as stack:
         if _from_store(adata):  # the subset's counts are read from the store on the Dask cluster
             stack.enter_context(dask_client(**ctx.cfg.dask.model_dump()))
-        sub, rep = tl.subcluster(adata, name=name, umap_worker=ctx.umap_worker,
-                                 **p.model_dump(exclude={"plot_genes", "plot_parent_key"}))
+        # the layout is computed in the run's background process (warm), not in tl.subcluster
+        sub, rep = tl.subcluster(adata, name=name, **p.model_dump(exclude={"plot_genes", "plot_parent_key", "umap"}),
+                                 umap=None)
+    if p.umap is not None:
+        ctx.umap(sub, key_added="X_umap", params=p.umap, random_state=p.random_state)
     keys = tl.transfer_subclusters(adata, subset=sub, name=name)
     ctx.add_clusterings(f"subcluster_{name}", keys)
     path = ctx.outdir / "subclusters" / f"{name}.h5ad"
@@ -80,7 +72,7 @@ def run(adata, p: SubclusterParams, ctx) -> None:
     ctx.record(path)
     for table, df in rep.tables().items():
         ctx.save_table(df, f"subcluster_{name}_{table}")
-    ctx.wait_background(adata)  # the overview draws the parent's embedding, maybe still being computed
+    ctx.resolve(adata)  # the overview draws the parent's embedding, which may still be computed in the background
     for key in keys:  # figure options are the figures' business, not the tool's
         fig = pl.subcluster_overview(sub, parent=adata, key=key, parent_key=p.plot_parent_key or p.groupby)
         ctx.save_figure(fig, f"subcluster_{name}_{key}")
@@ -89,15 +81,15 @@ def run(adata, p: SubclusterParams, ctx) -> None:
         ctx.save_figure(pl.subcluster_markers(sub, genes=genes), f"subcluster_{name}_markers")
 
 
-def _makes(params: SubclusterParams) -> Makes:
-    return Makes(obs=leiden_keys(params.key_added, params.resolutions))
+def _makes(p, name: str) -> Makes:
+    return Makes(obs=leiden_keys(p.leiden.key_added or name, p.leiden.resolutions))
 
 
 STAGE = Stage(
     name="subcluster", params=SubclusterParams, run=run, repeat="named",
-    reads=(Ref("groupby", "obs"), Ref("batch_key", "batch"), Ref("regress_out", "obs"),
-           Ref("plot_parent_key", "obs"), Ref("markers", "genes"), Ref("plot_genes", "genes")),
-    makes=_makes, computes_umap=True,
+    reads=(Ref("groupby", "obs"), Ref("batch_key", "batch", explicit_only=True), Ref("pca.regress_out", "obs"),
+           Ref("plot_parent_key", "obs"), Ref("select.markers", "genes"), Ref("plot_genes", "genes")),
+    makes=_makes, computes_umap=lambda p: p.umap is not None,
     description="select cells by rule, re-process, cluster again, map labels back",
-    waits_for_background=False,
+    obsm_reads="declared",
 )

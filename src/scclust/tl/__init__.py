@@ -10,7 +10,7 @@ from ._leiden import leiden
 from ._mixing import mixing_entropy
 from ._qc import qc_summary
 from ._stability import StabilityResult, stability
-from ._subcluster import SubclusterReport, subcluster, transfer_subclusters
+from ._subcluster import Selection, SubclusterReport, subcluster, transfer_subclusters
 
 __all__ = [
     "ClusteredHeatmap",
@@ -18,6 +18,7 @@ __all__ = [
     "Composition",
     "HeatmapInput",
     "StabilityResult",
+    "Selection",
     "SubclusterReport",
     "cluster_heatmap",
     "cluster_means",

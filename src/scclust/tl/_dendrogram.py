@@ -13,7 +13,8 @@ from scipy import sparse
 
 from .._checks import check_groupby, gene_source, get_rep, use_raw_for
 from .._errors import ConfigError, InputError, MissingKeyError, choices
-from .._types import GeneList, validated
+from .._types import GeneList
+from .._params import validated
 
 logger = logging.getLogger(__name__)
 

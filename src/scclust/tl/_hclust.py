@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import typing
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from anndata import AnnData
+from pydantic import Field
 
 from .._checks import get_rep
 from .._errors import ConfigError, InputError, choices
@@ -16,12 +17,13 @@ from .._keys import hclust_keys
 from .._types import (
     EUCLIDEAN_LINKAGES,
     ClusterCounts,
+    PositiveInt,
     HclustMetric,
     Heights,
     Linkage,
     check_linkage_metric,
-    validated,
 )
+from .._params import validated
 from ._kmeans import _check_ks
 from ._labels import store_labels
 
@@ -37,12 +39,19 @@ MATRIX_MAX_CELLS = 30_000
 Method = Linkage
 
 
-@validated
+def _check(args: dict) -> None:
+    """Cross-parameter rules (a call's arguments and a config section alike)."""
+    check_linkage_metric(args["method"], args["metric"], allow_non_euclidean=args["allow_non_euclidean"])
+    if not args["n_clusters"] and not args["heights"]:
+        raise ValueError("give at least one k in n_clusters or one value in heights")
+
+
+@validated(check=_check)
 def hclust(
     adata: AnnData,
     *,
     use_rep: str = "X_pca",
-    n_pcs: int | None = None,
+    n_pcs: PositiveInt | None = None,
     method: Linkage = "ward",
     metric: HclustMetric = "euclidean",
     n_clusters: ClusterCounts = (5, 10, 15),
@@ -50,8 +59,8 @@ def hclust(
     optimal_ordering: bool = False,
     backend: Literal["auto", "matrix", "vector", "micro"] = "auto",
     allow_non_euclidean: bool = False,
-    n_micro_clusters: int = 1000,
-    max_exact_seconds: float = 120.0,
+    n_micro_clusters: Annotated[int, Field(ge=2)] = 1000,
+    max_exact_seconds: Annotated[float, Field(gt=0)] = 120.0,
     random_state: int = 0,
     key_added: str = "hclust",
     copy: bool = False,
@@ -172,14 +181,6 @@ def hclust(
     """
     from scipy.cluster.hierarchy import fcluster, is_monotonic, leaves_list
 
-    try:
-        check_linkage_metric(method, metric, allow_non_euclidean=allow_non_euclidean)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    if isinstance(n_micro_clusters, bool) or not isinstance(n_micro_clusters, int | np.integer) or n_micro_clusters < 2:
-        raise ConfigError(f"n_micro_clusters must be an integer >= 2; got {n_micro_clusters!r}")
-    if not max_exact_seconds > 0:
-        raise ConfigError(f"max_exact_seconds must be > 0; got {max_exact_seconds!r}")
     vector_ok = method == "single" or (method in EUCLIDEAN_ONLY and metric == "euclidean")
     if backend == "vector" and not vector_ok:
         raise ConfigError(
@@ -189,8 +190,6 @@ def hclust(
         )
     ks = _check_ks(n_clusters, adata.n_obs, what="n_clusters")
     hs = _check_heights(heights)
-    if not ks and not hs:
-        raise ConfigError("give at least one k in n_clusters or one value in heights")
     if adata.n_obs < 2:
         raise InputError(f"hierarchical clustering needs at least 2 cells; got {adata.n_obs}")
     n = adata.n_obs

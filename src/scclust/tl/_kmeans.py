@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 from anndata import AnnData
 
 from .._checks import get_rep
 from .._errors import ConfigError, InputError
 from .._keys import kmeans_keys
-from .._types import ClusterCounts, validated
+from pydantic import Field
+
+from .._types import ClusterCounts, PositiveInt
+from .._params import validated
 from ._labels import store_labels
 
 logger = logging.getLogger(__name__)
@@ -21,11 +24,11 @@ logger = logging.getLogger(__name__)
 def kmeans(
     adata: AnnData,
     *,
-    n_clusters: ClusterCounts = (5, 10, 15),
+    n_clusters: Annotated[ClusterCounts, Field(min_length=1)] = (5, 10, 15),
     use_rep: str = "X_pca",
-    n_pcs: int | None = None,
-    n_init: int | Literal["auto"] = 10,
-    max_iter: int = 300,
+    n_pcs: PositiveInt | None = None,
+    n_init: PositiveInt | Literal["auto"] = 10,
+    max_iter: PositiveInt = 300,
     random_state: int = 0,
     key_added: str = "kmeans",
     copy: bool = False,
@@ -71,10 +74,6 @@ def kmeans(
     from sklearn.cluster import KMeans
 
     ks = _check_ks(n_clusters, adata.n_obs, what="n_clusters")
-    if not (n_init == "auto" or (isinstance(n_init, int) and not isinstance(n_init, bool) and n_init >= 1)):
-        raise ConfigError(f"n_init must be an integer >= 1 or 'auto'; got {n_init!r}")
-    if not (isinstance(max_iter, int) and max_iter >= 1):
-        raise ConfigError(f"max_iter must be an integer >= 1; got {max_iter!r}")
     X = get_rep(adata, use_rep, n_pcs)
     adata = adata.copy() if copy else adata
     summary = {}

@@ -13,7 +13,8 @@ from scipy import sparse
 
 from .._errors import ConfigError, MissingKeyError, choices
 from .._keys import leiden_keys
-from .._types import NJobs, Resolutions, validated
+from .._types import NJobs, Resolutions
+from .._params import validated
 from .._worker import available_cpus
 from ._labels import store_labels
 

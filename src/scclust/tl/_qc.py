@@ -11,7 +11,8 @@ from anndata import AnnData
 
 from .._checks import check_obs
 from .._errors import ConfigError, InputError, MissingKeyError, choices
-from .._types import KeyList, validated
+from .._types import KeyList
+from .._params import validated
 
 logger = logging.getLogger(__name__)
 

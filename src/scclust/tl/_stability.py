@@ -14,15 +14,17 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from pydantic import Field
 from scipy import sparse
 
 from .._errors import ConfigError, InputError, MissingKeyError, choices
-from .._types import KeyList, NJobs, validated
+from .._types import KeyList, NJobs
+from .._params import validated
 from .._worker import available_cpus
 
 logger = logging.getLogger(__name__)
@@ -88,17 +90,24 @@ class StabilityResult:
     params: dict = field(default_factory=dict)
 
 
-@validated
+def _check(args: dict) -> None:
+    """Cross-parameter rule (a call's arguments and a config section alike)."""
+    n_runs = args["n_seeds"] + args["n_subsamples"] * (len(args["subsample_fractions"]) + len(args["subsample_sizes"]))
+    if n_runs == 0:
+        raise ValueError("no runs: set n_seeds > 0, or n_subsamples > 0 with subsample_fractions or subsample_sizes")
+
+
+@validated(check=_check)
 def stability(
     adata: AnnData,
     *,
     keys: KeyList | None = None,
-    n_seeds: int = 20,
-    subsample_fractions: Sequence[float] = (0.8,),
-    subsample_sizes: Sequence[int] = (),
-    n_subsamples: int = 5,
-    min_ari: float = 0.9,
-    min_cluster_stability: float = 0.75,
+    n_seeds: Annotated[int, Field(ge=0)] = 20,
+    subsample_fractions: list[Annotated[float, Field(gt=0, lt=1)]] = (0.8,),
+    subsample_sizes: list[Annotated[int, Field(ge=10)]] = (),
+    n_subsamples: Annotated[int, Field(ge=0)] = 5,
+    min_ari: Annotated[float, Field(ge=0, le=1)] = 0.9,
+    min_cluster_stability: Annotated[float, Field(ge=0, le=1)] = 0.75,
     medoid_labels: Literal["off", "add", "replace"] = "off",
     n_jobs: NJobs = -1,
     random_state: int = 0,
@@ -175,9 +184,9 @@ def stability(
     """
     from ._compare import recorded_clusterings
 
-    _check_params(n_seeds, subsample_fractions, subsample_sizes, n_subsamples, min_ari, medoid_labels, n_jobs, adata.n_obs)
-    if not 0 <= min_cluster_stability <= 1:
-        raise ConfigError(f"min_cluster_stability must be in [0, 1]; got {min_cluster_stability}")
+    bad = [s for s in subsample_sizes if s >= adata.n_obs]
+    if bad:
+        raise InputError(f"subsample_sizes must be below the number of cells ({adata.n_obs}); got {bad}")
     if keys is None:
         keys = recorded_clusterings(adata)
         if not keys:
@@ -271,27 +280,6 @@ def stability(
 
 
 # ------------------------------------------------------------------------------------ planning
-def _check_params(n_seeds, fractions, sizes, n_subsamples, min_ari, medoid_labels, n_jobs, n_obs) -> None:
-    if not (isinstance(n_seeds, int) and n_seeds >= 0):
-        raise ConfigError(f"n_seeds must be an integer >= 0; got {n_seeds!r}")
-    if not (isinstance(n_subsamples, int) and n_subsamples >= 0):
-        raise ConfigError(f"n_subsamples must be an integer >= 0; got {n_subsamples!r}")
-    bad = [f for f in fractions if not 0 < float(f) < 1]
-    if bad:
-        raise ConfigError(f"subsample_fractions must be in (0, 1); got {bad}")
-    bad = [s for s in sizes if not (float(s).is_integer() and 10 <= s < n_obs)]
-    if bad:
-        raise ConfigError(f"subsample_sizes must be whole numbers in [10, {n_obs}) (the number of cells); got {bad}")
-    if n_seeds + n_subsamples * (len(fractions) + len(sizes)) == 0:
-        raise ConfigError("no runs: set n_seeds > 0, or n_subsamples > 0 with subsample_fractions or subsample_sizes")
-    if not 0 <= min_ari <= 1:
-        raise ConfigError(f"min_ari must be in [0, 1]; got {min_ari}")
-    if medoid_labels not in ("off", "add", "replace"):
-        raise ConfigError(f"medoid_labels {medoid_labels!r} is not one of 'off', 'add', 'replace'")
-    if n_jobs == 0 or n_jobs < -1:
-        raise ConfigError(f"n_jobs must be >= 1, or -1 for one process per core; got {n_jobs}")
-
-
 def _plan(adata: AnnData, key: str):
     """(group, method, group params, key info), or a sentence saying why the key cannot be re-run."""
     if key not in adata.obs.columns:

@@ -11,25 +11,25 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from pydantic import BeforeValidator, Field, model_validator
+
 from .._checks import check_obs
-from .._errors import ConfigError, InputError, MissingKeyError, ScclustWarning, choices
-from .._types import KeyList, Resolutions, validated
+from .._errors import ConfigError, InputError, MissingKeyError, choices, warn
+from .._params import Group, params_model, validated
+from .._types import GeneList, PositiveInt, as_list
+from ..pp._prepare import HVG, PCA, Graph, Umap, _embed, _reduce
+from ._leiden import leiden as tl_leiden
 
 logger = logging.getLogger(__name__)
-
-#: The default marker rule: T cells by CD3E, NK cells by GNLY and NKG7 (a cluster is selected when
-#: either set scores high, see :func:`subcluster`).
-TNK_MARKERS: dict[str, tuple[str, ...]] = {"T": ("CD3E",), "NK": ("GNLY", "NKG7")}
 
 #: Value written into the parent for cells outside the subset.
 NOT_IN_SUBSET = "not in subset"
@@ -77,79 +77,94 @@ class SubclusterReport:
         return out
 
 
-@validated
+class Selection(Group):
+    """Which cells a subclustering takes: exactly one of ``markers``, ``clusters`` or ``obs_query``."""
+
+    markers: dict[str, GeneList] | None = Field(
+        None, description="marker sets {name: [genes]}: a cluster of groupby is selected when its scaled mean "
+        "expression of any set reaches min_score (e.g. {T: [CD3E], NK: [GNLY, NKG7]})")
+    clusters: Annotated[list[str], BeforeValidator(lambda v: [str(c) for c in as_list(v)])] | None = Field(
+        None, description="cluster ids of groupby to take (e.g. [1, 3, 4])")
+    obs_query: str | None = Field(None, description="a condition on .obs columns (pandas eval), e.g. "
+                                  "\"cell_type in ['CD4 T', 'CD8 T']\"")
+    min_score: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.5, description="markers: scaled score (0-1, between the least and the most expressing cluster) a cluster "
+        "needs in at least one set")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Selection:
+        given = [k for k in ("markers", "clusters", "obs_query") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of markers, clusters or obs_query" + (f" (got {', '.join(given)})" if given else ""))
+        return self
+
+    @property
+    def by(self) -> str:
+        return "markers" if self.markers is not None else "clusters" if self.clusters is not None else "obs"
+
+
+#: the subset's graph: the lab's 10 neighbours on 30 dimensions
+SubclusterGraph = Graph.with_defaults("SubclusterGraph", n_neighbors=10, n_pcs=30)
+#: the subset's Leiden: leidenalg to convergence (``sc.tl.leiden``'s default); labels ``{key_added}_{r}``
+#: with ``key_added`` the subclustering's name unless given
+SubclusterLeiden = params_model(tl_leiden, name="SubclusterLeiden", base=Group,
+                                include=("resolutions", "flavor", "n_iterations", "key_added"))
+SubclusterLeiden = SubclusterLeiden.with_defaults("SubclusterLeiden", resolutions=[0.6], flavor="leidenalg",
+                                                  n_iterations=-1, key_added=None)
+
+
+def _check(args: dict) -> None:
+    if args["select"].by in ("markers", "clusters") and not args.get("groupby"):
+        raise ValueError(f"selecting by {args['select'].by} needs groupby, the parent clustering to select from")
+    if args["hvg"].flavor == "seurat_v3":
+        raise ValueError("hvg.flavor 'seurat_v3' needs counts, which .raw does not hold; use 'seurat' or 'cell_ranger'")
+    if args["min_cells"] < args["graph"].n_neighbors:
+        raise ValueError(f"min_cells ({args['min_cells']}) must be at least graph.n_neighbors ({args['graph'].n_neighbors})")
+
+
+@validated(check=_check)
 def subcluster(
     adata: AnnData,
     *,
-    name: str = "tnk",
-    groupby: str = "leiden_0.4",
-    select: Literal["markers", "clusters", "obs"] = "markers",
-    clusters: KeyList | None = None,
-    markers: Mapping[str, Sequence[str]] | None = None,
-    min_score: float = 0.5,
-    obs_query: str | None = None,
-    min_cells: int = 50,
+    name: str = "subset",
+    select: Selection,
+    groupby: str | None = None,
+    min_cells: Annotated[int, Field(ge=3)] = 50,
     batch_key: str | None = "sample",
-    min_cells_per_batch: int = 10,
+    min_cells_per_batch: PositiveInt = 10,
     small_batches: Literal["error", "drop"] = "error",
-    hvg_flavor: Literal["seurat", "cell_ranger"] = "seurat",
-    min_mean: float = 0.0125,
-    max_mean: float = 3.0,
-    min_disp: float = 0.5,
-    n_top_genes: int | None = None,
-    hvg_batch_key: str | None = None,
-    regress_out: KeyList = ("total_counts", "pct_counts_mt"),
-    max_value: float | None = 10.0,
-    n_comps: int = 50,
-    svd_solver: str = "arpack",
-    n_neighbors: int = 10,
-    n_pcs: int = 30,
-    knn_backend: Literal["auto", "exact", "ivf", "flat", "hnsw"] = "auto",
-    knn_min_recall: float = 0.995,
-    resolutions: Resolutions = (0.6,),
-    leiden_flavor: Literal["leidenalg", "igraph"] = "leidenalg",
-    key_added: str = "tcells",
-    umap_min_dist: float = 0.5,
-    umap_n_epochs: int | None = None,
-    umap_init: Literal["auto", "spectral", "pca"] = "auto",
+    hvg: HVG = HVG(),
+    pca: PCA = PCA(),
+    graph: SubclusterGraph = SubclusterGraph(),
+    leiden: SubclusterLeiden = SubclusterLeiden(),
+    umap: Umap | None = Umap(),
     random_state: int = 0,
-    umap_worker: Any = None,
 ) -> tuple[AnnData, SubclusterReport]:
     """Select cells, re-process them from ``.raw`` and cluster them again (the lab's step 9).
 
-    **Selection** (``select``):
+    **Selection** (``select``, exactly one rule):
 
-    - ``"markers"`` (default): a rule on the clusters of ``groupby``, no hard-coded ids. For each
-      marker set (``markers``, default :data:`TNK_MARKERS`: ``T: [CD3E]``, ``NK: [GNLY, NKG7]``) a
-      cluster's score is the mean over the set's genes of the cluster's mean log-expression in
-      ``.raw``; scores are min-max scaled across clusters
-      (``scaled = (score - min) / (max - min)``) and a cluster is selected when its scaled score
-      is at least ``min_score`` for any set (``0.5``: above half-way between the least and the most
-      expressing cluster, a half-maximum rule that ignores the background level and the depth
-      of the data). A set whose cluster scores span less than :data:`MIN_SCORE_RANGE` selects
-      nothing. Genes absent from ``.raw`` are skipped with a warning; a set with none of its genes
-      is an error.
-    - ``"clusters"``: the clusters of ``groupby`` listed in ``clusters`` (the lab: ``leiden_0.4``
-      ``["1", "3", "4"]``).
-    - ``"obs"``: the cells for which ``obs_query`` is true (:meth:`pandas.DataFrame.eval` on
-      ``.obs``, e.g. ``"cell_type in ['CD4 T', 'CD8 T']"``).
+    - ``markers``: a rule on the clusters of ``groupby``, no hard-coded ids. For each marker set
+      (``{T: [CD3E], NK: [GNLY, NKG7]}`` selects the lab's T/NK cells) a cluster's score is the
+      mean over the set's genes of the cluster's mean log-expression in ``.raw``; scores are min-max
+      scaled across clusters and a cluster is selected when its scaled score is at least
+      ``min_score`` for any set (``0.5``: above half-way between the least and the most expressing
+      cluster). A set whose cluster scores span less than :data:`MIN_SCORE_RANGE` selects nothing.
+      Genes absent from ``.raw`` are skipped with a warning; a set with none of its genes is an error.
+    - ``clusters``: the clusters of ``groupby`` listed (the lab: ``leiden_0.4`` ``["1", "3", "4"]``).
+    - ``obs_query``: the cells for which the condition on ``.obs`` is true
+      (:meth:`pandas.DataFrame.eval`, e.g. ``"cell_type in ['CD4 T', 'CD8 T']"``).
 
-    **Re-processing** of the subset (all genes, from ``.raw``; the subset's ``.raw`` is the full
-    subset): highly variable genes (``hvg_flavor``, ``min_mean``, ``max_mean``, ``min_disp``,
-    ``n_top_genes``, ``hvg_batch_key``; the lab's values by default), restriction to them,
-    ``regress_out`` (an empty list switches it off; constant covariates such as an all-zero
-    ``pct_counts_mt`` are dropped with a warning), ``scale(max_value)``, PCA (``n_comps``,
-    ``svd_solver``), Harmony on ``batch_key`` (harmonypy called directly; ``None`` skips it and uses
-    the PCA), the kNN graph (``n_neighbors``, first ``n_pcs`` dimensions), Leiden at each of
-    ``resolutions`` (``leiden_flavor="leidenalg"`` runs to convergence as ``sc.tl.leiden`` does;
-    ``"igraph"`` runs 2 iterations) and UMAP.
+    **Re-processing**: :func:`scclust.pp.reprocess` on the subset's log-normalized expression of
+    every gene (from ``.raw``; the subset's ``.raw`` is the full subset): HVGs, regress out
+    (constant covariates are dropped with a warning), scale, PCA, Harmony on ``batch_key``
+    (``None`` or one batch: skipped), the kNN graph; then Leiden at each resolution and the UMAP.
 
     **Out of core**: when the parent comes from the out-of-core ``prepare`` at a size where its
-    ``.raw`` holds only some genes (``.uns["counts_store"]["raw_complete"]`` false), the subset's
-    counts are read lazily from the counts store (only its cells' chunks), normalized per chunk,
-    and HVGs, regress out, scale and PCA run on Dask (:func:`scclust.pp._lazy.pca_implicit`, the
-    same numbers as in memory); the subset's ``.raw`` then holds its HVGs and the parent's
-    ``.raw`` genes. The caller provides the Dask cluster (the subcluster stage opens the run's).
+    ``.raw`` holds only some genes, the subset's counts are read lazily from the counts store (only
+    its cells' chunks) and re-processed on Dask (the same numbers as in memory); the subset's
+    ``.raw`` then holds its HVGs and the parent's ``.raw`` genes. The caller provides the Dask
+    cluster (the subcluster stage opens the run's).
 
     Parameters
     ----------
@@ -157,55 +172,36 @@ def subcluster(
         The parent: an integrated AnnData with ``.raw`` (log-normalized expression of all genes).
         It is not modified; see :func:`transfer_subclusters`.
     name
-        Name of this subclustering (prefix of the labels written back to the parent).
-    groupby
-        Parent clustering to select from (``select="markers"`` / ``"clusters"``); also the rows of
-        the contingency table.
+        Name of this subclustering (the prefix of the labels written back to the parent).
     select
-        Selection method, see above.
-    clusters
-        Cluster ids of ``groupby`` for ``select="clusters"``.
-    markers
-        Marker sets for ``select="markers"``: ``{set name: [genes]}``; ``None`` is :data:`TNK_MARKERS`.
-    min_score
-        Scaled score (0-1) a cluster needs in at least one marker set to be selected.
-    obs_query
-        Boolean expression on ``.obs`` columns for ``select="obs"``.
+        The selection rule: a :class:`Selection` or a mapping with one of ``markers``, ``clusters``,
+        ``obs_query`` (and ``min_score``).
+    groupby
+        Parent clustering to select from (``markers`` / ``clusters``); also the rows of the
+        contingency tables.
     min_cells
         Fewest cells the subset may have.
     batch_key
-        ``.obs`` column for Harmony and for the cells-per-sample table; ``None``: no Harmony.
+        ``.obs`` column for Harmony and the cells-per-sample table; ``None`` (or a column the parent
+        does not have, left at its default): no Harmony.
     min_cells_per_batch
         Fewest cells a batch needs for Harmony.
     small_batches
-        What to do with smaller batches: ``"error"`` or ``"drop"`` their cells (reported).
-    hvg_flavor, min_mean, max_mean, min_disp, n_top_genes
-        :func:`scclust.pp.highly_variable_genes` on the subset. (``seurat_v3`` is not offered:
-        ``.raw`` holds no counts.)
-    hvg_batch_key
-        Batch key for the HVG selection (``None``, the lab's choice, ignores batches).
-    regress_out
-        ``.obs`` keys to regress out before scaling.
-    max_value
-        Clip scaled values at this value (``None``: no clipping).
-    n_comps, svd_solver
-        PCA.
-    n_neighbors, n_pcs
-        kNN graph on the Harmony (or PCA) embedding.
-    knn_backend, knn_min_recall
-        :func:`scclust.pp.neighbors`'s ``backend`` and ``min_recall`` (``auto``: exact up to 50,000 cells).
-    resolutions
-        Leiden resolutions; one clustering each.
-    leiden_flavor
-        Leiden implementation, see above.
-    key_added
-        Prefix of the subclustering keys: ``f"{key_added}_{resolution}"`` (``tcells_0.6``).
-    umap_min_dist, umap_n_epochs, umap_init
-        UMAP ``min_dist``, layout epochs (None: umap-learn's default) and start (:func:`scclust.pp.umap`).
+        What to do with smaller batches: ``"error"``, or ``"drop"`` their cells (reported).
+    hvg
+        The subset's highly variable genes: :func:`scclust.pp.highly_variable_genes`'s options
+        (``seurat_v3`` is not offered: ``.raw`` holds no counts).
+    pca
+        Regress out, scale, PCA: :func:`scclust.pp.scale_pca`'s options.
+    graph
+        The subset's kNN graph: :func:`scclust.pp.neighbors`'s options.
+    leiden
+        Leiden on the subset's graph: :func:`scclust.tl.leiden`'s options; the labels are
+        ``f"{key_added}_{resolution}"`` with ``key_added`` the subclustering's ``name`` unless given.
+    umap
+        The subset's UMAP (``.obsm["X_umap"]``): :func:`scclust.pp.umap`'s options; ``None``: none.
     random_state
         Seed of PCA, Harmony, the graph, Leiden and UMAP.
-    umap_worker
-        A warmed-up UMAP process from :func:`scclust.pp.background_umap` (``None``: in this process).
 
     Returns
     -------
@@ -214,7 +210,7 @@ def subcluster(
     columns, and
 
     - ``.var["highly_variable"]`` etc. (in ``.raw.var``), ``.obsm["X_pca"]``,
-      ``.obsm["X_pca_harmony"]`` (when ``batch_key``), ``.obsm["X_umap"]``;
+      ``.obsm["X_pca_harmony"]`` (when Harmony ran), ``.obsm["X_umap"]``;
     - ``.obsp["connectivities"]``, ``.obsp["distances"]``, ``.uns["neighbors"]``;
     - ``.obs[f"{key_added}_{r}"]`` for each resolution ``r`` and ``.uns[key_added]`` (Leiden summary);
     - ``.uns["subcluster"]``: ``name``, ``groupby``, ``select``, ``selected``, ``keys``,
@@ -223,49 +219,62 @@ def subcluster(
     The :class:`SubclusterReport` holds the selection scores, HVG overlap (counts and genes), cells
     per sample and the contingency tables.
     """
-    params = {k: v for k, v in locals().items() if k not in ("adata", "umap_worker")}  # recorded as given
-    _check_params(select=select, min_cells=min_cells, n_neighbors=n_neighbors, min_score=min_score,
-                  small_batches=small_batches, hvg_flavor=hvg_flavor, leiden_flavor=leiden_flavor,
-                  resolutions=resolutions)
+    from .. import pp
+    from .._keys import leiden_keys
+
+    params = {"name": name, "select": select.model_dump(), "groupby": groupby, "min_cells": min_cells,
+              "batch_key": batch_key, "min_cells_per_batch": min_cells_per_batch, "small_batches": small_batches,
+              "hvg": hvg.model_dump(), "pca": pca.model_dump(), "graph": graph.model_dump(),
+              "leiden": leiden.model_dump(), "umap": umap.model_dump() if umap is not None else None,
+              "random_state": random_state}
     if adata.raw is None and not _from_store(adata):
         raise InputError(
             "subcluster needs .raw (log-normalized expression of all genes) to re-process the subset; "
             "set adata.raw = adata right after normalize + log1p (scclust.pp.prepare does)"
         )
-    if batch_key is not None:
-        check_obs(adata, batch_key, what="batch_key")
-    for key in regress_out:
-        check_obs(adata, key, what="regress_out key")
-    if hvg_batch_key is not None:
-        check_obs(adata, hvg_batch_key, what="hvg_batch_key")
+    for key in pca.regress_out:
+        check_obs(adata, key, what="pca.regress_out key")
+    if hvg.batch_key is not None:
+        check_obs(adata, hvg.batch_key, what="hvg.batch_key")
+    if batch_key is not None and batch_key not in adata.obs:
+        logger.info("subcluster %r: batch_key %r is not a column of the data: one batch, Harmony skipped", name, batch_key)
+        batch_key = None
 
     sub, table, selected, dropped = _select_subset(
-        adata, name=name, groupby=groupby, select=select, clusters=clusters, markers=markers, min_score=min_score,
-        obs_query=obs_query, min_cells=min_cells, batch_key=batch_key, min_cells_per_batch=min_cells_per_batch,
-        small_batches=small_batches,
+        adata, name=name, groupby=groupby, select=select, min_cells=min_cells, batch_key=batch_key,
+        min_cells_per_batch=min_cells_per_batch, small_batches=small_batches,
     )
-    sub, hvg_overlap, hvg_genes, regressed, keys = _reprocess(
-        adata, sub, name=name, batch_key=batch_key, min_cells_per_batch=min_cells_per_batch, hvg_flavor=hvg_flavor,
-        min_mean=min_mean, max_mean=max_mean, min_disp=min_disp, n_top_genes=n_top_genes, hvg_batch_key=hvg_batch_key,
-        regress_out=regress_out, max_value=max_value, n_comps=n_comps, svd_solver=svd_solver, n_neighbors=n_neighbors,
-        n_pcs=n_pcs, knn_backend=knn_backend, knn_min_recall=knn_min_recall, resolutions=resolutions,
-        leiden_flavor=leiden_flavor, key_added=key_added, umap_min_dist=umap_min_dist, umap_n_epochs=umap_n_epochs,
-        umap_init=umap_init, random_state=random_state, umap_worker=umap_worker,
-    )
+    key_added = leiden.key_added or name
+    # ---- HVGs, scale, PCA, Harmony, graph (the chain prepare runs), then Leiden and UMAP
+    regressed = _regressable(sub, name, pca.regress_out)
+    if pp.is_lazy(sub):
+        sub = _lognorm_lazy(adata, sub, name)
+    raw_genes = list(adata.raw.var_names) if pp.is_lazy(sub) and adata.raw is not None else None
+    out = _reduce(sub, hvg=hvg, pca=pca.model_copy(update={"regress_out": regressed}), random_state=random_state,
+                  raw_genes=raw_genes, seconds=None, what=f"subcluster {name!r}")
+    hvg_overlap, hvg_genes = _hvg_overlap(adata, out.raw)
+    out.uns.pop("hvg_table", None)
+    if "counts_store" in adata.uns and pp.is_lazy(sub):
+        out.uns["counts_store"] = dict(adata.uns["counts_store"])
+    _embed(out, batch_key=batch_key, min_cells_per_batch=min_cells_per_batch, graph=graph, random_state=random_state,
+           seconds=None, what=f"subcluster {name!r}")
+    sub = out
+    tl_leiden(sub, resolutions=leiden.resolutions, key_added=key_added, flavor=leiden.flavor,
+              n_iterations=leiden.n_iterations, random_state=random_state)
+    keys = leiden_keys(key_added, leiden.resolutions)
+    if umap is not None:
+        pp.umap(sub, key_added="X_umap", **umap.model_dump(), random_state=random_state)
 
     # ---- report
     sample_key = batch_key if batch_key is not None else ("sample" if "sample" in adata.obs else None)
     cells_per_sample = _cells_per_sample(adata, sub, sample_key)
     contingency = {}
-    if groupby in sub.obs:
+    if groupby is not None and groupby in sub.obs:
         for key in keys:
             contingency[key] = pd.crosstab(sub.obs[groupby], sub.obs[key]).rename_axis(index=groupby, columns=key)
     n_hvg = hvg_overlap.set_index("set")["n_genes"]
-    params = {k: (list(v) if isinstance(v, tuple) else {m: list(g) for m, g in v.items()} if isinstance(v, Mapping) else v)
-              for k, v in params.items()}
-    params["markers"] = params["markers"] or {k: list(v) for k, v in TNK_MARKERS.items()}
     sub.uns["subcluster"] = {
-        "name": name, "groupby": groupby, "select": select, "selected": list(selected), "keys": keys,
+        "name": name, "groupby": groupby or "", "select": select.by, "selected": list(selected), "keys": keys,
         "batch_key": batch_key or "", "regressed": regressed,
         "n_hvg_parent": int(n_hvg["parent"]), "n_hvg_subset": int(n_hvg["subset"]), "n_hvg_both": int(n_hvg["both"]),
         "params_json": json.dumps(params),
@@ -282,16 +291,16 @@ def subcluster(
     return sub, report
 
 
-def _select_subset(adata: AnnData, *, name, groupby, select, clusters, markers, min_score, obs_query, min_cells,
-                   batch_key, min_cells_per_batch, small_batches) -> tuple[AnnData, pd.DataFrame, list[str], dict[str, int]]:
+def _select_subset(adata: AnnData, *, name, groupby, select: Selection, min_cells, batch_key, min_cells_per_batch,
+                   small_batches) -> tuple[AnnData, pd.DataFrame, list[str], dict[str, int]]:
     """The selected cells with all genes from ``.raw`` (small batches dropped when asked)."""
     # ---- selection
-    if select == "markers":
-        mask, table, selected = _select_by_markers(adata, groupby, TNK_MARKERS if markers is None else markers, min_score)
-    elif select == "clusters":
-        mask, table, selected = _select_by_clusters(adata, groupby, clusters)
+    if select.by == "markers":
+        mask, table, selected = _select_by_markers(adata, groupby, select.markers, select.min_score)
+    elif select.by == "clusters":
+        mask, table, selected = _select_by_clusters(adata, groupby, select.clusters)
     else:
-        mask, table, selected = _select_by_query(adata, groupby, obs_query)
+        mask, table, selected = _select_by_query(adata, groupby, select.obs_query)
     n_sel = int(mask.sum())
     logger.info("subcluster %r: %d cells selected%s", name, n_sel, f" (clusters {', '.join(selected)} of {groupby})" if selected else "")
     if n_sel < min_cells:
@@ -349,53 +358,6 @@ def _select_subset(adata: AnnData, *, name, groupby, select, clusters, markers, 
     return sub, table, list(selected), dropped
 
 
-def _reprocess(adata: AnnData, sub: AnnData, *, name, batch_key, min_cells_per_batch, hvg_flavor, min_mean, max_mean,
-               min_disp, n_top_genes, hvg_batch_key, regress_out, max_value, n_comps, svd_solver, n_neighbors, n_pcs,
-               knn_backend, knn_min_recall, resolutions, leiden_flavor, key_added, umap_min_dist, umap_n_epochs,
-               umap_init, random_state, umap_worker):
-    """The lab's chain on the subset, in place of ``sub``'s contents: HVGs, regress out, scale, PCA,
-    Harmony, neighbours, Leiden, UMAP. Returns the re-processed subset, the HVG overlap tables, the keys regressed and the labels' keys."""
-    from .. import pp
-    from .._keys import leiden_keys
-    from ._leiden import leiden
-
-    if pp.is_lazy(sub):
-        sub, hvg_overlap, hvg_genes, regressed = _hvg_pca_lazy(
-            adata, sub, name=name, hvg_flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean, min_disp=min_disp,
-            n_top_genes=n_top_genes, hvg_batch_key=hvg_batch_key, regress_out=regress_out, max_value=max_value,
-            n_comps=n_comps)
-    else:
-        # ---- HVGs and their overlap with the parent's
-        pp.highly_variable_genes(
-            sub, flavor=hvg_flavor, min_mean=min_mean, max_mean=max_mean, min_disp=min_disp,
-            n_top_genes=n_top_genes, batch_key=hvg_batch_key,
-        )
-        sub.raw = sub
-        hvg_overlap, hvg_genes = _hvg_overlap(adata, sub)
-
-        # ---- regress out (constant covariates dropped), scale, PCA
-        regressed = _regressable(sub, name, regress_out)
-        sub = pp.scale_pca(sub, regress_out=regressed, max_value=max_value, n_comps=n_comps, svd_solver=svd_solver, random_state=random_state)
-
-    # ---- Harmony, graph, Leiden, UMAP
-    rep = "X_pca"
-    if batch_key is not None:
-        pp.harmony(sub, batch_key=batch_key, min_cells_per_batch=min_cells_per_batch, random_state=random_state)
-        rep = "X_pca_harmony"
-    dims = sub.obsm[rep].shape[1]
-    if n_pcs > dims:
-        logger.warning("subcluster %r: n_pcs reduced from %d to %d (dimensions of %s)", name, n_pcs, dims, rep)
-    pp.neighbors(sub, use_rep=rep, n_pcs=min(n_pcs, dims), n_neighbors=n_neighbors, backend=knn_backend,
-                 min_recall=knn_min_recall, random_state=random_state)
-    leiden(sub, resolutions=resolutions, key_added=key_added, flavor=leiden_flavor,
-           n_iterations=-1 if leiden_flavor == "leidenalg" else 2, random_state=random_state)
-    keys = leiden_keys(key_added, resolutions)
-    pp.umap(sub, key_added="X_umap", min_dist=umap_min_dist, random_state=random_state, n_epochs=umap_n_epochs,
-            init=umap_init, worker=umap_worker)
-
-    return sub, hvg_overlap, hvg_genes, regressed, keys
-
-
 def _from_store(adata: AnnData) -> bool:
     """The subset's counts come from the counts store (out-of-core prepare whose ``.raw`` holds only some genes)."""
     info = adata.uns.get("counts_store")
@@ -420,48 +382,21 @@ def _regressable(sub: AnnData, name: str, regress_out) -> list[str]:
     return regressed
 
 
-def _hvg_pca_lazy(adata: AnnData, sub: AnnData, *, name, hvg_flavor, min_mean, max_mean, min_disp, n_top_genes,
-                  hvg_batch_key, regress_out, max_value, n_comps):
-    """Out of core (``sub.X`` = the subset's counts, a Dask array): normalize + log1p per chunk, HVGs
-    (scanpy on Dask), then regress out + scale + PCA implicitly (:func:`scclust.pp._lazy.pca_implicit`).
-    Returns the HVG AnnData (``.raw``: the HVGs and the parent's ``.raw`` genes), the HVG overlap
-    tables and the keys regressed."""
-    import scanpy as sc
-
-    from .._dask import compute_rows, persist
-    from ..pp._lazy import _covariates, _lognorm_block, pca_implicit
+def _lognorm_lazy(adata: AnnData, sub: AnnData, name: str) -> AnnData:
+    """Out of core (``sub.X`` = the subset's counts, a Dask array): the counts held in the Dask
+    workers' memory for the passes that follow, normalize + log1p per chunk (lazy)."""
+    from .._dask import persist
+    from ..pp._lazy import _lognorm_block
 
     info = adata.uns["counts_store"]
     target_sum = float(info.get("target_sum", 1e4))
-    # the passes below (HVGs, moments, cross-products, scores) read the subset's counts once, from
-    # the store, then from the workers' memory: ~8 bytes per non-zero (3.1 GB for 400,000 cells of 1M)
+    # the passes (HVGs, moments, cross-products, scores) read the subset's counts once, from the
+    # store, then from the workers' memory: ~8 bytes per non-zero (3.1 GB for 400,000 cells of 1M)
     nbytes = 8.0 * info.get("nnz", 0) * sub.n_obs / max(int(info.get("n_obs", 0)), 1)
     X = persist(sub.X, nbytes=nbytes, what=f"subcluster {name!r}: the counts of its {sub.n_obs:,} cells")
-    lognorm = X.map_blocks(_lognorm_block, target_sum, dtype=np.float32)
-    ln = AnnData(X=lognorm, obs=sub.obs, var=sub.var.copy())
+    ln = AnnData(X=X.map_blocks(_lognorm_block, target_sum, dtype=np.float32), obs=sub.obs, var=sub.var.copy())
     ln.uns["log1p"] = {"base": None}
-    kw = {"min_mean": min_mean, "max_mean": max_mean, "min_disp": min_disp} if n_top_genes is None else {}
-    sc.pp.highly_variable_genes(ln, flavor=hvg_flavor, n_top_genes=n_top_genes, batch_key=hvg_batch_key, **kw)
-    hv = ln.var["highly_variable"].to_numpy(dtype=bool)
-    if hv.sum() < 2:
-        raise InputError(f"subcluster {name!r}: only {int(hv.sum())} highly variable gene(s); relax min_mean / min_disp "
-                         "or set n_top_genes")
-    hvg_overlap, hvg_genes = _hvg_overlap(adata, ln)
-    regressed = _regressable(sub, name, regress_out)
-    n_eff = min(n_comps, sub.n_obs - 1, int(hv.sum()) - 1)
-    pca = pca_implicit(lognorm[:, np.flatnonzero(hv)], covariates=_covariates(sub.obs, regressed), n_comps=n_eff,
-                       max_value=max_value)
-    keep_raw = hv | ln.var_names.isin(adata.raw.var_names if adata.raw is not None else [])
-    scores, Xraw = compute_rows(pca["scores_lazy"], lognorm[:, np.flatnonzero(keep_raw)],
-                                what=f"subcluster {name!r}: PCA scores and the log-normalized HVGs")
-    Xraw = sparse.csr_matrix(Xraw)
-    out = AnnData(X=Xraw[:, np.flatnonzero(hv[keep_raw])], obs=sub.obs.copy(), var=ln.var.loc[hv].copy())
-    out.raw = AnnData(X=Xraw, obs=sub.obs[[]], var=ln.var.loc[keep_raw].copy())
-    out.obsm["X_pca"] = scores
-    out.varm["PCs"] = pca["loadings"].astype(np.float32)
-    out.uns["pca"] = {"variance": pca["variance"], "variance_ratio": pca["variance_ratio"]}
-    out.uns["counts_store"] = dict(adata.uns["counts_store"])
-    return out, hvg_overlap, hvg_genes, regressed
+    return ln
 
 
 def transfer_subclusters(adata: AnnData, *, subset: AnnData, name: str | None = None, keys: Sequence[str] | None = None) -> list[str]:
@@ -519,25 +454,6 @@ def transfer_subclusters(adata: AnnData, *, subset: AnnData, name: str | None = 
 
 
 # --------------------------------------------------------------------------------------- helpers
-def _check_params(*, select, min_cells, n_neighbors, min_score, small_batches, hvg_flavor, leiden_flavor, resolutions) -> None:
-    if select not in ("markers", "clusters", "obs"):
-        raise ConfigError(f"select {select!r} is not one of 'markers', 'clusters', 'obs'")
-    if small_batches not in ("error", "drop"):
-        raise ConfigError(f"small_batches {small_batches!r} is not one of 'error', 'drop'")
-    if hvg_flavor not in ("seurat", "cell_ranger"):
-        raise ConfigError(
-            f"hvg_flavor {hvg_flavor!r} is not one of 'seurat', 'cell_ranger' (seurat_v3 needs counts, which .raw does not hold)"
-        )
-    if leiden_flavor not in ("leidenalg", "igraph"):
-        raise ConfigError(f"leiden_flavor {leiden_flavor!r} is not one of 'leidenalg', 'igraph'")
-    if not 0 < min_score <= 1:
-        raise ConfigError(f"min_score must be in (0, 1]; got {min_score}")
-    if min_cells < n_neighbors:
-        raise ConfigError(f"min_cells ({min_cells}) must be at least n_neighbors ({n_neighbors})")
-    if not list(resolutions):
-        raise ConfigError("resolutions must list at least one value")
-
-
 def _groups(adata: AnnData, groupby: str) -> pd.Series:
     labels = check_obs(adata, groupby, what="groupby")
     if not isinstance(labels.dtype, pd.CategoricalDtype):
@@ -590,7 +506,7 @@ def _select_by_markers(
 ) -> tuple[np.ndarray, pd.DataFrame, list[str]]:
     labels = _groups(adata, groupby)
     if not markers:
-        raise ConfigError("markers must give at least one marker set, e.g. {T: [CD3E], NK: [GNLY, NKG7]}")
+        raise ConfigError("select.markers must give at least one marker set, e.g. {T: [CD3E], NK: [GNLY, NKG7]}")
     raw_names = adata.raw.var_names
     sets: dict[str, list[str]] = {}
     for set_name, genes in markers.items():
@@ -602,8 +518,7 @@ def _select_by_markers(
                 f"marker set {set_name!r}: none of {genes} is in .raw; give other markers or use select='clusters'"
             )
         if absent:
-            warnings.warn(f"marker set {set_name!r}: {', '.join(absent)} not in .raw; scoring with {', '.join(present)}",
-                          ScclustWarning, stacklevel=3)
+            warn(f"marker set {set_name!r}: {', '.join(absent)} not in .raw; scoring with {', '.join(present)}")
         sets[str(set_name)] = present
     genes = list(dict.fromkeys(g for gs in sets.values() for g in gs))
     X = adata.raw[:, genes].X

@@ -110,7 +110,7 @@ def test_missing_key_lists_input_and_planned_keys_apart(pbmc):
     with pytest.raises(MissingKeyError) as e:
         scc.workflow.preflight(pbmc, cfg)
     msg = str(e.value)
-    assert "qc.groupby 'leiden_9' not in .obs (in the input: " in msg
+    assert "qc.groupby 'leiden_9' not in .obs: did you mean 'leiden_1.0'? (in the input: " in msg
     assert "; made by this run: 'leiden_1.0')" in msg
 
 

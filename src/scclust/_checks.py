@@ -25,7 +25,7 @@ def get_rep(adata: AnnData, use_rep: str, n_pcs: int | None = None) -> np.ndarra
     else:
         if use_rep not in adata.obsm:
             raise MissingKeyError(
-                f"use_rep {use_rep!r} not in .obsm; available: {choices(adata.obsm.keys())} (or 'X')"
+                f"use_rep {use_rep!r} not in .obsm; available: {choices(adata.obsm.keys())}, or X (the expression matrix)"
             )
         X = adata.obsm[use_rep]
         X = X.to_numpy() if isinstance(X, pd.DataFrame) else np.asarray(X)

@@ -70,14 +70,16 @@ def _fold(name: str) -> str:
     return re.sub(r"[-._]", "", name).casefold()
 
 
-def near_matches(names: Iterable[str], universe: Iterable[str], *, cutoff: float = GENE_CUTOFF) -> dict[str, str]:
+def near_matches(names: Iterable[str], universe: Iterable[str], *, cutoff: float = GENE_CUTOFF,
+                 same_numbers: bool = True) -> dict[str, str]:
     """The closest name in ``universe`` for each of ``names`` that has one.
 
     A name that differs only in case or in ``-`` / ``.`` / ``_`` (``Cd3e`` -> ``CD3E``) is matched
     first; otherwise the best :func:`difflib.get_close_matches` candidate of similar length at
     ``cutoff`` or above with the same numbers (``CD8`` -> ``CD8A``, but not ``CD4`` for ``CD14``:
     numbers tell members of a gene family apart). Names in ``universe`` already, and names with no
-    candidate, are left out.
+    candidate, are left out. For keys (``.obs`` columns, embeddings) rather than genes, pass
+    ``cutoff=0.6, same_numbers=False`` (difflib's default; ``leiden_0.6`` for ``leiden_0.4``).
 
     Returns
     -------
@@ -101,9 +103,11 @@ def near_matches(names: Iterable[str], universe: Iterable[str], *, cutoff: float
         if not by_length:
             for u in pool:
                 by_length.setdefault(len(u), []).append(u)
-        # difflib over 30,000 genes takes ~0.1 s a name: candidates within 2 letters of the length only
+        # difflib over 30,000 genes takes ~0.1 s a name: in a large universe, candidates within 2
+        # letters of the length only
         digits = re.findall(r"\d+", name)
-        cands = [u for d in range(-2, 3) for u in by_length.get(len(name) + d, ()) if re.findall(r"\d+", u) == digits]
+        near = [u for d in range(-2, 3) for u in by_length.get(len(name) + d, ())] if len(pool) > 1000 else pool
+        cands = [u for u in near if not same_numbers or re.findall(r"\d+", u) == digits]
         close = difflib.get_close_matches(name, cands, n=1, cutoff=cutoff)
         if close:
             out[name] = close[0]

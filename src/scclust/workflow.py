@@ -29,7 +29,7 @@ from typing import Any, Self
 import pandas as pd
 from anndata import AnnData
 
-from ._errors import ConfigError, InputError, MissingKeyError, OutputError, choices, did_you_mean
+from ._errors import ConfigError, InputError, MissingKeyError, OutputError, choices, did_you_mean, near_matches
 from ._io import output_errors, package_versions, read_input, write_h5ad, write_text
 from .config import WorkflowConfig
 from .stages import REGISTRY, Makes, RunContext
@@ -142,11 +142,7 @@ class _Found:
 
 def _near_key(key: str, keys: list[str]) -> str | None:
     """``Sample`` -> ``sample`` (case) first, else the closest spelling (difflib)."""
-    folded = {k.casefold(): k for k in keys}
-    if key.casefold() in folded:
-        return folded[key.casefold()]
-    close = difflib.get_close_matches(key, keys, n=1)
-    return close[0] if close else None
+    return near_matches([key], keys, cutoff=0.6, same_numbers=False).get(key)
 
 
 def _find_problems(adata: AnnData, cfg: WorkflowConfig, stages: list[str]) -> _Found:

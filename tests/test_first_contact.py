@@ -62,6 +62,17 @@ def test_kang_config_fits_the_kang_data(kang_path, capsys):
         capsys.readouterr().err
 
 
+@pytest.mark.shared
+def test_kang_config_reads_its_registered_input(kang_path, monkeypatch, capsys):
+    """prepare_kang.yaml names a registered dataset (data:NAME), found through SCCLUST_DATA and verified."""
+    config = ROOT / "configs" / "prepare_kang.yaml"
+    spec = yaml.safe_load(config.read_text())["input"]
+    assert spec == "data:kang_pbmc_stim_2000"
+    monkeypatch.setenv("SCCLUST_DATA", str(kang_path.parent))
+    assert main(["validate", str(config), "--input", spec]) == 0, capsys.readouterr().err
+    assert "fits data:kang_pbmc_stim_2000" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_demo_runs_on_pbmc68k_with_missing_genes(tmp_path, capsys):
     """The README's Snakemake case: pbmc68k lacks CD14 / MS4A7 / FCGR1A; they are left out with one

@@ -220,7 +220,7 @@ def test_fetch_download_errors_name_the_url_and_the_way_by_hand(tmp_path, monkey
     from scclust._errors import InputError, MissingFileError
 
     url = "http://127.0.0.1:9/tiny.bin"  # the discard port: connection refused, no network needed
-    src, entry = _fake_entry(tmp_path, lambda src: [url])
+    _, entry = _fake_entry(tmp_path, lambda src: [url])
     monkeypatch.setitem(datasets.REMOTE, "tiny", entry)
     cache = tmp_path / "cache"
     with pytest.raises(MissingFileError) as err:

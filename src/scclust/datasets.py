@@ -919,7 +919,7 @@ def _download(url: str, path: Path, sha256: str, timeout: float = 60.0) -> Path:
     h = hashlib.sha256()
     try:
         logger.info("downloading %s to %s", url, path)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - registry URLs
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             while block := resp.read(1 << 20):
                 h.update(block)
                 out.write(block)

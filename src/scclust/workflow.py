@@ -12,7 +12,6 @@ config, package versions, the input fingerprint, wall time and peak memory per s
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import json
 import logging
@@ -29,7 +28,7 @@ from typing import Any, Self
 import pandas as pd
 from anndata import AnnData
 
-from ._errors import ConfigError, InputError, MissingKeyError, OutputError, choices, did_you_mean, near_matches
+from ._errors import ConfigError, InputError, MissingKeyError, OutputError, choices
 from ._io import output_errors, package_versions, read_input, write_h5ad, write_text
 from .config import WorkflowConfig
 from .stages import REGISTRY, Makes, RunContext
@@ -95,7 +94,7 @@ def preflight(adata: AnnData, cfg: WorkflowConfig) -> Preflight:
     if found.problems:
         rebuild = next((n for n, st in REGISTRY.items() if st.rebuilds_data), None)
         if (rebuild is not None and found.wants_embedding and not found.rebuilds
-                and not any(n != "X" for n in adata.obsm.keys())):
+                and not any(n != "X" for n in adata.obsm)):
             stages = [rebuild, *cfg.stages]
             then = _find_problems(adata, cfg, stages).messages()
             raise MissingKeyError(
@@ -106,6 +105,8 @@ def preflight(adata: AnnData, cfg: WorkflowConfig) -> Preflight:
         _check_embedding(adata, rep, n_pcs, where)
     missing = found.missing
     if missing:
+        from ._errors import did_you_mean
+
         absent = [g for gs in missing.values() for g in gs]
         hint = did_you_mean(absent, found.genes)
         left_out = "; ".join(f"{w}: {', '.join(g)}" for w, g in missing.items())
@@ -142,11 +143,15 @@ class _Found:
 
 def _near_key(key: str, keys: list[str]) -> str | None:
     """``Sample`` -> ``sample`` (case) first, else the closest spelling (difflib)."""
+    from ._errors import near_matches
+
     return near_matches([key], keys, cutoff=0.6, same_numbers=False).get(key)
 
 
 def _find_problems(adata: AnnData, cfg: WorkflowConfig, stages: list[str]) -> _Found:
     """Every key, gene and clash problem of ``stages`` (config sections from ``cfg``) on ``adata``."""
+    from ._errors import did_you_mean
+
     obs_in, obsm_in, graphs_in = list(adata.obs.columns), list(adata.obsm.keys()), _graphs(adata)
     genes_all = pd.Index(adata.raw.var_names if adata.raw is not None else adata.var_names)
     genes_x = pd.Index(adata.var_names)
@@ -214,8 +219,8 @@ def _find_problems(adata: AnnData, cfg: WorkflowConfig, stages: list[str]) -> _F
                         if k in obs_in and adata.obs[k].isna().any():
                             n = int(adata.obs[k].isna().sum())
                             first = adata.obs_names[adata.obs[k].isna().to_numpy()][0]
-                            found.problems.append((_DATA, f"{where} {k!r} has no value for {n} cell(s): fill them in or "
-                                                   f"remove those cells (first: {first!r})"))
+                            found.problems.append((_DATA, (f"{where} {k!r} has no value for {n} cell(s): fill them in "
+                                                           f"or remove those cells (first: {first!r})")))
                 if ref.kind == "rep" and not prepare:
                     for k in wanted:
                         if k in obsm_in:
@@ -223,8 +228,8 @@ def _find_problems(adata: AnnData, cfg: WorkflowConfig, stages: list[str]) -> _F
             for kind, keys in (("obs", mk.obs), ("obsm", mk.obsm), ("graph", mk.graphs)):
                 for k in keys:
                     if k in made and made[k] != label:
-                        found.problems.append((_CLASH, f"{made[k]} and {label} both make {kind} key {k!r}; "
-                                               "set a distinct key_added (the later would replace the earlier)"))
+                        found.problems.append((_CLASH, (f"{made[k]} and {label} both make {kind} key {k!r}; set a "
+                                                        "distinct key_added (the later would replace the earlier)")))
                     made[k] = label
             made_obs += [k for k in mk.obs if k not in made_obs]
             made_other += [k for k in mk.obs_other if k not in made_other]

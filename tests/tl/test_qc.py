@@ -136,10 +136,10 @@ def test_clusters_of_distinct_size_are_an_observation_not_a_warning(caplog):
     assert s.index[s["flag_qc"]].tolist() == ["4", "5", "6"]
     info = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
     warn = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert info == ["leiden: clusters 4, 5 differ in QC metrics from the rest (median n_genes_by_counts beyond 3 MADs "
-                    "of all cells: 5 lower, 4 higher; median total_counts beyond 3 MADs of all cells: 5 lower): small or "
-                    "large cell types (platelets, DCs) do; a cluster distinct only in QC metrics and without markers "
-                    "of its own may be low-quality cells or doublets"]
+    assert info == [("leiden: clusters 4, 5 differ in QC metrics from the rest (median n_genes_by_counts beyond 3 MADs "
+                     "of all cells: 5 lower, 4 higher; median total_counts beyond 3 MADs of all cells: 5 lower): small "
+                     "or large cell types (platelets, DCs) do; a cluster distinct only in QC metrics and without "
+                     "markers of its own may be low-quality cells or doublets")]
     assert len(warn) == 1 and warn[0].startswith("leiden: cluster 6: median pct_counts_mt above 3 MADs of all cells")
     caplog.clear()
     a.obs["pct_counts_mt"] = 3.0  # no data problem: nothing at WARNING level

@@ -22,7 +22,15 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._errors import ConfigError, InputError, MissingFileError, MissingKeyError, ScclustWarning, choices, did_you_mean
+from .._errors import (
+    ConfigError,
+    InputError,
+    MissingFileError,
+    MissingKeyError,
+    ScclustWarning,
+    choices,
+    did_you_mean,
+)
 from .._types import EUCLIDEAN_LINKAGES, Distance, Linkage
 
 logger = logging.getLogger(__name__)

@@ -155,9 +155,9 @@ def describe_qc_flags(summary: pd.DataFrame, *, n_mads: float = 3.0) -> list[tup
         if not len(flagged):
             continue
         if col in MITO_KEYS:
-            out.append((logging.WARNING, f"{_clusters(list(flagged))}: median {col} above {n_mads:g} MADs of all cells, "
-                        "most cells would fail a per-cell mitochondrial filter (dying or broken cells); filter them "
-                        "(prepare's max_pct_mt) or check the markers"))
+            out.append((logging.WARNING, (f"{_clusters(list(flagged))}: median {col} above {n_mads:g} MADs of all cells, "
+                                          "most cells would fail a per-cell mitochondrial filter (dying or broken cells); "
+                                          "filter them (prepare's max_pct_mt) or check the markers")))
             continue
         lower = [c for c in flagged if b["lower"] is not None and summary.loc[c, col] < b["lower"]]
         higher = [c for c in flagged if c not in lower]
@@ -167,13 +167,15 @@ def describe_qc_flags(summary: pd.DataFrame, *, n_mads: float = 3.0) -> list[tup
     if size:
         ids = [c for c in summary.index if c in size_ids]
         parts = [f"median {', '.join(cols)} beyond {n_mads:g} MADs of all cells: {sides}" for sides, cols in size.items()]
-        out.insert(0, (logging.INFO, f"{_clusters(ids)} differ{'' if len(ids) > 1 else 's'} in QC metrics from the rest "
-                       f"({'; '.join(parts)}): small or large cell types (platelets, DCs) do; a cluster distinct only "
-                       "in QC metrics and without markers of its own may be low-quality cells or doublets"))
+        out.insert(0, (logging.INFO, (f"{_clusters(ids)} differ{'' if len(ids) > 1 else 's'} in QC metrics from the rest "
+                                      f"({'; '.join(parts)}): small or large cell types (platelets, DCs) do; a cluster "
+                                      "distinct only in QC metrics and without markers of its own may be low-quality "
+                                      "cells or doublets")))
     if "flag_doublet_like" in summary and summary["flag_doublet_like"].any():
         ids = list(summary.index[summary["flag_doublet_like"]])
-        out.append((logging.INFO, f"{_clusters(ids)}: about {DOUBLET_RATIO:g}x or more the median genes and counts of all "
-                    "cells, as doublets have, and large cells; markers of two cell types in one cluster point to doublets"))
+        out.append((logging.INFO, (f"{_clusters(ids)}: about {DOUBLET_RATIO:g}x or more the median genes and counts of "
+                                   "all cells, as doublets have, and large cells; markers of two cell types in one "
+                                   "cluster point to doublets")))
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
@@ -123,3 +125,168 @@ def test_load_builtin_integrated(tmp_path):
 
     back = ad.read_h5ad(tmp_path / "x.h5ad")
     assert back.n_obs == 300 and back.raw is not None
+
+
+# ---------------------------------------------------------------------------------- fetch (real data)
+@pytest.fixture
+def kang_cache(tmp_path, kang_path):
+    """A cache folder holding a copy of the shared Kang file (skipped when ../shared/data is absent)."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy(kang_path, cache / datasets.REMOTE["kang_pbmc_stim_2000"].filename)
+    return cache
+
+
+@pytest.mark.shared
+def test_fetch_uses_a_verified_cached_copy_without_network(kang_cache, monkeypatch):
+    import urllib.request
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("fetch went to the network for a cached file")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    path = datasets.fetch("kang_pbmc_stim_2000", cache_dir=kang_cache)
+    assert path == kang_cache / "kang_pbmc_stim_2000.h5ad"
+    monkeypatch.setenv("SCCLUST_DATA", str(kang_cache))  # the folder given by the environment
+    assert datasets.fetch("kang_pbmc_stim_2000") == path
+
+
+@pytest.mark.shared
+def test_fetch_rejects_a_corrupted_copy(kang_cache):
+    from scclust._errors import InputError
+
+    path = kang_cache / "kang_pbmc_stim_2000.h5ad"
+    path.chmod(0o644)
+    with open(path, "r+b") as fh:  # one byte changed in the middle of the file
+        fh.seek(path.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(InputError, match=r"sha256 [0-9a-f]{16}\.\.\. is not the registry's c64d3b09913ff964") as err:
+        datasets.fetch("kang_pbmc_stim_2000", cache_dir=kang_cache)
+    assert "\n" not in str(err.value) and "delete it" in str(err.value)
+
+
+@pytest.mark.shared
+def test_data_input_spec_reads_the_fetched_file(kang_cache, monkeypatch):
+    from scclust._io import read_input, read_input_summary
+
+    monkeypatch.setenv("SCCLUST_DATA", str(kang_cache))
+    adata, fp = read_input("data:kang_pbmc_stim_2000")
+    assert adata.shape == (2000, 9015) and set(adata.obs["condition"]) == {"ctrl", "stim"}
+    assert fp["sha256"] == datasets.REMOTE["kang_pbmc_stim_2000"].sha256
+    assert read_input_summary("data:kang_pbmc_stim_2000").n_obs == 2000
+
+
+def test_fetch_without_a_copy_or_a_download_is_one_line(tmp_path, monkeypatch):
+    from scclust._errors import MissingFileError
+
+    monkeypatch.delenv("SCCLUST_DATA", raising=False)
+    with pytest.raises(MissingFileError) as err:
+        datasets.fetch("kang_pbmc_stim_2000", cache_dir=tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert f"place kang_pbmc_stim_2000.h5ad (sha256 c64d3b09913ff964...) in {tmp_path} by hand" in msg
+    assert "SCCLUST_DATA" in msg and "immunogenomics/harmony" in msg
+    with pytest.raises(ConfigError, match="unknown dataset 'kang'; available: 'kang_pbmc_stim_2000'"):
+        datasets.fetch("kang", cache_dir=tmp_path)
+
+
+def _fake_entry(tmp_path, urls):
+    import hashlib
+
+    src = tmp_path / "src" / "tiny.bin"
+    src.parent.mkdir()
+    src.write_bytes(b"scclust test payload\n" * 100)
+    return src, datasets.RemoteDataset(filename="tiny.bin", sha256=hashlib.sha256(src.read_bytes()).hexdigest(),
+                                       size=src.stat().st_size, urls=tuple(urls(src)), origin=(), description="test",
+                                       citation="", how="")
+
+
+def test_fetch_downloads_verifies_and_caches(tmp_path, monkeypatch):
+    src, entry = _fake_entry(tmp_path, lambda src: [src.as_uri()])
+    monkeypatch.setitem(datasets.REMOTE, "tiny", entry)
+    cache = tmp_path / "cache"
+    path = datasets.fetch("tiny", cache_dir=cache)
+    assert path.read_bytes() == src.read_bytes()
+    src.unlink()  # the source is gone: the cached copy is used
+    assert datasets.fetch("tiny", cache_dir=cache) == path
+    assert sorted(p.name for p in cache.iterdir()) == ["tiny.bin"]  # no partial file left
+
+
+def test_fetch_download_errors_name_the_url_and_the_way_by_hand(tmp_path, monkeypatch):
+    from scclust._errors import InputError, MissingFileError
+
+    url = "http://127.0.0.1:9/tiny.bin"  # the discard port: connection refused, no network needed
+    _, entry = _fake_entry(tmp_path, lambda src: [url])
+    monkeypatch.setitem(datasets.REMOTE, "tiny", entry)
+    cache = tmp_path / "cache"
+    with pytest.raises(MissingFileError) as err:
+        datasets.fetch("tiny", cache_dir=cache)
+    msg = str(err.value)
+    assert "\n" not in msg and f"cannot download dataset 'tiny' from {url}" in msg
+    assert f"place tiny.bin (sha256 {entry.sha256[:16]}...) in {cache} by hand" in msg
+    # a download whose checksum differs is not kept
+    bad = tmp_path / "src" / "other.bin"
+    bad.write_bytes(b"something else")
+    monkeypatch.setitem(datasets.REMOTE, "tiny", datasets.RemoteDataset(**{**entry.__dict__, "urls": (bad.as_uri(),)}))
+    with pytest.raises(InputError, match="is not the registry's"):
+        datasets.fetch("tiny", cache_dir=cache)
+    assert not list(cache.iterdir())
+
+
+def _shipped_configs():
+    root = Path(__file__).resolve().parents[1]
+    return sorted([*(root / "configs").glob("*.yaml"), *(root / "benchmarks").glob("*.yaml"),
+                   *(root / "workflows" / "config").glob("*.yaml")])
+
+
+def _named_data(node):
+    """Every string in a config that names data: an input spec, a dataset of the fan-out, a table."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("input", "table") and isinstance(value, str):
+                yield value
+            elif key == "datasets" and isinstance(value, dict):
+                yield from (v for v in value.values() if isinstance(v, str))
+            else:
+                yield from _named_data(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _named_data(value)
+
+
+def test_every_dataset_a_shipped_config_names_can_be_obtained():
+    """Built-in, registered for fetch (data:NAME), or the output of another shipped config."""
+    import yaml
+
+    configs = _shipped_configs()
+    assert len(configs) >= 8
+    outputs = set()
+    for config in configs:
+        cfg = yaml.safe_load(config.read_text()) or {}
+        if isinstance(cfg.get("outdir"), str):
+            outputs.add(str(Path(cfg["outdir"]) / "clustered.h5ad"))
+    unobtainable = []
+    for config in configs:
+        for spec in _named_data(yaml.safe_load(config.read_text()) or {}):
+            if spec.startswith("builtin:"):
+                name = spec.removeprefix("builtin:").partition("?")[0]
+                ok = name in datasets.BUILTIN or name == "heatmap_example"
+            elif spec.startswith("data:"):
+                ok = spec.removeprefix("data:") in datasets.REMOTE
+            else:
+                ok = spec in outputs  # e.g. subcluster_tnk.yaml runs on tutorial.yaml's result
+            if not ok:
+                unobtainable.append(f"{config.name}: {spec}")
+    assert not unobtainable, unobtainable
+
+
+def test_registry_entries_are_complete():
+    for name, entry in datasets.REMOTE.items():
+        assert len(entry.sha256) == 64 and int(entry.sha256, 16) >= 0, name
+        assert entry.urls or (entry.origin and entry.how), f"{name}: no download and no documented way to make it"
+        assert all(url.startswith("https://") and len(sha) == 64 for url, sha, _ in entry.origin), name
+        assert entry.citation and entry.description, name

@@ -62,6 +62,17 @@ def test_kang_config_fits_the_kang_data(kang_path, capsys):
         capsys.readouterr().err
 
 
+@pytest.mark.shared
+def test_kang_config_reads_its_registered_input(kang_path, monkeypatch, capsys):
+    """prepare_kang.yaml names a registered dataset (data:NAME), found through SCCLUST_DATA and verified."""
+    config = ROOT / "configs" / "prepare_kang.yaml"
+    spec = yaml.safe_load(config.read_text())["input"]
+    assert spec == "data:kang_pbmc_stim_2000"
+    monkeypatch.setenv("SCCLUST_DATA", str(kang_path.parent))
+    assert main(["validate", str(config), "--input", spec]) == 0, capsys.readouterr().err
+    assert "fits data:kang_pbmc_stim_2000" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_demo_runs_on_pbmc68k_with_missing_genes(tmp_path, capsys):
     """The README's Snakemake case: pbmc68k lacks CD14 / MS4A7 / FCGR1A; they are left out with one
@@ -82,6 +93,83 @@ def test_all_genes_missing_is_an_error_before_any_stage(tmp_path, pbmc):
                         "embedding": {"basis": "X_umap", "genes": ["NOPE1", "NOPE2"]}})
     with pytest.raises(MissingKeyError, match=r"embedding.genes: none of the genes 'NOPE1', 'NOPE2' is in the data"):
         scc.workflow.preflight(pbmc, cfg)
+
+
+def _raw_counts_of_one_sample():
+    """Raw UMI counts as a 10x file gives them: no .obs columns, no embeddings."""
+    import anndata as ad
+
+    from scclust.datasets import simulate_counts
+
+    counts = simulate_counts(300, seed=0)
+    return ad.AnnData(counts.X, obs=counts.obs[[]], var=counts.var[[]])
+
+
+def test_raw_counts_with_the_demo_config_say_add_prepare_first(tmp_path, capsys):
+    """The fix leads the message; then what adding prepare leaves (one sample: no batch column), each
+    short; 'X' is not presented as an .obsm key."""
+    raw = _raw_counts_of_one_sample()
+    cfg = scc.load_config(ROOT / "configs" / "demo.yaml", input="raw.h5ad")
+    with pytest.raises(MissingKeyError) as e:
+        scc.workflow.preflight(raw, cfg)
+    msg = str(e.value)
+    assert msg.startswith("the input has no embeddings in .obsm: raw counts need the 'prepare' stage first "
+                          "(add prepare to stages); then: prepare.batch_key 'sample' not in .obs: name a batch column, "
+                          "or set prepare.batch_key=null for data of one sample"), msg
+    assert "compare.reference 'cell_type' not in .obs" in msg and "composition.by 'sample', 'type' not in .obs" in msg
+    assert "use_rep" not in msg and "'X'" not in msg  # prepare makes X_pca_harmony: nothing to say about it
+    assert "... (14 more)" in msg and len(msg) < 700
+    path = tmp_path / "raw.h5ad"
+    raw.write_h5ad(path)
+    assert main(["validate", str(ROOT / "configs" / "demo.yaml"), "--input", str(path)]) == 2
+    assert _one_line(capsys.readouterr().err) == f"scclust: error: {msg}"
+
+
+def test_missing_embedding_lists_x_as_the_expression_matrix(pbmc):
+    cfg = parse_config({"input": "x", "stages": ["neighbors", "leiden"], "neighbors": {"use_rep": "X_harmony"}})
+    with pytest.raises(MissingKeyError) as e:
+        scc.workflow.preflight(pbmc, cfg)
+    msg = str(e.value)
+    assert ("neighbors.use_rep 'X_harmony' not in .obsm: did you mean 'X_pca_harmony'? (in the input: 'X_pca', "
+            "'X_umap', 'X_pca_harmony', 'X_umap_harmony'; or X, the expression matrix)") in msg
+    assert "'X')" not in msg and "'X'," not in msg
+
+
+def test_problems_come_most_actionable_first_and_fields_naming_one_key_are_grouped(pbmc):
+    bare = pbmc.copy()
+    del bare.obsm["X_pca_harmony"], bare.obsm["X_umap_harmony"]
+    cfg = parse_config({"input": "x", "stages": ["neighbors", "leiden", "kmeans", "composition", "embedding"],
+                        "neighbors": {"use_rep": "X_pca_harmony"}, "kmeans": {"use_rep": "X_pca_harmony"},
+                        "composition": {"by": ["donor"]}, "embedding": {"basis": "X_UMAP"}})
+    with pytest.raises(MissingKeyError) as e:
+        scc.workflow.preflight(bare, cfg)
+    msg = str(e.value)
+    near = msg.index("embedding.basis 'X_UMAP' not in .obsm: did you mean 'X_umap'?")
+    grouped = msg.index("neighbors.use_rep, kmeans.use_rep 'X_pca_harmony' not in .obsm")
+    absent = msg.index("composition.by 'donor' not in .obs (in the input: 'bulk_labels', ")
+    assert near < min(grouped, absent), msg  # a rename first, in a config written in the other order
+    assert msg.count("X_pca_harmony' not in") == 1
+    assert "... (6 more)" in msg  # pbmc68k's 14 .obs columns, cut at 8
+
+
+def test_genes_in_the_wrong_case_get_the_data_s_names(pbmc, caplog):
+    cfg = parse_config({"input": "x", "stages": ["neighbors", "embedding"],
+                        "embedding": {"basis": "X_umap", "genes": ["Cd3e", "cd8a"]}})
+    with pytest.raises(MissingKeyError) as e:
+        scc.workflow.preflight(pbmc, cfg)
+    msg = str(e.value)
+    assert ("embedding.genes: none of the genes 'Cd3e', 'cd8a' is in the data; gene names differ from the data's in "
+            "case only (Cd3e vs CD3E); did you mean 'CD3E' for 'Cd3e', 'CD8A' for 'cd8a'?") in msg
+    assert pbmc.raw.var_names[0] not in msg  # not the first genes of the file
+    # some absent, as mouse symbols: left out with a warning that names the data's symbols first
+    cfg = parse_config({"input": "x", "stages": ["neighbors", "embedding"],
+                        "embedding": {"basis": "X_umap", "genes": ["CD3E", "Cd4", "Cd8a", "Nkg7"]}})
+    with caplog.at_level("WARNING", logger="scclust"):
+        checked = scc.workflow.preflight(pbmc, cfg)
+    assert checked.missing_genes == {"Cd4", "Cd8a", "Nkg7"}
+    assert ("genes not in the data: gene names look like mouse symbols (Cd4) while the data's are human (CD4); "
+            "did you mean 'CD4' for 'Cd4', 'CD8A' for 'Cd8a', 'NKG7' for 'Nkg7'?; left out: embedding.genes: Cd4, Cd8a, "
+            "Nkg7") in caplog.text
 
 
 # ---------------------------------------------------------------------------------- clashes and keys
@@ -110,7 +198,7 @@ def test_missing_key_lists_input_and_planned_keys_apart(pbmc):
     with pytest.raises(MissingKeyError) as e:
         scc.workflow.preflight(pbmc, cfg)
     msg = str(e.value)
-    assert "qc.groupby 'leiden_9' not in .obs (in the input: " in msg
+    assert "qc.groupby 'leiden_9' not in .obs: did you mean 'leiden_1.0'? (in the input: " in msg
     assert "; made by this run: 'leiden_1.0')" in msg
 
 

@@ -90,14 +90,16 @@ def test_flags_are_listed_and_rows_highlighted(tmp_path, report_run):
     header = text[0].split(",")
     row = text[1].split(",")
     row[header.index("flag_qc")] = "True"
-    row[header.index("flag_pct_counts_mt")] = "True"
+    row[header.index("flag_n_genes_by_counts")] = "True"
     (tmp_path / "tables").mkdir()
     (tmp_path / "tables" / "qc_leiden_1.0.csv").write_text("\n".join([text[0], ",".join(row), *text[2:]]) + "\n")
     m = {"files": ["tables/qc_leiden_1.0.csv"], "stages": [{"stage": "qc", "outputs": ["tables/qc_leiden_1.0.csv"]}],
          "config": {}, "versions": {}}
     page = write_report(tmp_path, m).read_text()
     assert "<h2>Flags (1)</h2>" in page
-    assert f"cluster {row[0]} &mdash; its median pct_counts_mt lies beyond the per-cell QC bound" in page
+    assert f"cluster {row[0]} &mdash; its median n_genes_by_counts differs from the rest (beyond the per-cell QC bound): " \
+        "a small or large cell type, or low-quality cells if it has no markers of its own" in page
+    assert "fail" not in page.split('id="flags"')[1].split("</section>")[0]  # an observation, not a verdict
     assert page.count('<tr class="flag">') == 1
 
 

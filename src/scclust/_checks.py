@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from ._errors import InputError, MissingKeyError, choices
+from ._errors import InputError, MissingKeyError, choices, near_matches
 
 
 def get_rep(adata: AnnData, use_rep: str, n_pcs: int | None = None) -> np.ndarray:
@@ -24,8 +24,10 @@ def get_rep(adata: AnnData, use_rep: str, n_pcs: int | None = None) -> np.ndarra
         X = X.toarray() if sparse.issparse(X) else np.asarray(X)
     else:
         if use_rep not in adata.obsm:
+            close = near_matches([use_rep], adata.obsm.keys(), cutoff=0.6, same_numbers=False).get(use_rep)
+            hint = f": did you mean {close!r}?" if close else ""
             raise MissingKeyError(
-                f"use_rep {use_rep!r} not in .obsm; available: {choices(adata.obsm.keys())} (or 'X')"
+                f"use_rep {use_rep!r} not in .obsm{hint} (available: {choices(adata.obsm.keys())}, or X: the expression matrix)"
             )
         X = adata.obsm[use_rep]
         X = X.to_numpy() if isinstance(X, pd.DataFrame) else np.asarray(X)
@@ -52,7 +54,9 @@ def get_rep(adata: AnnData, use_rep: str, n_pcs: int | None = None) -> np.ndarra
 def check_obs(adata: AnnData, key: str, *, what: str = "key") -> pd.Series:
     """Return ``adata.obs[key]`` or raise naming the available columns."""
     if key not in adata.obs.columns:
-        raise MissingKeyError(f"{what} {key!r} not in .obs; available: {choices(adata.obs.columns)}")
+        close = near_matches([key], adata.obs.columns, cutoff=0.6, same_numbers=False).get(key)
+        hint = f": did you mean {close!r}?" if close else ""
+        raise MissingKeyError(f"{what} {key!r} not in .obs{hint} (available: {choices(adata.obs.columns)})")
     return adata.obs[key]
 
 

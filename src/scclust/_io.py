@@ -94,9 +94,28 @@ def write_h5ad(adata: AnnData, path: str | Path) -> Path:
     return Path(path)
 
 
+def resolve_input(spec: str | InputSpec) -> InputSpec:
+    """``data:NAME`` -> the spec of a registered real dataset's file, fetched into the cache and
+    verified (:func:`scclust.datasets.fetch`); any other spec is returned parsed."""
+    spec = parse_input(spec)
+    if spec.kind == "data":
+        from .datasets import fetch
+
+        return parse_input(str(fetch(spec.name)))
+    return spec
+
+
+def _not_found(spec: InputSpec) -> MissingFileError:
+    from .datasets import REMOTE
+
+    return MissingFileError(f"input file not found: {spec} (give an .h5ad path, builtin:simulate / pbmc68k / counts / "
+                            f"integrated or data:{' / '.join(REMOTE)})")
+
+
 def read_input(spec: str | InputSpec, *, progress: Callable[[str], None] | None = None, lazy: bool = False,
                chunk_cells: int | None = None) -> tuple[AnnData, dict[str, object]]:
-    """Read ``builtin:NAME`` or an .h5ad path fully into memory; return it with its fingerprint.
+    """Read ``builtin:NAME``, ``data:NAME`` (:func:`resolve_input`) or an .h5ad path fully into memory;
+    return it with its fingerprint.
 
     ``lazy``: ``.X`` stays on disk as a Dask array of CSR chunks (:func:`scclust.pp.read_counts_lazy`;
     ``.h5ad``, ``.zarr``, 10x ``.h5``); ``.obs`` / ``.var`` are read. The file is opened read-only
@@ -104,7 +123,7 @@ def read_input(spec: str | InputSpec, *, progress: Callable[[str], None] | None 
     """
     import anndata as ad
 
-    spec = parse_input(spec)
+    spec = resolve_input(spec)
     if lazy and not spec.is_builtin:
         from .pp._lazy import read_counts_lazy
 
@@ -126,7 +145,7 @@ def read_input(spec: str | InputSpec, *, progress: Callable[[str], None] | None 
         return adata, {"source": spec.text, "sha256": fingerprint_adata(adata)}
     path = spec.path
     if not path.is_file():
-        raise MissingFileError(f"input file not found: {spec} (give an .h5ad path or builtin:simulate / pbmc68k / counts / integrated)")
+        raise _not_found(spec)
     try:
         adata = ad.read_h5ad(path)
     except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file
@@ -184,10 +203,11 @@ def package_versions() -> dict[str, str]:
 
 def read_input_summary(spec: str | InputSpec) -> AnnData:
     """The input without its expression matrix in memory (``backed="r"``): enough for
-    :func:`scclust.workflow.preflight` (names, ``.obs``, ``.obsm``, ``.uns``). Built-ins are built."""
+    :func:`scclust.workflow.preflight` (names, ``.obs``, ``.obsm``, ``.uns``). Built-ins are built;
+    ``data:NAME`` is fetched (:func:`resolve_input`)."""
     import anndata as ad
 
-    spec = parse_input(spec)
+    spec = resolve_input(spec)
     if spec.is_builtin:
         return read_input(spec)[0]
     path = spec.path
@@ -196,7 +216,7 @@ def read_input_summary(spec: str | InputSpec) -> AnnData:
 
         return read_counts_lazy(path)
     if not path.is_file():
-        raise MissingFileError(f"input file not found: {spec} (give an .h5ad path or builtin:simulate / pbmc68k / counts / integrated)")
+        raise _not_found(spec)
     try:
         return ad.read_h5ad(path, backed="r")
     except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file

@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the stages of a config")
     r.add_argument("config", help="YAML config file")
-    r.add_argument("--input", help="override 'input': an .h5ad path or builtin:NAME (simulate, pbmc68k, counts, integrated)")
+    r.add_argument("--input", help="override 'input': an .h5ad path, builtin:NAME (simulate, pbmc68k, counts, integrated) or "
+                        "data:NAME (a real dataset fetched into the cache: scclust.datasets.fetch)")
     r.add_argument("--outdir", help="override 'outdir'")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set leiden.resolutions=[0.4,0.6] (repeatable)")

@@ -1,8 +1,11 @@
-"""Built-in data: a simulated tutorial-shaped dataset and scanpy's embedded PBMC set (no download)."""
+"""Built-in data: a simulated tutorial-shaped dataset and scanpy's embedded PBMC set (no download), and
+real public datasets obtained by :func:`fetch` (a registry of checksums and sources, cached)."""
 
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,7 +14,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from ._errors import ConfigError
+from ._errors import ConfigError, InputError, MissingFileError, choices
 
 if TYPE_CHECKING:
     from ._input import InputSpec
@@ -22,7 +25,11 @@ __all__ = [
     "BUILTIN",
     "CELL_STATES",
     "LAB_MARKERS",
+    "REMOTE",
+    "RemoteDataset",
     "counts_store",
+    "data_dir",
+    "fetch",
     "heatmap_example",
     "load_builtin",
     "pbmc68k",
@@ -775,3 +782,157 @@ def counts_store(n_cells: int = 200_000, *, n_genes: int = 20_000, mean_counts: 
         logger.info("writing %s (once; %d cells)", path, n_cells)
         simulate_counts_store(n_cells, path, n_genes=n_genes, mean_counts=mean_counts, seed=seed)
     return read_counts_lazy(path)
+
+
+# ------------------------------------------------------------------------------------------ fetch
+@dataclass(frozen=True)
+class RemoteDataset:
+    """A real dataset :func:`fetch` can provide: the file, its checksum and where it comes from.
+
+    Attributes
+    ----------
+    filename
+        The file's name in the cache.
+    sha256
+        Checksum of the file; a cached copy is used only when it matches.
+    size
+        Size in bytes (for messages).
+    urls
+        Direct downloads of this exact file, tried in order; empty when none is public (the file
+        must then be placed in the cache by hand, see ``how``).
+    origin
+        The public files it is made from, each ``(url, sha256, what it contributes)``.
+    description
+        What the data is.
+    citation
+        What to cite.
+    how
+        How the file is made from ``origin`` (or obtained), for users who must build or place it.
+    """
+
+    filename: str
+    sha256: str
+    size: int
+    urls: tuple[str, ...]
+    origin: tuple[tuple[str, str, str], ...]
+    description: str
+    citation: str
+    how: str
+
+
+#: Datasets accepted by :func:`fetch` and as ``data:NAME`` inputs of the workflow.
+REMOTE: dict[str, RemoteDataset] = {
+    "kang_pbmc_stim_2000": RemoteDataset(
+        filename="kang_pbmc_stim_2000.h5ad",
+        sha256="c64d3b09913ff96409679aa657b1320fd09dbc47638b8aef32aa97e978bc9848",
+        size=3_022_628,
+        urls=(),  # no public copy of this prepared file exists: it is placed by hand (``how``)
+        origin=(
+            ("https://raw.githubusercontent.com/immunogenomics/harmony/e04ab3a11c0feb167685d2221899b94387cfc3cc/data/pbmc_stim.RData",
+             "d85a18ce8ec9dcb4ac86c8e195ed53ff893c5952a7d6bf70035a17856c9dc0ef",
+             "counts, cell and gene names (pbmc.ctrl, pbmc.stim: 9,015 genes x 1,000 cells each)"),
+            ("https://raw.githubusercontent.com/HelenaLC/muscat/d5acab66a2468bb51368f527b6cd617de8253a67/data/kang_se.rda",
+             "f2d6728424b2d40a88ee6c6c2a1f543e9dc798e98990c4f11b5a625470ffe285",
+             "donor and cell-type labels of the control cells, joined by barcode"),
+        ),
+        description="Kang et al. 2018 human PBMCs, 1,000 control + 1,000 interferon-beta stimulated cells, raw UMI "
+                    "counts (float32), 2,000 x 9,015 genes; .obs condition (ctrl / stim), donor_from_muscat and "
+                    "celltype_from_muscat (954 control cells; NaN for the others)",
+        citation="Kang HM et al. (2018) Nat Biotechnol 36:89-94 (GEO GSE96583); data as shipped by Harmony "
+                 "(Korsunsky I et al. (2019) Nat Methods 16:1289-1296) and muscat (Crowell HL et al. (2020) "
+                 "Nat Commun 11:6077)",
+        how="the control and stimulated matrices of Harmony's pbmc_stim.RData transposed to cells x genes and "
+            "stacked (ctrl first), cell names suffixed _ctrl / _stim, .obs condition from the suffix; muscat's "
+            "kang_se.rda colData (ind, cell) joined by barcode to the control cells as donor_from_muscat / "
+            "celltype_from_muscat; written with anndata (.X CSR float32)",
+    ),
+}
+
+
+def data_dir(cache_dir: str | Path | None = None) -> Path:
+    """Where :func:`fetch` keeps files: ``cache_dir``, else ``$SCCLUST_DATA``, else ``~/.cache/scclust``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("SCCLUST_DATA")
+    return Path(env) if env else Path.home() / ".cache" / "scclust"
+
+
+def fetch(name: str, *, cache_dir: str | Path | None = None) -> Path:
+    """The path of a registered real dataset (:data:`REMOTE`), verified by its sha256.
+
+    A file already in the cache (:func:`data_dir`: ``cache_dir``, ``$SCCLUST_DATA`` or
+    ``~/.cache/scclust``) is checked and used without network. Otherwise it is downloaded from the
+    registry's URLs into the cache (atomically: a failed or damaged download leaves nothing behind)
+    and checked. A dataset with no public copy of the prepared file must be placed in the cache by
+    hand; the error says where, and :attr:`RemoteDataset.how` how it is made from its public origin.
+
+    Parameters
+    ----------
+    name
+        A key of :data:`REMOTE` (``"kang_pbmc_stim_2000"``).
+    cache_dir
+        The folder to look in and download to (default: see above).
+
+    Returns
+    -------
+    The path of the verified file; the file is never modified.
+
+    Raises
+    ------
+    ConfigError
+        ``name`` is not registered.
+    InputError
+        The cached or downloaded file's sha256 differs from the registry's (one line).
+    MissingFileError
+        Not cached, and not downloadable (no URL, or every download failed: one line naming the URL
+        and where to place the file by hand).
+    """
+    from ._io import sha256_file
+
+    if name not in REMOTE:
+        raise ConfigError(f"unknown dataset {name!r}; available: {choices(REMOTE)} (or builtin:NAME: {choices(BUILTIN)})")
+    entry = REMOTE[name]
+    folder = data_dir(cache_dir)
+    path = folder / entry.filename
+    by_hand = (f"place {entry.filename} (sha256 {entry.sha256[:16]}...) in {folder} by hand, or set SCCLUST_DATA to "
+               "the folder that holds it")
+    if path.is_file():
+        got = sha256_file(path)
+        if got != entry.sha256:
+            raise InputError(f"{path}: sha256 {got[:16]}... is not the registry's {entry.sha256[:16]}... (a damaged or "
+                             f"other file); delete it, then fetch {name!r} again or {by_hand}")
+        return path
+    if not entry.urls:
+        raise MissingFileError(f"dataset {name!r} is not in {folder} and has no public download of the prepared file: "
+                               f"{by_hand} (made from {entry.origin[0][0]}: see scclust.datasets.REMOTE[{name!r}].how)")
+    errors = []
+    for url in entry.urls:
+        try:
+            return _download(url, path, entry.sha256)
+        except OSError as err:  # urllib's URLError / HTTPError and socket timeouts are OSErrors
+            errors.append(f"{url} ({getattr(err, 'reason', None) or err})")
+    raise MissingFileError(f"cannot download dataset {name!r} from {'; '.join(errors)}; {by_hand}")
+
+
+def _download(url: str, path: Path, sha256: str, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``path`` through a temporary file in the same folder; check the sha256."""
+    import hashlib
+    import tempfile
+    import urllib.request
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    h = hashlib.sha256()
+    try:
+        logger.info("downloading %s to %s", url, path)
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            while block := resp.read(1 << 20):
+                h.update(block)
+                out.write(block)
+        if h.hexdigest() != sha256:
+            raise InputError(f"download from {url}: sha256 {h.hexdigest()[:16]}... is not the registry's "
+                             f"{sha256[:16]}... (the file at the URL changed); nothing was saved")
+        os.replace(tmp, path)
+        return path
+    finally:
+        Path(tmp).unlink(missing_ok=True)

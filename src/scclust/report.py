@@ -49,8 +49,9 @@ details{margin:6px 0}summary{cursor:pointer;font-size:13px;color:#0072B2}
 _FLAG_TEXT = {
     "flag_one_sample": "most of its cells come from one sample (a batch effect or a sample-specific state, not "
                        "necessarily a cell type)",
-    "flag_qc": "its typical cell would fail per-cell QC",
-    "flag_doublet_like": "its cells hold about twice the genes and counts of a typical cell (likely doublets)",
+    "flag_qc": "it differs in QC metrics from the rest",
+    "flag_doublet_like": "its cells hold about twice the genes and counts of a typical cell (doublets, or large cells: "
+                         "markers of two cell types point to doublets)",
 }
 #: figures shown first, in this order: file stems that start with these
 _OVERVIEW = ("umap", "dotplot_", "compare", "qc_violin_")
@@ -243,6 +244,8 @@ def _overview(outdir: Path, figures: list[str]) -> str:
 
 
 def _flags_section(flags: list[tuple[str, pd.DataFrame]]) -> str:
+    from .tl._qc import MITO_KEYS
+
     if not flags:
         return ('<section id="flags" class="ok"><h2>Flags</h2><p>No cluster was flagged by the composition '
                 "(one-sample) or QC diagnostics.</p></section>")
@@ -252,13 +255,20 @@ def _flags_section(flags: list[tuple[str, pd.DataFrame]]) -> str:
             raised = [str(c) for c, v in row.items() if v]
             words = [_FLAG_TEXT[c] for c in raised if c in _FLAG_TEXT and c != "flag_qc"]
             metrics = [c.removeprefix("flag_") for c in raised if c not in _FLAG_TEXT]
-            if metrics:
-                words.append(f"its median {', '.join(metrics)} lies beyond the per-cell QC bound")
+            mito = [m for m in metrics if m in MITO_KEYS]  # above the bound: a quality problem, not a cell size
+            size = [m for m in metrics if m not in MITO_KEYS]
+            if size:
+                words.append(f"its median {', '.join(size)} differs from the rest (beyond the per-cell QC bound): "
+                             "a small or large cell type, or low-quality cells if it has no markers of its own")
+            if mito:
+                words.append(f"its median {', '.join(mito)} is above the per-cell QC bound: most of its cells would fail "
+                             "a mitochondrial filter (dying or broken cells)")
             what = "; ".join(words) or ", ".join(c.removeprefix("flag_") for c in raised)
             items.append(f"<li><b>{html.escape(Path(rel).stem)}</b>: cluster {html.escape(str(idx))} &mdash; "
                          f"{html.escape(what)}</li>")
-    return (f'<section id="flags" class="flags"><h2>Flags ({len(items)})</h2><p>Clusters flagged by the '
-            f"diagnostics (rules in the docs of tl.composition_diagnostics and tl.qc_summary); flagged rows are "
+    return (f'<section id="flags" class="flags"><h2>Flags ({len(items)})</h2><p>Clusters that stand out in the '
+            f"diagnostics, to look at, not necessarily faults (rules in the docs of tl.composition_diagnostics and "
+            f"tl.qc_summary); flagged rows are "
             f"highlighted in the tables below.</p><ul>{''.join(items)}</ul></section>")
 
 

@@ -12,7 +12,6 @@ config, package versions, the input fingerprint, wall time and peak memory per s
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import json
 import logging
@@ -97,25 +96,90 @@ def preflight(adata: AnnData, cfg: WorkflowConfig) -> Preflight:
     - batch columns have no missing values;
     - no two stage entries make the same key (a later one would silently replace the earlier);
     - genes: those absent from the data are left out by every stage, with one warning; a stage
-      entry none of whose genes is present is an error;
+      entry none of whose genes is present is an error; both suggest the names meant
+      (:func:`scclust._errors.did_you_mean`: ``CD3E`` for ``Cd3e``);
     - every embedding a stage computes on has finite values and enough distinct points.
 
     All problems are reported in one line (:class:`~scclust._errors.MissingKeyError` or
-    :class:`~scclust._errors.InputError`).
+    :class:`~scclust._errors.InputError`), the most actionable first, each with its fix before the
+    lists of available keys (cut at 8). An input without embeddings whose config lacks the stage
+    that makes them from raw counts (``prepare``) is told so first, followed by what would still be
+    wrong with that stage added.
     """
+    found = _find_problems(adata, cfg, list(cfg.stages))
+    if found.problems:
+        rebuild = next((n for n, st in REGISTRY.items() if st.rebuilds_data), None)
+        if (rebuild is not None and found.wants_embedding and not found.rebuilds
+                and not any(n != "X" for n in adata.obsm)):
+            stages = [rebuild, *cfg.stages]
+            then = _find_problems(adata, cfg, stages).messages()
+            raise MissingKeyError(
+                f"the input has no embeddings in .obsm: raw counts need the {rebuild!r} stage first (add {rebuild} "
+                "to stages)" + (f"; then: {'; '.join(then)}" if then else ""))
+        raise MissingKeyError("the config does not fit the input: " + "; ".join(found.messages()))
+    for (rep, n_pcs), where in found.reps.items():
+        _check_embedding(adata, rep, n_pcs, where)
+    missing = found.missing
+    if missing:
+        from ._errors import did_you_mean
+
+        absent = [g for gs in missing.values() for g in gs]
+        hint = did_you_mean(absent, found.genes)
+        left_out = "; ".join(f"{w}: {', '.join(g)}" for w, g in missing.items())
+        if hint:  # the fix first
+            logger.warning("genes not in the data: %s; left out: %s", hint, left_out)
+        else:
+            logger.warning("genes not in the data, left out: %s", left_out)
+    return Preflight(missing_genes=frozenset(g for gs in missing.values() for g in gs), made=found.made,
+                     named_genes=tuple(found.named))
+
+
+#: order of problems in the message, the most actionable first (a rename, a key_added, a fix in the
+#: data), then keys with no near match
+_CLASH, _NEAR, _DATA, _GENES, _ABSENT = range(5)
+
+
+@dataclass
+class _Found:
+    """What :func:`_find_problems` found for one list of stages."""
+
+    problems: list[tuple[int, str]]
+    missing: dict[str, list[str]]
+    named: list[str]
+    reps: dict[tuple[str, int | None], str]
+    made: dict[str, str]
+    genes: pd.Index
+    #: a ``rep`` / ``basis`` key is missing; a stage rebuilds the data from raw counts
+    wants_embedding: bool = False
+    rebuilds: bool = False
+
+    def messages(self) -> list[str]:
+        return list(dict.fromkeys(text for _, text in sorted(self.problems, key=lambda p: p[0])))
+
+
+def _near_key(key: str, keys: list[str]) -> str | None:
+    """``Sample`` -> ``sample`` (case) first, else the closest spelling (difflib)."""
+    from ._errors import near_matches
+
+    return near_matches([key], keys, cutoff=0.6, same_numbers=False).get(key)
+
+
+def _find_problems(adata: AnnData, cfg: WorkflowConfig, stages: list[str]) -> _Found:
+    """Every key, gene and clash problem of ``stages`` (config sections from ``cfg``) on ``adata``."""
+    from ._errors import did_you_mean
+
     obs_in, obsm_in, graphs_in = list(adata.obs.columns), list(adata.obsm.keys()), _graphs(adata)
     genes_all = pd.Index(adata.raw.var_names if adata.raw is not None else adata.var_names)
     genes_x = pd.Index(adata.var_names)
     made: dict[str, str] = {}  # key -> the entry that makes it
-    made_obs: list[str] = []
+    made_obs: list[str] = []  # clusterings
+    made_other: list[str] = []  # other .obs columns (QC metrics)
     made_obsm: list[str] = []
     made_graphs: list[str] = []
-    problems: list[str] = []
-    missing: dict[str, list[str]] = {}
-    named: list[str] = []
-    reps: dict[tuple[str, int | None], str] = {}
-    prepare = any(REGISTRY[s].rebuilds_data for s in cfg.stages)
-    for name in cfg.stages:
+    absent_keys: dict[tuple[str, str, str], list[str]] = {}  # (keys, slot, tail) -> the fields naming them
+    found = _Found(problems=[], missing={}, named=[], reps={}, made=made, genes=genes_all)
+    prepare = found.rebuilds = any(REGISTRY[s].rebuilds_data for s in stages)
+    for name in stages:
         stage = REGISTRY[name]
         for label, p in cfg.entries(name).items():
             mk = _makes(name, label, p)
@@ -125,65 +189,81 @@ def preflight(adata: AnnData, cfg: WorkflowConfig) -> Preflight:
                     wanted = [k for k in wanted if k in obs_in]
                 where = f"{label.replace('[', '.').rstrip(']')}.{ref.field}"  # the --set path
                 if ref.kind == "genes":
-                    named += [g for g in wanted if g not in named]
+                    found.named += [g for g in wanted if g not in found.named]
                     universe = genes_x if getattr(p, "use_raw", None) is False and not prepare else genes_all
                     absent = [g for g in wanted if g not in universe]
                     if absent and len(absent) == len(wanted):
-                        problems.append(f"{where}: none of the genes {choices(absent, 8)} is in the data "
-                                        f"(e.g. {choices(universe[:8], 8)})")
+                        hint = did_you_mean(absent, universe)
+                        found.problems.append((_NEAR if hint else _GENES, f"{where}: none of the genes {choices(absent)} is in "
+                                               "the data" + (f"; {hint}" if hint else
+                                                             f" (its {len(universe)} genes are named like {choices(universe[:3])})")))
                     elif absent:
-                        missing[where] = absent
+                        found.missing[where] = absent
                     continue
                 if ref.kind in ("obs", "batch"):
-                    sets = ((obs_in, "in the input"), (made_obs + mk.obs_other, "made by this run"))
+                    # clusterings first: the columns a user names most
+                    sets = ((obs_in, "in the input"), (made_obs + made_other + mk.obs_other, "made by this run"))
                     slot = ".obs"
                 elif ref.kind == "graph":
                     sets = ((graphs_in, "in the input"), (made_graphs, "made by this run"))
                     slot = "graphs (.uns)"
                 else:
-                    extra = ["X"] if ref.kind == "rep" else []
-                    sets = ((obsm_in + extra, "in the input"), (made_obsm, "made by this run"))
+                    sets = ((obsm_in, "in the input"), (made_obsm, "made by this run"))
                     slot = ".obsm"
-                have = {k for keys, _ in sets for k in keys}
+                have = {k for keys, _ in sets for k in keys} | ({"X"} if ref.kind == "rep" else set())
                 absent = [k for k in wanted if k not in have]
                 if absent:
-                    avail = "; ".join(f"{what}: {choices(keys)}" for keys, what in sets if keys)
-                    close = difflib.get_close_matches(absent[0], sorted(have), n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
-                    if ref.kind == "batch":
-                        hint += f"; for data of one batch write {where.rpartition('.')[2]}: null"
-                    problems.append(f"{where} {', '.join(map(repr, absent))} not in {slot} ({avail or 'none available'}){hint}")
+                    found.wants_embedding |= ref.kind in ("rep", "basis")
+                    close = _near_key(absent[0], sorted(have))
+                    fix = f": did you mean {close!r}?" if close else ""
+                    if ref.kind == "batch" and not close and _allows_none(p, ref.field):
+                        fix = f": name a batch column, or set {where}=null for data of one sample"
+                        sets = sets[:1]  # the columns this run makes are no batches
+                    # the input's keys, then (at most 4) the run's: short enough to read in one line
+                    avail = "; ".join(f"{what}: {choices(keys, 8 if i == 0 else 4) if keys else 'none'}"
+                                      for i, (keys, what) in enumerate(sets) if keys or i == 0)
+                    if ref.kind == "rep":
+                        avail += "; or X, the expression matrix"
+                    rank = _NEAR if close else _ABSENT
+                    key = (", ".join(map(repr, absent)), slot, f"{fix} ({avail})")
+                    if key not in absent_keys:
+                        absent_keys[key] = []
+                        found.problems.append((rank, key))  # the text is made below, once all fields are known
+                    absent_keys[key].append(where)
                 if ref.kind == "batch":
                     for k in wanted:
                         if k in obs_in and adata.obs[k].isna().any():
                             n = int(adata.obs[k].isna().sum())
-                            problems.append(f"{where} {k!r} has no value for {n} cell(s) (first: "
-                                            f"{adata.obs_names[adata.obs[k].isna().to_numpy()][0]!r}); "
-                                            "fill them in or remove those cells")
+                            first = adata.obs_names[adata.obs[k].isna().to_numpy()][0]
+                            found.problems.append((_DATA, (f"{where} {k!r} has no value for {n} cell(s): fill them in "
+                                                           f"or remove those cells (first: {first!r})")))
                 if ref.kind == "rep" and not prepare:
                     for k in wanted:
                         if k in obsm_in:
-                            reps.setdefault((k, getattr(p, "n_pcs", None)), where)
+                            found.reps.setdefault((k, getattr(p, "n_pcs", None)), where)
             for kind, keys in (("obs", mk.obs), ("obsm", mk.obsm), ("graph", mk.graphs)):
                 for k in keys:
                     if k in made and made[k] != label:
-                        problems.append(f"{made[k]} and {label} both make {kind} key {k!r}; "
-                                        "set a distinct key_added (the later would replace the earlier)")
+                        found.problems.append((_CLASH, (f"{made[k]} and {label} both make {kind} key {k!r}; set a "
+                                                        "distinct key_added (the later would replace the earlier)")))
                     made[k] = label
-            made_obs += [k for k in mk.obs + mk.obs_other if k not in made_obs]
+            made_obs += [k for k in mk.obs if k not in made_obs]
+            made_other += [k for k in mk.obs_other if k not in made_other]
             made_obsm += [k for k in mk.obsm if k not in made_obsm]
             made_graphs += [k for k in mk.graphs + mk.intermediate_graphs if k not in made_graphs]
-    if problems:
-        hint = ("" if obsm_in or prepare else
-                " (the input has no embeddings in .obsm: raw counts need the 'prepare' stage first)")
-        raise MissingKeyError("the config does not fit the input: " + "; ".join(dict.fromkeys(problems)) + hint)
-    for (rep, n_pcs), where in reps.items():
-        _check_embedding(adata, rep, n_pcs, where)
-    if missing:
-        logger.warning("genes not in the data, left out: %s",
-                       "; ".join(f"{w}: {', '.join(g)}" for w, g in missing.items()))
-    return Preflight(missing_genes=frozenset(g for gs in missing.values() for g in gs), made=made,
-                     named_genes=tuple(named))
+    found.problems = [(rank, f"{', '.join(absent_keys[text])} {text[0]} not in {text[1]}{text[2]}")
+                      if isinstance(text, tuple) else (rank, text) for rank, text in found.problems]
+    return found
+
+
+def _allows_none(p: Any, field: str) -> bool:
+    """Whether a stage parameter may be null (e.g. ``prepare.batch_key``: one sample, no integration)."""
+    import typing
+
+    *parents, name = field.split(".")
+    for part in parents:
+        p = getattr(p, part)
+    return type(None) in typing.get_args(type(p).model_fields[name].annotation)
 
 
 def _check_embedding(adata: AnnData, rep: str, n_pcs: int | None, where: str) -> None:

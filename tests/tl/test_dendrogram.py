@@ -94,3 +94,10 @@ def test_cluster_means_equal_pandas(clustered):
     np.testing.assert_allclose(got_x.to_numpy(), ref_x.to_numpy(), rtol=1e-5, atol=1e-6)
     with pytest.raises(MissingKeyError, match="'NOPE'"):
         tl.cluster_means(a, groupby="leiden_1.0", genes=["CD3E", "NOPE"])
+
+
+def test_cluster_means_suggests_the_data_s_gene_names(pbmc):
+    # pbmc68k has no CD14 (nothing near it either); CD3E it has
+    with pytest.raises(MissingKeyError, match=r"gene\(s\) 'CD14', 'Cd3e' not found in .raw.var_names; "
+                       r"did you mean 'CD3E' for 'Cd3e'\?$"):
+        tl.cluster_means(pbmc, groupby="bulk_labels", genes=["CD14", "Cd3e"])

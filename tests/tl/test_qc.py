@@ -106,3 +106,44 @@ def test_errors(clustered):
         tl.qc_summary(a, groupby="leiden_1.0")
     with pytest.raises(ConfigError, match="n_mads"):
         tl.qc_summary(clustered, groupby="leiden_1.0", n_mads=0)
+
+
+def _qc_obs(seed: int = 0):
+    """QC metrics of 900 cells in 7 clusters: 5 is a small cell type (platelet-like: a quarter of the
+    genes and counts), 4 a large one (3x the genes), 6 has 30 % mitochondrial reads (dying cells)."""
+    import anndata as ad
+
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(["0", "1", "2", "3", "4", "5", "6"], [200, 200, 200, 150, 100, 25, 25])
+    genes = rng.lognormal(np.log(1000), 0.25, labels.size)
+    counts = genes * 2.5 * rng.lognormal(0, 0.1, labels.size)
+    mt = rng.normal(3, 1, labels.size).clip(0)
+    genes[labels == "5"] /= 4
+    counts[labels == "5"] /= 4
+    genes[labels == "4"] *= 3
+    mt[labels == "6"] = 30
+    obs = pd.DataFrame({"leiden": pd.Categorical(labels), "n_genes_by_counts": genes, "total_counts": counts,
+                        "pct_counts_mt": mt}, index=[f"c{i}" for i in range(labels.size)])
+    return ad.AnnData(obs=obs)
+
+
+def test_clusters_of_distinct_size_are_an_observation_not_a_warning(caplog):
+    """Platelets and DCs differ in QC metrics: said at INFO level, with what it means and what to check;
+    a high mitochondrial share stays a warning. The table is unchanged."""
+    a = _qc_obs()
+    with caplog.at_level("INFO", logger="scclust"):
+        s = tl.qc_summary(a, groupby="leiden")
+    assert s.index[s["flag_qc"]].tolist() == ["4", "5", "6"]
+    info = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    warn = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert info == [("leiden: clusters 4, 5 differ in QC metrics from the rest (median n_genes_by_counts beyond 3 MADs "
+                     "of all cells: 5 lower, 4 higher; median total_counts beyond 3 MADs of all cells: 5 lower): small "
+                     "or large cell types (platelets, DCs) do; a cluster distinct only in QC metrics and without "
+                     "markers of its own may be low-quality cells or doublets")]
+    assert len(warn) == 1 and warn[0].startswith("leiden: cluster 6: median pct_counts_mt above 3 MADs of all cells")
+    caplog.clear()
+    a.obs["pct_counts_mt"] = 3.0  # no data problem: nothing at WARNING level
+    with caplog.at_level("INFO", logger="scclust"):
+        tl.qc_summary(a, groupby="leiden")
+    assert not [r for r in caplog.records if r.levelno >= 30]
+    assert not any("beyond the per-cell" in r.getMessage() for r in caplog.records)

@@ -6,7 +6,8 @@ wildcard_constraints:
 
 def _dataset_input(wildcards):
     spec = DATASETS[wildcards.dataset]
-    return [] if str(spec).startswith("builtin:") else [spec]
+    # built-in and registered (data:NAME, fetched into scclust's cache) inputs are no files here
+    return [] if str(spec).startswith(("builtin:", "data:")) else [spec]
 
 
 rule cluster:

@@ -30,6 +30,6 @@ def run(adata, p: QCParams, ctx) -> None:
 STAGE = Stage(
     name="qc", params=QCParams, run=run,
     reads=(Ref("groupby", "obs"),),
-    description="QC metrics per cluster: violins and outlier flags",
+    description="QC metrics per cluster: violins, and clusters that differ in QC metrics flagged",
     obsm_reads="declared",
 )

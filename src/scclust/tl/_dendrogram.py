@@ -12,9 +12,9 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._checks import check_groupby, gene_source, get_rep, use_raw_for
-from .._errors import ConfigError, InputError, MissingKeyError, choices
-from .._types import GeneList
+from .._errors import ConfigError, InputError, MissingKeyError, choices, did_you_mean
 from .._params import validated
+from .._types import GeneList
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,9 @@ def cluster_means(
     """
     means, _, missing = group_stats(adata, groupby=groupby, genes=genes, use_raw=use_raw)
     if missing:
-        raise MissingKeyError(f"gene(s) {choices(missing)} not found in {gene_source(adata, use_raw)}")
+        names = adata.raw.var_names if use_raw_for(adata, use_raw) else adata.var_names
+        hint = did_you_mean(missing, names)
+        raise MissingKeyError(f"gene(s) {choices(missing)} not found in {gene_source(adata, use_raw)}" + (f"; {hint}" if hint else ""))
     return means
 
 

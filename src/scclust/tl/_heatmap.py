@@ -22,7 +22,15 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._errors import ConfigError, InputError, MissingFileError, MissingKeyError, ScclustWarning, choices
+from .._errors import (
+    ConfigError,
+    InputError,
+    MissingFileError,
+    MissingKeyError,
+    ScclustWarning,
+    choices,
+    did_you_mean,
+)
 from .._types import EUCLIDEAN_LINKAGES, Distance, Linkage
 
 logger = logging.getLogger(__name__)
@@ -217,10 +225,13 @@ def heatmap_matrix(
     if genes is not None:
         present = [g for g in dict.fromkeys(genes) if g in var_names]
         missing = [g for g in genes if g not in var_names]
-        if missing:
-            warnings.warn(f"{len(missing)} gene(s) not found and skipped: {choices(missing, 10)}", ScclustWarning, stacklevel=2)
+        hint = did_you_mean(missing, var_names) if missing else ""
         if len(present) < 2:
-            raise InputError(f"fewer than 2 of the given genes are in the data; e.g. {choices(var_names[:10])}")
+            raise InputError("fewer than 2 of the given genes are in the data" + (f"; {hint}" if hint else
+                             f" (its {len(var_names)} genes are named like {choices(var_names[:3])})"))
+        if missing:
+            warnings.warn(f"{len(missing)} gene(s) not found and skipped: {choices(missing, 10)}" + (f"; {hint}" if hint else ""),
+                          ScclustWarning, stacklevel=2)
         rows = present
     else:
         marker_of = _top_markers(adata, X, var_names, labels, keys[0], n_top_genes, use_raw=raw is not None)

@@ -1,4 +1,5 @@
-"""QC metrics per cluster: medians, and flags for clusters whose typical cell fails a per-cell QC rule."""
+"""QC metrics per cluster: medians, and flags for clusters whose typical cell lies beyond a per-cell QC bound
+(a small or large cell type, or low-quality cells / doublets: the markers tell them apart)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ QC_ALIASES: dict[str, list[str]] = {
     "total_counts": ["n_counts", "nCount_RNA", "nUMI", "sum", "total_umis"],
     "pct_counts_mt": ["percent_mito", "percent.mt", "percent_mt", "pct_mito", "percent.mito", "subsets_Mito_percent", "mito_percent"],
 }
+#: Names of the mitochondrial share: above its bound is a quality problem (dying cells), not a cell size.
+MITO_KEYS = frozenset(["pct_counts_mt", *QC_ALIASES["pct_counts_mt"]])
 
 #: Side of the per-cell rule: too few or too many genes / counts (empty droplets, multiplets) are bad,
 #: too much mitochondrial RNA is bad (a low share is not).
@@ -87,10 +90,13 @@ def qc_summary(
     on its own scale and only its upper side;
     other metrics on their own scale, both sides. A cluster is flagged for a metric when its
     **median** lies beyond the bound, i.e. more than half of its cells would be removed by that
-    per-cell filter: the cluster is then probably made of low-quality cells rather than a cell type.
-    Judging cluster medians against the spread of all cells (not against the other clusters'
-    medians) leaves cell types with genuinely smaller or larger libraries (e.g. platelets,
-    monocytes) unflagged.
+    per-cell filter. That is an observation, not a verdict: low-quality cells and doublets do it,
+    and so do cell types of distinct size (the platelets and dendritic cells of 10x PBMC 3k); a
+    cluster distinct only in QC metrics, without markers of its own, is the suspect one. Judging
+    cluster medians against the spread of all cells (not against the other clusters' medians)
+    leaves cell types of moderately different size (monocytes) unflagged. The flags are logged in
+    words (:func:`describe_qc_flags`): at INFO level, and at WARNING for a mitochondrial share
+    above its bound (dying or broken cells).
 
     Doublet-like clusters: a multiplet holds about twice a cell's RNA, which is often within the
     MAD bound of log counts. A cluster is also flagged (``flag_doublet_like``) when its median gene
@@ -119,9 +125,58 @@ def qc_summary(
     Nothing is written to ``adata``.
     """
     out = summarize_qc(adata, groupby=groupby, keys=keys, n_mads=n_mads)
-    if out["flag_qc"].any():
-        logger.warning("%s: cluster(s) %s have QC medians beyond the per-cell %g-MAD bounds",
-                       groupby, ", ".join(out.index[out["flag_qc"]]), n_mads)
+    for level, message in describe_qc_flags(out, n_mads=n_mads):
+        logger.log(level, "%s: %s", groupby, message)
+    return out
+
+
+def _clusters(ids: Sequence[str]) -> str:
+    return f"cluster{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
+
+
+def describe_qc_flags(summary: pd.DataFrame, *, n_mads: float = 3.0) -> list[tuple[int, str]]:
+    """The flags of a :func:`qc_summary` table in plain words, with the log level each deserves.
+
+    A cluster whose median gene or count total lies beyond the bound is an observation (INFO):
+    cell types of distinct size (platelets, dendritic cells, monocytes) do that, and so do
+    low-quality cells and doublets; which one it is, the cluster's markers tell. A cluster whose
+    median mitochondrial share lies above the bound (most of its cells would fail a per-cell
+    mitochondrial filter: dying or broken cells) is a data problem (WARNING).
+
+    Returns
+    -------
+    ``[(logging level, message), ...]``; empty when no cluster is flagged.
+    """
+    out: list[tuple[int, str]] = []
+    bounds = summary.attrs.get("bounds", {})
+    size: dict[str, list[str]] = {}  # "5 lower, 6 higher" -> the metrics
+    size_ids: list[str] = []
+    for col, b in bounds.items():
+        flagged = summary.index[summary[f"flag_{col}"]]
+        if not len(flagged):
+            continue
+        if col in MITO_KEYS:
+            out.append((logging.WARNING, (f"{_clusters(list(flagged))}: median {col} above {n_mads:g} MADs of all cells, "
+                                          "most cells would fail a per-cell mitochondrial filter (dying or broken cells); "
+                                          "filter them (prepare's max_pct_mt) or check the markers")))
+            continue
+        lower = [c for c in flagged if b["lower"] is not None and summary.loc[c, col] < b["lower"]]
+        higher = [c for c in flagged if c not in lower]
+        sides = ", ".join(f"{', '.join(ids)} {word}" for ids, word in ((lower, "lower"), (higher, "higher")) if ids)
+        size.setdefault(sides, []).append(col)
+        size_ids += [c for c in flagged if c not in size_ids]
+    if size:
+        ids = [c for c in summary.index if c in size_ids]
+        parts = [f"median {', '.join(cols)} beyond {n_mads:g} MADs of all cells: {sides}" for sides, cols in size.items()]
+        out.insert(0, (logging.INFO, (f"{_clusters(ids)} differ{'' if len(ids) > 1 else 's'} in QC metrics from the rest "
+                                      f"({'; '.join(parts)}): small or large cell types (platelets, DCs) do; a cluster "
+                                      "distinct only in QC metrics and without markers of its own may be low-quality "
+                                      "cells or doublets")))
+    if "flag_doublet_like" in summary and summary["flag_doublet_like"].any():
+        ids = list(summary.index[summary["flag_doublet_like"]])
+        out.append((logging.INFO, (f"{_clusters(ids)}: about {DOUBLET_RATIO:g}x or more the median genes and counts of "
+                                   "all cells, as doublets have, and large cells; markers of two cell types in one "
+                                   "cluster point to doublets")))
     return out
 
 

@@ -106,16 +106,17 @@ def _raw_counts_of_one_sample():
 
 
 def test_raw_counts_with_the_demo_config_say_add_prepare_first(tmp_path, capsys):
-    """The fix leads the message; then what adding prepare leaves (one sample: no batch column), each
-    short; 'X' is not presented as an .obsm key."""
+    """The fix leads the message; then what adding prepare leaves, each short; 'X' is not presented
+    as an .obsm key."""
     raw = _raw_counts_of_one_sample()
     cfg = scc.load_config(ROOT / "configs" / "demo.yaml", input="raw.h5ad")
     with pytest.raises(MissingKeyError) as e:
         scc.workflow.preflight(raw, cfg)
     msg = str(e.value)
     assert msg.startswith("the input has no embeddings in .obsm: raw counts need the 'prepare' stage first "
-                          "(add prepare to stages); then: prepare.batch_key 'sample' not in .obs: name a batch column, "
-                          "or set prepare.batch_key=null for data of one sample"), msg
+                          "(add prepare to stages); then: "), msg
+    # prepare's batch_key left at its default and absent: one batch, Harmony skipped (not a problem)
+    assert "batch_key" not in msg
     assert "compare.reference 'cell_type' not in .obs" in msg and "composition.by 'sample', 'type' not in .obs" in msg
     assert "use_rep" not in msg and "'X'" not in msg  # prepare makes X_pca_harmony: nothing to say about it
     assert "... (14 more)" in msg and len(msg) < 700

@@ -200,7 +200,7 @@ def test_input_key_check_knows_what_stages_make(tmp_path):
                                "pca": {"regress_out": ["total_counts", "pct_counts_mt"]}}},
     })
     check_input_keys(raw, cfg)
-    with pytest.raises(UserError, match=r"embedding.basis 'X_umap_scvi' not in .obsm \(in the input: none; made by this run: 'X_pca', 'X_pca_harmony', 'X_umap_harmony', 'X_umap'\)"):
+    with pytest.raises(UserError, match=r"embedding.basis 'X_umap_scvi' not in .obsm: did you mean 'X_umap'\? \(in the input: none; made by this run: 'X_pca', 'X_pca_harmony', 'X_umap_harmony', 'X_umap'\)"):
         check_input_keys(raw, cfg.model_copy(update={"embedding": [cfg.embedding[0].model_copy(update={"basis": "X_umap_scvi"})]}))
 
 

@@ -97,29 +97,28 @@ def embedding(
         axes = fig.subplots(nrows, ncols, squeeze=False)
     s = point_size(adata.n_obs)
     label = basis.removeprefix("X_").split("_")[0].upper()  # X_umap_harmony -> UMAP1 / UMAP2
-    user_ax = ax
-    for ax, key, vals in zip(axes.flat, color, values, strict=False):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_xlabel(f"{label}1")
-        ax.set_ylabel(f"{label}2")
-        ax.set_title(key or basis)
+    for pax, key, vals in zip(axes.flat, color, values, strict=False):
+        pax.set_xticks([])
+        pax.set_yticks([])
+        pax.set_xlabel(f"{label}1")
+        pax.set_ylabel(f"{label}2")
+        pax.set_title(key or basis)
         if vals is None:
-            scatter_cells(ax, xy, np.arange(len(xy)), c="#555555", s=s)
+            scatter_cells(pax, xy, np.arange(len(xy)), c="#555555", s=s)
         elif not pd.api.types.is_numeric_dtype(vals.dtype) or pd.api.types.is_bool_dtype(vals.dtype):
-            _scatter_categories(ax, xy, vals.astype("category") if not isinstance(vals.dtype, pd.CategoricalDtype) else vals, s,
+            _scatter_categories(pax, xy, vals.astype("category") if not isinstance(vals.dtype, pd.CategoricalDtype) else vals, s,
                          colors=category_colors(adata, key, len(categories(vals))))
         else:
             v = vals.to_numpy(dtype=float)
             order = np.argsort(np.nan_to_num(v, nan=-np.inf), kind="stable")
-            sc = scatter_cells(ax, xy, order, c=v, s=s, cmap=CMAP_CONTINUOUS)
+            sc = scatter_cells(pax, xy, order, c=v, s=s, cmap=CMAP_CONTINUOUS)
             from_raw = key not in adata.obs and adata.raw is not None and use_raw is not False
-            fig.colorbar(sc, ax=ax, shrink=0.7, label=None if key in adata.obs else
+            fig.colorbar(sc, ax=pax, shrink=0.7, label=None if key in adata.obs else
                          "log-normalised expression (.raw)" if from_raw else "expression (.X)")
-    for ax in axes.flat[len(color):]:
-        ax.set_visible(False)
-    if title and user_ax is not None:
-        user_ax.set_title(title)
+    for pax in axes.flat[len(color):]:
+        pax.set_visible(False)
+    if title and ax is not None:
+        ax.set_title(title)
     elif title:
         fig.suptitle(title)
     return shown(fig, show)

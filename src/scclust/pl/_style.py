@@ -132,9 +132,9 @@ def one_panel(ax, values: Sequence, param: str) -> None:
     if ax is not None and len(values) != 1:
         from .._errors import ConfigError
 
-        raise ConfigError(f"ax= draws one panel, but {param}= gives {len(values)} ({len(values)} panels); pass one "
-                          f"{param} per call (e.g. {param}={values[0]!r}) or leave ax=None for a figure with all of them"
-                          if values else f"ax= draws one panel; give one {param}")
+        raise ConfigError(f"ax= draws one panel, but {param}= gives {len(values)} ({len(values)} panels); pass a single "
+                          f"value per call (e.g. {param}={values[0]!r}) or leave ax=None for a figure with all of them"
+                          if values else f"ax= draws one panel; give one value in {param}=")
 
 
 def shown(fig, show: bool | None):

@@ -12,7 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._errors import ConfigError, MissingKeyError, choices
-from ._style import new_axes, new_figure, one_panel, shown
+from ._style import finish_figure, new_axes, new_figure, one_panel
 
 if TYPE_CHECKING:
     from ..tl._stability import StabilityResult
@@ -101,7 +101,7 @@ def compare(
                     pax.text(j, i, text, ha="center", va="center", fontsize=7,
                             color="black" if (not np.isnan(v) and v > 0.6) else "white")
     fig.colorbar(im, ax=list(axes), shrink=0.7, label="agreement")
-    return shown(fig, show)
+    return finish_figure(fig, show)
 
 
 def clustree(
@@ -205,7 +205,7 @@ def clustree(
     ax.set_title(title or f"Cluster tree ({keys[0]} ... {keys[-1]})", fontsize=10)
     ax.text(1, -0.02, f"node area: cells; edge width: cells, opacity: in_prop (< {min_in_prop:g} hidden)",
             transform=ax.transAxes, ha="right", va="top", fontsize=7, color="#555555")
-    return shown(fig, show)
+    return finish_figure(fig, show)
 
 
 def _node_stability(adata: AnnData, stability) -> dict[tuple[str, str], float]:

@@ -10,7 +10,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ._style import category_colors, new_axes, shown
+from ._style import category_colors, finish_figure, new_axes
 
 
 def proportions(
@@ -106,4 +106,4 @@ def proportions(
         ax.spines[side].set_visible(False)
     ax.legend(title=by, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8, title_fontsize=8,
               ncols=1 if n_seg <= 20 else 2)
-    return shown(fig, show)
+    return finish_figure(fig, show)

@@ -14,7 +14,7 @@ from .._checks import check_groupby, gene_source
 from .._errors import ConfigError, MissingKeyError, ScclustWarning, choices
 from .._types import GeneList, validated
 from ..tl._dendrogram import get_dendrogram, group_stats
-from ._style import new_axes, new_figure, shown
+from ._style import finish_figure, new_axes, new_figure
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def dendrogram(
     ax.set_title(f"Dendrogram of {groupby}")
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    return shown(fig, show)
+    return finish_figure(fig, show)
 
 
 @validated
@@ -185,4 +185,4 @@ def dotplot(
         lax.scatter([], [], s=f * smax, c="#999999", edgecolors="#444444", linewidths=0.4, label=f"{int(f * 100)}%")
     lax.legend(title="fraction of cells\nin group", loc="lower left", frameon=False, fontsize=8, title_fontsize=8,
                labelspacing=1.1, borderpad=0.2)
-    return shown(fig, show)
+    return finish_figure(fig, show)

@@ -17,6 +17,7 @@ from ._style import (
     basis_key,
     categories,
     category_colors,
+    finish_figure,
     grid,
     new_figure,
     obs_or_gene,
@@ -24,7 +25,6 @@ from ._style import (
     palette,
     point_size,
     scatter_cells,
-    shown,
 )
 
 #: Above this many groups the labels are written on the data as well as in the legend.
@@ -121,7 +121,7 @@ def embedding(
         ax.set_title(title)
     elif title:
         fig.suptitle(title)
-    return shown(fig, show)
+    return finish_figure(fig, show)
 
 
 def _scatter_categories(ax, xy: np.ndarray, vals: pd.Series, s: float, *, colors: list[str] | None = None) -> None:

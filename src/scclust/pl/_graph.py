@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._errors import ConfigError
-from ._style import new_figure, one_panel, shown
+from ._style import finish_figure, new_figure, one_panel
 
 #: the block is drawn dense: 5,000 cells = 200 MB per graph
 MAX_CELLS = 5000
@@ -74,4 +74,4 @@ def graph_block(
         pax.set_xticks([])
         pax.set_yticks([])
     fig.colorbar(im, ax=list(axes), shrink=0.7, label="edge weight")
-    return shown(fig, show)
+    return finish_figure(fig, show)

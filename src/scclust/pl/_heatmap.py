@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from .._errors import InputError, ScclustWarning, choices
 from ..tl._heatmap import ClusteredHeatmap
 from ._style import ANNOTATION_PALETTE as PALETTE
-from ._style import CMAP_CONTINUOUS, CMAP_DIVERGING, new_figure, shown
+from ._style import CMAP_CONTINUOUS, CMAP_DIVERGING, finish_figure, new_figure
 
 #: With ``label_rows="auto"`` (``label_cols="auto"``) labels are drawn up to this many rows (columns).
 MAX_ROW_LABELS = 80
@@ -258,7 +258,7 @@ def clustered_heatmap(
                  va="top", ha="left", gid="caption")
     if title:
         fig.suptitle(title, y=1 - 0.12 / H, va="top", fontsize=10)
-    return shown(fig, show)
+    return finish_figure(fig, show)
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -9,7 +9,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._errors import MissingKeyError
-from ._style import new_axes, shown
+from ._style import finish_figure, new_axes
 
 
 def pca_variance(
@@ -53,7 +53,7 @@ def pca_variance(
     if mark is not None:
         ax.axvline(mark, color="#555555", lw=0.8, ls=":")
     ax.set_title("PCA variance (elbow)", fontsize=10)
-    return shown(fig, show)
+    return finish_figure(fig, show)
 
 
 def highly_variable_genes(hvg: pd.DataFrame | AnnData, *, ax: Axes | None = None, show: bool | None = None) -> Figure | None:
@@ -89,4 +89,4 @@ def highly_variable_genes(hvg: pd.DataFrame | AnnData, *, ax: Axes | None = None
     ax.set_ylabel("normalised dispersion")
     ax.legend(fontsize=7, frameon=False, markerscale=3)
     ax.set_title("Highly variable genes", fontsize=10)
-    return shown(fig, show)
+    return finish_figure(fig, show)

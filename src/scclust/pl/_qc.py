@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from .._checks import check_obs
 from .._types import KeyList, validated
-from ._style import category_colors, new_figure, one_panel, shown
+from ._style import category_colors, finish_figure, new_figure, one_panel
 
 #: cells per cluster from which a violin's outline is estimated
 VIOLIN_MAX_CELLS = 20_000
@@ -118,4 +118,4 @@ def qc_violin(
         if str(c) in flagged:
             tick.set_color("#D55E00")
             tick.set_fontweight("bold")
-    return shown(fig, show)
+    return finish_figure(fig, show)

@@ -10,7 +10,7 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._errors import ConfigError, InputError, MissingKeyError, choices
-from ._style import basis_key, new_axes, point_size, scatter_cells, shown
+from ._style import basis_key, finish_figure, new_axes, point_size, scatter_cells
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -100,7 +100,7 @@ def stability(
         ax2.annotate(f"{int(ni)}", (xi, ni), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7, color="#009E73")
     ax.legend(loc="best", fontsize=7, frameon=False)
     ax.set_title(f"Stability of {group}: {int(stable.sum())} of {len(d)} stable", fontsize=10)
-    return shown(fig, show)
+    return finish_figure(fig, show)
 
 
 def stability_embedding(
@@ -160,7 +160,7 @@ def stability_embedding(
     ax.set_xlabel(f"{basis.removeprefix('X_')} 1")
     ax.set_ylabel(f"{basis.removeprefix('X_')} 2")
     ax.set_title(f"{key}: per-cluster stability", fontsize=10)
-    return shown(fig, show)
+    return finish_figure(fig, show)
 
 
 def stability_runs(
@@ -243,4 +243,4 @@ def stability_runs(
     ax.set_xlabel(f"cells ({pick.size} of {n}), by {key} cluster")
     r = result.summary.loc[key]
     ax.set_title(f"{key}: each run's clusters mapped to the labels (ARI seeds {r['ari_seeds']:.3f}, subsamples {r['ari_subsample']:.3f})", fontsize=9)
-    return shown(fig, show)
+    return finish_figure(fig, show)

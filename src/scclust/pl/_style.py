@@ -137,7 +137,7 @@ def one_panel(ax, values: Sequence, param: str) -> None:
                           if values else f"ax= draws one panel; give one value in {param}=")
 
 
-def shown(fig, show: bool | None):
+def finish_figure(fig, show: bool | None):
     """What a plot function returns: ``fig``, or, with ``show=True``, ``None`` after
     :func:`matplotlib.pyplot.show` (scanpy's ``show=True``)."""
     if not show:

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from .._errors import InputError, MissingKeyError, choices
 from .._types import GeneList, validated
 from ._embedding import _scatter_categories, embedding
-from ._style import basis_key, new_figure, point_size, scatter_cells, shown
+from ._style import basis_key, finish_figure, new_figure, point_size, scatter_cells
 
 #: the lab's marker panels of the T/NK subset (its 2 x 2 figure)
 PLOT_GENES = ("CD3E", "CD4", "CD8A", "GNLY")
@@ -102,7 +102,7 @@ def subcluster_overview(
             ax.set_xlabel(f"{label}1")
             ax.set_ylabel(f"{label}2")
             ax.set_title(f"{titles[i]}: {c}")
-    return shown(fig, show)
+    return finish_figure(fig, show)
 
 
 @validated

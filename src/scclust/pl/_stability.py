@@ -140,7 +140,7 @@ def stability_embedding(
     """
     col = f"{key}_{key_added}"
     if col not in adata.obs.columns:
-        raise MissingKeyError(f".obs[{col!r}] not found; run scclust.tl.stability(adata, keys=[{key!r}]) first")
+        raise MissingKeyError(f".obs[{col!r}] not found; run tl.stability(adata, keys=[{key!r}]) first")
     basis = basis_key(adata, basis)
     xy = np.asarray(adata.obsm[basis])[:, :2]
     v = adata.obs[col].to_numpy(dtype=float)

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from .._errors import InputError, MissingKeyError, choices
 from .._types import GeneList, validated
 from ._embedding import _scatter_categories, embedding
-from ._style import basis_key, finish_figure, new_figure, point_size, scatter_cells
+from ._style import basis_key, finish_figure, new_figure, one_panel, point_size, scatter_cells
 
 #: the lab's marker panels of the T/NK subset (its 2 x 2 figure)
 PLOT_GENES = ("CD3E", "CD4", "CD8A", "GNLY")
@@ -157,4 +157,5 @@ def subcluster_markers(
     absent = [g for g in genes if g not in adata.raw.var_names]
     if absent:
         raise MissingKeyError(f"gene(s) {absent} not in .raw; e.g. {choices(adata.raw.var_names, limit=10)}")
+    one_panel(ax, genes, "genes")
     return embedding(adata, basis=basis, color=genes, ncols=ncols, use_raw=True, panel_size=panel_size, ax=ax, show=show)

@@ -310,7 +310,10 @@ def test_medoid_labels_get_colours_that_follow_the_reported_clusters(pbmc, mode)
     scc.pp.neighbors(a, use_rep="X_pca", n_neighbors=10)
     scc.tl.leiden(a, resolutions=[1.0])
     reported = a.obs["leiden_1.0"].copy()
-    colours = list(a.uns["leiden_1.0_colors"])
+    from scclust.pl._style import palette
+
+    colours = palette(30)[-len(reported.cat.categories):]  # the user's own colours: the medoid's must follow them
+    a.uns["leiden_1.0_colors"] = colours
     res = scc.tl.stability(a, keys=["leiden_1.0"], n_seeds=4, n_subsamples=0, medoid_labels=mode, n_jobs=1)
     assert res.summary.loc["leiden_1.0", "medoid"] != "label"  # a medoid partition other than the labels
     medoid_key = "leiden_1.0_medoid" if mode == "add" else "leiden_1.0"

@@ -63,7 +63,7 @@ def test_matched_colours_follow_a_reference_clustering():
     obs = pd.DataFrame({
         "ref": pd.Categorical(["0"] * 6 + ["1"] * 4),
         "new": pd.Categorical(["1"] * 5 + ["0"] * 1 + ["0"] * 4),  # "1" takes most of ref 0, "0" most of ref 1
-    })
+    }, index=[f"c{i}" for i in range(10)])
     ad = AnnData(obs=obs)
     ad.uns["ref_colors"] = ["#111111", "#222222"]
     assert matched_colors(ad, "new", "ref") == ["#222222", "#111111"]

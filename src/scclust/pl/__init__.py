@@ -1,4 +1,6 @@
-"""Figures. Every function returns a :class:`matplotlib.figure.Figure` and never modifies the AnnData."""
+"""Figures. Every function returns a :class:`matplotlib.figure.Figure` (``None`` with ``show=True``,
+as scanpy's) and never modifies the AnnData. Functions that can draw one panel take ``ax=`` and
+return its figure; ``basis`` takes scanpy's short names (``"umap"`` for ``X_umap``)."""
 
 from ._compare import clustree, compare
 from ._composition import proportions

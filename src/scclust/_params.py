@@ -112,6 +112,23 @@ def param_docs(func: Callable[..., Any]) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ models
+def _hints(target: Callable[..., Any]) -> dict[str, Any]:
+    """The function's resolved annotations; names imported for type checking only (``Figure``,
+    ``Axes``: never options) resolve to ``Any``, so reading a signature imports nothing heavy."""
+    import builtins
+    import sys
+
+    globalns = vars(sys.modules[target.__module__])
+
+    class _Names(dict):
+        def __missing__(self, key: str) -> Any:
+            if key in globalns:
+                return globalns[key]
+            return getattr(builtins, key, Any)
+
+    return typing.get_type_hints(target, localns=_Names(), include_extras=True)
+
+
 def _config_value(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
@@ -156,7 +173,7 @@ def params_model(
     checks = []
     for func in funcs:
         target = inspect.unwrap(func)
-        hints = typing.get_type_hints(target, include_extras=True)
+        hints = _hints(target)
         docs = param_docs(target)
         params = inspect.signature(target).parameters
         for pname in wanted if wanted is not None and len(funcs) == 1 else list(params):

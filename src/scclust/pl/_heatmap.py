@@ -6,16 +6,18 @@ from __future__ import annotations
 import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from .._errors import InputError, ScclustWarning, choices
 from ..tl._heatmap import ClusteredHeatmap
 from ._style import ANNOTATION_PALETTE as PALETTE
 from ._style import CMAP_CONTINUOUS, CMAP_DIVERGING, finish_figure, new_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: With ``label_rows="auto"`` (``label_cols="auto"``) labels are drawn up to this many rows (columns).
 MAX_ROW_LABELS = 80

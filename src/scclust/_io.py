@@ -216,8 +216,7 @@ def read_input_summary(spec: str | InputSpec) -> AnnData:
         small = {k: v for k, v in spec.params.items() if k not in ("n_cells", "n_genes", "mean_counts")}
         if name in ("simulate", "counts", "integrated"):
             small["n_cells"] = "400"
-        return load_builtin(parse_input(f"builtin:{name}" + ("?" + "&".join(f"{k}={v}" for k, v in small.items())
-                                                             if small else "")))
+        return load_builtin(InputSpec(f"{spec.text} (small)", "builtin", name=name, params=small))
     path = spec.path
     if path.suffix in (".zarr", ".h5") and path.exists():  # read lazily: names and .obs only
         from .pp._lazy import read_counts_lazy

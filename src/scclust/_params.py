@@ -225,7 +225,7 @@ def validated(func: F | None = None, *, check: Callable[[dict[str, Any]], None] 
     if func is None:
         return functools.partial(validated, check=check)
     state = threading.local()
-    hints = typing.get_type_hints(func, include_extras=True)
+    hints = _hints(func)
     signature = inspect.signature(func)
 
     @functools.wraps(func)

@@ -25,6 +25,7 @@ def _info(adata: AnnData) -> dict:
     return info
 
 
+@validated
 def subcluster_overview(
     adata: AnnData,
     *,

@@ -31,7 +31,7 @@ def run(adata, p, ctx) -> None:
                         ", ".join(f"{k}={v}" for k, v in made.get("params", {}).items() if k in ("n_neighbors", "use_rep")))
         pp.neighbors(adata, **p.model_dump())
     if ctx.cfg.figures.graph_block:
-        ctx.save_figure(pl.graph_block(adata, [p.key_added], n_cells=ctx.cfg.figures.graph_block), f"graph_{p.key_added}")
+        ctx.save_figure(pl.graph_block(adata, neighbors_keys=[p.key_added], n_cells=ctx.cfg.figures.graph_block), f"graph_{p.key_added}")
 
 
 STAGE = Stage(

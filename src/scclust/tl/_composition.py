@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 _NORMALIZE = ("index", "columns", "all")
 
 
+@validated
 def proportions(
     adata: AnnData,
     *,
@@ -94,10 +95,18 @@ class Composition:
         return table
 
 
+@validated
 def composition(adata: AnnData, *, groupby: str, by: str) -> Composition:
     """Cross-tabulate two ``.obs`` columns once (pure); see :class:`Composition` for the views.
 
     Cells with a missing value in either column are not counted.
+
+    Parameters
+    ----------
+    groupby
+        The clustering (``.obs`` column).
+    by
+        The ``.obs`` column the clusters are broken down by (e.g. sample).
     """
     if groupby == by:
         raise ConfigError(f"groupby and by must differ; both are {groupby!r}")

@@ -22,6 +22,7 @@ _LINKAGES = ("single", "complete", "average", "weighted", "centroid", "median", 
 _COR = ("pearson", "kendall", "spearman")
 
 
+@validated
 def dendrogram(
     adata: AnnData,
     *,

@@ -86,17 +86,21 @@ def warn(message: str, category: type[Warning] = ScclustWarning) -> None:
     warnings.warn(message, category, stacklevel=level)
 
 
-def format_validation_error(err: Any, root: Any = None, *, data: Any = None) -> str:
+def format_validation_error(err: Any, root: Any = None, *, data: Any = None, argnames: Any = ()) -> str:
     """One line for a pydantic ``ValidationError``: ``key.path: message (got value)``.
 
     ``root``: the model the locations start from (for the valid keys of an unknown key); ``None``:
     a function's arguments. ``data``: what the user wrote; the path is given as written there (a
     section or a value given as a single item, which the model takes as a list of one, has no
-    list index in the path).
+    list index in the path). ``argnames``: a function's parameter names (a positional argument's
+    error is named by its parameter).
     """
     lines = []
     for e in err.errors():
-        loc = _user_path(e["loc"], data)
+        raw = tuple(e["loc"])
+        if raw and isinstance(raw[0], int) and raw[0] < len(argnames):
+            raw = (argnames[raw[0]], *raw[1:])
+        loc = _user_path(raw, data)
         path = ".".join(str(p) for p in loc) or "(top level)"
         if e["type"] == "unexpected_keyword_argument":
             lines.append(f"unknown argument {path!r}")

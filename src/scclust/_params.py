@@ -251,7 +251,8 @@ def validated(func: F | None = None, *, check: Callable[[dict[str, Any]], None] 
         except ValidationError as err:
             if getattr(state, "entered", False):
                 raise
-            raise ConfigError(f"{func.__name__}(): {format_validation_error(err, data=kwargs)}") from None
+            message = format_validation_error(err, data=kwargs, argnames=list(signature.parameters))
+            raise ConfigError(f"{func.__name__}(): {message}") from None
 
     if check is not None:
         func.__scclust_check__ = check  # type: ignore[attr-defined]

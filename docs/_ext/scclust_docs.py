@@ -6,6 +6,9 @@
 - ``generated/api.md``: the API reference, one autosummary entry per name of the ``__all__`` of
   ``scclust.pp``, ``scclust.tl``, ``scclust.pl`` and ``scclust.datasets``, plus ``run`` / ``load_config``;
 - ``generated/cli.md``: every command's ``--help``;
+- ``generated/outputs_stages.md``: per stage, every file it writes (from the report's
+  :data:`scclust.report.OUTPUTS`: name, what it shows, its columns) and what it writes into the
+  AnnData (the ``Returns`` section of the functions it calls);
 - ``generated/walkthrough.md``: ``examples/walkthrough.py`` (a jupytext percent script) as a page,
   its markdown cells as text and its code cells as code (not executed here; the test suite
   executes the script as a notebook).
@@ -289,6 +292,79 @@ def cli_page() -> str:
     return "\n".join(out) + "\n"
 
 
+# ---------------------------------------------------------------------------------------------
+# outputs reference: the report's OUTPUTS registry and the tools' Returns sections
+# ---------------------------------------------------------------------------------------------
+
+#: the functions whose Returns section says what a stage writes into the AnnData
+_STAGE_TOOLS = {
+    "prepare": ("scclust.pp.prepare",), "neighbors": ("scclust.pp.neighbors",), "leiden": ("scclust.tl.leiden",),
+    "kmeans": ("scclust.tl.kmeans",), "hclust": ("scclust.tl.hclust",), "relationships": ("scclust.tl.dendrogram",),
+    "subcluster": ("scclust.tl.subcluster", "scclust.tl.transfer_subclusters"), "stability": ("scclust.tl.stability",),
+}
+
+
+def readable(pattern: str) -> str:
+    """``composition_(?P<g>.+)_by_(?P<b>.+)`` -> ``composition_{g}_by_{b}``."""
+    import re
+
+    pattern = re.sub(r"\(\?:_\(\?P<(\w+)>[^()]*\)\)\?", r"[_{\1}]", pattern)
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("(?P<", i):
+            name = pattern[i + 4:pattern.index(">", i)]
+            depth, j = 0, i
+            while True:
+                depth += {"(": 1, ")": -1}.get(pattern[j], 0)
+                j += 1
+                if depth == 0:
+                    break
+            out.append("{" + name + "}")
+            i = j
+        else:
+            out.append(pattern[i])
+            i += 1
+    return "".join(out).replace("\\", "")
+
+
+def _returns(qualname: str) -> str:
+    import importlib
+    import inspect
+    import re
+
+    mod, _, name = qualname.rpartition(".")
+    doc = inspect.getdoc(getattr(importlib.import_module(mod), name)) or ""
+    m = re.search(r"^Returns\n-------\n(.*?)(?=^\w[\w ]*\n-{3,}\n|\Z)", doc, re.S | re.M)
+    text = m.group(1).strip() if m else ""
+    return re.sub(r":\w+:`~?([^`]+)`", r"`\1`", text)
+
+
+def outputs_page() -> str:
+    from scclust.report import OUTPUTS, STAGES, docs_link  # noqa: F401
+
+    out: list[str] = []
+    for stage, info in STAGES.items():
+        entries = [o for o in OUTPUTS if o.stage == stage]
+        tools = _STAGE_TOOLS.get(stage, ())
+        if not entries and not tools:
+            continue
+        anchor = "out-" + stage.replace("_", "-")
+        name = "cluster labels" if stage == "write_outputs" else f"`{stage}`"
+        out += [f"({anchor})=", f"## {info.title} ({name})", "", info.lead, ""]
+        for o in entries:
+            folder, ext = ("figures", "png") if o.kind == "figure" else ("tables", "csv")
+            out += [f"**`{folder}/{readable(o.pattern)}.{ext}`**: *{o.title}.* {o.caption}", ""]
+            if o.columns:
+                out += ["| column | meaning |", "|---|---|"]
+                out += [f"| `{k}` | {v.replace('|', chr(92) + '|')} |" for k, v in o.columns]
+                out.append("")
+        for tool in tools:
+            text = _returns(tool)
+            if text:
+                out += [f"Written into the AnnData by [`{tool.removeprefix('scclust.')}`](api/{tool}):", "", text, ""]
+    return "\n".join(out) + "\n"
+
+
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file() or path.read_text() != text:
@@ -300,6 +376,7 @@ def generate(app: Any = None) -> None:
     _write(DOCS / "generated" / "walkthrough.md", walkthrough_page())
     _write(DOCS / "generated" / "api.md", api_page())
     _write(DOCS / "generated" / "cli.md", cli_page())
+    _write(DOCS / "generated" / "outputs_stages.md", outputs_page())
 
 
 def _data_docstring(app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:

@@ -127,7 +127,7 @@ OUTPUTS: tuple[Output, ...] = (
            "for PCA."),
     Output("prepare", "table", r"prepare_qc_filtered", "Cells removed by the QC filters, per batch",
            "One row per batch (or one row 'all').",
-           (("batch / all", "(first column) the batch"), ("n_cells", "cells before filtering"),
+           (("batch", "the batch ('all' without a batch column)"), ("n_cells", "cells before filtering"),
             ("removed_min_genes", "cells with fewer detected genes than qc.min_genes"),
             ("removed_max_genes", "cells with more detected genes than qc.max_genes"),
             ("removed_max_pct_mt", "cells with a higher mitochondrial percentage than qc.max_pct_mt (a cell failing "
@@ -136,10 +136,8 @@ OUTPUTS: tuple[Output, ...] = (
     Output("prepare", "table", r"prepare_hvg", "Gene statistics of the highly variable gene selection",
            "One row per gene.",
            (("gene", "the gene"), ("means", "mean log-normalized expression"),
-            ("dispersions", "dispersion (variance / mean)"),
-            ("dispersions_norm", "dispersion normalised within bins of mean expression"),
-            ("highly_variable", "selected for PCA"), ("highly_variable_nbatches", "batches in which it was selected"),
-            ("highly_variable_intersection", "selected in every batch"))),
+            ("dispersions_norm", "dispersion (variance / mean) normalised within bins of mean expression"),
+            ("highly_variable", "selected for PCA"))),
     # neighbors
     Output("neighbors", "figure", r"graph_(?P<key>.+)", "Graph {key}: adjacency of the first cells",
            "The connectivities among the first cells (figures.graph_block), in cluster order; dark squares on "

@@ -6,7 +6,7 @@
 - ``generated/api.md``: the API reference, one autosummary entry per name of the ``__all__`` of
   ``scclust.pp``, ``scclust.tl``, ``scclust.pl`` and ``scclust.datasets``, plus ``run`` / ``load_config``;
 - ``generated/cli.md``: every command's ``--help``;
-- ``generated/outputs_stages.md``: per stage, every file it writes (from the report's
+- ``generated/outputs_stages.inc``: per stage, every file it writes (from the report's
   :data:`scclust.report.OUTPUTS`: name, what it shows, its columns) and what it writes into the
   AnnData (the ``Returns`` section of the functions it calls);
 - ``generated/walkthrough.md``: ``examples/walkthrough.py`` (a jupytext percent script) as a page,
@@ -361,7 +361,7 @@ def outputs_page() -> str:
         for tool in tools:
             text = _returns(tool)
             if text:
-                out += [f"Written into the AnnData by [`{tool.removeprefix('scclust.')}`](api/{tool}):", "", text, ""]
+                out += [f"Written into the AnnData by {{func}}`{tool}`:", "", text, ""]
     return "\n".join(out) + "\n"
 
 
@@ -376,7 +376,7 @@ def generate(app: Any = None) -> None:
     _write(DOCS / "generated" / "walkthrough.md", walkthrough_page())
     _write(DOCS / "generated" / "api.md", api_page())
     _write(DOCS / "generated" / "cli.md", cli_page())
-    _write(DOCS / "generated" / "outputs_stages.md", outputs_page())
+    _write(DOCS / "generated" / "outputs_stages.inc", outputs_page())
 
 
 def _data_docstring(app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:

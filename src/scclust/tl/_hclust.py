@@ -119,7 +119,10 @@ def hclust(
         (:func:`scipy.cluster.hierarchy.optimal_leaf_ordering`; needs the n x n matrix, so at most
         :data:`MATRIX_MAX_CELLS` cells). Changes the drawing order only, not the clusters.
     backend
-        How the tree is built: ``"auto"``, ``"matrix"``, ``"vector"`` or ``"micro"`` (described above).
+        How the tree is built: ``"matrix"`` (the n x n distances), ``"vector"`` (fastcluster's
+        memory-saving path, same merges), ``"micro"`` (exact linkage of k-means micro-clusters, an
+        approximation for large data) or ``"auto"`` (chosen from the method, the size and
+        ``max_exact_seconds``).
     allow_non_euclidean
         Let ``centroid`` / ``median`` / ``ward`` run on a non-Euclidean metric (R's behaviour).
     n_micro_clusters

@@ -83,7 +83,10 @@ def _constraint(node: dict) -> str:
 
 
 def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ").strip()
+    import re
+
+    text = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", str(text))  # reST roles in model docstrings
+    return text.replace("|", "\\|").replace("\n", " ").strip()
 
 
 def _default(node: dict, group: str | None) -> str:
@@ -139,15 +142,18 @@ def config_reference() -> str:
         "A config is one YAML mapping. Keys of a step group are written nested "
         "(`prepare: {hvg: {min_mean: 0.0125}}`) and addressed with dots on the command line "
         "(`--set prepare.hvg.min_mean=0.02`). Sections marked *mapping or list* take one mapping or a "
-        "list of mappings (each entry runs once); `subcluster` takes a mapping of names to entries. "
+        "list of mappings (each entry runs once); `subcluster` takes a mapping of names (your choice, "
+        "written `NAME` below) to entries. "
         "Unknown keys are errors that name the allowed ones.", "",
         "## Top-level keys", "",
     ]
-    top_nested: list[tuple[str, dict, str]] = []
     sections = []
     out += ["| key | type | default | constraint | description |", "|---|---|---|---|---|"]
     for name, prop in schema["properties"].items():
         group = _group_ref(schema, prop)
+        extra = prop.get("additionalProperties")
+        if group is None and isinstance(extra, dict) and "$ref" in extra:
+            group = extra["$ref"].rsplit("/", 1)[1]
         if group is None:
             out.append(f"| `{name}` | {_type(prop)} | {_cell(_default(prop, None))} | {_cell(_constraint(prop))} "
                        f"| {_cell(prop.get('description', ''))} |")
@@ -157,15 +163,16 @@ def config_reference() -> str:
             how = "mapping or list of mappings"
         elif prop.get("type") == "object" and isinstance(prop.get("additionalProperties"), dict):
             how = "mapping of names to mappings"
-        out.append(f"| `{name}` | {how} ([{name}](#{_anchor(name)})) | | | {_cell(prop.get('description', ''))} |")
-        if prop.get("type") == "object" and isinstance(prop.get("additionalProperties"), dict):
-            group = prop["additionalProperties"]["$ref"].rsplit("/", 1)[1]
-        sections.append((name, schema["$defs"][group], prop.get("description", "")))
+        target = f"{name}.NAME" if how.startswith("mapping of names") else name
+        out.append(f"| `{name}` | {how} ([{target}](#{_anchor(target)})) | | | {_cell(prop.get('description', ''))} |")
+        key = name
+        if how.startswith("mapping of names"):
+            key = f"{name}.NAME"  # a mapping of names (of your choice) to entries
+        sections.append((key, schema["$defs"][group], prop.get("description", "")))
     out.append("")
     out += ["## Sections", ""]
     for name, model, desc in sections:
         _section(schema, name, model, desc, out, 3)
-    del top_nested
     return "\n".join(out) + "\n"
 
 

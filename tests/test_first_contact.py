@@ -302,8 +302,8 @@ def test_scalars_where_lists_are_expected(pbmc):
     ad = pbmc.copy()
     scc.pp.neighbors(ad, use_rep="X_pca", n_neighbors=10)
     scc.tl.leiden(ad, resolutions=0.8)
-    scc.tl.leiden(ad, resolution=0.5)
-    assert {"leiden_0.8", "leiden_0.5"} <= set(ad.obs.columns)
+    scc.tl.leiden(ad, resolution=0.5)  # scanpy's call: scanpy's column name
+    assert {"leiden_0.8", "leiden"} <= set(ad.obs.columns) and "leiden_0.5" not in ad.obs
     scc.tl.kmeans(ad, use_rep="X_pca", n_clusters=4)
     assert "kmeans4" in ad.obs
     fig = scc.pl.embedding(ad, basis="X_umap", color="leiden_0.8")

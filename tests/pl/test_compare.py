@@ -106,3 +106,31 @@ def test_clustree_with_a_subset_clustering_and_bad_keys(clustered):
         scc.pl.clustree(adata, ["hclust_3", "none"])
     with pytest.raises(InputError, match="distinct"):
         scc.pl.clustree(adata, ["hclust_3", "hclust_3"])
+
+
+def test_clustree_without_stability_names_both_ways_out(clustered):
+    keys = ["hclust_3", "hclust_6"]
+    with pytest.raises(MissingKeyError) as err:
+        scc.pl.clustree(clustered, keys, stability="stability")
+    msg = str(err.value)
+    assert "run scclust.tl.stability(adata, ...) first" in msg and "stability=None" in msg and "\n" not in msg
+    assert scc.pl.clustree(clustered, keys, stability=None).axes  # the way out draws
+
+
+def test_compare_and_graph_block_into_given_axes(clustered):
+    import matplotlib.pyplot as plt
+
+    adata = clustered.copy()
+    scc.pp.neighbors(adata, use_rep="X_pca", n_neighbors=10)
+    fig, (a1, a2) = plt.subplots(1, 2)
+    try:
+        res = scc.tl.compare(adata, keys=["kmeans3", "hclust_3"])
+        assert scc.pl.compare(adata, keys=["kmeans3", "hclust_3"], metrics=["nmi"], ax=a1) is fig
+        np.testing.assert_allclose(a1.images[0].get_array(), res["nmi"].to_numpy())
+        assert scc.pl.graph_block(adata, ["neighbors"], n_cells=40, ax=a2) is fig
+        block = adata.obsp["connectivities"][:40, :40].toarray()
+        np.testing.assert_array_equal(a2.images[0].get_array(), block)
+        with pytest.raises(ConfigError, match="metrics= gives 2"):
+            scc.pl.compare(adata, keys=["kmeans3", "hclust_3"], ax=a1)
+    finally:
+        plt.close(fig)

@@ -292,3 +292,22 @@ def test_exact_time_estimate_is_the_right_order_of_magnitude():
     took = time.perf_counter() - t
     est = _hclust.estimate_exact_seconds(12_000, 30, vector=True)
     assert est / 10 < took < est * 10, (took, est)
+
+
+def test_writes_the_runs_colours_for_scanpy(pbmc):
+    from scclust.pl._style import tree_colors  # what a run wrote at the end of the hclust stage
+
+    ad = pbmc.copy()
+    scc.tl.hclust(ad, use_rep="X_pca", n_clusters=[4, 9], heights=[60.0])
+    keys = ["hclust_4", "hclust_9", "hclust_h60"]
+    expected = tree_colors(ad, keys)
+    for key in keys:
+        colours = list(ad.uns[f"{key}_colors"])
+        assert colours == expected[key]
+        assert len(colours) == len(set(colours)) == len(ad.obs[key].cat.categories)
+    # nested cuts of one tree: each cluster of hclust_4 keeps its colour in its largest piece at k = 9
+    table = pd.crosstab(ad.obs["hclust_9"], ad.obs["hclust_4"])
+    c4, c9 = list(ad.obs["hclust_4"].cat.categories), list(ad.obs["hclust_9"].cat.categories)
+    for parent in table.columns:
+        largest = table[parent].idxmax()
+        assert ad.uns["hclust_9_colors"][c9.index(largest)] == ad.uns["hclust_4_colors"][c4.index(parent)]

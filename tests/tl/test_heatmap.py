@@ -176,9 +176,9 @@ def test_euclidean_only_methods(example, method):
 
 def test_bad_arguments(example):
     df = example[0]
-    with pytest.raises(ConfigError, match="'spearman'.*'euclidean'"):
+    with pytest.raises(ConfigError, match="row_metric.*'euclidean'.*'spearman'"):
         scc.tl.cluster_heatmap(df, row_metric="spearman")
-    with pytest.raises(ConfigError, match="scale 'log'"):
+    with pytest.raises(ConfigError, match="scale: Input should be 'zscore', 'standard' or 'none'"):
         scc.tl.cluster_heatmap(df, scale="log")
     with pytest.raises(ConfigError, match="row_k=30 is larger"):
         scc.tl.cluster_heatmap(df, row_k=30)
@@ -282,20 +282,26 @@ def test_table_source(tmp_path, example):
     df.to_csv(path)
     ann = pd.DataFrame({"batch": ["a", "b"] * 3}, index=df.columns)
     ann.to_csv(tmp_path / "ann.csv")
-    inp = scc.tl.heatmap_matrix(None, source="table", table=str(path), table_annotations=str(tmp_path / "ann.csv"),
+    # the tool takes tables; the stage reads the files the config names
+    inp = scc.tl.heatmap_matrix(None, source="table", table=df, table_annotations=ann,
                                 column_pattern=r"(?P<condition>ctrl|stim)_(?P<donor>\d+)")
     np.testing.assert_allclose(inp.data.to_numpy(), df.to_numpy())
     assert list(inp.col_annotations.columns) == ["batch", "condition", "donor"]
     assert list(inp.col_annotations["condition"]) == ["ctrl"] * 3 + ["stim"] * 3
-    built = scc.tl.heatmap_matrix(None, source="table", table="builtin:heatmap_example")
-    assert built.data.shape == (24, 6) and list(built.row_annotations.columns) == ["planted"]
-    with pytest.raises(MissingFileError, match="nope.csv"):
-        scc.tl.heatmap_matrix(None, source="table", table=str(tmp_path / "nope.csv"))
     with pytest.raises(InputError, match="does not match column 'ctrl_1'"):
-        scc.tl.heatmap_matrix(None, source="table", table=str(path), column_pattern=r"(?P<x>treated)")
-    df.assign(note="x").to_csv(tmp_path / "bad.csv")
+        scc.tl.heatmap_matrix(None, source="table", table=df, column_pattern=r"(?P<x>treated)")
     with pytest.raises(InputError, match="non-numeric column.*'note'"):
-        scc.tl.heatmap_matrix(None, source="table", table=str(tmp_path / "bad.csv"))
+        scc.tl.heatmap_matrix(None, source="table", table=df.assign(note="x"))
+
+    from scclust.stages.heatmap import HeatmapParams, _table
+
+    data, col_ann, _ = _table(HeatmapParams(source="table", table=str(path), table_annotations=str(tmp_path / "ann.csv")))
+    np.testing.assert_allclose(data.to_numpy(), df.to_numpy())
+    assert list(col_ann["batch"]) == ["a", "b"] * 3
+    data, col_ann, row_ann = _table(HeatmapParams(source="table", table="builtin:heatmap_example"))
+    assert data.shape == (24, 6) and list(row_ann.columns) == ["planted"]
+    with pytest.raises(MissingFileError, match="nope.csv"):
+        _table(HeatmapParams(source="table", table=str(tmp_path / "nope.csv")))
 
 
 def test_matrix_errors(pbmc):
@@ -303,10 +309,10 @@ def test_matrix_errors(pbmc):
         scc.tl.heatmap_matrix(pbmc)
     with pytest.raises(MissingKeyError, match="'leiden' not in .obs"):
         scc.tl.heatmap_matrix(pbmc, groupby="leiden")
-    with pytest.raises(ConfigError, match="source 'genes'"):
+    with pytest.raises(ConfigError, match="source: Input should be 'cluster_means', 'cells' or 'table'"):
         scc.tl.heatmap_matrix(pbmc, source="genes")
     with pytest.raises(ConfigError, match="source='table' only"):
-        scc.tl.heatmap_matrix(pbmc, groupby="cell_type", table="x.csv")
+        scc.tl.heatmap_matrix(pbmc, groupby="cell_type", table=pd.DataFrame({"a": [1.0, 2.0]}))
 
 
 # ------------------------------------------------------------------------------------------ config

@@ -303,3 +303,32 @@ def test_subclustering_assessed_on_its_subset(sim):
     moved = scc.tl.transfer_subclusters(parent, subset=sub, name="tnk")
     with pytest.raises(InputError, match="part of the cells"):
         scc.tl.stability(parent, keys=moved[:1])
+
+
+@pytest.mark.parametrize("mode", ["add", "replace"])
+def test_medoid_labels_get_colours_that_follow_the_reported_clusters(pbmc, mode):
+    a = pbmc.copy()
+    scc.pp.neighbors(a, use_rep="X_pca", n_neighbors=10)
+    scc.tl.leiden(a, resolutions=[1.0])
+    reported = a.obs["leiden_1.0"].copy()
+    from scclust.pl._style import palette
+
+    colours = palette(30)[-len(reported.cat.categories):]  # the user's own colours: the medoid's must follow them
+    a.uns["leiden_1.0_colors"] = colours
+    res = scc.tl.stability(a, keys=["leiden_1.0"], n_seeds=4, n_subsamples=0, medoid_labels=mode, n_jobs=1)
+    assert res.summary.loc["leiden_1.0", "medoid"] != "label"  # a medoid partition other than the labels
+    medoid_key = "leiden_1.0_medoid" if mode == "add" else "leiden_1.0"
+    if mode == "replace":
+        assert list(a.uns["leiden_1.0_original_colors"]) == colours
+    got = list(a.uns[f"{medoid_key}_colors"])
+    medoid = a.obs[medoid_key]
+    assert len(got) == len(set(got)) == len(medoid.cat.categories)
+    assert not medoid.equals(reported)
+    # each reported cluster's colour goes to the largest medoid cluster that takes most of its cells from it
+    table = pd.crosstab(medoid, reported)  # categories in order, as the colour rule reads them
+    parent = table.idxmax(axis=1)
+    sizes = table.sum(axis=1)
+    cats, ref = list(medoid.cat.categories), list(reported.cat.categories)
+    for p in parent.unique():
+        largest = sizes[parent == p].idxmax()
+        assert got[cats.index(largest)] == colours[ref.index(p)]

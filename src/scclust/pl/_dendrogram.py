@@ -11,11 +11,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._checks import check_groupby, gene_source
-from .._errors import MissingKeyError, ScclustWarning, choices
-from .._types import GeneList
+from .._errors import ConfigError, MissingKeyError, ScclustWarning, choices
 from .._params import validated
+from .._types import GeneList
 from ..tl._dendrogram import get_dendrogram, group_stats
-from ._style import new_axes
+from ._style import finish_figure, new_axes, new_figure
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,9 @@ logger = logging.getLogger(__name__)
 CMAP_DOTPLOT = "Reds"
 
 
-def dendrogram(adata: AnnData, *, groupby: str, key: str | None = None, ax: Axes | None = None) -> Figure:
+def dendrogram(
+    adata: AnnData, *, groupby: str, key: str | None = None, ax: Axes | None = None, show: bool | None = None
+) -> Figure | None:
     """The dendrogram of the clusters of ``groupby`` stored by :func:`scclust.tl.dendrogram`.
 
     Leaves are labelled with the cluster and its number of cells; the height is ``1 - correlation``.
@@ -39,10 +41,14 @@ def dendrogram(adata: AnnData, *, groupby: str, key: str | None = None, ax: Axes
         ``.uns`` key if not the default.
     ax
         Draw into these axes (of a figure you made) instead of a new figure.
+    show
+        ``True``: show the figure (:func:`matplotlib.pyplot.show`) and return ``None``, as scanpy's
+        ``show=True``. ``None`` / ``False`` (default): return the figure, show nothing.
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure`.
+    The :class:`~matplotlib.figure.Figure` (the figure of ``ax`` when given), or ``None`` with
+    ``show=True``.
     """
     import scipy.cluster.hierarchy as sch
 
@@ -54,7 +60,7 @@ def dendrogram(adata: AnnData, *, groupby: str, key: str | None = None, ax: Axes
     by_idx = dict(zip(dend["categories_idx_ordered"], ordered, strict=True))
     names = [f"{by_idx[i]} (n={sizes.get(by_idx[i], 0)})" for i in range(len(ordered))]
     width = max(5.0, 0.42 * len(ordered) + 1.5)
-    fig, ax = new_axes(ax, (width, 3.8))
+    fig, ax = new_axes(ax, (width, 3.8), show=show)
     sch.dendrogram(np.asarray(dend["linkage"]), labels=names, ax=ax, color_threshold=0, above_threshold_color="#333333",
                    leaf_rotation=90, leaf_font_size=9)
     ax.set_ylabel(f"1 - {dend.get('cor_method', 'pearson')} correlation")
@@ -62,7 +68,7 @@ def dendrogram(adata: AnnData, *, groupby: str, key: str | None = None, ax: Axes
     ax.set_title(f"Dendrogram of {groupby}")
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    return fig
+    return finish_figure(fig, show)
 
 
 @validated
@@ -74,14 +80,17 @@ def dotplot(
     use_raw: bool | None = None,
     dendrogram: bool = True,
     dendrogram_key: str | None = None,
-) -> Figure:
+    ax: Axes | None = None,
+    show: bool | None = None,
+) -> Figure | None:
     """Dot plot of ``genes`` per cluster: dot size = fraction of cells expressing, colour = mean.
 
     Rows are the clusters, in the leaf order of the dendrogram stored by
     :func:`scclust.tl.dendrogram` (drawn beside the rows) when ``dendrogram=True``, else in
     category order. Genes absent from the data are named in a :class:`~scclust._errors.ScclustWarning`
     and left out; the plot is drawn with the others. The AnnData is not modified and nothing is
-    computed behind the user's back: a missing dendrogram is an error.
+    computed behind the user's back: a missing dendrogram is an error that names both ways out
+    (``scclust.tl.dendrogram(adata, groupby=...)``, or ``dendrogram=False``).
 
     Parameters
     ----------
@@ -94,13 +103,22 @@ def dotplot(
     use_raw
         Read expression from ``.raw`` (``None``: when present).
     dendrogram
-        Order rows by the stored dendrogram and draw it.
+        Order rows by the stored dendrogram (from :func:`scclust.tl.dendrogram`) and draw it;
+        ``False`` draws the rows in category order without one.
     dendrogram_key
         ``.uns`` key of the dendrogram if not the default.
+    ax
+        Draw into the space of these axes (made by ``plt.subplots`` or ``fig.add_subplot``), as
+        scanpy's ``ax=``: the dots, the dendrogram and the legends share it; the axes itself is
+        removed and replaced by them.
+    show
+        ``True``: show the figure (:func:`matplotlib.pyplot.show`) and return ``None``, as scanpy's
+        ``show=True``. ``None`` / ``False`` (default): return the figure, show nothing.
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure`; its dot axes has ``label == "dots"`` and y tick labels
+    The :class:`~matplotlib.figure.Figure` (the figure of ``ax`` when given), or ``None`` with
+    ``show=True``; its dot axes has ``label == "dots"`` and y tick labels
     ``"{cluster} (n={cells})"`` from top to bottom.
     """
     import scipy.cluster.hierarchy as sch
@@ -112,7 +130,8 @@ def dotplot(
         if len(missing) == len(genes):
             raise MissingKeyError(f"none of the genes {choices(genes)} is in {where}")
         warnings.warn(f"dotplot: gene(s) not in {where}, left out: {', '.join(missing)}", ScclustWarning, stacklevel=2)
-    dend = get_dendrogram(adata, groupby, dendrogram_key) if dendrogram else None
+    dend = get_dendrogram(adata, groupby, dendrogram_key, instead="pass dendrogram=False to draw the rows in "
+                          "category order without it") if dendrogram else None
     index = [str(c) for c in means.index]
     order = [str(c) for c in dend["categories_ordered"]] if dend is not None else index
     pos = [index.index(c) for c in order]
@@ -122,9 +141,18 @@ def dotplot(
 
     h = max(3.2, 0.34 * n_rows + 1.6)
     w = 0.42 * n_cols + 2.4 + (1.4 if dend is not None else 0)
-    fig = Figure(figsize=(w, h), layout="constrained")
     ratios = [max(n_cols, 1) * 0.42] + ([1.2] if dend is not None else []) + [1.3]
-    axs = fig.subplots(1, len(ratios), gridspec_kw={"width_ratios": ratios})
+    if ax is not None:  # scanpy's ax=: the panels share the space of the given axes
+        spec = ax.get_subplotspec()
+        if spec is None:
+            raise ConfigError("dotplot(ax=...) needs axes on a grid (plt.subplots / fig.add_subplot), not fig.add_axes")
+        fig = ax.figure
+        gs = spec.subgridspec(1, len(ratios), width_ratios=ratios)
+        ax.remove()
+        axs = [fig.add_subplot(g) for g in gs]
+    else:
+        fig = new_figure((w, h), show=show)
+        axs = fig.subplots(1, len(ratios), gridspec_kw={"width_ratios": ratios})
     ax = axs[0]
     ax.set_label("dots")
     y = np.arange(n_rows) * 10 + 5.0  # scipy's leaf positions, so the dendrogram lines up
@@ -158,4 +186,4 @@ def dotplot(
         lax.scatter([], [], s=f * smax, c="#999999", edgecolors="#444444", linewidths=0.4, label=f"{int(f * 100)}%")
     lax.legend(title="fraction of cells\nin group", loc="lower left", frameon=False, fontsize=8, title_fontsize=8,
                labelspacing=1.1, borderpad=0.2)
-    return fig
+    return finish_figure(fig, show)

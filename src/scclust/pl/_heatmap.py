@@ -6,16 +6,18 @@ from __future__ import annotations
 import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from .._errors import InputError, ScclustWarning, choices
 from ..tl._heatmap import ClusteredHeatmap
 from ._style import ANNOTATION_PALETTE as PALETTE
-from ._style import CMAP_CONTINUOUS, CMAP_DIVERGING
+from ._style import CMAP_CONTINUOUS, CMAP_DIVERGING, finish_figure, new_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: With ``label_rows="auto"`` (``label_cols="auto"``) labels are drawn up to this many rows (columns).
 MAX_ROW_LABELS = 80
@@ -41,7 +43,8 @@ def clustered_heatmap(
     cmap: str | None = None,
     figsize: tuple[float, float] | None = None,
     title: str | None = None,
-) -> Figure:
+    show: bool | None = None,
+) -> Figure | None:
     """Draw a :class:`~scclust.tl.ClusteredHeatmap` (from :func:`scclust.tl.cluster_heatmap`).
 
     Layout, left to right: row dendrogram, row annotation bars (then the row groups, numbered, with
@@ -81,10 +84,14 @@ def clustered_heatmap(
         Figure size in inches; ``None`` sizes it from the matrix.
     title
         Figure title.
+    show
+        ``True``: show the figure (:func:`matplotlib.pyplot.show`) and return ``None``, as scanpy's
+        ``show=True``. ``None`` / ``False`` (default): return the figure, show nothing.
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure`.
+    The :class:`~matplotlib.figure.Figure` (several axes on one grid, so no ``ax=``), or ``None``
+    with ``show=True``.
     """
     if not isinstance(result, ClusteredHeatmap):
         raise InputError(f"result must be a ClusteredHeatmap from scclust.tl.cluster_heatmap; got {type(result).__name__}")
@@ -122,7 +129,7 @@ def clustered_heatmap(
     W, H = sum(widths) + 0.2, sum(heights) + 0.2
     if figsize is not None:
         W, H = figsize
-    fig = Figure(figsize=(W, H))
+    fig = new_figure((W, H), show=show, layout=None)
     wr = [max(w, 1e-3) for w in widths]
     hr = [max(h, 1e-3) for h in heights]
     gs = fig.add_gridspec(len(hr), len(wr), width_ratios=wr, height_ratios=hr, wspace=0.0, hspace=0.0,
@@ -253,7 +260,7 @@ def clustered_heatmap(
                  va="top", ha="left", gid="caption")
     if title:
         fig.suptitle(title, y=1 - 0.12 / H, va="top", fontsize=10)
-    return fig
+    return finish_figure(fig, show)
 
 
 # ------------------------------------------------------------------------------------------ helpers

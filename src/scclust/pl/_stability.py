@@ -10,7 +10,7 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._errors import ConfigError, InputError, MissingKeyError, choices
-from ._style import point_size, scatter_cells
+from ._style import basis_key, finish_figure, new_axes, point_size, scatter_cells
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -18,13 +18,6 @@ if TYPE_CHECKING:
     from ..tl._stability import StabilityResult
 
 _STABLE, _UNSTABLE = "#0072B2", "#D55E00"
-
-
-def _figure_or_ax(ax, size):
-    if ax is not None:
-        return ax.figure, ax
-    fig = Figure(figsize=size, layout="constrained")
-    return fig, fig.subplots()
 
 
 def _check_key(result: StabilityResult, key: str) -> None:
@@ -38,7 +31,8 @@ def stability(
     group: str | None = None,
     metric: Literal["ari", "ic"] = "ari",
     ax: Axes | None = None,
-) -> Figure:
+    show: bool | None = None,
+) -> Figure | None:
     """Agreement between runs against the resolution (or k), with the number of clusters.
 
     Left axis: ``metric="ari"`` draws the mean pairwise ARI among seed runs (solid) and the mean ARI
@@ -57,10 +51,14 @@ def stability(
         ``"ari"`` or ``"ic"``.
     ax
         Draw into this axes (one panel); a new figure otherwise.
+    show
+        ``True``: show the figure (:func:`matplotlib.pyplot.show`) and return ``None``, as scanpy's
+        ``show=True``. ``None`` / ``False`` (default): return the figure, show nothing.
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure`.
+    The :class:`~matplotlib.figure.Figure` (the figure of ``ax`` when given), or ``None`` with
+    ``show=True``.
     """
     if metric not in ("ari", "ic"):
         raise ConfigError(f"metric {metric!r} is not one of 'ari', 'ic'")
@@ -71,7 +69,7 @@ def stability(
     elif group not in groups:
         raise MissingKeyError(f"group {group!r} not in the stability result; available: {choices(groups)}")
     d = s[s["group"] == group].sort_values("param")
-    fig, ax = _figure_or_ax(ax, (6.5, 3.8))
+    fig, ax = new_axes(ax, (6.5, 3.8), show=show)
     x = d["param"].to_numpy(dtype=float)
     stable = d["stable"].to_numpy(dtype=bool)
     if metric == "ari":
@@ -102,7 +100,7 @@ def stability(
         ax2.annotate(f"{int(ni)}", (xi, ni), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7, color="#009E73")
     ax.legend(loc="best", fontsize=7, frameon=False)
     ax.set_title(f"Stability of {group}: {int(stable.sum())} of {len(d)} stable", fontsize=10)
-    return fig
+    return finish_figure(fig, show)
 
 
 def stability_embedding(
@@ -112,7 +110,8 @@ def stability_embedding(
     basis: str = "X_umap",
     key_added: str = "stability",
     ax: Axes | None = None,
-) -> Figure:
+    show: bool | None = None,
+) -> Figure | None:
     """Cells on an embedding coloured by the stability of their cluster (0-1), labels at the centres.
 
     Reads ``.obs[f"{key}_{key_added}"]`` written by :func:`scclust.tl.stability`.
@@ -124,24 +123,28 @@ def stability_embedding(
     key
         The clustering, e.g. ``"leiden_1.0"``.
     basis
-        Embedding in ``.obsm``.
+        Embedding in ``.obsm``; scanpy's short names work too (``"umap"`` is ``X_umap``: ``basis`` is
+        looked up as given, then as ``f"X_{basis}"``).
     key_added
         As given to :func:`scclust.tl.stability`.
     ax
         Draw into this axes; a new figure otherwise.
+    show
+        ``True``: show the figure (:func:`matplotlib.pyplot.show`) and return ``None``, as scanpy's
+        ``show=True``. ``None`` / ``False`` (default): return the figure, show nothing.
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure`.
+    The :class:`~matplotlib.figure.Figure` (the figure of ``ax`` when given), or ``None`` with
+    ``show=True``.
     """
     col = f"{key}_{key_added}"
     if col not in adata.obs.columns:
         raise MissingKeyError(f".obs[{col!r}] not found; run tl.stability(adata, keys=[{key!r}]) first")
-    if basis not in adata.obsm:
-        raise MissingKeyError(f"basis {basis!r} not in .obsm; available: {choices(adata.obsm.keys())}")
+    basis = basis_key(adata, basis)
     xy = np.asarray(adata.obsm[basis])[:, :2]
     v = adata.obs[col].to_numpy(dtype=float)
-    fig, ax = _figure_or_ax(ax, (5.2, 4.4))
+    fig, ax = new_axes(ax, (5.2, 4.4), show=show)
     order = np.argsort(-np.nan_to_num(v, nan=2.0))  # least stable on top
     sc = scatter_cells(ax, xy, order, c=v, cmap="RdYlBu", vmin=0, vmax=1, s=point_size(adata.n_obs))
     labels = adata.obs[key]
@@ -157,7 +160,7 @@ def stability_embedding(
     ax.set_xlabel(f"{basis.removeprefix('X_')} 1")
     ax.set_ylabel(f"{basis.removeprefix('X_')} 2")
     ax.set_title(f"{key}: per-cluster stability", fontsize=10)
-    return fig
+    return finish_figure(fig, show)
 
 
 def stability_runs(
@@ -167,7 +170,8 @@ def stability_runs(
     max_cells: int = 3000,
     seed: int = 0,
     ax: Axes | None = None,
-) -> Figure:
+    show: bool | None = None,
+) -> Figure | None:
     """Cells x runs agreement for one clustering: does each run put each cell in its cluster?
 
     Columns are cells (at most ``max_cells``, drawn at random, sorted by their reported cluster);
@@ -188,10 +192,14 @@ def stability_runs(
         Seed of that subset.
     ax
         Draw into this axes; a new figure otherwise.
+    show
+        ``True``: show the figure (:func:`matplotlib.pyplot.show`) and return ``None``, as scanpy's
+        ``show=True``. ``None`` / ``False`` (default): return the figure, show nothing.
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure`.
+    The :class:`~matplotlib.figure.Figure` (the figure of ``ax`` when given), or ``None`` with
+    ``show=True``.
     """
     from matplotlib.colors import ListedColormap
 
@@ -220,7 +228,7 @@ def stability_runs(
         to_ref = np.argmax(t, axis=1)  # each run cluster -> the reported cluster it shares most cells with
         sel = col[pick]
         mat[j + 1] = np.where(sel >= 0, to_ref[np.maximum(sel, 0)], -1)
-    fig, ax = _figure_or_ax(ax, (8, 0.16 * mat.shape[0] + 1.8))
+    fig, ax = new_axes(ax, (8, 0.16 * mat.shape[0] + 1.8), show=show)
     cmap = ListedColormap(["white", *palette(k)])
     ax.imshow(mat + 1, aspect="auto", interpolation="nearest", cmap=cmap, vmin=-0.5, vmax=k + 0.5)
     names = ["labels", *info.index]
@@ -235,4 +243,4 @@ def stability_runs(
     ax.set_xlabel(f"cells ({pick.size} of {n}), by {key} cluster")
     r = result.summary.loc[key]
     ax.set_title(f"{key}: each run's clusters mapped to the labels (ARI seeds {r['ari_seeds']:.3f}, subsamples {r['ari_subsample']:.3f})", fontsize=9)
-    return fig
+    return finish_figure(fig, show)

@@ -105,14 +105,15 @@ def dendrogram(
     logger.info("dendrogram of %s (%d groups) stored in .uns[%r]", groupby, len(categories), key)
 
 
-def get_dendrogram(adata: AnnData, groupby: str, key: str | None = None) -> dict:
+def get_dendrogram(adata: AnnData, groupby: str, key: str | None = None, *, instead: str | None = None) -> dict:
     """The stored dendrogram of ``groupby``, checked against the current labels, or an error saying
-    what to run first."""
+    what to run first (and, when the caller can do without it, ``instead``: how)."""
     key = key or f"dendrogram_{groupby}"
+    other_way = f", or {instead}" if instead else ""
     if key not in adata.uns or "categories_ordered" not in adata.uns[key]:
         raise MissingKeyError(
             f"no dendrogram for {groupby!r} in .uns[{key!r}]; run scclust.tl.dendrogram(adata, groupby={groupby!r}) "
-            "(the 'relationships' stage) first"
+            f"(the 'relationships' stage) first{other_way}"
         )
     dend = adata.uns[key]
     stored = [str(c) for c in dend["categories_ordered"]]
@@ -121,7 +122,7 @@ def get_dendrogram(adata: AnnData, groupby: str, key: str | None = None) -> dict
     if set(stored) != present:
         raise InputError(
             f"the dendrogram in .uns[{key!r}] was made for other groups than the current {groupby!r} "
-            f"({len(stored)} vs {len(present)} groups); re-run scclust.tl.dendrogram"
+            f"({len(stored)} vs {len(present)} groups); re-run scclust.tl.dendrogram(adata, groupby={groupby!r}){other_way}"
         )
     return dend
 

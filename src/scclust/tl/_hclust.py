@@ -12,6 +12,7 @@ from anndata import AnnData
 from pydantic import Field
 
 from .._checks import get_rep
+from .._colors import write_colors
 from .._errors import ConfigError, InputError, choices
 from .._keys import hclust_keys
 from .._types import (
@@ -142,7 +143,10 @@ def hclust(
     -------
     ``None`` (or the copy), having written ``.obs[f"{key_added}_{k}"]`` for each k and
     ``.obs[f"{key_added}_h{height:g}"]`` for each height (categorical labels ``"0"``, ``"1"``, ...
-    numbered by decreasing cluster size, natsorted categories), and ``.uns[key_added]`` with
+    numbered by decreasing cluster size, natsorted categories; an existing column is overwritten,
+    named in an INFO log line), ``.uns[f"{key}_colors"]`` for each of these columns (one hex colour
+    per category, the colours of scclust's figures; they follow the clustering tree across the
+    cuts, k first, then heights) and ``.uns[key_added]`` with
     ``params``, ``linkage`` (the (n - 1) x 4 scipy linkage matrix, heights in the metric's units,
     for dendrograms), ``leaves`` (leaf order of the tree), ``monotonic`` (no inversions),
     ``backend`` (the one used: ``"matrix"``, ``"vector"`` or ``"micro"``), ``estimated_exact_seconds``
@@ -284,6 +288,7 @@ def hclust(
         "clusterings": summary,
         **({"micro": micro_info} if micro_info is not None else {}),
     }
+    write_colors(adata, list(summary))
     return adata if copy else None
 
 

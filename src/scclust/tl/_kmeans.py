@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from anndata import AnnData
 
 from .._checks import get_rep
+from .._colors import write_colors
 from .._errors import ConfigError, InputError
 from .._keys import kmeans_keys
 from pydantic import Field
@@ -67,8 +68,10 @@ def kmeans(
     Returns
     -------
     ``None`` (or the copy), having written ``.obs[f"{key_added}{k}"]`` for each k (categorical
-    labels ``"0"``, ``"1"``, ... numbered by decreasing cluster size, natsorted categories) and
-    ``.uns[key_added]`` with ``params`` and ``clusterings``: per label key ``n_clusters``,
+    labels ``"0"``, ``"1"``, ... numbered by decreasing cluster size, natsorted categories; an
+    existing column is overwritten, named in an INFO log line), ``.uns[f"{key_added}{k}_colors"]``
+    (one hex colour per category, the colours of scclust's figures; they follow the clustering
+    tree across the values of k) and ``.uns[key_added]`` with ``params`` and ``clusterings``: per label key ``n_clusters``,
     ``inertia`` (within-cluster sum of squares of the best start) and ``n_iter``.
     """
     from sklearn.cluster import KMeans
@@ -89,6 +92,7 @@ def kmeans(
         },
         "clusterings": summary,
     }
+    write_colors(adata, list(summary))
     return adata if copy else None
 
 

@@ -178,7 +178,9 @@ def stability(
     -------
     A :class:`StabilityResult`, having written ``.obs[f"{key}_{key_added}"]`` (the stability of
     each cell's cluster) for each key, ``.obs[f"{key}_medoid"]`` (``medoid_labels="add"``) or
-    ``.obs[key]`` and ``.obs[f"{key}_original"]`` (``"replace"``), and ``.uns[key_added]`` with
+    ``.obs[key]`` and ``.obs[f"{key}_original"]`` (``"replace"``), each of these label columns with
+    its ``.uns[f"{column}_colors"]`` (a medoid partition's clusters take the colour of the reported
+    cluster they share most cells with), and ``.uns[key_added]`` with
     ``params``, ``summary`` (per key, the columns of :attr:`StabilityResult.summary`),
     ``clusters`` (per key, cluster -> stability) and ``recommended`` (the stable keys).
     """
@@ -662,17 +664,27 @@ def _recommend(summary: pd.DataFrame, min_ari: float, min_cluster_stability: flo
 
 
 def _write_medoid(adata, key, medoid, runs, info, mode) -> None:
+    """The medoid partition as ``.obs[f"{key}_medoid"]`` (``"add"``) or in place of ``key`` (``"replace"``;
+    the reported labels kept as ``f"{key}_original"``), each with ``.uns[...colors]``: the copy keeps
+    the labels' colours, a new partition takes the colour of the reported cluster it shares most cells with."""
+    from .._colors import categories, category_colors, matched_colors
     from ._labels import store_labels
 
+    colours = category_colors(adata, key, len(categories(adata.obs[key])))
     if medoid == "label":  # the reported labels are the medoid: nothing changes
-        adata.obs[f"{key}_medoid" if mode == "add" else f"{key}_original"] = adata.obs[key].copy()
+        copy_key = f"{key}_medoid" if mode == "add" else f"{key}_original"
+        adata.obs[copy_key] = adata.obs[key].copy()
+        adata.uns[f"{copy_key}_colors"] = colours
         return
     labels = runs[:, list(info.index).index(medoid)]
     if mode == "add":
         store_labels(adata, f"{key}_medoid", labels)
+        adata.uns[f"{key}_medoid_colors"] = matched_colors(adata, f"{key}_medoid", key)
     else:
         adata.obs[f"{key}_original"] = adata.obs[key].copy()
+        adata.uns[f"{key}_original_colors"] = colours
         store_labels(adata, key, labels)
+        adata.uns[f"{key}_colors"] = matched_colors(adata, key, f"{key}_original")
         logger.info("stability: %s replaced by its medoid partition (%s); the reported labels are in %s_original", key, medoid, key)
 
 

@@ -161,7 +161,7 @@ OUTPUTS: tuple[Output, ...] = (
            "cells alike."),
     Output("compare", "figure", r"clustree_(?P<group>.+)", "Clustering tree of the {group} series",
            "One row of nodes per resolution or k (node size: cells); an edge shows the cells a cluster passes to "
-           "a cluster of the next row (width: cells, shade: in_prop, the share of the child that comes from that "
+           "a cluster of the next row (width: cells; opacity: in_prop, the share of the child that comes from that "
            "parent). A child fed by two parents is a sign of over-clustering."),
     Output("compare", "table", r"ari", "Adjusted Rand index between clusterings", "A square, symmetric matrix.",
            (("(every column)", _ARI),)),
@@ -480,14 +480,20 @@ def _render_files(outdir: Path, files: list[str], max_rows: int, flags: list, *,
     return "\n".join([grid, *tables]) if (grid or tables) else ""
 
 
-def _png_aspect(path: Path) -> float:
-    """Width / height of a PNG from its header (1 when it cannot be read)."""
+def _png_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a PNG from its header ((0, 0) when it cannot be read)."""
     with open(path, "rb") as fh:
         head = fh.read(24)
     if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n":
-        return 1.0
+        return 0, 0
     w, h = struct.unpack(">II", head[16:24])
-    return w / h if h else 1.0
+    return w, h
+
+
+def _is_wide(path: Path) -> bool:
+    """Figures of several panels side by side (wide, or many pixels across) take a whole row of the grid."""
+    w, h = _png_size(path)
+    return h > 0 and (w / h >= 2.0 or w >= 2400)
 
 
 def _words(stem: str, kind: str, stage: str | None) -> tuple[str, str, Output | None]:
@@ -508,7 +514,7 @@ def _figure(outdir: Path, variants: list[str], *, stage: str | None = None) -> s
     for ext, mime in (("png", "image/png"), ("svg", "image/svg+xml")):
         if ext in by_ext and (outdir / by_ext[ext]).is_file():
             file = outdir / by_ext[ext]
-            wide = ext == "png" and _png_aspect(file) >= 2.0
+            wide = ext == "png" and _is_wide(file)
             data = base64.b64encode(file.read_bytes()).decode("ascii")
             return (f'<figure{" class=wide" if wide else ""}>{head}<img alt="{name}" src="data:{mime};base64,{data}" '
                     f'title="click to enlarge" onclick="this.classList.toggle(\'full\')">'

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from importlib.metadata import PackageNotFoundError, version
+import tomllib
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -13,10 +13,8 @@ sys.path.insert(0, str(HERE.parent / "src"))  # document the source tree this co
 project = "scclust"
 author = "scclust developers"
 copyright = "scclust developers"
-try:
-    release = version("scclust")
-except PackageNotFoundError:  # pragma: no cover
-    release = "unknown"
+# the version of the source tree documented (what `scclust --version` prints once installed)
+release = tomllib.loads((HERE.parent / "pyproject.toml").read_text())["project"]["version"]
 version = release
 
 extensions = [
@@ -47,6 +45,8 @@ napoleon_numpy_docstring = True
 napoleon_google_docstring = False
 napoleon_use_rtype = False
 napoleon_custom_sections = [("Writes", "returns_style")]
+
+smartquotes = False  # keep "--no-resume" and quotes in option names as typed
 
 html_theme = "furo"
 html_title = f"scclust {release}"

@@ -97,8 +97,36 @@ def _default(node: dict, group: str | None) -> str:
     return f"`{json.dumps(node['default'])}`"
 
 
+def _fallback_docs(model: dict, section: str) -> dict[str, str]:
+    """Parameter descriptions of the functions a section's model names (``:func:`scclust.pl.embedding```),
+    for keys whose model field has no description of its own: the function's numpydoc entry."""
+    import importlib
+    import re
+
+    from scclust._params import param_docs, plain
+
+    from scclust.stages import REGISTRY
+
+    text = model.get("description", "")
+    if section in REGISTRY:  # the stage module's docstring names the functions the stage calls
+        text += importlib.import_module(REGISTRY[section].run.__module__).__doc__ or ""
+    docs: dict[str, str] = {}
+    for target in re.findall(r":func:`~?([\w.]+)`", text):
+        mod, _, name = target.rpartition(".")
+        if not mod.startswith("scclust"):
+            continue
+        try:
+            func = getattr(importlib.import_module(mod), name)
+        except (ImportError, AttributeError):
+            continue
+        for key, text in param_docs(func).items():
+            docs.setdefault(key, plain(text))
+    return docs
+
+
 def _table(schema: dict, model: dict, prefix: str, out: list[str], nested: list[tuple[str, dict, str]]) -> None:
     out += ["| key | type | default | constraint | description |", "|---|---|---|---|---|"]
+    fallback = _fallback_docs(model, prefix.split(".")[0])
     for name, prop in model.get("properties", {}).items():
         key = f"{prefix}.{name}" if prefix else name
         group = _group_ref(schema, prop)
@@ -107,7 +135,7 @@ def _table(schema: dict, model: dict, prefix: str, out: list[str], nested: list[
             typ = typ.replace("mapping", f"mapping ([{key}](#{_anchor(key)}))", 1)
             nested.append((key, schema["$defs"][group], prop.get("description", "")))
         out.append(f"| `{key}` | {typ} | {_cell(_default(prop, group))} | {_cell(_constraint(prop))} "
-                   f"| {_cell(prop.get('description', ''))} |")
+                   f"| {_cell(prop.get('description') or fallback.get(name, ''))} |")
     out.append("")
 
 
@@ -164,7 +192,8 @@ def config_reference() -> str:
         elif prop.get("type") == "object" and isinstance(prop.get("additionalProperties"), dict):
             how = "mapping of names to mappings"
         target = f"{name}.NAME" if how.startswith("mapping of names") else name
-        out.append(f"| `{name}` | {how} ([{target}](#{_anchor(target)})) | | | {_cell(prop.get('description', ''))} |")
+        about = prop.get("description") or schema["$defs"][group].get("description", "").split("\n\n")[0]
+        out.append(f"| `{name}` | {how} ([{target}](#{_anchor(target)})) | | | {_cell(about)} |")
         key = name
         if how.startswith("mapping of names"):
             key = f"{name}.NAME"  # a mapping of names (of your choice) to entries

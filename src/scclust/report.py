@@ -330,8 +330,8 @@ _FLAG_TEXT = {
     "flag_doublet_like": "its cells hold about twice the genes and counts of a typical cell (doublets, or large cells: "
                          "markers of two cell types point to doublets)",
 }
-#: figures shown first, in this order: file stems that start with these
-_OVERVIEW = ("umap", "dotplot_", "compare", "qc_violin_")
+#: figures shown first, in this order: the first file whose stem starts with each prefix (and its stage)
+_OVERVIEW = {"umap": "embedding", "dotplot_": "relationships", "compare": "compare", "qc_violin_": "qc"}
 
 
 def describe(stem: str, kind: str, stage: str | None = None) -> tuple[Output | None, dict[str, str]]:
@@ -600,16 +600,17 @@ def _recommendations(outdir: Path, files: list[str]) -> str:
 
 
 def _overview(outdir: Path, figures: list[str]) -> str:
-    """The figures a reader looks at first (UMAPs, dot plot, agreement, QC), before any table."""
-    chosen = []
-    for prefix in _OVERVIEW:
+    """The figures a reader looks at first, one of each kind (the first clusterings on the embedding,
+    the marker dot plot, the agreement between clusterings, the QC violins), before any table."""
+    chosen: list[tuple[str, str]] = []
+    for prefix, stage in _OVERVIEW.items():
         for f in figures:
-            stem = Path(f).stem
-            if f.endswith(".png") and stem.startswith(prefix) and f not in chosen and len(chosen) < 6:
-                chosen.append(f)
+            if f.endswith(".png") and Path(f).stem.startswith(prefix):
+                chosen.append((f, stage))
+                break
     if not chosen:
         return ""
-    body = "".join(_figure(outdir, [f]) for f in chosen)
+    body = "".join(_figure(outdir, [f], stage=stage) for f, stage in chosen)
     return (f'<section id="overview"><h2>Overview</h2><p class="lead">The figures to look at first; click a figure '
             f'to enlarge it. Each is repeated, with its tables, in its section below.</p><div class="figs">{body}</div></section>')
 

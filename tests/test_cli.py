@@ -97,7 +97,7 @@ def test_validate_and_schema(tmp_path, capsys):
 
 def test_shipped_configs_validate():
     for path in sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "benchmarks").glob("*.yaml")):
-        assert main(["validate", str(path)]) == 0, path
+        assert main(["validate", str(path), "--config-only"]) == 0, path
 
 
 def test_import_and_validate_load_no_plotting_or_scanpy():
@@ -105,10 +105,34 @@ def test_import_and_validate_load_no_plotting_or_scanpy():
     code = (
         "import sys, scclust\n"
         "from scclust.cli import main\n"
-        "rc = main(['validate', 'configs/tutorial.yaml'])\n"
+        "rc = main(['validate', 'configs/tutorial.yaml', '--config-only'])\n"
         "heavy = [m for m in ('scanpy', 'matplotlib', 'umap', 'sklearn') if m in sys.modules]\n"
         "assert rc == 0 and not heavy, (rc, heavy)\n"
         "assert scclust.tl.leiden and scclust.run and scclust.__version__\n"
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_validate_checks_the_configs_own_input(tmp_path, pbmc, capsys):
+    """Without --input, validate reads the config's input: a missing file, a wrong key, genes that are
+    all absent are exit 2 with one line that leads with the problem; a fitting config is valid."""
+    data = tmp_path / "pbmc.h5ad"
+    pbmc.write_h5ad(data)
+    cases = {
+        "missing": (f"input: {tmp_path / 'nope.h5ad'}\n", "input file not found"),
+        "key": (f"input: {data}\nstages: [neighbors, leiden]\nneighbors: {{use_rep: X_harmony}}\n",
+                "neighbors.use_rep 'X_harmony' not in .obsm"),
+        "genes": (f"input: {data}\nstages: [neighbors, leiden, embedding]\nneighbors: {{use_rep: X_pca}}\n"
+                  "embedding: {basis: X_umap, genes: [Cd3e, nkg7]}\n", "none of the genes"),
+    }
+    for name, (text, expected) in cases.items():
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(text)
+        assert main(["validate", str(cfg)]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("scclust: error: ") and expected in err and err.count("\n") == 1, (name, err)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(f"input: {data}\nstages: [neighbors, leiden]\nneighbors: {{use_rep: X_pca}}\n")
+    assert main(["validate", str(ok)]) == 0
+    assert f"fits {data}" in capsys.readouterr().out

@@ -392,3 +392,133 @@ def test_interrupt_message_points_to_resume(tmp_path, capsys, monkeypatch):
 
 def test_user_errors_are_user_errors():
     assert issubclass(OutputError, UserError) and issubclass(OutputError, OSError)
+
+
+# ---------------------------------------------------------------------------- first contact II
+def _one_sample_counts(path):
+    """Raw counts of one sample with no sample column (as a 10x run of one library)."""
+    from scclust.datasets import simulate_counts
+
+    a = simulate_counts(2400, n_samples=2, seed=3)
+    a = a[a.obs["sample"] == a.obs["sample"].cat.categories[0]].copy()
+    for col in ("sample", "batch", "type"):
+        del a.obs[col]
+    a.write_h5ad(path)
+    return a
+
+
+@pytest.mark.slow
+def test_one_sample_raw_counts_init_then_run_to_the_report(tmp_path, capsys):
+    """Own data, first contact: `scclust init --counts --input` writes a config that fits; it runs
+    (prepare without Harmony, the tutorial's stages, the T/NK subclustering) to the report, and
+    scanpy's own plotting finds the UMAP under its name."""
+    import anndata as ad
+    import matplotlib
+    import scanpy as sc
+
+    matplotlib.use("agg")
+    data = tmp_path / "one.h5ad"
+    _one_sample_counts(data)
+    cfg = tmp_path / "my.yaml"
+    assert main(["init", "--counts", "--input", str(data), "-o", str(cfg)]) == 0
+    text = cfg.read_text()
+    assert "batch_key: null" in text and "# " in text  # no batch column found; every key commented
+    assert main(["validate", str(cfg)]) == 0
+    assert main(["run", str(cfg), "--outdir", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Harmony skipped" in err
+    out = tmp_path / "out"
+    assert (out / "report.html").is_file() and (out / "subclusters" / "tnk.h5ad").is_file()
+    adata = ad.read_h5ad(out / "clustered.h5ad")
+    assert "X_umap" in adata.obsm and adata.uns["prepare"]["harmony"] in (False, 0)
+    sc.pl.umap(adata, color="leiden_0.6", show=False)  # scanpy's name: found
+
+
+def test_default_batch_key_absent_runs_without_harmony_explicit_one_is_an_error(tmp_path):
+    """prepare.batch_key left at its default and absent: one batch (logged); named and absent: an
+    error that names batch_key: null."""
+    from scclust.config import parse_config
+
+    raw = _one_sample_counts(tmp_path / "one.h5ad")
+    base = {"input": "x.h5ad", "stages": ["prepare", "neighbors", "leiden"], "neighbors": {"use_rep": "X_pca_harmony"}}
+    scc.workflow.preflight(raw, parse_config({**base, "prepare": {}}))
+    with pytest.raises(MissingKeyError, match=r"prepare.batch_key 'sample' not in .obs.*prepare.batch_key=null"):
+        scc.workflow.preflight(raw, parse_config({**base, "prepare": {"batch_key": "sample"}}))
+
+
+def test_prepare_without_batches_stores_scanpys_umap_key(tmp_path):
+    raw = _one_sample_counts(tmp_path / "one.h5ad")
+    out = scc.pp.prepare(raw, batch_key=None, pca={"n_comps": 20}, graph={"n_pcs": 20})
+    assert "X_umap" in out.obsm and out.uns["prepare"]["harmony"] is False
+    np.testing.assert_array_equal(out.obsm["X_umap"], out.obsm["X_umap_harmony"])  # configs for integrated data
+    assert out.uns["neighbors"]["params"]["use_rep"] == "X_pca"
+
+
+def test_config_error_path_is_the_path_the_user_wrote():
+    from scclust.config import parse_config
+
+    with pytest.raises(ConfigError) as e:
+        parse_config({"input": "x", "leiden": {"resolutions": "zero point six"}})
+    assert str(e.value).startswith("leiden.resolutions: ") and "leiden.0" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"^leiden\.1\.resolutions\.1: "):
+        parse_config({"input": "x", "leiden": [{}, {"resolutions": [0.2, "x"]}]})
+
+
+def test_every_config_key_has_a_description():
+    from scclust.config import json_schema
+
+    schema = json_schema()
+    defs = schema.get("$defs", {})
+    missing, seen = [], 0
+
+    def walk(node, path):
+        nonlocal seen
+        node = defs[node["$ref"].split("/")[-1]] if "$ref" in node else node
+        for key, prop in node.get("properties", {}).items():
+            seen += 1
+            if not prop.get("description"):
+                missing.append(f"{path}{key}")
+            for sub in (prop, *prop.get("anyOf", []), prop.get("items", {}), prop.get("additionalProperties") or {}):
+                if isinstance(sub, dict) and "$ref" in sub:
+                    walk(sub, f"{path}{key}.")
+
+    walk(schema, "")
+    assert seen > 200 and not missing, missing
+
+
+def test_subcluster_without_a_sample_column_draws_its_figures(tmp_path, pbmc):
+    parent = pbmc.copy()
+    del parent.obs["sample"]
+    sub, _ = scc.tl.subcluster(parent, name="dc", select={"obs_query": "bulk_labels == 'Dendritic'"}, groupby="louvain",
+                               batch_key=None, min_cells=20, graph={"n_pcs": 20}, pca={"n_comps": 30},
+                               leiden={"flavor": "igraph", "n_iterations": 2, "resolutions": 0.5})
+    fig = scc.pl.subcluster_overview(sub, parent=parent)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 4  # no sample panels
+
+
+def test_neighbors_stage_reuses_prepares_graph_or_says_it_replaces_it(tmp_path, caplog):
+    """One graph is not built twice: the neighbors stage with prepare's options reuses its graph (the
+    same labels as building it again); with other options it says that it replaces it."""
+    import logging
+
+    from scclust import run
+
+    data = tmp_path / "one.h5ad"
+    _one_sample_counts(data)
+    base = {"input": str(data), "stages": ["prepare", "neighbors", "leiden"],
+            "prepare": {"pca": {"n_comps": 20}, "graph": {"n_neighbors": 15, "n_pcs": 20}, "umap": None},
+            "leiden": {"resolutions": [0.8]}}
+    with caplog.at_level(logging.INFO, logger="scclust"):
+        same, _ = run(parse_config({**base, "outdir": str(tmp_path / "a"),
+                                    "neighbors": {"use_rep": "X_pca", "n_pcs": 20, "n_neighbors": 15}}))
+    assert "reusing the graph 'neighbors'" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="scclust"):
+        other, _ = run(parse_config({**base, "outdir": str(tmp_path / "b"),
+                                     "neighbors": {"use_rep": "X_pca", "n_pcs": 20, "n_neighbors": 10}}))
+    assert "is replaced by one with this stage's options" in caplog.text and "prepare.graph" in caplog.text
+    rebuilt = same.copy()
+    scc.pp.neighbors(rebuilt, use_rep="X_pca", n_pcs=20, n_neighbors=15)
+    scc.tl.leiden(rebuilt, resolutions=[0.8])
+    assert (rebuilt.obs["leiden_0.8"] == same.obs["leiden_0.8"]).all()
+    assert other.uns["neighbors"]["params"]["n_neighbors"] == 10

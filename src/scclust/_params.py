@@ -64,7 +64,10 @@ class Group(BaseModel):
             if key not in cls.model_fields:
                 raise TypeError(f"{cls.__name__} has no field {key!r}")
             info = FieldInfo.merge_field_infos(cls.model_fields[key], default=_config_value(value))
-            fields[key] = (cls.model_fields[key].annotation, info)
+            annotation = cls.model_fields[key].annotation
+            if value is None and type(None) not in typing.get_args(annotation):
+                annotation = annotation | None  # "not set": the place of use decides (documented there)
+            fields[key] = (annotation, info)
         model = create_model(name, __base__=cls, __module__=cls.__module__, **fields)
         model.__doc__ = cls.__doc__
         return model
@@ -222,7 +225,7 @@ def validated(func: F | None = None, *, check: Callable[[dict[str, Any]], None] 
     if func is None:
         return functools.partial(validated, check=check)
     state = threading.local()
-    hints = typing.get_type_hints(func, include_extras=True)
+    hints = _hints(func)
     signature = inspect.signature(func)
 
     @functools.wraps(func)

@@ -123,6 +123,21 @@ def simulate_counts(
     2.0 (``states=False``: 8 / 8 / 8 / 9 / 10 / 11), a rising number as on real PBMC data (the lab's
     9 / 12 / 16 / 21 at 0.4 / 0.6 / 1.0 / 1.4). On by default; ``states=False`` gives the flat
     simulation (types only), which tests of type recovery use.
+
+    Parameters
+    ----------
+    n_samples
+        Samples (2-64), with a batch effect each.
+    n_genes
+        Genes.
+    batch_strength
+        Size of the per-sample batch effect.
+    type_strength
+        Size of the cell types' expression differences.
+    states
+        Types have states (a type -> state hierarchy); ``False``: types only.
+    seed
+        Seed.
     """
     if n_cells < 100:
         raise ConfigError(f"n_cells must be >= 100; got {n_cells}")
@@ -250,6 +265,19 @@ def simulate(
     ``X_pca_harmony``, ``X_umap_harmony``. The true cell type is ``.obs["cell_type"]`` and its state
     ``.obs["cell_state"]`` (the type -> state hierarchy of :func:`simulate_counts`; ``states=False``:
     types only).
+
+    Parameters
+    ----------
+    n_samples
+        Samples (2-64), the batches Harmony integrates.
+    n_genes
+        Genes.
+    batch_strength
+        Size of the per-sample batch effect.
+    states
+        Types have states (a type -> state hierarchy); ``False``: types only.
+    seed
+        Seed.
     """
     from .pp import prepare
 
@@ -582,6 +610,29 @@ def simulate_counts_store(
     peak, whatever ``n_cells`` (one core). ``states=False``: one profile per type, the flat
     simulation, where Leiden's partition does not depend on its seed (for agreement tests of two
     code paths). Returns ``path``.
+
+    Parameters
+    ----------
+    n_genes
+        Genes.
+    n_samples
+        Samples, with a batch effect each.
+    mean_counts
+        Mean counts per cell.
+    batch_strength
+        Size of the per-sample batch effect.
+    type_strength
+        Size of the cell types' expression differences.
+    theta
+        Negative binomial dispersion.
+    chunk_cells
+        Cells simulated and written per chunk (bounds the memory).
+    states
+        Types have states; ``False``: types only.
+    seed
+        Seed.
+    overwrite
+        Replace an existing file (otherwise an existing file is an error).
     """
     import anndata as ad
 
@@ -770,7 +821,17 @@ def _store_block(n, rng, state_p, cum, mass, bounds, order, lib_state, lib_sampl
 def counts_store(n_cells: int = 200_000, *, n_genes: int = 20_000, mean_counts: float = 1200.0, seed: int = 0) -> AnnData:
     """``builtin:counts_store``: :func:`simulate_counts_store` written once into the cache
     (``$SCCLUST_CACHE``, else ``~/.cache/scclust``) and read lazily (``.X`` a Dask array), so that
-    ``prepare`` runs out of core on it."""
+    ``prepare`` runs out of core on it.
+
+    Parameters
+    ----------
+    n_genes
+        Genes.
+    mean_counts
+        Mean counts per cell.
+    seed
+        Seed.
+    """
     import os
 
     from .pp._lazy import read_counts_lazy

@@ -134,8 +134,8 @@ def test_basis_takes_scanpys_short_names(nb):
         offsets = fig.axes[0].collections[0].get_offsets()
         np.testing.assert_allclose(np.sort(offsets[:, 0]), np.sort(np.asarray(ad.obsm[key])[:, 0]))
         assert fig.axes[0].get_xlabel() == key.removeprefix("X_").split("_")[0].upper() + "1"
-    fig = scc.pl.stability_embedding(ad, "leiden_1.0", basis="pca")
+    fig = scc.pl.stability_embedding(ad, key="leiden_1.0", basis="pca")
     np.testing.assert_allclose(np.sort(fig.axes[0].collections[0].get_offsets()[:, 1]), np.sort(ad.obsm["X_pca"][:, 1]))
-    for call in (lambda: scc.pl.embedding(ad, basis="tsne"), lambda: scc.pl.stability_embedding(ad, "leiden_1.0", basis="tsne")):
+    for call in (lambda: scc.pl.embedding(ad, basis="tsne"), lambda: scc.pl.stability_embedding(ad, key="leiden_1.0", basis="tsne")):
         with pytest.raises(MissingKeyError, match=r"basis 'tsne' not in \.obsm \(nor 'X_tsne'\); available: 'X_pca', 'X_umap'"):
             call()

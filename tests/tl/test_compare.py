@@ -50,7 +50,7 @@ def test_missing_labels_are_left_out(clustered):
 
 
 def test_contingency_equals_crosstab(clustered):
-    t = scc.tl.contingency(clustered, "kmeans8", "cell_type")
+    t = scc.tl.contingency(clustered, key1="kmeans8", key2="cell_type")
     ref = pd.crosstab(clustered.obs["kmeans8"], clustered.obs["cell_type"])
     assert list(t.index) == [str(i) for i in range(8)]
     assert list(t.columns) == list(clustered.obs["cell_type"].cat.categories)
@@ -101,7 +101,7 @@ def test_cluster_tree_is_the_stacked_crosstabs(pbmc):
     adata = pbmc.copy()
     scc.tl.kmeans(adata, n_clusters=[3, 5, 8], use_rep="X_pca", n_init=1)
     keys = ["kmeans3", "kmeans5", "kmeans8"]
-    edges = scc.tl.cluster_tree(adata, keys)
+    edges = scc.tl.cluster_tree(adata, keys=keys)
     assert list(edges["from_key"].unique()) == keys[:2] and list(edges["to_key"].unique()) == keys[1:]
     for a, b in zip(keys[:-1], keys[1:], strict=True):
         ref = pd.crosstab(adata.obs[a].astype(str), adata.obs[b].astype(str)).stack()
@@ -113,4 +113,4 @@ def test_cluster_tree_is_the_stacked_crosstabs(pbmc):
         np.testing.assert_allclose(part.groupby("to_cluster")["in_prop"].sum(), 1)
         np.testing.assert_allclose(part.groupby("from_cluster")["out_prop"].sum(), 1)
     with pytest.raises(InputError, match="at least two"):
-        scc.tl.cluster_tree(adata, ["kmeans3"])
+        scc.tl.cluster_tree(adata, keys=["kmeans3"])

@@ -12,6 +12,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._errors import ConfigError, MissingKeyError, choices
+from .._params import validated
+from .._types import KeyList
 from ._style import finish_figure, new_axes, new_figure, one_panel
 
 if TYPE_CHECKING:
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
 _TITLES = {"ari": "Adjusted Rand index", "nmi": "Normalized mutual information"}
 
 
+@validated
 def compare(
     adata: AnnData,
     *,
@@ -104,10 +107,11 @@ def compare(
     return finish_figure(fig, show)
 
 
+@validated
 def clustree(
     adata: AnnData,
-    keys: Sequence[str],
     *,
+    keys: KeyList,
     min_in_prop: float = 0.1,
     title: str | None = None,
     edges: pd.DataFrame | None = None,
@@ -158,7 +162,7 @@ def clustree(
     if not 0 <= min_in_prop <= 1:
         raise ConfigError(f"min_in_prop must be in [0, 1]; got {min_in_prop}")
     keys = list(keys)
-    edges = cluster_tree(adata, keys) if edges is None else edges
+    edges = cluster_tree(adata, keys=keys) if edges is None else edges
     nodes: list[tuple[str, str, int]] = []  # (key, cluster, cells labelled with it), row by row
     for key in keys:
         labels = adata.obs[key]

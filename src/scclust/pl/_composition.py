@@ -11,8 +11,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ._style import category_colors, finish_figure, new_axes
+from .._params import validated
 
 
+@validated
 def proportions(
     adata: AnnData,
     *,

@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._checks import check_groupby, gene_source
-from .._errors import ConfigError, MissingKeyError, ScclustWarning, choices
+from .._errors import ConfigError, MissingKeyError, choices, warn
 from .._params import validated
 from .._types import GeneList
 from ..tl._dendrogram import get_dendrogram, group_stats
@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 CMAP_DOTPLOT = "Reds"
 
 
+@validated
 def dendrogram(
     adata: AnnData, *, groupby: str, key: str | None = None, ax: Axes | None = None, show: bool | None = None
 ) -> Figure | None:
@@ -129,7 +130,7 @@ def dotplot(
         where = gene_source(adata, use_raw)
         if len(missing) == len(genes):
             raise MissingKeyError(f"none of the genes {choices(genes)} is in {where}")
-        warnings.warn(f"dotplot: gene(s) not in {where}, left out: {', '.join(missing)}", ScclustWarning, stacklevel=2)
+        warn(f"dotplot: gene(s) not in {where}, left out: {', '.join(missing)}")
     dend = get_dendrogram(adata, groupby, dendrogram_key, instead="pass dendrogram=False to draw the rows in "
                           "category order without it") if dendrogram else None
     index = [str(c) for c in means.index]

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from .._errors import InputError
 from .._types import as_list
+from .._params import validated
 from ._style import (
     CMAP_CONTINUOUS,
     basis_key,
@@ -31,6 +32,7 @@ from ._style import (
 LABEL_ON_DATA_MIN = 10
 
 
+@validated
 def embedding(
     adata: AnnData,
     *,

@@ -10,14 +10,17 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._errors import ConfigError
+from .._params import validated
+from .._types import KeyList
 from ._style import finish_figure, new_figure, one_panel
 
 #: the block is drawn dense: 5,000 cells = 200 MB per graph
 MAX_CELLS = 5000
 
 
+@validated
 def graph_block(
-    adata: AnnData, neighbors_keys: Sequence[str] = ("neighbors",), *, n_cells: int = 200, ax: Axes | None = None,
+    adata: AnnData, *, neighbors_keys: KeyList = ("neighbors",), n_cells: int = 200, ax: Axes | None = None,
     show: bool | None = None,
 ) -> Figure | None:
     """Edge weights among the first ``n_cells`` cells, one panel per graph, cells in data order.

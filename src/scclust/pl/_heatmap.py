@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from .._errors import InputError, ScclustWarning, choices
+from .._errors import InputError, choices, warn
 from ..tl._heatmap import ClusteredHeatmap
+from .._params import validated
 from ._style import ANNOTATION_PALETTE as PALETTE
 from ._style import CMAP_CONTINUOUS, CMAP_DIVERGING, finish_figure, new_figure
 
@@ -26,6 +27,7 @@ _GREY = "#555555"
 _BAR = 0.2  # inches per annotation bar
 
 
+@validated
 def clustered_heatmap(
     result: ClusteredHeatmap,
     *,
@@ -343,7 +345,7 @@ def _which_row_labels(label_rows, rows: pd.Index) -> np.ndarray:
     names = rows.astype(str)
     missing = [r for r in wanted if r not in set(names)]
     if missing:
-        warnings.warn(f"label_rows: {len(missing)} name(s) not among the rows: {choices(missing, 10)}", ScclustWarning, stacklevel=3)
+        warn(f"label_rows: {len(missing)} name(s) not among the rows: {choices(missing, 10)}")
     return np.flatnonzero(names.isin(wanted))
 
 

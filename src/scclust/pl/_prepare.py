@@ -9,9 +9,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._errors import MissingKeyError
+from .._params import validated
 from ._style import finish_figure, new_axes
 
 
+@validated
 def pca_variance(
     adata: AnnData, *, n_pcs: int | None = None, mark: int | None = None, ax: Axes | None = None,
     show: bool | None = None,
@@ -56,6 +58,7 @@ def pca_variance(
     return finish_figure(fig, show)
 
 
+@validated
 def highly_variable_genes(hvg: pd.DataFrame | AnnData, *, ax: Axes | None = None, show: bool | None = None) -> Figure | None:
     """Normalised dispersion against mean expression, highly variable genes highlighted.
 

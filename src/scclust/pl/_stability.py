@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from .._errors import ConfigError, InputError, MissingKeyError, choices
 from ._style import basis_key, finish_figure, new_axes, point_size, scatter_cells
+from .._params import validated
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -25,6 +26,7 @@ def _check_key(result: StabilityResult, key: str) -> None:
         raise MissingKeyError(f"key {key!r} was not assessed by tl.stability; assessed: {choices(result.summary.index)}")
 
 
+@validated
 def stability(
     result: StabilityResult,
     *,
@@ -103,10 +105,11 @@ def stability(
     return finish_figure(fig, show)
 
 
+@validated
 def stability_embedding(
     adata: AnnData,
-    key: str,
     *,
+    key: str,
     basis: str = "X_umap",
     key_added: str = "stability",
     ax: Axes | None = None,
@@ -163,10 +166,11 @@ def stability_embedding(
     return finish_figure(fig, show)
 
 
+@validated
 def stability_runs(
     result: StabilityResult,
-    key: str,
     *,
+    key: str,
     max_cells: int = 3000,
     seed: int = 0,
     ax: Axes | None = None,

@@ -25,6 +25,7 @@ def _info(adata: AnnData) -> dict:
     return info
 
 
+@validated
 def subcluster_overview(
     adata: AnnData,
     *,
@@ -52,7 +53,8 @@ def subcluster_overview(
     parent_key
         Parent clustering column (in the subset's ``.obs``); default the subclustering's ``groupby``.
     sample_key
-        Sample column; default the subclustering's ``batch_key``, else ``"sample"``.
+        Sample column; default the subclustering's ``batch_key``, else ``"sample"`` when the subset
+        has it, else none (two columns of panels instead of three).
     basis, parent_basis
         Embeddings of the subset and of the parent (default ``X_umap_harmony`` when the parent has
         it, else ``X_umap``); scanpy's short names work too (``"umap"`` is ``X_umap``).
@@ -71,10 +73,11 @@ def subcluster_overview(
     parent_key = parent_key or next(
         (k for k in (info.get("plot_parent_key"), info.get("groupby")) if k and k in adata.obs), key
     )
-    sample_key = sample_key or info.get("batch_key") or "sample"
+    # no sample column (one-sample data, none named): the sample panels are left out
+    sample_key = sample_key or info.get("batch_key") or ("sample" if "sample" in adata.obs else None)
     if parent_basis is None:
         parent_basis = "X_umap_harmony" if "X_umap_harmony" in parent.obsm else "X_umap"
-    cols = [sample_key, parent_key, key]
+    cols = [c for c in (sample_key, parent_key, key) if c is not None]
     for c in cols:
         if c not in adata.obs:
             raise MissingKeyError(f"{c!r} not in the subset's .obs; available: {choices(adata.obs.columns)}")
@@ -86,8 +89,8 @@ def subcluster_overview(
     par_all = np.asarray(parent.obsm[parent_basis])[:, :2]
     par_xy = par_all[pos]
     titles = [f"{info.get('name', 'subset')} UMAP", "parent UMAP"]
-    fig = new_figure((panel_size * 3 * 1.45, panel_size * 2), show=show)
-    axes = fig.subplots(2, 3, squeeze=False)
+    fig = new_figure((panel_size * len(cols) * 1.45, panel_size * 2), show=show)
+    axes = fig.subplots(2, len(cols), squeeze=False)
     s_sub, s_par = point_size(adata.n_obs), point_size(parent.n_obs)
     for j, c in enumerate(cols):
         vals = adata.obs[c]

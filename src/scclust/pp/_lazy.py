@@ -30,6 +30,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._errors import InputError, MissingFileError
+from .._params import validated
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ __all__ = ["choose_backend", "is_lazy", "pca_implicit", "qc_normalize_lazy", "re
 
 
 # ------------------------------------------------------------------------------------------ reading
+@validated
 def is_lazy(adata: AnnData) -> bool:
     """Whether ``adata.X`` is a Dask array (read out of core)."""
     return type(adata.X).__module__.startswith("dask.")
@@ -111,10 +113,17 @@ def _chunk_rows(n_obs: int, nnz: int, chunk_cells: int | None) -> int:
     return int(np.clip(CHUNK_NNZ / per_cell, 1_000, 100_000))
 
 
+@validated
 def read_counts_lazy(path: str | Path, *, chunk_cells: int | None = None) -> AnnData:
     """An AnnData whose ``.X`` is a Dask array of CSR row chunks read lazily from ``path``;
     ``.obs`` / ``.var`` in memory. ``.h5ad`` and ``.zarr`` stay on disk; a 10x ``.h5`` is read into
-    memory (small inputs) and wrapped. ``chunk_cells``: rows per chunk (default: ~20 M non-zeros)."""
+    memory (small inputs) and wrapped. ``chunk_cells``: rows per chunk (default: ~20 M non-zeros).
+
+    Parameters
+    ----------
+    chunk_cells
+        Cells per chunk (default: ~20 million non-zeros per chunk).
+    """
     import anndata as ad
     from anndata.experimental import read_elem_lazy
 
@@ -165,9 +174,16 @@ def _wrap_csr(X: sparse.csr_matrix, rows: int):
     return da.from_array(X, chunks=(rows, -1), asarray=False, fancy=False, meta=sparse.csr_matrix((0, 0), dtype=X.dtype))
 
 
+@validated
 def read_counts(adata: AnnData, *, chunk_cells: int | None = None) -> AnnData:
     """The raw counts of ``adata``'s cells (all genes of the store), lazily, from the store that
-    ``adata.uns["counts_store"]`` references (written by the out-of-core ``prepare``)."""
+    ``adata.uns["counts_store"]`` references (written by the out-of-core ``prepare``).
+
+    Parameters
+    ----------
+    chunk_cells
+        Cells per chunk (default: ~20 million non-zeros per chunk).
+    """
     info = adata.uns.get("counts_store")
     if not info:
         raise InputError("no .uns['counts_store']: this AnnData does not reference a counts store (its counts, if "

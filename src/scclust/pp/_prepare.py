@@ -28,6 +28,7 @@ from .._checks import check_n_obs, check_obs, get_rep
 from .._errors import ConfigError, InputError, MissingKeyError
 from .._params import Group, params_model, validated
 from .._types import GeneList, KeyList, PositiveInt
+from .._params import validated
 from ._neighbors import neighbors
 from ._umap import umap
 
@@ -49,6 +50,7 @@ def _is_dask(X: Any) -> bool:
     return type(X).__module__.startswith("dask.")
 
 
+@validated
 def qc_metrics(
     adata: AnnData,
     *,
@@ -60,6 +62,17 @@ def qc_metrics(
 
     Writes ``.var["mt"|"ribo"|"hb"]`` and ``.obs`` columns ``n_genes_by_counts``, ``total_counts``,
     ``total_counts_{mt,ribo,hb}``, ``pct_counts_{mt,ribo,hb}`` (the lab's names).
+
+    Parameters
+    ----------
+    adata
+        Raw counts.
+    mt_prefix
+        Prefix of mitochondrial genes (case-insensitive).
+    ribo_prefixes
+        Prefixes of ribosomal genes (case-insensitive).
+    hb_pattern
+        Regular expression of haemoglobin genes.
     """
     import scanpy as sc
 
@@ -70,6 +83,7 @@ def qc_metrics(
     sc.pp.calculate_qc_metrics(adata, qc_vars=["mt", "ribo", "hb"], percent_top=None, log1p=False, inplace=True)
 
 
+@validated
 def normalize(adata: AnnData, *, target_sum: float = 1e4) -> None:
     """Keep counts in ``.layers["counts"]``, ``normalize_total`` + ``log1p``, and set ``.raw``.
 
@@ -95,6 +109,7 @@ def normalize(adata: AnnData, *, target_sum: float = 1e4) -> None:
     adata.raw = adata
 
 
+@validated
 def highly_variable_genes(
     adata: AnnData,
     *,
@@ -142,6 +157,7 @@ def highly_variable_genes(
     logger.info("%d highly variable genes", n_hvg)
 
 
+@validated
 def scale_pca(
     adata: AnnData,
     *,
@@ -191,6 +207,7 @@ def scale_pca(
     return sub
 
 
+@validated
 def harmony(
     adata: AnnData,
     *,
@@ -206,6 +223,25 @@ def harmony(
 
     harmonypy 2.x returns ``Z_corr`` as cells x dims, 0.0.x as dims x cells: both are handled.
     Batches smaller than ``min_cells_per_batch`` are an error (Harmony's clustering is unstable there).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with the embedding ``use_rep``.
+    batch_key
+        ``.obs`` column of the batches to integrate.
+    use_rep
+        The embedding corrected (``.obsm`` key).
+    key_added
+        ``.obsm`` key of the corrected embedding.
+    max_iter_harmony
+        Harmony's iterations (harmonypy's ``max_iter_harmony``).
+    theta
+        Diversity penalty (harmonypy's ``theta``).
+    min_cells_per_batch
+        Fewest cells a batch needs (an error names smaller ones).
+    random_state
+        Seed of Harmony's k-means.
     """
     import harmonypy
 
@@ -269,6 +305,7 @@ def _filter_table(obs: pd.DataFrame, *, min_genes: int, max_genes: int | None, m
     return table, drop
 
 
+@validated
 def filter_cells_genes(
     adata: AnnData,
     *,

@@ -7,21 +7,26 @@ import logging
 
 from pydantic import Field
 
+from .. import tl
+from .._params import params_model
 from .._types import KeyList
-from ._base import Params, Ref, Stage
+from ._base import Ref, Stage
 
 logger = logging.getLogger(__name__)
 
 
-class CompositionParams(Params):
-    """Composition tables and stacked bars (:func:`scclust.tl.proportions`, :func:`scclust.pl.proportions`)
-    and one-sample cluster flags (:func:`scclust.tl.composition_diagnostics`)."""
+#: the one-sample flags' options (:func:`scclust.tl.composition_diagnostics`), and what the tables break down
+CompositionParams = params_model(
+    tl.composition_diagnostics, name="CompositionParams", exclude=("groupby", "counts"),
+    fields={
+    "groupby": (KeyList | None, Field(None, description="clusterings to draw; null: every clustering made in this run")),
+        "by": (KeyList, Field(["sample", "type"], min_length=1, description=".obs columns to break the clusters "
+                              "down by (a table and stacked bars each way); default columns absent from the data "
+                              "are skipped")),
+    },
+    doc="Composition tables and stacked bars, and one-sample cluster flags.",
+)
 
-    groupby: KeyList | None = Field(None, description="clusterings; None = every clustering made in this run")
-    by: KeyList = Field(["sample", "type"], min_length=1, description=".obs columns to break clusters down by")
-    sample_key: str = "sample"
-    max_share: float = Field(0.5, gt=0, lt=1)
-    alpha: float = Field(0.01, gt=0, lt=1)
 
 
 def run(adata, p: CompositionParams, ctx) -> None:

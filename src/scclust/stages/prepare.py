@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from .. import pp
+from ..pp._prepare import umap_key
 from .._keys import PREPARE_OBSM, QC_COLUMNS
 from .._params import params_model
 from ._base import Makes, Ref, Stage, moved_keys
@@ -47,7 +48,7 @@ def run(adata, p, ctx):
         out = pp.prepare(adata, **kw, backend="memory")
     if p.umap is not None:
         harmonized = out.uns["prepare"]["harmony"]
-        key = pp.umap_key(harmonized)
+        key = umap_key(harmonized)
         # configs written for integrated data name X_umap_harmony: without Harmony, the same layout
         ctx.umap(out, key_added=key, params=p.umap, random_state=p.random_state, wait=False,
                  aliases=() if harmonized else ("X_umap_harmony",))

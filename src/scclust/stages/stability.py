@@ -91,12 +91,12 @@ def _outputs(adata, res, ctx, *, prefix: str, basis: str | None) -> None:
         ctx.save_figure(pl.stability(res, group=group), f"{prefix}_{group}")
         gkeys = list(s[s["group"] == group].sort_values("param").index)
         if len(gkeys) >= 2:
-            ctx.save_figure(pl.clustree(adata, gkeys, stability=res), f"{prefix}_clustree_{group}")
+            ctx.save_figure(pl.clustree(adata, keys=gkeys, stability=res), f"{prefix}_clustree_{group}")
     shown = list(res.recommendation["key"]) or [s["score"].idxmax()]
     for key in shown:
         if basis is not None:
-            ctx.save_figure(pl.stability_embedding(adata, key, basis=basis, key_added=res.params.get("key_added", "stability")), f"{prefix}_umap_{key}")
-        ctx.save_figure(pl.stability_runs(res, key), f"{prefix}_runs_{key}")
+            ctx.save_figure(pl.stability_embedding(adata, key=key, basis=basis, key_added=res.params.get("key_added", "stability")), f"{prefix}_umap_{key}")
+        ctx.save_figure(pl.stability_runs(res, key=key), f"{prefix}_runs_{key}")
 
 
 STAGE = Stage(

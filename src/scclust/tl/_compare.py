@@ -108,6 +108,7 @@ class ComparisonPlan:
     trees: dict[str, list[str]]
 
 
+@validated
 def comparison_plan(
     keys: Sequence[str], *, series: Mapping[str, Sequence[str]] | None = None, reference: str | None = None
 ) -> ComparisonPlan:
@@ -117,6 +118,13 @@ def comparison_plan(
     ``leiden_0.6``). Trees: one per series with at least two of the keys. ``series`` maps a name
     to the keys of one series in order (a run's clustering stages, e.g. ``{"leiden": [...]}``);
     ``None`` takes ``keys`` as one series.
+
+    Parameters
+    ----------
+    series
+        Clustering series by name (``{leiden: [leiden_0.4, ...]}``); default: from the key names.
+    reference
+        A reference labelling (e.g. known cell types) each clustering is compared with.
     """
     keys = list(keys)
     pairs = [(k, reference) for k in keys] if reference is not None else []
@@ -129,11 +137,19 @@ def comparison_plan(
     return ComparisonPlan(pairs=list(dict.fromkeys(pairs)), trees=trees)
 
 
-def contingency(adata: AnnData, key1: str, key2: str) -> pd.DataFrame:
+@validated
+def contingency(adata: AnnData, *, key1: str, key2: str) -> pd.DataFrame:
     """Cells per pair of labels: rows the labels of ``key1``, columns those of ``key2``.
 
     Categories keep their order (natsorted for scclust's labels); empty categories are kept; cells
     with a missing label in either column are left out.
+
+    Parameters
+    ----------
+    key1
+        ``.obs`` column of the rows.
+    key2
+        ``.obs`` column of the columns.
 
     Returns
     -------
@@ -151,8 +167,9 @@ def contingency(adata: AnnData, key1: str, key2: str) -> pd.DataFrame:
     return table.astype(np.int64)
 
 
+@validated
 def cluster_tree(
-    adata: AnnData, keys: Sequence[str], *, tables: Mapping[tuple[str, str], pd.DataFrame] | None = None
+    adata: AnnData, *, keys: KeyList, tables: Mapping[tuple[str, str], pd.DataFrame] | None = None
 ) -> pd.DataFrame:
     """The clustree graph of a series of clusterings (e.g. Leiden at increasing resolution).
 
@@ -163,6 +180,13 @@ def cluster_tree(
     ``in_prop`` >= ~0.5 is made of cells from several parents, the sign of an unstable split.
 
     ``tables``: :func:`contingency` tables the caller already has, by ``(key1, key2)`` (not recomputed).
+
+    Parameters
+    ----------
+    keys
+        The series of clusterings, coarse to fine (at least two).
+    tables
+        Contingency tables already computed, by ``(key1, key2)`` (computed here otherwise).
 
     Returns
     -------
@@ -180,7 +204,7 @@ def cluster_tree(
         raise InputError(f"clustering(s) with no labelled cell: {empty}")
     rows = []
     for a, b in itertools.pairwise(keys):
-        table = tables[(a, b)] if tables is not None and (a, b) in tables else contingency(adata, a, b)
+        table = tables[(a, b)] if tables is not None and (a, b) in tables else contingency(adata, key1=a, key2=b)
         from_size, to_size = table.sum(axis=1), table.sum(axis=0)
         for (ca, cb), n in table.stack().items():
             if n > 0:

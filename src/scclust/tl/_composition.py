@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from pydantic import Field
 
 from .._checks import check_obs
+from .._params import validated
 from .._errors import ConfigError, InputError, choices
 
 logger = logging.getLogger(__name__)
@@ -18,6 +20,7 @@ logger = logging.getLogger(__name__)
 _NORMALIZE = ("index", "columns", "all")
 
 
+@validated
 def proportions(
     adata: AnnData,
     *,
@@ -92,10 +95,18 @@ class Composition:
         return table
 
 
+@validated
 def composition(adata: AnnData, *, groupby: str, by: str) -> Composition:
     """Cross-tabulate two ``.obs`` columns once (pure); see :class:`Composition` for the views.
 
     Cells with a missing value in either column are not counted.
+
+    Parameters
+    ----------
+    groupby
+        The clustering (``.obs`` column).
+    by
+        The ``.obs`` column the clusters are broken down by (e.g. sample).
     """
     if groupby == by:
         raise ConfigError(f"groupby and by must differ; both are {groupby!r}")
@@ -110,13 +121,14 @@ def composition(adata: AnnData, *, groupby: str, by: str) -> Composition:
                                                  columns=pd.Index(b.cat.categories, name=by)))
 
 
+@validated
 def composition_diagnostics(
     adata: AnnData,
     *,
     groupby: str,
     sample_key: str = "sample",
-    max_share: float = 0.5,
-    alpha: float = 0.01,
+    max_share: Annotated[float, Field(gt=0, lt=1)] = 0.5,
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.01,
     counts: Composition | None = None,
 ) -> pd.DataFrame:
     """Per-cluster sample diversity, and a flag for clusters made mostly of one sample.

@@ -14,7 +14,7 @@ from scipy import sparse
 from .._checks import check_groupby, gene_source, get_rep, use_raw_for
 from .._errors import ConfigError, InputError, MissingKeyError, choices, did_you_mean
 from .._params import validated
-from .._types import GeneList
+from .._types import GeneList, Linkage, PositiveInt
 
 logger = logging.getLogger(__name__)
 
@@ -22,14 +22,15 @@ _LINKAGES = ("single", "complete", "average", "weighted", "centroid", "median", 
 _COR = ("pearson", "kendall", "spearman")
 
 
+@validated
 def dendrogram(
     adata: AnnData,
     *,
     groupby: str,
     use_rep: str = "X_pca",
-    n_pcs: int | None = None,
+    n_pcs: PositiveInt | None = None,
     cor_method: Literal["pearson", "kendall", "spearman"] = "pearson",
-    linkage_method: Literal["single", "complete", "average", "weighted", "centroid", "median", "ward"] = "complete",
+    linkage_method: Linkage = "complete",
     optimal_ordering: bool = False,
     key_added: str | None = None,
 ) -> None:

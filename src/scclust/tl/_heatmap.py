@@ -26,9 +26,9 @@ from .._errors import (
     ConfigError,
     InputError,
     MissingKeyError,
-    ScclustWarning,
     choices,
     did_you_mean,
+    warn,
 )
 from .._params import validated
 from .._types import Distance, GeneList, KeyList, Linkage, PositiveInt, check_linkage_metric
@@ -230,8 +230,7 @@ def heatmap_matrix(
             raise InputError("fewer than 2 of the given genes are in the data" + (f"; {hint}" if hint else
                              f" (its {len(var_names)} genes are named like {choices(var_names[:3])})"))
         if missing:
-            warnings.warn(f"{len(missing)} gene(s) not found and skipped: {choices(missing, 10)}" + (f"; {hint}" if hint else ""),
-                          ScclustWarning, stacklevel=2)
+            warn(f"{len(missing)} gene(s) not found and skipped: {choices(missing, 10)}" + (f"; {hint}" if hint else ""))
         rows = present
     else:
         marker_of = _top_markers(adata, X, var_names, labels, keys[0], n_top_genes, use_raw=raw is not None)

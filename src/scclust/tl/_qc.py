@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import logging
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from pydantic import Field
 
 from .._checks import check_obs
 from .._errors import ConfigError, InputError, MissingKeyError, choices
@@ -79,7 +82,7 @@ def qc_summary(
     *,
     groupby: str,
     keys: KeyList | None = None,
-    n_mads: float = 3.0,
+    n_mads: Annotated[float, Field(gt=0)] = 3.0,
 ) -> pd.DataFrame:
     """Median QC metrics per cluster, with clusters whose typical cell would fail per-cell QC flagged.
 

@@ -27,6 +27,7 @@ from .._errors import ConfigError, InputError, MissingKeyError, choices, warn
 from .._params import Group, params_model, validated
 from .._types import GeneList, PositiveInt, as_list
 from ..pp._prepare import HVG, PCA, Graph, Umap, _embed, _reduce
+from .._params import validated
 from ._leiden import leiden as tl_leiden
 
 logger = logging.getLogger(__name__)
@@ -399,6 +400,7 @@ def _lognorm_lazy(adata: AnnData, sub: AnnData, name: str) -> AnnData:
     return ln
 
 
+@validated
 def transfer_subclusters(adata: AnnData, *, subset: AnnData, name: str | None = None, keys: Sequence[str] | None = None) -> list[str]:
     """Write a subset's cluster labels back into the parent.
 

@@ -407,10 +407,23 @@ def _write(path: Path, text: str) -> None:
         path.write_text(text)
 
 
+def _remove_stale_stubs() -> None:
+    """Autosummary stubs of names no longer public (it writes new stubs but never removes old ones)."""
+    import importlib
+
+    names = {"scclust.run", "scclust.load_config"}
+    for mod, _, _ in _API:
+        names |= {f"scclust.{mod}.{n}" for n in importlib.import_module(f"scclust.{mod}").__all__}
+    for stub in (DOCS / "generated" / "api").glob("*.rst"):
+        if stub.stem not in names:
+            stub.unlink()
+
+
 def generate(app: Any = None) -> None:
     _write(DOCS / "generated" / "config.md", config_reference())
     _write(DOCS / "generated" / "walkthrough.md", walkthrough_page())
     _write(DOCS / "generated" / "api.md", api_page())
+    _remove_stale_stubs()
     _write(DOCS / "generated" / "cli.md", cli_page())
     _write(DOCS / "generated" / "outputs_stages.inc", outputs_page())
 

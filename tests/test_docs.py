@@ -98,6 +98,10 @@ def test_every_config_key_is_in_the_config_reference(site):
     text = _text(site / "generated" / "config.html")
     missing = [k for k in keys if k not in text]
     assert not missing, f"config keys missing from the config reference: {missing}"
+    # every key has a description (the generated page's rows end with a non-empty cell)
+    rows = [r for r in (DOCS / "generated" / "config.md").read_text().splitlines() if r.startswith("| `")]
+    undescribed = [r.split("|")[1].strip() for r in rows if r.rstrip().endswith("|  |")]
+    assert not undescribed, f"config keys without a description: {undescribed}"
 
 
 def test_every_public_function_is_in_the_api_reference(site):

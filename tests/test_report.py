@@ -14,7 +14,7 @@ import pytest
 
 from scclust import run
 from scclust.config import parse_config
-from scclust.report import write_report
+from scclust.report import DOCS_URL, write_report
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,10 @@ def test_every_figure_is_embedded_and_every_table_rendered(report_run):
     tables = [f for f in manifest["files"] if f.endswith(".csv")]
     assert {"tables/cluster_means_leiden_1.0.csv", "tables/composition_diagnostics_leiden_1.0.csv",
             "tables/qc_leiden_1.0.csv", "tables/cluster_labels.csv"} <= set(tables)
+    # tables are collapsed under a summary line with their title in words, then a link to the CSV
+    assert page.count("<summary>table: ") == len(tables)
     for f in tables:
-        assert f"<summary>table {Path(f).stem} (" in page, f  # tables are collapsed under a summary line
+        assert f'<a href="{f}">{f}</a>' in page, f
     # cluster_labels has 700 rows: cut to max_rows with a link to the CSV
     assert 'showing the first 20 of 700 rows; full table: <a href="tables/cluster_labels.csv">' in page
 
@@ -80,7 +82,73 @@ def test_config_versions_timings_and_flags(report_run):
         if rec["stage"] != "write_report":
             assert f"<td>{rec['stage']}</td>" in page
     assert 'id="flags"' in page
-    assert "http://" not in page and "https://" not in page  # self-contained
+    # self-contained: nothing is loaded from elsewhere; the only outside links go to the documentation
+    assert 'src="http' not in page
+    assert all(u.startswith(DOCS_URL) for u in re.findall(r'href="(https?://[^"]+)"', page))
+
+
+def test_sections_titled_in_words_with_captions_glossaries_and_docs_links(report_run):
+    _, manifest, page = report_run
+    titles = re.findall(r"<h2>([^<]+)", page)
+    assert "Leiden clusterings" in titles and "Clusterings and genes on the embedding" in titles
+    assert "Cluster relationships and markers" in titles and "QC metrics per cluster" in titles
+    stems = {Path(f).stem for f in manifest["files"]}
+    assert not set(titles) & stems and "embedding" not in titles  # no file or stage names as titles
+    # every section of a stage links to its entry in the outputs reference
+    for stage in ("leiden", "relationships", "embedding", "composition", "qc"):
+        assert f'href="{DOCS_URL}reference/outputs.html#out-{stage}"' in page, stage
+    # every figure: a title in words, a caption saying how to read it, then its file
+    figures = re.findall(r"<figure[^>]*><h3>([^<]+)</h3>.*?<figcaption>(.*?)</figcaption></figure>", page, re.S)
+    assert len(figures) == page.count("<figure")
+    for title, caption in figures:
+        text = caption.split("<code>")[0].strip()
+        assert len(text) > 30 and not title.startswith(("umap_", "dotplot_", "qc_violin_")), (title, caption)
+    assert "The leiden clusterings on the umap_harmony embedding" in page
+    assert "Dot size: fraction of the cluster&#x27;s cells expressing the gene" in page
+    # thumbnails enlarge on click; wide figures take a whole row
+    assert page.count("this.classList.toggle('full')") == page.count("<img ")
+    assert "<figure class=wide><h3>The leiden clusterings" in page
+    # every table explains its columns: a glossary naming the columns it has
+    glossaries = re.findall(r'<dl class="glossary">(.*?)</dl>', page, re.S)
+    assert len(glossaries) == page.count("<summary>table: ")
+    qc = page.split("QC medians per cluster of leiden_1.0")[1].split("</dl>")[0]
+    assert "<dt>flag_qc</dt><dd>any flag raised</dd>" in qc and "<dt>frac_outside_.+</dt>" in qc
+    comp = page.split("Clusters of leiden_1.0 dominated by one sample")[1].split("</dl>")[0]
+    assert "<dt>entropy</dt>" in comp and "<dt>p_adj</dt>" in comp
+
+
+def test_every_output_of_the_shipped_configs_is_described():
+    """Every figure and table name a stage writes has an entry in OUTPUTS (titles and captions)."""
+    from scclust.report import describe
+
+    names = {
+        "figure": [("prepare", "prepare_pca_variance"), ("prepare", "prepare_hvg"), ("neighbors", "graph_snn"),
+                   ("compare", "compare"), ("compare", "clustree_leiden"), ("relationships", "dendrogram_leiden_0.6"),
+                   ("relationships", "dotplot_leiden_0.6"), ("embedding", "umap_harmony_leiden"),
+                   ("embedding", "umap_genes"), ("composition", "composition_leiden_0.6_by_sample"),
+                   ("qc", "qc_violin_leiden_0.6"), ("heatmap", "pbmc_markers"), ("subcluster", "subcluster_tnk_tcells_0.6"),
+                   ("subcluster", "subcluster_tnk_markers"), ("stability", "stability_leiden"),
+                   ("stability", "stability_clustree_leiden"), ("stability", "stability_umap_leiden_0.6"),
+                   ("stability", "stability_runs_leiden_0.6")],
+        "table": [("prepare", "prepare_qc_filtered"), ("prepare", "prepare_hvg"), ("leiden", "leiden_summary"),
+                  ("kmeans", "kmeans_summary"), ("hclust", "hclust_summary"), ("compare", "ari"), ("compare", "nmi"),
+                  ("compare", "compare_summary"), ("compare", "contingency_leiden_0.4_vs_leiden_0.6"),
+                  ("compare", "clustree_leiden"), ("relationships", "cluster_means_leiden_0.6"),
+                  ("composition", "composition_leiden_0.6_by_sample"), ("composition", "composition_diagnostics_leiden_0.6"),
+                  ("qc", "qc_leiden_0.6"), ("heatmap", "pbmc_markers_matrix"), ("heatmap", "pbmc_markers_row_linkage"),
+                  ("heatmap", "pbmc_markers_col_order"), ("heatmap", "pbmc_markers_row_groups"),
+                  ("heatmap", "pbmc_markers_stability"), ("subcluster", "subcluster_tnk_selection"),
+                  ("subcluster", "subcluster_tnk_contingency_tcells_0.6"), ("stability", "stability_summary"),
+                  ("stability", "stability_clusters"), ("stability", "stability_n_clusters"),
+                  ("stability", "stability_recommendation"), ("write_outputs", "cluster_labels")],
+    }
+    for kind, items in names.items():
+        for stage, stem in items:
+            out, groups = describe(stem, kind, stage)
+            assert out is not None and out.stage == stage, (kind, stem, out)
+            assert "{" not in out.title.format(**groups) and out.caption, (kind, stem)
+    out, _ = describe("stability_n_clusters", "table", "stability")
+    assert out.title == "Number of clusters in every rerun"
 
 
 def test_flags_are_listed_and_rows_highlighted(tmp_path, report_run):

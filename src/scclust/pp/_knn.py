@@ -1,31 +1,28 @@
-"""Nearest-neighbour search backends.
+"""Nearest-neighbour search backends of :func:`scclust.pp.neighbors`.
 
-``exact`` is scikit-learn's brute force (the same call scanpy makes below 8,192 cells, so the
-neighbours and distances are identical); ``ivf`` is faiss's inverted-file index: the cells are
-partitioned by a k-means trained on a seeded subsample, and each cell searches the ``nprobe``
-partitions nearest to it, scanning 4-bit codes of the cells (``IndexIVFPQFastScan``, one
-sub-quantizer per dimension) and re-ranking its ``k x REFINE_K_FACTOR`` best with exact distances
-(``IndexRefineFlat``). Every query is answered on its own from a fixed index, so the
-graph does not depend on the number of threads (tested); ``nprobe`` is raised until the recall
-measured on a seeded sample of cells against brute force reaches ``min_recall``. ``flat`` is
-faiss's exact brute force (``IndexFlatL2``: BLAS distance blocks and a heap per query; 2x faster
-than scikit-learn's at 200,000 cells), the distances of the neighbours found recomputed in
-float64. ``hnsw`` is hnswlib's approximate graph index, built on one thread (a multi-threaded
-build is not reproducible; single-threaded it took 905 s at 1,000,000 cells).
+Every backend returns, for each cell, itself and its ``k - 1`` nearest other cells with their
+distances, and answers each query on its own from a fixed index, so the graph does not depend on
+the number of threads.
 
-``auto`` picks exact up to :data:`EXACT_MAX_CELLS` cells. Above, it calibrates ivf and keeps it
-unless the recall needs more than :data:`IVF_MAX_PROBE_FRACTION` of the lists probed per cell:
-then ivf, scanning half of the cells per query, is about as slow as brute force
-with BLAS, and ``flat`` is taken instead (logged and recorded with the ivf calibration that
-decided it). Measured on one embedding (below, 200,000 cells, k = 20, 2 cores): with exact
-distances in the lists (``IndexIVFFlat``, before the codes) ivf probing 1/16, 1/8, 1/4 of the
-lists took 15.1 / 32.1 / 66.0 s (recall 0.920 / 0.977 / 0.998) and flat 93-124 s; with the codes,
-the search probing 150 of 894 lists takes 27.8 s instead of 77.6 s (recall 0.989 / 0.986; the same
-neighbours with 1 or 2 threads), ~165 s per unit of the probed fraction, as much as flat at a
-fraction of ~0.7: hence the switch at 1/2. How many lists a
-cell must probe depends on the embedding, not on its size: 71 of 2,000 on the scale simulator
-(clusters in a few dimensions), 230 of 894 on the Harmony embedding of 200,000 simulated counts
-cells, whose 30 dimensions include 17 of pure noise with equal variance.
+- ``exact``: scikit-learn's brute force, the call scanpy makes below 8,192 cells (the same
+  neighbours and distances).
+- ``flat``: faiss's exact brute force (``IndexFlatL2``), distances of the neighbours found
+  recomputed in float64; exact, faster than ``exact`` on large data.
+- ``ivf``: faiss's inverted-file index, approximate. The cells are partitioned by a k-means trained
+  on a seeded subsample; each query scans the ``nprobe`` nearest partitions using 4-bit codes of
+  the cells (``IndexIVFPQFastScan``) and re-ranks its ``k x REFINE_K_FACTOR`` best by exact
+  distance (``IndexRefineFlat``), so the neighbours returned are ranked exactly. ``nprobe`` is
+  raised until the recall against brute force, measured on :data:`RECALL_SAMPLE` seeded cells,
+  reaches ``min_recall``, then bisected down to within 5 % of the fewest probes that reach it.
+- ``hnsw``: hnswlib's graph index, approximate, built on one thread (reproducible).
+
+``auto`` takes ``exact`` up to :data:`EXACT_MAX_CELLS` cells. Above, it calibrates ``ivf`` and
+keeps it unless reaching ``min_recall`` needs more than :data:`IVF_MAX_PROBE_FRACTION` of the lists
+probed per cell, where ``flat`` is as fast and is taken instead (logged, and recorded with the
+calibration that decided it). The recall reached, the lists and the probes are returned in
+``info``.
+
+Measured speed and recall of each backend: :doc:`/benchmarks` (kNN backends).
 """
 
 from __future__ import annotations
@@ -45,9 +42,8 @@ EXACT_MAX_CELLS = 50_000
 IVF_MAX_PROBE_FRACTION = 1 / 2
 #: Cells whose exact neighbours are computed to measure the recall of an approximate backend.
 RECALL_SAMPLE = 1000
-#: ivf re-ranks each query's ``k x REFINE_K_FACTOR`` best by code distance with exact distances.
-#: On the out-of-core Harmony embedding of 200,000 cells (probing 150 of 894 lists): recall 0.9845
-#: with 10, 0.9889 with 20 (exact distances at every probe: 0.99).
+#: ivf re-ranks each query's ``k x REFINE_K_FACTOR`` best by code distance with exact distances
+#: (the factor's effect on the recall is on the benchmarks page).
 REFINE_K_FACTOR = 16
 #: Queries per ivf search call (bounds the re-ranking's candidate arrays: ~250 MB at k = 20).
 SEARCH_BATCH = 65_536

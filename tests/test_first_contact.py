@@ -1,4 +1,4 @@
-"""What a new user and a hostile input hit (issue 11): every user-caused condition exits 2 with
+"""What a new user and a hostile input hit: every user-caused condition exits 2 with
 one line, shipped configs fit the built-in inputs, single-sample data runs, finished work is
 never lost (resume from checkpoint)."""
 

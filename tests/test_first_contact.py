@@ -278,9 +278,9 @@ def test_full_disk_is_a_user_error(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", no_space)
-    with pytest.raises(OutputError, match="the disk is full; free space or choose another outdir"):
-        with _io.atomic_path(tmp_path / "t.csv") as tmp:
-            pd.DataFrame({"a": [1]}).to_csv(tmp)
+    with pytest.raises(OutputError, match="the disk is full; free space or choose another outdir"), \
+            _io.atomic_path(tmp_path / "t.csv") as tmp:
+        pd.DataFrame({"a": [1]}).to_csv(tmp)
     assert not list(tmp_path.iterdir())  # no temporary file left
 
 

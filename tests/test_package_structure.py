@@ -82,7 +82,7 @@ def test_config_options_are_the_functions_declarations():
         for key in shared:
             default = sig[key].default
             field = model.model_fields[key]
-            if default is not inspect.Parameter.empty and stage != "subcluster" or key not in ("select",):
+            if (default is not inspect.Parameter.empty and stage != "subcluster") or key not in ("select",):
                 expected = list(default) if isinstance(default, tuple) else default
                 if not (stage == "subcluster" and key in ("umap",)):
                     assert field.get_default(call_default_factory=True) == expected, (stage, key)

@@ -31,7 +31,7 @@ def test_ivf_recall_against_sklearn_exact(integ, metric):
     idx, dist, used = _knn.knn(X, 15, metric=metric, backend="ivf", info=info)
     assert used == "ivf" and idx.shape == (integ.n_obs, 15)
     assert (idx[:, 0] == np.arange(integ.n_obs)).all() and (dist[:, 0] == 0).all()
-    ref_d, ref_i = NearestNeighbors(n_neighbors=15, metric=metric, algorithm="brute").fit(X).kneighbors(X)
+    _, ref_i = NearestNeighbors(n_neighbors=15, metric=metric, algorithm="brute").fit(X).kneighbors(X)
     rec = np.mean([len(np.intersect1d(a, b)) / 15 for a, b in zip(idx, ref_i, strict=True)])
     assert rec >= 0.99, rec  # every cell, not only the sample the backend measured on
     assert info["recall"] >= 0.995 and info["recall_sample"] == 1000 and 1 <= info["nprobe"] <= info["nlist"]

@@ -6,8 +6,8 @@ import hashlib
 import json
 
 import anndata as ad
-import pandas as pd
 import numpy as np
+import pandas as pd
 import pytest
 
 from scclust import run
@@ -105,8 +105,8 @@ def test_prepare_umap_runs_in_the_background_while_clustering(tmp_path, monkeypa
     """prepare leaves its UMAP layout in the background worker; stages that do not read it (leiden,
     kmeans) go on meanwhile, the embedding stage gets it; the coordinates, labels and tables equal
     a run that computes it in place, and the manifest records the background job."""
-    from scclust.datasets import simulate_counts
     from scclust import workflow
+    from scclust.datasets import simulate_counts
 
     counts = simulate_counts(600, n_samples=3, seed=2)
     path = tmp_path / "counts.h5ad"

@@ -104,7 +104,6 @@ def _fallback_docs(model: dict, section: str) -> dict[str, str]:
     import re
 
     from scclust._params import param_docs, plain
-
     from scclust.stages import REGISTRY
 
     text = model.get("description", "")
@@ -431,7 +430,7 @@ def generate(app: Any = None) -> None:
 def _data_docstring(app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
     """Constants are documented by a ``#:`` comment written as plain text: shown verbatim."""
     if what == "data" and lines:
-        text = [ln for ln in lines]
+        text = list(lines)
         lines[:] = ["::", "", *("   " + ln for ln in text), ""]
 
 

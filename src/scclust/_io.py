@@ -148,7 +148,7 @@ def read_input(spec: str | InputSpec, *, progress: Callable[[str], None] | None 
         raise _not_found(spec)
     try:
         adata = ad.read_h5ad(path)
-    except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file
+    except Exception as err:
         raise InputError(f"cannot read {spec} as .h5ad: {type(err).__name__}: {err}") from None
     return adata, {"source": str(path.resolve()), "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
@@ -226,5 +226,5 @@ def read_input_summary(spec: str | InputSpec) -> AnnData:
         raise _not_found(spec)
     try:
         return ad.read_h5ad(path, backed="r")
-    except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file
+    except Exception as err:
         raise InputError(f"cannot read {spec} as .h5ad: {type(err).__name__}: {err}") from None

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except Exception as err:  # noqa: BLE001 - the CLI's last line of defence
+    except Exception as err:
         if debug:
             traceback.print_exc()
         print(f"scclust: unexpected error ({type(err).__name__}: {err}); this is a bug, please report it "

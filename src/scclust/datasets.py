@@ -680,7 +680,7 @@ def simulate_counts_store(
                 state_label.append(spec[0][0] if pos < 0.5 else spec[1][0])
                 state_names.append(0.1)  # weight of a bin within its type
         else:
-            for j, (sname, sh, _, lfc) in enumerate(spec):
+            for sname, sh, _, lfc in spec:
                 program = rng.choice(generic, 15, replace=False)
                 p2 = prof.copy()
                 p2[program] += lfc * rng.uniform(0.7, 1.3, program.size)

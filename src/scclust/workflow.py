@@ -434,7 +434,7 @@ def _load_checkpoint(outdir: Path, keys: list[str]) -> tuple[int, dict, AnnData]
         if any(not (outdir / f).is_file() for f in info["files"]):
             return None
         return done, info, ad.read_h5ad(outdir / CHECKPOINT_DIR / "state.h5ad")
-    except Exception as err:  # noqa: BLE001 - an unreadable checkpoint is simply not used
+    except Exception as err:
         logger.info("checkpoint not used (%s: %s)", type(err).__name__, err)
         return None
 

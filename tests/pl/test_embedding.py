@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,7 +78,7 @@ def test_on_top_keeps_the_last_point_of_every_bin():
     order = rng.permutation(len(xy))
     kept = on_top(xy, order, bins=50)
     pos = {int(c): i for i, c in enumerate(order)}
-    assert all(pos[int(a)] < pos[int(b)] for a, b in zip(kept[:-1], kept[1:], strict=True))  # drawing order kept
+    assert all(pos[int(a)] < pos[int(b)] for a, b in itertools.pairwise(kept))  # drawing order kept
     lo, span = xy.min(axis=0), np.ptp(xy, axis=0)
     cell = [tuple(v) for v in np.minimum(((xy - lo) / span * 50).astype(int), 49)]
     last = {}

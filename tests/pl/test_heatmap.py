@@ -157,7 +157,7 @@ def _image_cases(example):
                                     row_method="ward", col_method="ward", optimal_ordering=True, row_k=3, n_boot=0)
     recipe = scc.tl.cluster_heatmap(df, row_k=3, n_boot=0)
     cells = scc.tl.cluster_heatmap(df, scale="standard", row_metric="cityblock", cluster_cols=False, n_boot=0)
-    quiet = dict(label_rows=False, label_cols=False, show_legend=False, show_caption=False, figsize=(4, 5))
+    quiet = {"label_rows": False, "label_cols": False, "show_legend": False, "show_caption": False, "figsize": (4, 5)}
     return {
         "heatmap_seed_levels": lambda: scc.pl.clustered_heatmap(levels, row_annotations=row, col_annotations=col,
                                                                 annotation_colors=SEED_COLORS, **quiet),

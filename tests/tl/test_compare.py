@@ -3,6 +3,8 @@ contingency tables against pandas, errors, and the workflow stage's tables."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,9 +27,9 @@ def test_matrices_equal_sklearn(clustered):
     before = clustered.obs.copy()
     res = scc.tl.compare(clustered, reference="cell_type")
     keys = ["kmeans4", "kmeans8", "hclust_6", "hclust_8"]
-    assert list(res["ari"].index) == keys + ["cell_type"]  # None -> clusterings recorded in .uns
-    for a in keys + ["cell_type"]:
-        for b in keys + ["cell_type"]:
+    assert list(res["ari"].index) == [*keys, "cell_type"]  # None -> clusterings recorded in .uns
+    for a in [*keys, "cell_type"]:
+        for b in [*keys, "cell_type"]:
             la, lb = clustered.obs[a], clustered.obs[b]
             assert res["ari"].loc[a, b] == pytest.approx(adjusted_rand_score(la, lb), abs=1e-12)
             assert res["nmi"].loc[a, b] == pytest.approx(normalized_mutual_info_score(la, lb), abs=1e-12)
@@ -83,7 +85,7 @@ def test_compare_stage_writes_tables_and_figure(tmp_path):
     keys = ["leiden_0.5", "leiden_1.0", "kmeans5", "kmeans10", "hclust_5", "hclust_10"]
     assert manifest["clusterings"] == {"leiden": keys[:2], "kmeans": keys[2:4], "hclust": keys[4:]}
     ari = pd.read_csv(tmp_path / "tables" / "ari.csv", index_col=0)
-    assert list(ari.index) == keys + ["cell_type"]
+    assert list(ari.index) == [*keys, "cell_type"]
     assert ari.loc["kmeans5", "cell_type"] == pytest.approx(
         adjusted_rand_score(adata.obs["kmeans5"], adata.obs["cell_type"]), abs=1e-6)
     assert (tmp_path / "tables" / "nmi.csv").is_file()
@@ -103,7 +105,7 @@ def test_cluster_tree_is_the_stacked_crosstabs(pbmc):
     keys = ["kmeans3", "kmeans5", "kmeans8"]
     edges = scc.tl.cluster_tree(adata, keys=keys)
     assert list(edges["from_key"].unique()) == keys[:2] and list(edges["to_key"].unique()) == keys[1:]
-    for a, b in zip(keys[:-1], keys[1:], strict=True):
+    for a, b in itertools.pairwise(keys):
         ref = pd.crosstab(adata.obs[a].astype(str), adata.obs[b].astype(str)).stack()
         ref = ref[ref > 0]
         sub = edges[edges["from_key"] == a].set_index(["from_cluster", "to_cluster"])["n_cells"]

@@ -94,7 +94,7 @@ def test_optimal_ordering_leaves_equal_scipy(small, method, metric):
                                                 ("median", "euclidean"), ("single", "correlation")])
 def test_memory_saving_path_equals_matrix_path(sim, method, metric):
     adata = sim[:1200].copy()
-    kw = dict(use_rep="X_pca_harmony", n_pcs=30, method=method, metric=metric, n_clusters=KS)
+    kw = {"use_rep": "X_pca_harmony", "n_pcs": 30, "method": method, "metric": metric, "n_clusters": KS}
     vec = scc.tl.hclust(adata, backend="vector", copy=True, **kw)
     mat = scc.tl.hclust(adata, backend="matrix", copy=True, **kw)
     assert vec.uns["hclust"]["backend"] == "vector" and mat.uns["hclust"]["backend"] == "matrix"

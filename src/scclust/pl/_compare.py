@@ -195,7 +195,7 @@ def clustree(
     if stability is not None:
         sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0, 1), cmap=cmap)
         fig.colorbar(sm, ax=ax, shrink=0.6, label="cluster stability")
-    for (k, c, _), xi, yi, colour in zip(nodes, x, y, node_colours, strict=True):
+    for (_, c, _), xi, yi, colour in zip(nodes, x, y, node_colours, strict=True):
         r, gr, b, _ = colour
         ink = "black" if 0.299 * r + 0.587 * gr + 0.114 * b > 0.55 else "white"
         ax.text(xi, yi, c, ha="center", va="center", fontsize=7, color=ink, zorder=3, fontweight="bold")

@@ -10,8 +10,8 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ._style import category_colors, finish_figure, new_axes
 from .._params import validated
+from ._style import category_colors, finish_figure, new_axes
 
 
 @validated

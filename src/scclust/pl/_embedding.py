@@ -11,8 +11,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._errors import InputError
-from .._types import as_list
 from .._params import validated
+from .._types import as_list
 from ._style import (
     CMAP_CONTINUOUS,
     basis_key,
@@ -132,7 +132,7 @@ def _scatter_categories(ax, xy: np.ndarray, vals: pd.Series, s: float, *, colors
     codes = vals.cat.codes.to_numpy()
     # draw in a fixed pseudo-random order so no group hides another systematically
     order = np.random.default_rng(0).permutation(len(codes))
-    lut = np.array(cols + ["#BBBBBB"])
+    lut = np.array([*cols, "#BBBBBB"])
     scatter_cells(ax, xy, order, c=lut[codes], s=s)
     handles = [
         ax.scatter([], [], c=c, s=30, label=str(cat)) for cat, c in zip(cats, cols, strict=True)

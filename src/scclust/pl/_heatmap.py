@@ -4,7 +4,6 @@ legends, colour bar and caption, laid out on one matplotlib GridSpec."""
 from __future__ import annotations
 
 import textwrap
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -12,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError, choices, warn
-from ..tl._heatmap import ClusteredHeatmap
 from .._params import validated
+from ..tl._heatmap import ClusteredHeatmap
 from ._style import ANNOTATION_PALETTE as PALETTE
 from ._style import CMAP_CONTINUOUS, CMAP_DIVERGING, finish_figure, new_figure
 

@@ -10,8 +10,8 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._errors import ConfigError, InputError, MissingKeyError, choices
-from ._style import basis_key, finish_figure, new_axes, point_size, scatter_cells
 from .._params import validated
+from ._style import basis_key, finish_figure, new_axes, point_size, scatter_cells
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -9,8 +9,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .._errors import InputError, MissingKeyError, choices
-from .._types import GeneList
 from .._params import validated
+from .._types import GeneList
 from ._embedding import _scatter_categories, embedding
 from ._style import basis_key, finish_figure, new_figure, one_panel, point_size, scatter_cells
 

@@ -17,7 +17,6 @@ from ._prepare import (
     qc_metrics,
     reprocess,
     scale_pca,
-
 )
 from ._umap import umap
 

@@ -160,7 +160,7 @@ def read_counts_lazy(path: str | Path, *, chunk_cells: int | None = None) -> Ann
                 X = read_elem_lazy(f["X"], chunks=(rows, -1))  # chunks reopen the file by path
     except (InputError, MissingFileError):
         raise
-    except Exception as err:  # noqa: BLE001 - any reader failure is a bad input
+    except Exception as err:
         raise InputError(f"cannot read {path} lazily: {type(err).__name__}: {err}") from None
     adata = AnnData(X=X, obs=obs, var=var)
     adata.uns["counts_store"] = {"path": str(path.resolve()), "format": kind, "n_obs": int(n_obs),

@@ -8,9 +8,8 @@ from typing import Annotated, Literal
 
 import numpy as np
 from anndata import AnnData
-from scipy import sparse
-
 from pydantic import Field
+from scipy import sparse
 
 from .._checks import get_rep
 from .._errors import InputError

@@ -20,15 +20,13 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse
-
 from pydantic import Field
+from scipy import sparse
 
 from .._checks import check_n_obs, check_obs, get_rep
 from .._errors import ConfigError, InputError, MissingKeyError
 from .._params import Group, params_model, validated
 from .._types import GeneList, KeyList, PositiveInt
-from .._params import validated
 from ._neighbors import neighbors
 from ._umap import umap
 

@@ -106,7 +106,7 @@ def write_umap(adata: AnnData, obsm: dict, uns: dict, caught: list) -> None:
 
     for message, category in caught:
         warn(message, category)
-    adata.obsm.update({k: v for k, v in obsm.items()})
+    adata.obsm.update(dict(obsm.items()))
     adata.uns.update({k: v for k, v in uns.items() if k != "_init"})
     key = next(iter(obsm))
     adata.uns.setdefault(key, {})["init"] = uns["_init"]

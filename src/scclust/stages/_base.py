@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._params import Params
 
-
 if TYPE_CHECKING:
     import pandas as pd
 

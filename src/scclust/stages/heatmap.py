@@ -53,7 +53,7 @@ def _read_csv(path: str, what: str) -> pd.DataFrame:
         raise MissingFileError(f"{what} file not found: {path}")
     try:
         return pd.read_csv(p, index_col=0)
-    except Exception as err:  # noqa: BLE001 - any parser failure is a bad input file
+    except Exception as err:
         raise InputError(f"cannot read {what} {path} as CSV: {type(err).__name__}: {err}") from None
 
 

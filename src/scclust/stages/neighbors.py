@@ -15,7 +15,6 @@ NeighborsParams = params_model(pp.neighbors, name="NeighborsParams")
 
 def run(adata, p, ctx) -> None:
     from .. import pl
-
     from .._checks import get_rep
     from ..pp._neighbors import options_json, rep_digest
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 from .. import pp
-from ..pp._prepare import umap_key
 from .._keys import PREPARE_OBSM, QC_COLUMNS
 from .._params import params_model
+from ..pp._prepare import umap_key
 from ._base import Makes, Ref, Stage, moved_keys
 
 #: keys of the flat layout and where they live now

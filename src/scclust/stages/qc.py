@@ -10,7 +10,6 @@ from .._params import params_model
 from .._types import KeyList
 from ._base import Ref, Stage
 
-
 #: the QC summary's options (:func:`scclust.tl.qc_summary`; the violins use the same), and the clusterings
 QCParams = params_model(
     tl.qc_summary, name="QCParams", exclude=("groupby",),

@@ -11,7 +11,6 @@ from .._types import KeyList
 from ..datasets import LAB_MARKERS
 from ._base import Ref, Stage
 
-
 #: the dendrogram's options (:func:`scclust.tl.dendrogram`), the genes of the dot plot and mean table
 #: (:func:`scclust.tl.cluster_means`), and the clusterings drawn
 RelationshipsParams = params_model(

@@ -21,7 +21,7 @@ Outputs (``ctx.save_table`` / ``ctx.save_figure`` names):
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 

@@ -13,8 +13,8 @@ from anndata import AnnData
 
 from .._checks import check_obs
 from .._errors import InputError, MissingKeyError
-from .._types import KeyList
 from .._params import validated
+from .._types import KeyList
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from anndata import AnnData
 from pydantic import Field
 
 from .._checks import check_obs
-from .._params import validated
 from .._errors import ConfigError, InputError, choices
+from .._params import validated
 
 logger = logging.getLogger(__name__)
 

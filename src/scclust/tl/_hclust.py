@@ -15,16 +15,16 @@ from .._checks import get_rep
 from .._colors import write_colors
 from .._errors import ConfigError, InputError, choices
 from .._keys import hclust_keys
+from .._params import validated
 from .._types import (
     EUCLIDEAN_LINKAGES,
     ClusterCounts,
-    PositiveInt,
     HclustMetric,
     Heights,
     Linkage,
+    PositiveInt,
     check_linkage_metric,
 )
-from .._params import validated
 from ._kmeans import _check_ks
 from ._labels import store_labels
 

@@ -12,7 +12,6 @@ import logging
 import re
 import typing
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 

@@ -7,15 +7,14 @@ from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from anndata import AnnData
+from pydantic import Field
 
 from .._checks import get_rep
 from .._colors import write_colors
 from .._errors import ConfigError, InputError
 from .._keys import kmeans_keys
-from pydantic import Field
-
-from .._types import ClusterCounts, PositiveInt
 from .._params import validated
+from .._types import ClusterCounts, PositiveInt
 from ._labels import store_labels
 
 logger = logging.getLogger(__name__)

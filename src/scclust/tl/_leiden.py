@@ -14,8 +14,8 @@ from scipy import sparse
 from .._colors import write_colors
 from .._errors import ConfigError, MissingKeyError, choices
 from .._keys import leiden_keys
-from .._types import NJobs, Resolutions
 from .._params import validated
+from .._types import NJobs, Resolutions
 from .._worker import available_cpus
 from ._labels import store_labels
 

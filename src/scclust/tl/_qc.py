@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import logging
 from collections.abc import Sequence
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -15,8 +14,8 @@ from pydantic import Field
 
 from .._checks import check_obs
 from .._errors import ConfigError, InputError, MissingKeyError, choices
-from .._types import KeyList
 from .._params import validated
+from .._types import KeyList
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +198,7 @@ def summarize_qc(adata: AnnData, *, groupby: str, keys: Sequence[str] | None, n_
         if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             raise InputError(f"QC key {col!r} is not numeric (dtype {values.dtype})")
         v = values.to_numpy(dtype=float)
-        canonical = next((k for k in _SIDE if k == key or k == col or key in QC_ALIASES[k] or col in QC_ALIASES[k]), None)
+        canonical = next((k for k in _SIDE if k in (key, col) or key in QC_ALIASES[k] or col in QC_ALIASES[k]), None)
         side = _SIDE.get(canonical, "both")
         log = canonical in LOG_SCALE_METRICS
         t = np.log1p(np.clip(v, 0, None)) if log else v

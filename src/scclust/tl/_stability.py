@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -22,9 +21,9 @@ from anndata import AnnData
 from pydantic import Field
 from scipy import sparse
 
-from .._errors import ConfigError, InputError, MissingKeyError, choices
-from .._types import KeyList, NJobs
+from .._errors import InputError, MissingKeyError, choices
 from .._params import validated
+from .._types import KeyList, NJobs
 from .._worker import available_cpus
 
 logger = logging.getLogger(__name__)
@@ -218,13 +217,13 @@ def stability(
     runs: dict[str, np.ndarray] = {}
     run_info: dict[str, pd.DataFrame] = {}
     leiden_groups: dict[str, list[str]] = {}
-    for key, (group, method, params, info) in plans.items():
+    for key, (_, method, params, _) in plans.items():
         if method == "leiden":
             leiden_groups.setdefault(params["neighbors_key"] + "\0" + repr(_leiden_options(params)), []).append(key)
     for gkeys in leiden_groups.values():
         _, _, params, _ = plans[gkeys[0]]
         _run_leiden(adata, gkeys, plans, params, seeds, sub_specs, n_jobs, runs, run_info)
-    for key, (group, method, params, info) in plans.items():
+    for key, (_, method, params, info) in plans.items():
         if method == "kmeans":
             _run_kmeans(adata, key, params, info, seeds, sub_specs, runs, run_info)
         elif method == "hclust":
@@ -232,7 +231,7 @@ def stability(
 
     # measure
     rows, cluster_rows, pairwise, labels, ncl = {}, [], {}, {}, {}
-    for key, (group, method, params, info) in plans.items():
+    for key, (group, method, _, info) in plans.items():
         codes, cats = _codes(adata, key)
         labels[key] = (codes, cats)
         row, crows, pw = _measure(codes, cats, runs[key], run_info[key])
@@ -515,7 +514,9 @@ def ari_from_table(table: np.ndarray) -> float:
     """Adjusted Rand index (Hubert & Arabie) from a contingency table; equals sklearn's."""
     t = table.astype(np.float64)
     n = t.sum()
-    comb = lambda x: x * (x - 1) / 2
+    def comb(x):
+        return x * (x - 1) / 2
+
     sum_ij = comb(t).sum()
     sum_a, sum_b = comb(t.sum(axis=1)).sum(), comb(t.sum(axis=0)).sum()
     expected = sum_a * sum_b / comb(n) if n > 1 else 0.0
@@ -585,7 +586,7 @@ def _measure(codes: np.ndarray, cats: list[str], runs: np.ndarray, info: pd.Data
             t = contingency_table(parts[i], parts[j])
             ari[i, j] = ari[j, i] = ari_from_table(t)
             ecs[i, j] = ecs[j, i] = ecs_from_table(t)
-    names = ["label"] + list(info.index[seed_cols])
+    names = ["label", *list(info.index[seed_cols])]
     if m > 1:
         off = ~np.eye(m, dtype=bool)
         ari_seeds, ari_seeds_min, ecs_seeds = float(ari[off].mean()), float(ari[off].min()), float(ecs[off].mean())

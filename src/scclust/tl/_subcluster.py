@@ -18,16 +18,14 @@ from typing import Annotated, Literal
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse
-
 from pydantic import BeforeValidator, Field, model_validator
+from scipy import sparse
 
 from .._checks import check_obs
 from .._errors import ConfigError, InputError, MissingKeyError, choices, warn
 from .._params import Group, params_model, validated
 from .._types import GeneList, PositiveInt, as_list
 from ..pp._prepare import HVG, PCA, Graph, Umap, _embed, _reduce
-from .._params import validated
 from ._leiden import leiden as tl_leiden
 
 logger = logging.getLogger(__name__)
@@ -485,7 +483,7 @@ def _select_by_query(adata: AnnData, groupby: str, obs_query: str | None) -> tup
         raise ConfigError("select='obs' needs obs_query, a condition on .obs columns (e.g. \"cell_type == 'NK'\")")
     try:
         res = adata.obs.eval(obs_query)
-    except Exception as err:  # noqa: BLE001 - any failure of the user's expression is a config error
+    except Exception as err:
         raise ConfigError(
             f"obs_query {obs_query!r} cannot be evaluated on .obs ({type(err).__name__}: {err}); columns: {choices(adata.obs.columns)}"
         ) from None

@@ -55,13 +55,30 @@ def test_run_success_subprocess(tmp_path):
         (BASE + "neighbours: {}\n", [], "did you mean 'neighbors'"),
         (BASE.replace("n_neighbors: 15", "n_neighbors: lots"), [], "neighbors.n_neighbors"),
         (BASE, ["--input", "/nonexistent/data.h5ad"], "input file not found: /nonexistent/data.h5ad"),
-        (BASE.replace("X_pca_harmony", "X_pca_scvi"), [], "neighbors.use_rep 'X_pca_scvi' not in .obsm: did you mean 'X_pca'? (in the input: 'X_pca', "),
-        (BASE.replace("X_pca_harmony", "X_pca_harmonyy"), [], "neighbors.use_rep 'X_pca_harmonyy' not in .obsm: did you mean 'X_pca_harmony'?"),
+        (
+            BASE.replace("X_pca_harmony", "X_pca_scvi"),
+            [],
+            "neighbors.use_rep 'X_pca_scvi' not in .obsm: did you mean 'X_pca'? (in the input: 'X_pca', ",
+        ),
+        (
+            BASE.replace("X_pca_harmony", "X_pca_harmonyy"),
+            [],
+            "neighbors.use_rep 'X_pca_harmonyy' not in .obsm: did you mean 'X_pca_harmony'?",
+        ),
         (BASE.replace("n_pcs: 30", "n_pcs: 80"), [], "n_pcs=80 is larger than 'X_pca_harmony', which has 50 dims"),
         (BASE, ["--set", "leiden.resolutions=[0]"], "resolutions"),
         (BASE, ["--input", "builtin:pbmc3k"], "unknown built-in dataset 'pbmc3k'; available: 'simulate', 'pbmc68k'"),
     ],
-    ids=["misspelt-key", "wrong-type", "missing-input", "missing-use_rep", "misspelt-use_rep", "n_pcs-too-big", "resolution-0", "bad-builtin"],
+    ids=[
+        "misspelt-key",
+        "wrong-type",
+        "missing-input",
+        "missing-use_rep",
+        "misspelt-use_rep",
+        "n_pcs-too-big",
+        "resolution-0",
+        "bad-builtin",
+    ],
 )
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys, text, args, expected):
     code = main(["run", str(_cfg(tmp_path, text)), "--outdir", str(tmp_path / "out"), "-q", *args])
@@ -121,10 +138,15 @@ def test_validate_checks_the_configs_own_input(tmp_path, pbmc, capsys):
     pbmc.write_h5ad(data)
     cases = {
         "missing": (f"input: {tmp_path / 'nope.h5ad'}\n", "input file not found"),
-        "key": (f"input: {data}\nstages: [neighbors, leiden]\nneighbors: {{use_rep: X_harmony}}\n",
-                "neighbors.use_rep 'X_harmony' not in .obsm"),
-        "genes": (f"input: {data}\nstages: [neighbors, leiden, embedding]\nneighbors: {{use_rep: X_pca}}\n"
-                  "embedding: {basis: X_umap, genes: [Cd3e, nkg7]}\n", "none of the genes"),
+        "key": (
+            f"input: {data}\nstages: [neighbors, leiden]\nneighbors: {{use_rep: X_harmony}}\n",
+            "neighbors.use_rep 'X_harmony' not in .obsm",
+        ),
+        "genes": (
+            f"input: {data}\nstages: [neighbors, leiden, embedding]\nneighbors: {{use_rep: X_pca}}\n"
+            "embedding: {basis: X_umap, genes: [Cd3e, nkg7]}\n",
+            "none of the genes",
+        ),
     }
     for name, (text, expected) in cases.items():
         cfg = tmp_path / f"{name}.yaml"

@@ -30,7 +30,9 @@ def test_colours_live_in_the_bottom_floor_and_tools_do_not_import_figures():
     assert _scclust_imports(SRC / "_colors.py") == set()  # imports nothing of scclust
     for sub in ("tl", "pp"):
         for path in sorted((SRC / sub).glob("*.py")):
-            above = {m for m in _scclust_imports(path) if m.startswith(("scclust.pl", "scclust.stages", "scclust.workflow"))}
+            above = {
+                m for m in _scclust_imports(path) if m.startswith(("scclust.pl", "scclust.stages", "scclust.workflow"))
+            }
             assert not above, (path.name, above)
     # at run time too: clustering in a fresh process loads no plotting module of scclust
     code = (
@@ -60,10 +62,13 @@ def test_matched_colours_follow_a_reference_clustering():
 
     from scclust._colors import matched_colors
 
-    obs = pd.DataFrame({
-        "ref": pd.Categorical(["0"] * 6 + ["1"] * 4),
-        "new": pd.Categorical(["1"] * 5 + ["0"] * 1 + ["0"] * 4),  # "1" takes most of ref 0, "0" most of ref 1
-    }, index=[f"c{i}" for i in range(10)])
+    obs = pd.DataFrame(
+        {
+            "ref": pd.Categorical(["0"] * 6 + ["1"] * 4),
+            "new": pd.Categorical(["1"] * 5 + ["0"] * 1 + ["0"] * 4),  # "1" takes most of ref 0, "0" most of ref 1
+        },
+        index=[f"c{i}" for i in range(10)],
+    )
     ad = AnnData(obs=obs)
     ad.uns["ref_colors"] = ["#111111", "#222222"]
     assert matched_colors(ad, "new", "ref") == ["#222222", "#111111"]

@@ -27,8 +27,14 @@ pytestmark = pytest.mark.slow
 def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("docs") / "html"
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-q", str(DOCS), str(out)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600, env={**_env(), "MPLBACKEND": "agg"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-q", str(DOCS), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={**_env(), "MPLBACKEND": "agg"},
+    )
     assert proc.returncode == 0, f"sphinx-build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     print(f"docs built in {time.perf_counter() - t0:.1f} s")
     return out
@@ -83,15 +89,25 @@ def _schema_keys(schema: dict) -> list[str]:
 
 
 def test_site_builds_without_warnings(site):
-    for page in ("index", "getting-started", "generated/config", "generated/api", "generated/cli",
-                 "generated/walkthrough", "reference/outputs", "benchmarks", "changelog",
-                 *(f"guide/{p.stem}" for p in (DOCS / "guide").glob("*.md"))):
+    for page in (
+        "index",
+        "getting-started",
+        "generated/config",
+        "generated/api",
+        "generated/cli",
+        "generated/walkthrough",
+        "reference/outputs",
+        "benchmarks",
+        "changelog",
+        *(f"guide/{p.stem}" for p in (DOCS / "guide").glob("*.md")),
+    ):
         assert (site / f"{page}.html").is_file(), page
 
 
 def test_every_config_key_is_in_the_config_reference(site):
-    proc = subprocess.run([sys.executable, "-m", "scclust", "schema"], capture_output=True, text=True, env=_env(),
-                          check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "scclust", "schema"], capture_output=True, text=True, env=_env(), check=True
+    )
     keys = _schema_keys(json.loads(proc.stdout))
     assert "prepare.hvg.min_mean" in keys and "subcluster.NAME.graph.min_recall" in keys
     assert "subcluster.NAME.select.markers" in keys and "dask.address" in keys
@@ -130,8 +146,16 @@ def test_the_report_links_to_existing_sections_of_the_outputs_reference(site):
         anchor = docs_link(stage).removeprefix(f"{DOCS_URL}{OUTPUTS_PAGE}#")
         assert f'id="{anchor}"' in page, stage
     text = _text(site / OUTPUTS_PAGE)
-    for name in ("clustered.h5ad", "manifest.json", "report.html", "subclusters/", "tables/cluster_labels.csv",
-                 "figures/dotplot_{g}.png", ".uns[\"neighbors\"]", "leiden_0.4_colors"):
+    for name in (
+        "clustered.h5ad",
+        "manifest.json",
+        "report.html",
+        "subclusters/",
+        "tables/cluster_labels.csv",
+        "figures/dotplot_{g}.png",
+        '.uns["neighbors"]',
+        "leiden_0.4_colors",
+    ):
         assert name in text, name
 
 
@@ -146,17 +170,46 @@ def test_readme_is_a_front_door():
     assert figures and all((ROOT / f).is_file() and (ROOT / f).stat().st_size < 300_000 for f in figures)
     for link in re.findall(r"\]\(((?:docs|examples)/[^)#]+)", readme):
         assert (ROOT / link).exists(), link
-    for stage in ("prepare", "neighbors", "leiden", "kmeans", "hclust", "compare", "relationships", "embedding",
-                  "composition", "qc", "heatmap", "subcluster", "stability", "report"):
+    for stage in (
+        "prepare",
+        "neighbors",
+        "leiden",
+        "kmeans",
+        "hclust",
+        "compare",
+        "relationships",
+        "embedding",
+        "composition",
+        "qc",
+        "heatmap",
+        "subcluster",
+        "stability",
+        "report",
+    ):
         assert f"| `{stage}` |" in readme, stage
 
 
 def test_no_issue_numbers_in_product_files():
-    files = [ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "pyproject.toml", *(ROOT / "configs").glob("*.yaml"),
-             *(p for p in DOCS.rglob("*") if p.is_file() and p.suffix in {".md", ".py", ".rst"}
-               and "generated" not in p.parts and "_build" not in p.parts)]
-    hits = [f"{p.relative_to(ROOT)}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
-            if re.search(r"issues? \d", line, re.I)]
+    files = [
+        ROOT / "README.md",
+        ROOT / "CHANGELOG.md",
+        ROOT / "pyproject.toml",
+        *(ROOT / "configs").glob("*.yaml"),
+        *(
+            p
+            for p in DOCS.rglob("*")
+            if p.is_file()
+            and p.suffix in {".md", ".py", ".rst"}
+            and "generated" not in p.parts
+            and "_build" not in p.parts
+        ),
+    ]
+    hits = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in files
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"issues? \d", line, re.I)
+    ]
     assert not hits, hits
 
 

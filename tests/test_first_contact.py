@@ -47,9 +47,17 @@ def _builtin_inputs(config: Path) -> list[str]:
     return ["builtin:pbmc68k", "builtin:simulate?n_cells=600"]
 
 
-@pytest.mark.parametrize(("config", "source"), [
-    pytest.param(c, s, marks=[pytest.mark.slow] if s.startswith("builtin:simulate") else [])  # builds the whole chain
-    for c in CONFIGS for s in _builtin_inputs(c)], ids=lambda v: v.name if isinstance(v, Path) else v.split("?")[0])
+@pytest.mark.parametrize(
+    ("config", "source"),
+    [
+        pytest.param(
+            c, s, marks=[pytest.mark.slow] if s.startswith("builtin:simulate") else []
+        )  # builds the whole chain
+        for c in CONFIGS
+        for s in _builtin_inputs(c)
+    ],
+    ids=lambda v: v.name if isinstance(v, Path) else v.split("?")[0],
+)
 def test_shipped_configs_fit_every_builtin_input(config, source, capsys):
     """``validate --input`` runs the same pre-flight check as ``run`` (keys, genes, clashes)."""
     assert main(["validate", str(config), "--input", source]) == 0, capsys.readouterr().err
@@ -58,8 +66,9 @@ def test_shipped_configs_fit_every_builtin_input(config, source, capsys):
 
 @pytest.mark.shared
 def test_kang_config_fits_the_kang_data(kang_path, capsys):
-    assert main(["validate", str(ROOT / "configs" / "prepare_kang.yaml"), "--input", str(kang_path)]) == 0, \
+    assert main(["validate", str(ROOT / "configs" / "prepare_kang.yaml"), "--input", str(kang_path)]) == 0, (
         capsys.readouterr().err
+    )
 
 
 @pytest.mark.shared
@@ -77,9 +86,22 @@ def test_kang_config_reads_its_registered_input(kang_path, monkeypatch, capsys):
 def test_demo_runs_on_pbmc68k_with_missing_genes(tmp_path, capsys):
     """The README's Snakemake case: pbmc68k lacks CD14 / MS4A7 / FCGR1A; they are left out with one
     warning by every stage that takes genes, the run completes."""
-    code = main(["run", str(ROOT / "configs" / "demo.yaml"), "--input", "builtin:pbmc68k",
-                 "--outdir", str(tmp_path / "o"), "--set", "stages=[neighbors, leiden, relationships, embedding]",
-                 "--set", "neighbors.use_rep=X_pca", "--set", "relationships.use_rep=X_pca"])
+    code = main(
+        [
+            "run",
+            str(ROOT / "configs" / "demo.yaml"),
+            "--input",
+            "builtin:pbmc68k",
+            "--outdir",
+            str(tmp_path / "o"),
+            "--set",
+            "stages=[neighbors, leiden, relationships, embedding]",
+            "--set",
+            "neighbors.use_rep=X_pca",
+            "--set",
+            "relationships.use_rep=X_pca",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert "genes not in the data, left out: relationships.genes: CD14, MS4A7, FCGR1A; embedding.genes:" in err
@@ -89,8 +111,14 @@ def test_demo_runs_on_pbmc68k_with_missing_genes(tmp_path, capsys):
 
 
 def test_all_genes_missing_is_an_error_before_any_stage(tmp_path, pbmc):
-    cfg = parse_config({"input": "builtin:pbmc68k", "outdir": str(tmp_path / "o"), "stages": ["neighbors", "embedding"],
-                        "embedding": {"basis": "X_umap", "genes": ["NOPE1", "NOPE2"]}})
+    cfg = parse_config(
+        {
+            "input": "builtin:pbmc68k",
+            "outdir": str(tmp_path / "o"),
+            "stages": ["neighbors", "embedding"],
+            "embedding": {"basis": "X_umap", "genes": ["NOPE1", "NOPE2"]},
+        }
+    )
     with pytest.raises(MissingKeyError, match=r"embedding.genes: none of the genes 'NOPE1', 'NOPE2' is in the data"):
         scc.workflow.preflight(pbmc, cfg)
 
@@ -113,8 +141,10 @@ def test_raw_counts_with_the_demo_config_say_add_prepare_first(tmp_path, capsys)
     with pytest.raises(MissingKeyError) as e:
         scc.workflow.preflight(raw, cfg)
     msg = str(e.value)
-    assert msg.startswith("the input has no embeddings in .obsm: raw counts need the 'prepare' stage first "
-                          "(add prepare to stages); then: "), msg
+    assert msg.startswith(
+        "the input has no embeddings in .obsm: raw counts need the 'prepare' stage first "
+        "(add prepare to stages); then: "
+    ), msg
     # prepare's batch_key left at its default and absent: one batch, Harmony skipped (not a problem)
     assert "batch_key" not in msg
     assert "compare.reference 'cell_type' not in .obs" in msg and "composition.by 'sample', 'type' not in .obs" in msg
@@ -131,17 +161,26 @@ def test_missing_embedding_lists_x_as_the_expression_matrix(pbmc):
     with pytest.raises(MissingKeyError) as e:
         scc.workflow.preflight(pbmc, cfg)
     msg = str(e.value)
-    assert ("neighbors.use_rep 'X_harmony' not in .obsm: did you mean 'X_pca_harmony'? (in the input: 'X_pca', "
-            "'X_umap', 'X_pca_harmony', 'X_umap_harmony'; or X, the expression matrix)") in msg
+    assert (
+        "neighbors.use_rep 'X_harmony' not in .obsm: did you mean 'X_pca_harmony'? (in the input: 'X_pca', "
+        "'X_umap', 'X_pca_harmony', 'X_umap_harmony'; or X, the expression matrix)"
+    ) in msg
     assert "'X')" not in msg and "'X'," not in msg
 
 
 def test_problems_come_most_actionable_first_and_fields_naming_one_key_are_grouped(pbmc):
     bare = pbmc.copy()
     del bare.obsm["X_pca_harmony"], bare.obsm["X_umap_harmony"]
-    cfg = parse_config({"input": "x", "stages": ["neighbors", "leiden", "kmeans", "composition", "embedding"],
-                        "neighbors": {"use_rep": "X_pca_harmony"}, "kmeans": {"use_rep": "X_pca_harmony"},
-                        "composition": {"by": ["donor"]}, "embedding": {"basis": "X_UMAP"}})
+    cfg = parse_config(
+        {
+            "input": "x",
+            "stages": ["neighbors", "leiden", "kmeans", "composition", "embedding"],
+            "neighbors": {"use_rep": "X_pca_harmony"},
+            "kmeans": {"use_rep": "X_pca_harmony"},
+            "composition": {"by": ["donor"]},
+            "embedding": {"basis": "X_UMAP"},
+        }
+    )
     with pytest.raises(MissingKeyError) as e:
         scc.workflow.preflight(bare, cfg)
     msg = str(e.value)
@@ -154,33 +193,55 @@ def test_problems_come_most_actionable_first_and_fields_naming_one_key_are_group
 
 
 def test_genes_in_the_wrong_case_get_the_data_s_names(pbmc, caplog):
-    cfg = parse_config({"input": "x", "stages": ["neighbors", "embedding"],
-                        "embedding": {"basis": "X_umap", "genes": ["Cd3e", "cd8a"]}})
+    cfg = parse_config(
+        {
+            "input": "x",
+            "stages": ["neighbors", "embedding"],
+            "embedding": {"basis": "X_umap", "genes": ["Cd3e", "cd8a"]},
+        }
+    )
     with pytest.raises(MissingKeyError) as e:
         scc.workflow.preflight(pbmc, cfg)
     msg = str(e.value)
-    assert ("embedding.genes: none of the genes 'Cd3e', 'cd8a' is in the data; gene names differ from the data's in "
-            "case only (Cd3e vs CD3E); did you mean 'CD3E' for 'Cd3e', 'CD8A' for 'cd8a'?") in msg
+    assert (
+        "embedding.genes: none of the genes 'Cd3e', 'cd8a' is in the data; gene names differ from the data's in "
+        "case only (Cd3e vs CD3E); did you mean 'CD3E' for 'Cd3e', 'CD8A' for 'cd8a'?"
+    ) in msg
     assert pbmc.raw.var_names[0] not in msg  # not the first genes of the file
     # some absent, as mouse symbols: left out with a warning that names the data's symbols first
-    cfg = parse_config({"input": "x", "stages": ["neighbors", "embedding"],
-                        "embedding": {"basis": "X_umap", "genes": ["CD3E", "Cd4", "Cd8a", "Nkg7"]}})
+    cfg = parse_config(
+        {
+            "input": "x",
+            "stages": ["neighbors", "embedding"],
+            "embedding": {"basis": "X_umap", "genes": ["CD3E", "Cd4", "Cd8a", "Nkg7"]},
+        }
+    )
     with caplog.at_level("WARNING", logger="scclust"):
         checked = scc.workflow.preflight(pbmc, cfg)
     assert checked.missing_genes == {"Cd4", "Cd8a", "Nkg7"}
-    assert ("genes not in the data: gene names look like mouse symbols (Cd4) while the data's are human (CD4); "
-            "did you mean 'CD4' for 'Cd4', 'CD8A' for 'Cd8a', 'NKG7' for 'Nkg7'?; left out: embedding.genes: Cd4, Cd8a, "
-            "Nkg7") in caplog.text
+    assert (
+        "genes not in the data: gene names look like mouse symbols (Cd4) while the data's are human (CD4); "
+        "did you mean 'CD4' for 'Cd4', 'CD8A' for 'Cd8a', 'NKG7' for 'Nkg7'?; left out: embedding.genes: Cd4, Cd8a, "
+        "Nkg7"
+    ) in caplog.text
 
 
 # ---------------------------------------------------------------------------------- clashes and keys
 @pytest.mark.parametrize(
     ("sections", "expected"),
     [
-        ({"neighbors": [{"use_rep": "X_pca"}, {"use_rep": "X_umap"}]}, "neighbors[0] and neighbors[1] both make graph key 'neighbors'"),
-        ({"leiden": [{"resolutions": [0.5, 1]}, {"resolutions": [1.0]}]}, "leiden[0] and leiden[1] both make obs key 'leiden_1.0'"),
-        ({"kmeans": {"key_added": "c_", "n_clusters": [5]}, "hclust": {"key_added": "c", "n_clusters": [5]}},
-         None),  # c_5 vs c_5: hclust's name is f"{key}_{k}"
+        (
+            {"neighbors": [{"use_rep": "X_pca"}, {"use_rep": "X_umap"}]},
+            "neighbors[0] and neighbors[1] both make graph key 'neighbors'",
+        ),
+        (
+            {"leiden": [{"resolutions": [0.5, 1]}, {"resolutions": [1.0]}]},
+            "leiden[0] and leiden[1] both make obs key 'leiden_1.0'",
+        ),
+        (
+            {"kmeans": {"key_added": "c_", "n_clusters": [5]}, "hclust": {"key_added": "c", "n_clusters": [5]}},
+            None,
+        ),  # c_5 vs c_5: hclust's name is f"{key}_{k}"
     ],
     ids=["neighbors", "leiden", "kmeans-hclust"],
 )
@@ -216,7 +277,13 @@ def test_nan_in_batch_column_is_an_error(pbmc):
     bad = pbmc.copy()
     bad.obs["sample"] = bad.obs["sample"].astype(object)
     bad.obs.iloc[[3, 7], bad.obs.columns.get_loc("sample")] = np.nan
-    cfg = parse_config({"input": "x", "stages": ["neighbors", "leiden", "subcluster"], "subcluster": {"t": {"groupby": "leiden_0.4", "select": {"markers": {"T": ["CD3E"]}}}}})
+    cfg = parse_config(
+        {
+            "input": "x",
+            "stages": ["neighbors", "leiden", "subcluster"],
+            "subcluster": {"t": {"groupby": "leiden_0.4", "select": {"markers": {"T": ["CD3E"]}}}},
+        }
+    )
     with pytest.raises(MissingKeyError, match=r"subcluster.t.batch_key 'sample' has no value for 2 cell\(s\)"):
         scc.workflow.preflight(bad, cfg)
 
@@ -255,7 +322,9 @@ def test_bad_set_value_and_non_utf8_config_exit_2(tmp_path, capsys):
 
 
 def test_schema_into_a_closed_pipe_is_not_a_bug():
-    proc = subprocess.run(f"{sys.executable} -m scclust schema | head -c 10", shell=True, capture_output=True, text=True)
+    proc = subprocess.run(
+        f"{sys.executable} -m scclust schema | head -c 10", shell=True, capture_output=True, text=True
+    )
     assert proc.stdout == '{\n  "$defs' and "bug" not in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -278,8 +347,10 @@ def test_full_disk_is_a_user_error(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", no_space)
-    with pytest.raises(OutputError, match="the disk is full; free space or choose another outdir"), \
-            _io.atomic_path(tmp_path / "t.csv") as tmp:
+    with (
+        pytest.raises(OutputError, match="the disk is full; free space or choose another outdir"),
+        _io.atomic_path(tmp_path / "t.csv") as tmp,
+    ):
         pd.DataFrame({"a": [1]}).to_csv(tmp)
     assert not list(tmp_path.iterdir())  # no temporary file left
 
@@ -291,8 +362,16 @@ def test_stale_temporary_files_are_removed(tmp_path, capsys):
     stale.write_text("half")
     keep = out / "tables" / ".hidden_user_file"
     keep.write_text("mine")
-    path = _write(tmp_path, {"input": "builtin:pbmc68k", "outdir": str(out), "stages": ["neighbors"],
-                             "neighbors": {"use_rep": "X_pca"}, "write_h5ad": False})
+    path = _write(
+        tmp_path,
+        {
+            "input": "builtin:pbmc68k",
+            "outdir": str(out),
+            "stages": ["neighbors"],
+            "neighbors": {"use_rep": "X_pca"},
+            "write_h5ad": False,
+        },
+    )
     assert main(["run", str(path), "-q"]) == 0, capsys.readouterr().err
     assert not stale.exists() and keep.exists()
 
@@ -328,10 +407,29 @@ def test_single_sample_raw_counts_run_prepare_to_report(tmp_path, kang_path, cap
     ctrl.obs["type"] = "Ctrl"
     path = tmp_path / "ctrl.h5ad"
     ctrl.write_h5ad(path)
-    code = main(["run", str(ROOT / "configs" / "tutorial.yaml"), "--input", str(path), "--outdir", str(tmp_path / "o"),
-                 "--set", "stages=[prepare, neighbors, leiden, kmeans, hclust, compare, relationships, embedding, "
-                 "composition, qc, subcluster, report]", "--set", "prepare.qc.min_genes=200", "--set", "prepare.qc.min_cells=3",
-                 "--set", "leiden.flavor=igraph", "--set", "leiden.n_iterations=2", "--set", "subcluster.tnk.leiden.flavor=igraph"])
+    code = main(
+        [
+            "run",
+            str(ROOT / "configs" / "tutorial.yaml"),
+            "--input",
+            str(path),
+            "--outdir",
+            str(tmp_path / "o"),
+            "--set",
+            "stages=[prepare, neighbors, leiden, kmeans, hclust, compare, relationships, embedding, "
+            "composition, qc, subcluster, report]",
+            "--set",
+            "prepare.qc.min_genes=200",
+            "--set",
+            "prepare.qc.min_cells=3",
+            "--set",
+            "leiden.flavor=igraph",
+            "--set",
+            "leiden.n_iterations=2",
+            "--set",
+            "subcluster.tnk.leiden.flavor=igraph",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert "Harmony skipped" in err and "one-sample diagnostics skipped" in err
@@ -340,22 +438,32 @@ def test_single_sample_raw_counts_run_prepare_to_report(tmp_path, kang_path, cap
     filtered = pd.read_csv(out / "tables" / "prepare_qc_filtered.csv")
     assert filtered["n_cells"].sum() == ctrl.n_obs
     n_genes = np.asarray((ctrl.X > 0).sum(axis=1)).ravel()
-    assert filtered["removed_min_genes"].sum() == int((n_genes < 200).sum())  # the filter's own rule, counted independently
+    assert filtered["removed_min_genes"].sum() == int(
+        (n_genes < 200).sum()
+    )  # the filter's own rule, counted independently
     assert (out / "figures" / "prepare_pca_variance.png").is_file()
 
 
 # ---------------------------------------------------------------------------------- resume
 @pytest.mark.slow
 def test_resume_after_a_late_failure_gives_identical_outputs(tmp_path, capsys):
-    base = {"input": "builtin:pbmc68k", "stages": ["neighbors", "leiden", "kmeans", "hclust", "compare", "qc", "report"],
-            "neighbors": {"use_rep": "X_pca", "n_neighbors": 15}, "leiden": {"resolutions": [0.4, 0.8, 1.2]},
-            "kmeans": {"use_rep": "X_pca", "n_clusters": [4, 8]}, "hclust": {"use_rep": "X_pca", "n_clusters": [4, 8]},
-            "qc": {"groupby": ["leiden_0.8"], "keys": ["n_genes_by_counts"]}}
+    base = {
+        "input": "builtin:pbmc68k",
+        "stages": ["neighbors", "leiden", "kmeans", "hclust", "compare", "qc", "report"],
+        "neighbors": {"use_rep": "X_pca", "n_neighbors": 15},
+        "leiden": {"resolutions": [0.4, 0.8, 1.2]},
+        "kmeans": {"use_rep": "X_pca", "n_clusters": [4, 8]},
+        "hclust": {"use_rep": "X_pca", "n_clusters": [4, 8]},
+        "qc": {"groupby": ["leiden_0.8"], "keys": ["n_genes_by_counts"]},
+    }
     clean = _write(tmp_path, {**base, "outdir": str(tmp_path / "clean"), "resume": False}, "clean.yaml")
     assert main(["run", str(clean), "-q"]) == 0
     # a bad late parameter (a QC column that is not there) fails in the last stages ...
-    broken = _write(tmp_path, {**base, "outdir": str(tmp_path / "r"), "qc": {"groupby": ["leiden_0.8"], "keys": ["nope"]}},
-                    "broken.yaml")
+    broken = _write(
+        tmp_path,
+        {**base, "outdir": str(tmp_path / "r"), "qc": {"groupby": ["leiden_0.8"], "keys": ["nope"]}},
+        "broken.yaml",
+    )
     assert main(["run", str(broken), "-q"]) == 2
     assert (tmp_path / "r" / ".scclust_checkpoint" / "state.json").is_file()
     # ... fixed and rerun: the clustering is reused, outputs equal the clean run's
@@ -369,8 +477,11 @@ def test_resume_after_a_late_failure_gives_identical_outputs(tmp_path, capsys):
         assert (tmp_path / "r" / "tables" / table.name).read_bytes() == table.read_bytes(), table.name
     # a changed upstream parameter invalidates the checkpoint: everything is recomputed
     assert main(["run", str(broken), "-q"]) == 2
-    changed = _write(tmp_path, {**base, "outdir": str(tmp_path / "r"), "neighbors": {"use_rep": "X_pca", "n_neighbors": 10}},
-                     "changed.yaml")
+    changed = _write(
+        tmp_path,
+        {**base, "outdir": str(tmp_path / "r"), "neighbors": {"use_rep": "X_pca", "n_neighbors": 10}},
+        "changed.yaml",
+    )
     capsys.readouterr()
     assert main(["run", str(changed)]) == 0
     assert "from checkpoint" not in capsys.readouterr().err
@@ -489,9 +600,17 @@ def test_every_config_key_has_a_description():
 def test_subcluster_without_a_sample_column_draws_its_figures(tmp_path, pbmc):
     parent = pbmc.copy()
     del parent.obs["sample"]
-    sub, _ = scc.tl.subcluster(parent, name="dc", select={"obs_query": "bulk_labels == 'Dendritic'"}, groupby="louvain",
-                               batch_key=None, min_cells=20, graph={"n_pcs": 20}, pca={"n_comps": 30},
-                               leiden={"flavor": "igraph", "n_iterations": 2, "resolutions": 0.5})
+    sub, _ = scc.tl.subcluster(
+        parent,
+        name="dc",
+        select={"obs_query": "bulk_labels == 'Dendritic'"},
+        groupby="louvain",
+        batch_key=None,
+        min_cells=20,
+        graph={"n_pcs": 20},
+        pca={"n_comps": 30},
+        leiden={"flavor": "igraph", "n_iterations": 2, "resolutions": 0.5},
+    )
     fig = scc.pl.subcluster_overview(sub, parent=parent)
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 4  # no sample panels
 
@@ -505,17 +624,34 @@ def test_neighbors_stage_reuses_prepares_graph_or_says_it_replaces_it(tmp_path, 
 
     data = tmp_path / "one.h5ad"
     _one_sample_counts(data)
-    base = {"input": str(data), "stages": ["prepare", "neighbors", "leiden"],
-            "prepare": {"pca": {"n_comps": 20}, "graph": {"n_neighbors": 15, "n_pcs": 20}, "umap": None},
-            "leiden": {"resolutions": [0.8]}}
+    base = {
+        "input": str(data),
+        "stages": ["prepare", "neighbors", "leiden"],
+        "prepare": {"pca": {"n_comps": 20}, "graph": {"n_neighbors": 15, "n_pcs": 20}, "umap": None},
+        "leiden": {"resolutions": [0.8]},
+    }
     with caplog.at_level(logging.INFO, logger="scclust"):
-        same, _ = run(parse_config({**base, "outdir": str(tmp_path / "a"),
-                                    "neighbors": {"use_rep": "X_pca", "n_pcs": 20, "n_neighbors": 15}}))
+        same, _ = run(
+            parse_config(
+                {
+                    **base,
+                    "outdir": str(tmp_path / "a"),
+                    "neighbors": {"use_rep": "X_pca", "n_pcs": 20, "n_neighbors": 15},
+                }
+            )
+        )
     assert "reusing the graph 'neighbors'" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="scclust"):
-        other, _ = run(parse_config({**base, "outdir": str(tmp_path / "b"),
-                                     "neighbors": {"use_rep": "X_pca", "n_pcs": 20, "n_neighbors": 10}}))
+        other, _ = run(
+            parse_config(
+                {
+                    **base,
+                    "outdir": str(tmp_path / "b"),
+                    "neighbors": {"use_rep": "X_pca", "n_pcs": 20, "n_neighbors": 10},
+                }
+            )
+        )
     assert "is replaced by one with this stage's options" in caplog.text and "prepare.graph" in caplog.text
     rebuilt = same.copy()
     scc.pp.neighbors(rebuilt, use_rep="X_pca", n_pcs=20, n_neighbors=15)

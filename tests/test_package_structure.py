@@ -47,8 +47,11 @@ def test_signature_conventions(name, func):
     assert not undocumented, undocumented
 
 
-@pytest.mark.parametrize(("name", "func"), [(n, f) for n, f in PUBLIC if n.split(".")[0] in ("pp", "tl", "pl")],
-                         ids=[n for n, _ in PUBLIC if n.split(".")[0] in ("pp", "tl", "pl")])
+@pytest.mark.parametrize(
+    ("name", "func"),
+    [(n, f) for n, f in PUBLIC if n.split(".")[0] in ("pp", "tl", "pl")],
+    ids=[n for n, _ in PUBLIC if n.split(".")[0] in ("pp", "tl", "pl")],
+)
 def test_arguments_are_validated_the_same_way(name, func):
     """Every public pp / tl / pl function checks its arguments through its annotations: a wrong
     type is a one-line ConfigError naming the function and the argument."""
@@ -71,8 +74,15 @@ def test_config_options_are_the_functions_declarations():
     from scclust.config import WorkflowConfig
     from scclust.stages import REGISTRY
 
-    pairs = {"neighbors": scc.pp.neighbors, "leiden": scc.tl.leiden, "kmeans": scc.tl.kmeans, "hclust": scc.tl.hclust,
-             "stability": scc.tl.stability, "prepare": scc.pp.prepare, "subcluster": scc.tl.subcluster}
+    pairs = {
+        "neighbors": scc.pp.neighbors,
+        "leiden": scc.tl.leiden,
+        "kmeans": scc.tl.kmeans,
+        "hclust": scc.tl.hclust,
+        "stability": scc.tl.stability,
+        "prepare": scc.pp.prepare,
+        "subcluster": scc.tl.subcluster,
+    }
     for stage, func in pairs.items():
         model = REGISTRY[stage].params
         sig = inspect.signature(func).parameters
@@ -148,4 +158,5 @@ def test_warnings_point_at_the_callers_line(recwarn):
         scc.pl.dotplot(adata, groupby="bulk_labels", genes=["CST3", "LYZ", "NOT_A_GENE_X"], dendrogram=False)
     ours = [w for w in caught if issubclass(w.category, scc._errors.ScclustWarning)]
     assert ours and all(Path(w.filename).resolve() == Path(__file__).resolve() for w in ours), [
-        (w.filename, w.lineno) for w in ours]
+        (w.filename, w.lineno) for w in ours
+    ]

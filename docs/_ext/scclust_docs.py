@@ -30,6 +30,7 @@ ROOT = DOCS.parent
 # config reference
 # ---------------------------------------------------------------------------------------------
 
+
 def _resolve(schema: dict, node: dict) -> dict:
     ref = node.get("$ref")
     if ref:
@@ -68,9 +69,17 @@ def _type(node: dict) -> str:
     return {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "null": "null"}.get(t, t or "any")
 
 
-_BOUNDS = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"),
-           ("minItems", "items >="), ("maxItems", "items <="), ("minLength", "length >="),
-           ("maxLength", "length <="), ("pattern", "matches"))
+_BOUNDS = (
+    ("minimum", ">="),
+    ("exclusiveMinimum", ">"),
+    ("maximum", "<="),
+    ("exclusiveMaximum", "<"),
+    ("minItems", "items >="),
+    ("maxItems", "items <="),
+    ("minLength", "length >="),
+    ("maxLength", "length <="),
+    ("pattern", "matches"),
+)
 
 
 def _constraint(node: dict) -> str:
@@ -133,8 +142,10 @@ def _table(schema: dict, model: dict, prefix: str, out: list[str], nested: list[
         if group is not None:
             typ = typ.replace("mapping", f"mapping ([{key}](#{_anchor(key)}))", 1)
             nested.append((key, schema["$defs"][group], prop.get("description", "")))
-        out.append(f"| `{key}` | {typ} | {_cell(_default(prop, group))} | {_cell(_constraint(prop))} "
-                   f"| {_cell(prop.get('description') or fallback.get(name, ''))} |")
+        out.append(
+            f"| `{key}` | {typ} | {_cell(_default(prop, group))} | {_cell(_constraint(prop))} "
+            f"| {_cell(prop.get('description') or fallback.get(name, ''))} |"
+        )
     out.append("")
 
 
@@ -160,19 +171,23 @@ def config_reference() -> str:
 
     schema = json_schema()
     out = [
-        "# Config reference", "",
+        "# Config reference",
+        "",
         "```{note}",
         "This page is generated from `scclust.config.json_schema()` when the documentation is built "
         "(the same schema `scclust schema` prints). Every description is the one in the numpydoc "
         "`Parameters` section of the function the key is passed to.",
-        "```", "",
+        "```",
+        "",
         "A config is one YAML mapping. Keys of a step group are written nested "
         "(`prepare: {hvg: {min_mean: 0.0125}}`) and addressed with dots on the command line "
         "(`--set prepare.hvg.min_mean=0.02`). Sections marked *mapping or list* take one mapping or a "
         "list of mappings (each entry runs once); `subcluster` takes a mapping of names (your choice, "
         "written `NAME` below) to entries. "
-        "Unknown keys are errors that name the allowed ones.", "",
-        "## Top-level keys", "",
+        "Unknown keys are errors that name the allowed ones.",
+        "",
+        "## Top-level keys",
+        "",
     ]
     sections = []
     out += ["| key | type | default | constraint | description |", "|---|---|---|---|---|"]
@@ -182,8 +197,10 @@ def config_reference() -> str:
         if group is None and isinstance(extra, dict) and "$ref" in extra:
             group = extra["$ref"].rsplit("/", 1)[1]
         if group is None:
-            out.append(f"| `{name}` | {_type(prop)} | {_cell(_default(prop, None))} | {_cell(_constraint(prop))} "
-                       f"| {_cell(prop.get('description', ''))} |")
+            out.append(
+                f"| `{name}` | {_type(prop)} | {_cell(_default(prop, None))} | {_cell(_constraint(prop))} "
+                f"| {_cell(prop.get('description', ''))} |"
+            )
             continue
         how = "mapping"
         if "anyOf" in prop and any(a.get("type") == "array" for a in prop["anyOf"]):
@@ -208,6 +225,7 @@ def config_reference() -> str:
 # the walkthrough notebook as a page
 # ---------------------------------------------------------------------------------------------
 
+
 def walkthrough_page() -> str:
     import jupytext
 
@@ -217,7 +235,8 @@ def walkthrough_page() -> str:
         "This page is `examples/walkthrough.py`, a jupytext script: open it as a notebook with "
         "`jupytext --to notebook examples/walkthrough.py`. The code is shown here without its "
         "outputs; the test suite executes it as a notebook (`tests/test_notebook.py`).",
-        "```", "",
+        "```",
+        "",
     ]
     out: list[str] = []
     for cell in nb.cells:
@@ -240,18 +259,30 @@ def walkthrough_page() -> str:
 # ---------------------------------------------------------------------------------------------
 
 _API = (
-    ("pp", "Preprocessing: `scclust.pp`",
-     "Graphs, integration and the raw-count chain. The step groups (`QC`, `HVG`, `PCA`, `Graph`, `Umap`) "
-     "hold the options of one step each and are passed as one mapping "
-     "(`pp.prepare(adata, hvg={\"n_top_genes\": 2000})`), as a config nests them."),
-    ("tl", "Tools: `scclust.tl`",
-     "Clustering and analysis. Functions whose result a figure shows return it (a DataFrame or a result "
-     "object), and the `pl` function of the same name draws it."),
-    ("pl", "Plotting: `scclust.pl`",
-     "Figures. Every function returns a `matplotlib.figure.Figure` and never modifies the AnnData; when a "
-     "result it needs is missing it raises and names the `tl` call that makes it."),
-    ("datasets", "Datasets: `scclust.datasets`",
-     "Built-in simulated data (no download) and a registry of real datasets fetched with a checksum."),
+    (
+        "pp",
+        "Preprocessing: `scclust.pp`",
+        "Graphs, integration and the raw-count chain. The step groups (`QC`, `HVG`, `PCA`, `Graph`, `Umap`) "
+        "hold the options of one step each and are passed as one mapping "
+        '(`pp.prepare(adata, hvg={"n_top_genes": 2000})`), as a config nests them.',
+    ),
+    (
+        "tl",
+        "Tools: `scclust.tl`",
+        "Clustering and analysis. Functions whose result a figure shows return it (a DataFrame or a result "
+        "object), and the `pl` function of the same name draws it.",
+    ),
+    (
+        "pl",
+        "Plotting: `scclust.pl`",
+        "Figures. Every function returns a `matplotlib.figure.Figure` and never modifies the AnnData; when a "
+        "result it needs is missing it raises and names the `tl` call that makes it.",
+    ),
+    (
+        "datasets",
+        "Datasets: `scclust.datasets`",
+        "Built-in simulated data (no download) and a registry of real datasets fetched with a checksum.",
+    ),
 )
 
 
@@ -260,19 +291,33 @@ def api_page() -> str:
     import inspect
 
     out = [
-        "# API reference", "",
+        "# API reference",
+        "",
         "Every public name of `scclust.pp`, `scclust.tl`, `scclust.pl` and `scclust.datasets` (this page "
-        "is generated from their `__all__`), and the run API. Import the package as `import scclust as scc`.", "",
+        "is generated from their `__all__`), and the run API. Import the package as `import scclust as scc`.",
+        "",
         "Conventions, as in scanpy: `adata` is the only positional argument, everything else is keyword-only; "
         "tools write labels to `.obs`, graphs to `.obsp` (their key recorded in `.uns[neighbors_key]`), "
-        "embeddings to `.obsm`, parameters to `.uns[key][\"params\"]`, and return `None` unless `copy=True`. "
+        'embeddings to `.obsm`, parameters to `.uns[key]["params"]`, and return `None` unless `copy=True`. '
         "The `Parameters` section of a function is also the description of the config key of the same name "
-        "(see the [config reference](config.md)); each function's `Returns` section names every key it writes.", "",
-        "## Run API", "",
+        "(see the [config reference](config.md)); each function's `Returns` section names every key it writes.",
+        "",
+        "## Run API",
+        "",
         "`scc.load_config(path)` validates a YAML config; `scc.run(cfg)` runs it and returns the AnnData and the "
-        "manifest, as `scclust run` does.", "",
-        "```{eval-rst}", ".. currentmodule:: scclust", "", ".. autosummary::", "   :toctree: api",
-        "   :nosignatures:", "", "   run", "   load_config", "```", "",
+        "manifest, as `scclust run` does.",
+        "",
+        "```{eval-rst}",
+        ".. currentmodule:: scclust",
+        "",
+        ".. autosummary::",
+        "   :toctree: api",
+        "   :nosignatures:",
+        "",
+        "   run",
+        "   load_config",
+        "```",
+        "",
     ]
     for name, title, intro in _API:
         mod = importlib.import_module(f"scclust.{name}")
@@ -284,8 +329,16 @@ def api_page() -> str:
         if funcs:
             out += [".. autosummary::", "   :toctree: api", "   :nosignatures:", "", *(f"   {n}" for n in funcs), ""]
         if classes:
-            out += [".. rubric:: Classes", "", ".. autosummary::", "   :toctree: api", "   :nosignatures:", "",
-                    *(f"   {n}" for n in classes), ""]
+            out += [
+                ".. rubric:: Classes",
+                "",
+                ".. autosummary::",
+                "   :toctree: api",
+                "   :nosignatures:",
+                "",
+                *(f"   {n}" for n in classes),
+                "",
+            ]
         if data:
             out += [".. rubric:: Constants", ""]
             for n in data:
@@ -298,6 +351,7 @@ def api_page() -> str:
 # command line: each command's --help
 # ---------------------------------------------------------------------------------------------
 
+
 def cli_page() -> str:
     import argparse
     import os
@@ -307,22 +361,30 @@ def cli_page() -> str:
     os.environ.setdefault("COLUMNS", "100")
     parser = _parser()
     out = [
-        "# Command line", "",
+        "# Command line",
+        "",
         "This page is generated from the command's own `--help`. The command holds no defaults of its own: "
-        "every option of a run is a config key ([config reference](config.md)).", "",
-        "```text", parser.format_help().rstrip(), "```", "",
+        "every option of a run is a config key ([config reference](config.md)).",
+        "",
+        "```text",
+        parser.format_help().rstrip(),
+        "```",
+        "",
     ]
     subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, sub in subs.choices.items():
         out += [f"## `scclust {name}`", "", "```text", sub.format_help().rstrip(), "```", ""]
     out += [
-        "## Exit status", "",
-        "| status | meaning |", "|---|---|",
+        "## Exit status",
+        "",
+        "| status | meaning |",
+        "|---|---|",
         "| 0 | success |",
         "| 2 | a problem with the config, the data or the output location (a file where the directory should be, "
         "no write permission, a full disk, an unreachable Dask scheduler), explained on one line |",
         "| 130 | interrupted (Ctrl-C); rerun the same command to resume from the checkpoint |",
-        "| 1 | a bug: rerun with `--debug` for the traceback and report it |", "",
+        "| 1 | a bug: rerun with `--debug` for the traceback and report it |",
+        "",
     ]
     return "\n".join(out) + "\n"
 
@@ -333,9 +395,14 @@ def cli_page() -> str:
 
 #: the functions whose Returns section says what a stage writes into the AnnData
 _STAGE_TOOLS = {
-    "prepare": ("scclust.pp.prepare",), "neighbors": ("scclust.pp.neighbors",), "leiden": ("scclust.tl.leiden",),
-    "kmeans": ("scclust.tl.kmeans",), "hclust": ("scclust.tl.hclust",), "relationships": ("scclust.tl.dendrogram",),
-    "subcluster": ("scclust.tl.subcluster", "scclust.tl.transfer_subclusters"), "stability": ("scclust.tl.stability",),
+    "prepare": ("scclust.pp.prepare",),
+    "neighbors": ("scclust.pp.neighbors",),
+    "leiden": ("scclust.tl.leiden",),
+    "kmeans": ("scclust.tl.kmeans",),
+    "hclust": ("scclust.tl.hclust",),
+    "relationships": ("scclust.tl.dendrogram",),
+    "subcluster": ("scclust.tl.subcluster", "scclust.tl.transfer_subclusters"),
+    "stability": ("scclust.tl.stability",),
 }
 
 
@@ -347,7 +414,7 @@ def readable(pattern: str) -> str:
     out, i = [], 0
     while i < len(pattern):
         if pattern.startswith("(?P<", i):
-            name = pattern[i + 4:pattern.index(">", i)]
+            name = pattern[i + 4 : pattern.index(">", i)]
             depth, j = 0, i
             while True:
                 depth += {"(": 1, ")": -1}.get(pattern[j], 0)
@@ -448,13 +515,14 @@ def strip_annotated(text: str) -> str:
             elif ch == "," and depth == 1 and first_end is None:
                 first_end = i
             i += 1
-        inner = text[start + len("Annotated["):first_end if first_end is not None else i - 1]
+        inner = text[start + len("Annotated[") : first_end if first_end is not None else i - 1]
         text = text[:start] + inner.strip() + text[i:]
     return text
 
 
-def _signature(app: Any, what: str, name: str, obj: Any, options: Any, signature: str | None,
-               return_annotation: str | None) -> tuple[str | None, str | None] | None:
+def _signature(
+    app: Any, what: str, name: str, obj: Any, options: Any, signature: str | None, return_annotation: str | None
+) -> tuple[str | None, str | None] | None:
     if signature is None:
         return None
     return strip_annotated(signature), return_annotation

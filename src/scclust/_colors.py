@@ -15,17 +15,45 @@ import pandas as pd
 from anndata import AnnData
 
 __all__ = [
-    "ANNOTATION_PALETTE", "KELLY", "OKABE_ITO", "PALETTE", "TOL_LIGHT", "TOL_MUTED", "categories",
-    "category_colors", "palette", "tree_colors", "write_colors",
+    "ANNOTATION_PALETTE",
+    "KELLY",
+    "OKABE_ITO",
+    "PALETTE",
+    "TOL_LIGHT",
+    "TOL_MUTED",
+    "categories",
+    "category_colors",
+    "palette",
+    "tree_colors",
+    "write_colors",
 ]
 
 # Up to 8 groups: Okabe & Ito (2008), colour-blind safe. More: Kelly's (1965) 20 colours of maximum
 # contrast (white and black left out, grey last, so no two clusters share a hue family and none looks
 # like the light grey of missing values), then a deterministic extension.
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
-KELLY = ["#F3C300", "#875692", "#F38400", "#A1CAF1", "#BE0032", "#C2B280", "#008856", "#E68FAC", "#0067A5",
-         "#F99379", "#604E97", "#F6A600", "#B3446C", "#DCD300", "#882D17", "#8DB600", "#654522", "#E25822",
-         "#2B3D26", "#848482"]
+KELLY = [
+    "#F3C300",
+    "#875692",
+    "#F38400",
+    "#A1CAF1",
+    "#BE0032",
+    "#C2B280",
+    "#008856",
+    "#E68FAC",
+    "#0067A5",
+    "#F99379",
+    "#604E97",
+    "#F6A600",
+    "#B3446C",
+    "#DCD300",
+    "#882D17",
+    "#8DB600",
+    "#654522",
+    "#E25822",
+    "#2B3D26",
+    "#848482",
+]
 PALETTE = KELLY
 # Annotation bars of heatmaps: Okabe-Ito, then Paul Tol's "muted" and "light" schemes
 TOL_MUTED = ["#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499"]
@@ -47,7 +75,11 @@ def palette(n: int) -> list[str]:
 
 def categories(values: pd.Series) -> Sequence[str]:
     """The categories of ``values`` in their order (sorted strings when not categorical)."""
-    return list(values.cat.categories) if isinstance(values.dtype, pd.CategoricalDtype) else sorted(values.astype(str).unique())
+    return (
+        list(values.cat.categories)
+        if isinstance(values.dtype, pd.CategoricalDtype)
+        else sorted(values.astype(str).unique())
+    )
 
 
 def category_colors(adata: AnnData | None, key: str | None, n: int) -> list[str]:
@@ -84,8 +116,16 @@ def tree_colors(adata: AnnData, keys: Sequence[str]) -> dict[str, list[str]]:
         if prev is None:
             out[key] = pool[:n]
         else:
-            out[key] = _follow(adata, key, prev, cats[key], cats[prev], out[prev], pool,
-                               used={c for cols in out.values() for c in cols})
+            out[key] = _follow(
+                adata,
+                key,
+                prev,
+                cats[key],
+                cats[prev],
+                out[prev],
+                pool,
+                used={c for cols in out.values() for c in cols},
+            )
         prev = key
     return out
 

@@ -17,8 +17,18 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "ConfigError", "InputError", "MissingFileError", "MissingKeyError", "OutputError", "ScclustWarning", "UserError",
-    "choices", "did_you_mean", "format_validation_error", "near_matches", "warn",
+    "ConfigError",
+    "InputError",
+    "MissingFileError",
+    "MissingKeyError",
+    "OutputError",
+    "ScclustWarning",
+    "UserError",
+    "choices",
+    "did_you_mean",
+    "format_validation_error",
+    "near_matches",
+    "warn",
 ]
 
 
@@ -185,8 +195,9 @@ def _fold(name: str) -> str:
     return re.sub(r"[-._]", "", name).casefold()
 
 
-def near_matches(names: Iterable[str], universe: Iterable[str], *, cutoff: float = GENE_CUTOFF,
-                 same_numbers: bool = True) -> dict[str, str]:
+def near_matches(
+    names: Iterable[str], universe: Iterable[str], *, cutoff: float = GENE_CUTOFF, same_numbers: bool = True
+) -> dict[str, str]:
     """The closest name in ``universe`` for each of ``names`` that has one.
 
     A name that differs only in case or in ``-`` / ``.`` / ``_`` (``Cd3e`` -> ``CD3E``) is matched
@@ -241,8 +252,7 @@ def _case_style(name: str) -> str | None:
     return None
 
 
-def did_you_mean(names: Iterable[str], universe: Iterable[str], *, limit: int = 8,
-                 cutoff: float = GENE_CUTOFF) -> str:
+def did_you_mean(names: Iterable[str], universe: Iterable[str], *, limit: int = 8, cutoff: float = GENE_CUTOFF) -> str:
     """A message fragment suggesting, for names absent from ``universe``, the names meant.
 
     ``"did you mean 'CD3E' for 'Cd3e', 'CD8A' for 'cd8a'?"`` from :func:`near_matches` (case-
@@ -262,7 +272,12 @@ def did_you_mean(names: Iterable[str], universe: Iterable[str], *, limit: int = 
     if not found:
         return ""
     pairs = [f"{s!r} for {n!r}" for n, s in found.items()]
-    text = "did you mean " + ", ".join(pairs[:limit]) + (f", ... ({len(pairs) - limit} more)" if len(pairs) > limit else "") + "?"
+    text = (
+        "did you mean "
+        + ", ".join(pairs[:limit])
+        + (f", ... ({len(pairs) - limit} more)" if len(pairs) > limit else "")
+        + "?"
+    )
     case_only = [(n, s) for n, s in found.items() if _fold(n) == _fold(s)]
     if len(case_only) * 2 > len(absent):
         given = [_case_style(n) for n, _ in case_only]

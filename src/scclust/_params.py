@@ -88,7 +88,11 @@ def param_docs(func: Callable[..., Any]) -> dict[str, str]:
     lines = (inspect.getdoc(inspect.unwrap(func)) or "").splitlines()
     out: dict[str, str] = {}
     try:
-        i = next(i for i, line in enumerate(lines[:-1]) if line.strip() == "Parameters" and set(lines[i + 1].strip()) == {"-"})
+        i = next(
+            i
+            for i, line in enumerate(lines[:-1])
+            if line.strip() == "Parameters" and set(lines[i + 1].strip()) == {"-"}
+        )
     except StopIteration:
         return out
     i += 2
@@ -188,8 +192,9 @@ def params_model(
                     raise TypeError(f"{target.__qualname__}: {pname!r} is not a keyword-only parameter")
                 continue
             if pname not in docs:
-                raise TypeError(f"{target.__module__}.{target.__qualname__}: parameter {pname!r} is not described in "
-                                "its docstring")
+                raise TypeError(
+                    f"{target.__module__}.{target.__qualname__}: parameter {pname!r} is not described in its docstring"
+                )
             default = (defaults or {}).get(pname, p.default)
             info = Field(... if default is p.empty else _config_value(default), description=plain(docs[pname]))
             spec[pname] = (hints[pname], info)
@@ -198,6 +203,7 @@ def params_model(
     spec.update(fields or {})
     validators = {}
     if checks:
+
         def _check(self: BaseModel) -> BaseModel:
             values = {k: getattr(self, k) for k in type(self).model_fields}
             for check in checks:

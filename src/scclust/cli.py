@@ -25,32 +25,61 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the stages of a config")
     r.add_argument("config", help="YAML config file")
-    r.add_argument("--input", help="override 'input': an .h5ad path, builtin:NAME (simulate, pbmc68k, counts, integrated) or "
-                        "data:NAME (a real dataset fetched into the cache: scclust.datasets.fetch)")
+    r.add_argument(
+        "--input",
+        help="override 'input': an .h5ad path, builtin:NAME (simulate, pbmc68k, counts, integrated) or "
+        "data:NAME (a real dataset fetched into the cache: scclust.datasets.fetch)",
+    )
     r.add_argument("--outdir", help="override 'outdir'")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set leiden.resolutions=[0.4,0.6] (repeatable)")
-    r.add_argument("--no-resume", dest="resume", action="store_false", default=None,
-                   help="run every stage, ignoring the checkpoint of an earlier run in outdir")
-    r.add_argument("--dask-address", metavar="TCP://HOST:PORT",
-                   help="override 'dask.address': the scheduler of an existing Dask cluster for out-of-core steps")
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set leiden.resolutions=[0.4,0.6] (repeatable)",
+    )
+    r.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        default=None,
+        help="run every stage, ignoring the checkpoint of an earlier run in outdir",
+    )
+    r.add_argument(
+        "--dask-address",
+        metavar="TCP://HOST:PORT",
+        help="override 'dask.address': the scheduler of an existing Dask cluster for out-of-core steps",
+    )
     r.add_argument("-q", "--quiet", action="store_true", help="only print errors")
     r.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
 
     v = sub.add_parser("validate", help="check a config and that it fits its input (or --input), without running it")
     v.add_argument("config")
-    v.add_argument("--input", help="check the config against this input instead of its own (.obs / .obsm keys, genes, "
-                   "key clashes)")
+    v.add_argument(
+        "--input", help="check the config against this input instead of its own (.obs / .obsm keys, genes, key clashes)"
+    )
     v.add_argument("--config-only", action="store_true", help="check the config alone, without reading its input")
     v.add_argument("--outdir")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     i = sub.add_parser("init", help="print a commented config for your data (every key with its default and meaning)")
     kind = i.add_mutually_exclusive_group()
-    kind.add_argument("--integrated", dest="kind", action="store_const", const="integrated", default="integrated",
-                      help="for an integrated AnnData: embeddings in .obsm, log-normalized genes in .raw (default)")
-    kind.add_argument("--counts", dest="kind", action="store_const", const="counts",
-                      help="for raw counts: starts with the prepare stage (QC, normalize, HVG, PCA, Harmony, UMAP)")
+    kind.add_argument(
+        "--integrated",
+        dest="kind",
+        action="store_const",
+        const="integrated",
+        default="integrated",
+        help="for an integrated AnnData: embeddings in .obsm, log-normalized genes in .raw (default)",
+    )
+    kind.add_argument(
+        "--counts",
+        dest="kind",
+        action="store_const",
+        const="counts",
+        help="for raw counts: starts with the prepare stage (QC, normalize, HVG, PCA, Harmony, UMAP)",
+    )
     i.add_argument("--input", help="your .h5ad: the template names its batch column, embedding and genes")
     i.add_argument("-o", "--output", help="write to this file instead of stdout")
 
@@ -76,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scclust: error: {err}", file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:
-        print("scclust: interrupted; finished stages are checkpointed: rerun the same command to resume",
-              file=sys.stderr)
+        print(
+            "scclust: interrupted; finished stages are checkpointed: rerun the same command to resume", file=sys.stderr
+        )
         return 130
     except BrokenPipeError:  # e.g. `scclust schema | head`: the reader left, nothing went wrong here
         import os
@@ -87,8 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if debug:
             traceback.print_exc()
-        print(f"scclust: unexpected error ({type(err).__name__}: {err}); this is a bug, please report it "
-              "with the output of --debug", file=sys.stderr)
+        print(
+            f"scclust: unexpected error ({type(err).__name__}: {err}); this is a bug, please report it "
+            "with the output of --debug",
+            file=sys.stderr,
+        )
         return EXIT_BUG
 
 

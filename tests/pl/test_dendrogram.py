@@ -104,7 +104,9 @@ def test_missing_dendrogram_names_both_ways_out(pbmc):
     # a dendrogram made for other groups: the same two ways out
     tl.dendrogram(a, groupby="louvain", use_rep="X_pca")
     a.obs["louvain"] = a.obs["louvain"].cat.rename_categories(lambda c: f"{c}_renamed")
-    with pytest.raises(InputError, match=r"re-run scclust\.tl\.dendrogram\(adata, groupby='louvain'\), or pass dendrogram=False"):
+    with pytest.raises(
+        InputError, match=r"re-run scclust\.tl\.dendrogram\(adata, groupby='louvain'\), or pass dendrogram=False"
+    ):
         pl.dotplot(a, groupby="louvain", genes=["CD3E"])
     # pl.dendrogram has no way to draw without one: it names the call only
     with pytest.raises(MissingKeyError, match=r"no dendrogram for 'sample'.*first$"):

@@ -67,6 +67,9 @@ def test_clustree_coloured_by_stability(assessed):
     assert c0.shape == c1.shape and not np.allclose(c0, c1)
     np.testing.assert_allclose(c1, c2)
     assert len(default.axes) == 1 and len(coloured.axes) == 2  # colour bar only when coloured
-    with pytest.raises(MissingKeyError, match=r"run scclust\.tl\.stability\(adata, \.\.\.\) first, or pass stability=None "
-                                              "to colour the nodes by row$"):
+    with pytest.raises(
+        MissingKeyError,
+        match=r"run scclust\.tl\.stability\(adata, \.\.\.\) first, or pass stability=None "
+        "to colour the nodes by row$",
+    ):
         scc.pl.clustree(a, keys=keys, stability="nothing")  # both ways out: the call that makes it, drawing without it

@@ -26,8 +26,9 @@ def nb(pbmc):
     scc.tl.leiden(ad, resolutions=[0.4, 1.0])
     scc.tl.dendrogram(ad, groupby="louvain")
     res = scc.tl.stability(ad, keys=["leiden_0.4", "leiden_1.0"], n_seeds=2, n_subsamples=1, n_jobs=1)
-    heat = scc.tl.cluster_heatmap(scc.tl.cluster_means(ad, groupby="louvain", genes=list(ad.var_names[:12])).T,
-                                  n_boot=0)
+    heat = scc.tl.cluster_heatmap(
+        scc.tl.cluster_means(ad, groupby="louvain", genes=list(ad.var_names[:12])).T, n_boot=0
+    )
     return ad, res, heat
 
 
@@ -108,18 +109,24 @@ def test_show_with_ax_shows_the_figure_of_ax(nb, monkeypatch):
         plt.close(fig)
 
 
-@pytest.mark.parametrize(("name", "kw", "param"), [
-    ("embedding", {"basis": "umap", "color": ["louvain", "sample"]}, "color"),
-    ("compare", {"keys": ["leiden_0.4", "louvain"], "metrics": ["ari", "nmi"]}, "metrics"),
-    ("qc_violin", {"groupby": "louvain", "keys": ["total_counts", "n_genes_by_counts"]}, "keys"),
-    ("qc_violin", {"groupby": "louvain"}, "keys"),  # the default: three metrics
-    ("graph_block", {"neighbors_keys": ["neighbors", "neighbors"]}, "neighbors_keys"),
-])
+@pytest.mark.parametrize(
+    ("name", "kw", "param"),
+    [
+        ("embedding", {"basis": "umap", "color": ["louvain", "sample"]}, "color"),
+        ("compare", {"keys": ["leiden_0.4", "louvain"], "metrics": ["ari", "nmi"]}, "metrics"),
+        ("qc_violin", {"groupby": "louvain", "keys": ["total_counts", "n_genes_by_counts"]}, "keys"),
+        ("qc_violin", {"groupby": "louvain"}, "keys"),  # the default: three metrics
+        ("graph_block", {"neighbors_keys": ["neighbors", "neighbors"]}, "neighbors_keys"),
+    ],
+)
 def test_ax_with_several_panels_is_a_one_line_config_error(nb, name, kw, param):
     fig, ax = plt.subplots()
     try:
-        with pytest.raises(ConfigError, match=rf"^ax= draws one panel, but {param}= gives \d \(\d panels\); pass a single "
-                                              r"value per call .* or leave ax=None") as err:
+        with pytest.raises(
+            ConfigError,
+            match=rf"^ax= draws one panel, but {param}= gives \d \(\d panels\); pass a single "
+            r"value per call .* or leave ax=None",
+        ) as err:
             getattr(scc.pl, name)(nb[0], **kw, ax=ax)
         assert "\n" not in str(err.value)
         assert not ax.has_data()
@@ -136,6 +143,11 @@ def test_basis_takes_scanpys_short_names(nb):
         assert fig.axes[0].get_xlabel() == key.removeprefix("X_").split("_")[0].upper() + "1"
     fig = scc.pl.stability_embedding(ad, key="leiden_1.0", basis="pca")
     np.testing.assert_allclose(np.sort(fig.axes[0].collections[0].get_offsets()[:, 1]), np.sort(ad.obsm["X_pca"][:, 1]))
-    for call in (lambda: scc.pl.embedding(ad, basis="tsne"), lambda: scc.pl.stability_embedding(ad, key="leiden_1.0", basis="tsne")):
-        with pytest.raises(MissingKeyError, match=r"basis 'tsne' not in \.obsm \(nor 'X_tsne'\); available: 'X_pca', 'X_umap'"):
+    for call in (
+        lambda: scc.pl.embedding(ad, basis="tsne"),
+        lambda: scc.pl.stability_embedding(ad, key="leiden_1.0", basis="tsne"),
+    ):
+        with pytest.raises(
+            MissingKeyError, match=r"basis 'tsne' not in \.obsm \(nor 'X_tsne'\); available: 'X_pca', 'X_umap'"
+        ):
             call()

@@ -15,8 +15,14 @@ def pair(sim):
     parent = sim.copy()
     scc.pp.neighbors(parent, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
     scc.tl.leiden(parent, resolutions=[0.4], flavor="leidenalg", n_iterations=-1)
-    sub, _ = scc.tl.subcluster(parent, name="tnk", groupby="leiden_0.4", select={"obs_query": "cell_type in ['CD4 T', 'CD8 T', 'NK']"},
-                               pca={"regress_out": ["total_counts", "pct_counts_mt"]}, leiden={"key_added": "tcells"})
+    sub, _ = scc.tl.subcluster(
+        parent,
+        name="tnk",
+        groupby="leiden_0.4",
+        select={"obs_query": "cell_type in ['CD4 T', 'CD8 T', 'NK']"},
+        pca={"regress_out": ["total_counts", "pct_counts_mt"]},
+        leiden={"key_added": "tcells"},
+    )
     return parent, sub
 
 

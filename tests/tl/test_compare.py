@@ -74,20 +74,27 @@ def test_errors(clustered):
 
 
 def test_compare_stage_writes_tables_and_figure(tmp_path):
-    cfg = scc.config.parse_config({
-        "input": "builtin:pbmc68k", "outdir": str(tmp_path), "write_h5ad": False,
-        "stages": ["neighbors", "leiden", "kmeans", "hclust", "compare"],
-        "neighbors": {"use_rep": "X_pca"}, "leiden": {"resolutions": [0.5, 1.0]},
-        "kmeans": {"n_clusters": [5, 10]}, "hclust": {"n_clusters": [5, 10], "method": "average", "metric": "correlation"},
-        "compare": {"reference": "cell_type"},
-    })
+    cfg = scc.config.parse_config(
+        {
+            "input": "builtin:pbmc68k",
+            "outdir": str(tmp_path),
+            "write_h5ad": False,
+            "stages": ["neighbors", "leiden", "kmeans", "hclust", "compare"],
+            "neighbors": {"use_rep": "X_pca"},
+            "leiden": {"resolutions": [0.5, 1.0]},
+            "kmeans": {"n_clusters": [5, 10]},
+            "hclust": {"n_clusters": [5, 10], "method": "average", "metric": "correlation"},
+            "compare": {"reference": "cell_type"},
+        }
+    )
     adata, manifest = scc.run(cfg)
     keys = ["leiden_0.5", "leiden_1.0", "kmeans5", "kmeans10", "hclust_5", "hclust_10"]
     assert manifest["clusterings"] == {"leiden": keys[:2], "kmeans": keys[2:4], "hclust": keys[4:]}
     ari = pd.read_csv(tmp_path / "tables" / "ari.csv", index_col=0)
     assert list(ari.index) == [*keys, "cell_type"]
     assert ari.loc["kmeans5", "cell_type"] == pytest.approx(
-        adjusted_rand_score(adata.obs["kmeans5"], adata.obs["cell_type"]), abs=1e-6)
+        adjusted_rand_score(adata.obs["kmeans5"], adata.obs["cell_type"]), abs=1e-6
+    )
     assert (tmp_path / "tables" / "nmi.csv").is_file()
     tables = {p.name for p in (tmp_path / "tables").iterdir()}
     for k in keys:

@@ -67,8 +67,12 @@ def test_planted_one_sample_cluster_is_the_only_flag(clustered):
 
 
 def _obs_adata(cluster, sample):
-    return AnnData(obs=pd.DataFrame({"c": pd.Categorical(cluster), "sample": pd.Categorical(sample)},
-                                    index=[f"c{i}" for i in range(len(cluster))]))
+    return AnnData(
+        obs=pd.DataFrame(
+            {"c": pd.Categorical(cluster), "sample": pd.Categorical(sample)},
+            index=[f"c{i}" for i in range(len(cluster))],
+        )
+    )
 
 
 def test_a_sample_that_dominates_the_data_is_not_flagged_for_its_size():

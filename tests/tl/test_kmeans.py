@@ -91,4 +91,6 @@ def test_writes_the_runs_colours_for_scanpy(pbmc, caplog):
         assert len(colours) == len(set(colours)) == len(ad.obs[key].cat.categories)
     with caplog.at_level(logging.INFO, logger="scclust"):
         scc.tl.kmeans(ad, use_rep="X_pca", n_clusters=[3], n_init=1)
-    assert any(r.getMessage() == "overwriting the existing .obs['kmeans3'] with new cluster labels" for r in caplog.records)
+    assert any(
+        r.getMessage() == "overwriting the existing .obs['kmeans3'] with new cluster labels" for r in caplog.records
+    )

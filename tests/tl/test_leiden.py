@@ -136,7 +136,9 @@ def pbmc_graph(pbmc):
 def test_resolution_and_key_added_write_what_scanpy_writes(pbmc_graph):
     ours, ref = pbmc_graph.copy(), pbmc_graph.copy()
     tl.leiden(ours, resolution=0.6, key_added="my_leiden")
-    sc.tl.leiden(ref, resolution=0.6, key_added="my_leiden", flavor="igraph", n_iterations=2, directed=False, random_state=0)
+    sc.tl.leiden(
+        ref, resolution=0.6, key_added="my_leiden", flavor="igraph", n_iterations=2, directed=False, random_state=0
+    )
     new = set(ours.obs.columns) - set(pbmc_graph.obs.columns)
     assert new == {"my_leiden"}  # one column named exactly key_added, no "my_leiden_0.6"
     assert ari(ours.obs["my_leiden"], ref.obs["my_leiden"]) == 1.0
@@ -167,7 +169,8 @@ def test_overwriting_a_column_is_logged_not_refused(pbmc_graph, caplog):
     with caplog.at_level(logging.INFO, logger="scclust"):
         tl.leiden(ad, resolution=0.3, key_added="my")  # a notebook cell rerun with another value
     assert [r.getMessage() for r in caplog.records if "overwriting" in r.getMessage()] == [
-        "overwriting the existing .obs['my'] with new cluster labels"]
+        "overwriting the existing .obs['my'] with new cluster labels"
+    ]
     assert ad.obs["my"].nunique() < first.nunique()
     assert len(ad.uns["my_colors"]) == ad.obs["my"].nunique()  # the colours follow the new labels
     caplog.clear()

@@ -101,8 +101,15 @@ def compare(
                 for j in range(m):
                     v = mat[i, j]
                     text = "" if np.isnan(v) else f"{v:.2f}"
-                    pax.text(j, i, text, ha="center", va="center", fontsize=7,
-                            color="black" if (not np.isnan(v) and v > 0.6) else "white")
+                    pax.text(
+                        j,
+                        i,
+                        text,
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="black" if (not np.isnan(v) and v > 0.6) else "white",
+                    )
     fig.colorbar(im, ax=list(axes), shrink=0.7, label="agreement")
     return finish_figure(fig, show)
 
@@ -166,13 +173,20 @@ def clustree(
     nodes: list[tuple[str, str, int]] = []  # (key, cluster, cells labelled with it), row by row
     for key in keys:
         labels = adata.obs[key]
-        order = list(labels.cat.categories) if isinstance(labels.dtype, pd.CategoricalDtype) else sorted(labels.dropna().unique())
+        order = (
+            list(labels.cat.categories)
+            if isinstance(labels.dtype, pd.CategoricalDtype)
+            else sorted(labels.dropna().unique())
+        )
         counts = labels.value_counts()
         nodes += [(key, str(c), int(counts[c])) for c in order if counts.get(c, 0) > 0]
     vid = {(k, c): i for i, (k, c, _) in enumerate(nodes)}
     row = {k: i for i, k in enumerate(keys)}
     shown = edges[edges["in_prop"] >= min_in_prop]
-    pairs = [(vid[(a, ca)], vid[(b, cb)]) for a, ca, b, cb in shown[["from_key", "from_cluster", "to_key", "to_cluster"]].itertuples(index=False)]
+    pairs = [
+        (vid[(a, ca)], vid[(b, cb)])
+        for a, ca, b, cb in shown[["from_key", "from_cluster", "to_key", "to_cluster"]].itertuples(index=False)
+    ]
     g = ig.Graph(n=len(nodes), edges=pairs, directed=True)
     xy = np.asarray(g.layout_sugiyama(layers=[row[k] for k, _, _ in nodes]).coords)[: len(nodes)]
     x, y = xy[:, 0], -np.array([row[k] for k, _, _ in nodes], dtype=float)
@@ -182,16 +196,22 @@ def clustree(
     sizes = np.array([n for _, _, n in nodes], dtype=float)
     n_max = float(shown["n_cells"].max()) if len(shown) else 1.0
     for (u, v), (n, p) in zip(pairs, shown[["n_cells", "in_prop"]].itertuples(index=False), strict=True):
-        ax.plot([x[u], x[v]], [y[u], y[v]], color="#333333", lw=0.4 + 5 * n / n_max, alpha=0.15 + 0.85 * p,
-                solid_capstyle="round", zorder=1)
+        ax.plot(
+            [x[u], x[v]],
+            [y[u], y[v]],
+            color="#333333",
+            lw=0.4 + 5 * n / n_max,
+            alpha=0.15 + 0.85 * p,
+            solid_capstyle="round",
+            zorder=1,
+        )
     colours = mpl.colormaps["viridis"](np.linspace(0.1, 0.9, len(keys)))
     node_colours = [colours[row[k]] for k, _, _ in nodes]
     if stability is not None:
         scores = _node_stability(adata, stability)
         cmap = mpl.colormaps["RdYlBu"]
         node_colours = [cmap(scores[(k, c)]) if (k, c) in scores else (0.8, 0.8, 0.8, 1.0) for k, c, _ in nodes]
-    ax.scatter(x, y, s=40 + 900 * sizes / sizes.max(), c=node_colours,
-               edgecolors="white", linewidths=0.6, zorder=2)
+    ax.scatter(x, y, s=40 + 900 * sizes / sizes.max(), c=node_colours, edgecolors="white", linewidths=0.6, zorder=2)
     if stability is not None:
         sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0, 1), cmap=cmap)
         fig.colorbar(sm, ax=ax, shrink=0.6, label="cluster stability")
@@ -207,8 +227,16 @@ def clustree(
         ax.spines[side].set_visible(False)
     ax.tick_params(axis="y", length=0)
     ax.set_title(title or f"Cluster tree ({keys[0]} ... {keys[-1]})", fontsize=10)
-    ax.text(1, -0.02, f"node area: cells; edge width: cells, opacity: in_prop (< {min_in_prop:g} hidden)",
-            transform=ax.transAxes, ha="right", va="top", fontsize=7, color="#555555")
+    ax.text(
+        1,
+        -0.02,
+        f"node area: cells; edge width: cells, opacity: in_prop (< {min_in_prop:g} hidden)",
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        fontsize=7,
+        color="#555555",
+    )
     return finish_figure(fig, show)
 
 
@@ -216,8 +244,10 @@ def _node_stability(adata: AnnData, stability) -> dict[tuple[str, str], float]:
     """(key, cluster) -> stability, from a StabilityResult or ``.uns[stability]["clusters"]``."""
     if isinstance(stability, str):
         if stability not in adata.uns or "clusters" not in adata.uns[stability]:
-            raise MissingKeyError(f".uns[{stability!r}] has no per-cluster stability; run scclust.tl.stability(adata, ...) "
-                                  "first, or pass stability=None to colour the nodes by row")
+            raise MissingKeyError(
+                f".uns[{stability!r}] has no per-cluster stability; run scclust.tl.stability(adata, ...) "
+                "first, or pass stability=None to colour the nodes by row"
+            )
         return {(k, str(c)): float(v) for k, d in adata.uns[stability]["clusters"].items() for c, v in d.items()}
     df = stability.clusters
     return {(k, str(c)): float(v) for k, c, v in df[["key", "cluster", "stability"]].itertuples(index=False)}

@@ -102,10 +102,18 @@ def proportions(
             ax.set_ylim(0, 1.08)
             for x, n in zip(pos, totals, strict=True):
                 ax.text(x, 1.01, f"{n}", ha="center", va="bottom", fontsize=6, rotation=90 if n_bars > 12 else 0)
-    ax.set_title(f"{by} composition of {groupby}" if normalize == "index" else f"{groupby} share of each {by}",
-                 fontsize=10)
+    ax.set_title(
+        f"{by} composition of {groupby}" if normalize == "index" else f"{groupby} share of each {by}", fontsize=10
+    )
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.legend(title=by, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8, title_fontsize=8,
-              ncols=1 if n_seg <= 20 else 2)
+    ax.legend(
+        title=by,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+        fontsize=8,
+        title_fontsize=8,
+        ncols=1 if n_seg <= 20 else 2,
+    )
     return finish_figure(fig, show)

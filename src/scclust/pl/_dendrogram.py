@@ -61,8 +61,15 @@ def dendrogram(
     names = [f"{by_idx[i]} (n={sizes.get(by_idx[i], 0)})" for i in range(len(ordered))]
     width = max(5.0, 0.42 * len(ordered) + 1.5)
     fig, ax = new_axes(ax, (width, 3.8), show=show)
-    sch.dendrogram(np.asarray(dend["linkage"]), labels=names, ax=ax, color_threshold=0, above_threshold_color="#333333",
-                   leaf_rotation=90, leaf_font_size=9)
+    sch.dendrogram(
+        np.asarray(dend["linkage"]),
+        labels=names,
+        ax=ax,
+        color_threshold=0,
+        above_threshold_color="#333333",
+        leaf_rotation=90,
+        leaf_font_size=9,
+    )
     ax.set_ylabel(f"1 - {dend.get('cor_method', 'pearson')} correlation")
     ax.set_xlabel(f"{groupby} (cluster means in {dend.get('use_rep', '?')}, {dend.get('linkage_method', '?')} linkage)")
     ax.set_title(f"Dendrogram of {groupby}")
@@ -130,8 +137,16 @@ def dotplot(
         if len(missing) == len(genes):
             raise MissingKeyError(f"none of the genes {choices(genes)} is in {where}")
         warn(f"dotplot: gene(s) not in {where}, left out: {', '.join(missing)}")
-    dend = get_dendrogram(adata, groupby, dendrogram_key, instead="pass dendrogram=False to draw the rows in "
-                          "category order without it") if dendrogram else None
+    dend = (
+        get_dendrogram(
+            adata,
+            groupby,
+            dendrogram_key,
+            instead="pass dendrogram=False to draw the rows in category order without it",
+        )
+        if dendrogram
+        else None
+    )
     index = [str(c) for c in means.index]
     order = [str(c) for c in dend["categories_ordered"]] if dend is not None else index
     pos = [index.index(c) for c in order]
@@ -159,8 +174,17 @@ def dotplot(
     xx, yy = np.meshgrid(np.arange(n_cols), y)
     vmax = float(np.nanmax(M)) if M.size and np.nanmax(M) > 0 else 1.0
     smax = 180.0
-    sc = ax.scatter(xx.ravel(), yy.ravel(), s=np.clip(F.ravel(), 0, 1) * smax, c=M.ravel(), cmap=CMAP_DOTPLOT,
-                    vmin=0, vmax=vmax, edgecolors="#444444", linewidths=0.4)
+    sc = ax.scatter(
+        xx.ravel(),
+        yy.ravel(),
+        s=np.clip(F.ravel(), 0, 1) * smax,
+        c=M.ravel(),
+        cmap=CMAP_DOTPLOT,
+        vmin=0,
+        vmax=vmax,
+        edgecolors="#444444",
+        linewidths=0.4,
+    )
     ax.set_xticks(np.arange(n_cols), list(means.columns), rotation=90, fontsize=9)
     ax.set_yticks(y, [f"{c} (n={sizes.get(c, 0)})" for c in order], fontsize=9)
     ax.set_xlim(-0.6, n_cols - 0.4)
@@ -171,8 +195,14 @@ def dotplot(
     ax.set_title(f"Markers by {groupby}" + (" (dendrogram order)" if dend is not None else ""), fontsize=10)
     if dend is not None:
         dax = axs[1]
-        sch.dendrogram(np.asarray(dend["linkage"]), ax=dax, orientation="right", no_labels=True, color_threshold=0,
-                       above_threshold_color="#333333")
+        sch.dendrogram(
+            np.asarray(dend["linkage"]),
+            ax=dax,
+            orientation="right",
+            no_labels=True,
+            color_threshold=0,
+            above_threshold_color="#333333",
+        )
         dax.set_ylim(n_rows * 10, 0)
         dax.set_xticks([])
         dax.set_yticks([])
@@ -180,10 +210,18 @@ def dotplot(
             s.set_visible(False)
     lax = axs[-1]
     lax.axis("off")
-    fig.colorbar(sc, ax=lax, location="right", fraction=0.9, shrink=0.45, anchor=(0.0, 1.0),
-                 label="mean expression\nin group")
+    fig.colorbar(
+        sc, ax=lax, location="right", fraction=0.9, shrink=0.45, anchor=(0.0, 1.0), label="mean expression\nin group"
+    )
     for f in (0.2, 0.4, 0.6, 0.8, 1.0):
         lax.scatter([], [], s=f * smax, c="#999999", edgecolors="#444444", linewidths=0.4, label=f"{int(f * 100)}%")
-    lax.legend(title="fraction of cells\nin group", loc="lower left", frameon=False, fontsize=8, title_fontsize=8,
-               labelspacing=1.1, borderpad=0.2)
+    lax.legend(
+        title="fraction of cells\nin group",
+        loc="lower left",
+        frameon=False,
+        fontsize=8,
+        title_fontsize=8,
+        labelspacing=1.1,
+        borderpad=0.2,
+    )
     return finish_figure(fig, show)

@@ -108,16 +108,29 @@ def embedding(
         if vals is None:
             scatter_cells(pax, xy, np.arange(len(xy)), c="#555555", s=s)
         elif not pd.api.types.is_numeric_dtype(vals.dtype) or pd.api.types.is_bool_dtype(vals.dtype):
-            _scatter_categories(pax, xy, vals.astype("category") if not isinstance(vals.dtype, pd.CategoricalDtype) else vals, s,
-                         colors=category_colors(adata, key, len(categories(vals))))
+            _scatter_categories(
+                pax,
+                xy,
+                vals.astype("category") if not isinstance(vals.dtype, pd.CategoricalDtype) else vals,
+                s,
+                colors=category_colors(adata, key, len(categories(vals))),
+            )
         else:
             v = vals.to_numpy(dtype=float)
             order = np.argsort(np.nan_to_num(v, nan=-np.inf), kind="stable")
             sc = scatter_cells(pax, xy, order, c=v, s=s, cmap=CMAP_CONTINUOUS)
             from_raw = key not in adata.obs and adata.raw is not None and use_raw is not False
-            fig.colorbar(sc, ax=pax, shrink=0.7, label=None if key in adata.obs else
-                         "log-normalised expression (.raw)" if from_raw else "expression (.X)")
-    for pax in axes.flat[len(color):]:
+            fig.colorbar(
+                sc,
+                ax=pax,
+                shrink=0.7,
+                label=None
+                if key in adata.obs
+                else "log-normalised expression (.raw)"
+                if from_raw
+                else "expression (.X)",
+            )
+    for pax in axes.flat[len(color) :]:
         pax.set_visible(False)
     if title and ax is not None:
         ax.set_title(title)
@@ -134,17 +147,32 @@ def _scatter_categories(ax, xy: np.ndarray, vals: pd.Series, s: float, *, colors
     order = np.random.default_rng(0).permutation(len(codes))
     lut = np.array([*cols, "#BBBBBB"])
     scatter_cells(ax, xy, order, c=lut[codes], s=s)
-    handles = [
-        ax.scatter([], [], c=c, s=30, label=str(cat)) for cat, c in zip(cats, cols, strict=True)
-    ]
+    handles = [ax.scatter([], [], c=c, s=30, label=str(cat)) for cat, c in zip(cats, cols, strict=True)]
     if (codes < 0).any():
         handles.append(ax.scatter([], [], c="#BBBBBB", s=30, label="NA"))
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=7,
-              markerscale=1, ncols=1 if len(cats) <= 14 else 2, handletextpad=0.2, borderaxespad=0.2)
+    ax.legend(
+        handles=handles,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        frameon=False,
+        fontsize=7,
+        markerscale=1,
+        ncols=1 if len(cats) <= 14 else 2,
+        handletextpad=0.2,
+        borderaxespad=0.2,
+    )
     if len(cats) >= LABEL_ON_DATA_MIN:
         for i, cat in enumerate(cats):
             pts = xy[codes == i]
             if len(pts):
                 x, y = np.median(pts, axis=0)
-                ax.text(x, y, str(cat), fontsize=7, fontweight="bold", ha="center", va="center",
-                        bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.6})
+                ax.text(
+                    x,
+                    y,
+                    str(cat),
+                    fontsize=7,
+                    fontweight="bold",
+                    ha="center",
+                    va="center",
+                    bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.6},
+                )

@@ -18,7 +18,11 @@ MAX_CELLS = 5000
 
 @validated
 def graph_block(
-    adata: AnnData, *, neighbors_keys: KeyList = ("neighbors",), n_cells: int = 200, ax: Axes | None = None,
+    adata: AnnData,
+    *,
+    neighbors_keys: KeyList = ("neighbors",),
+    n_cells: int = 200,
+    ax: Axes | None = None,
     show: bool | None = None,
 ) -> Figure | None:
     """Edge weights among the first ``n_cells`` cells, one panel per graph, cells in data order.

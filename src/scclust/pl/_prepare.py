@@ -15,7 +15,11 @@ from ._style import finish_figure, new_axes
 
 @validated
 def pca_variance(
-    adata: AnnData, *, n_pcs: int | None = None, mark: int | None = None, ax: Axes | None = None,
+    adata: AnnData,
+    *,
+    n_pcs: int | None = None,
+    mark: int | None = None,
+    ax: Axes | None = None,
     show: bool | None = None,
 ) -> Figure | None:
     """Variance explained per principal component (the elbow plot), log scale, with the cumulative share.
@@ -59,7 +63,9 @@ def pca_variance(
 
 
 @validated
-def highly_variable_genes(hvg: pd.DataFrame | AnnData, *, ax: Axes | None = None, show: bool | None = None) -> Figure | None:
+def highly_variable_genes(
+    hvg: pd.DataFrame | AnnData, *, ax: Axes | None = None, show: bool | None = None
+) -> Figure | None:
     """Normalised dispersion against mean expression, highly variable genes highlighted.
 
     Parameters

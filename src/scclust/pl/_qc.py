@@ -68,7 +68,11 @@ def qc_violin(
     from ..tl._qc import LOG_SCALE_METRICS, QC_ALIASES, resolve_qc_keys, summarize_qc
 
     labels = check_obs(adata, groupby, what="groupby")
-    labels = labels.cat.remove_unused_categories() if isinstance(labels.dtype, pd.CategoricalDtype) else labels.astype("category")
+    labels = (
+        labels.cat.remove_unused_categories()
+        if isinstance(labels.dtype, pd.CategoricalDtype)
+        else labels.astype("category")
+    )
     resolved = resolve_qc_keys(adata, keys)
     one_panel(ax, list(resolved), "keys")
     if summary is None:

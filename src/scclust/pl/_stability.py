@@ -23,7 +23,9 @@ _STABLE, _UNSTABLE = "#0072B2", "#D55E00"
 
 def _check_key(result: StabilityResult, key: str) -> None:
     if key not in result.summary.index:
-        raise MissingKeyError(f"key {key!r} was not assessed by tl.stability; assessed: {choices(result.summary.index)}")
+        raise MissingKeyError(
+            f"key {key!r} was not assessed by tl.stability; assessed: {choices(result.summary.index)}"
+        )
 
 
 @validated
@@ -77,7 +79,15 @@ def stability(
     if metric == "ari":
         ax.plot(x, d["ari_seeds"], "-", color="#333333", lw=1.2, label="ARI between seed runs", zorder=2)
         if d["ari_subsample"].notna().any():
-            ax.plot(x, d["ari_subsample"], "--", color="#777777", lw=1.2, label="ARI of subsample runs with the labels", zorder=2)
+            ax.plot(
+                x,
+                d["ari_subsample"],
+                "--",
+                color="#777777",
+                lw=1.2,
+                label="ARI of subsample runs with the labels",
+                zorder=2,
+            )
         y = d["score"].to_numpy(dtype=float)
         ax.axhline(result.params["min_ari"], color="#999999", lw=0.8, ls=":", zorder=1)
         ax.set_ylabel("agreement between runs (ARI)")
@@ -88,18 +98,40 @@ def stability(
         ax.axhline(1.0, color="#999999", lw=0.8, ls=":", zorder=1)
         ax.set_ylabel("inconsistency coefficient (1 = consistent)")
     ax.scatter(x[stable], y[stable], s=46, color=_STABLE, zorder=3, label="stable")
-    ax.scatter(x[~stable], y[~stable], s=46, facecolors="white", edgecolors=_UNSTABLE, linewidths=1.5, zorder=3, label="unstable")
+    ax.scatter(
+        x[~stable],
+        y[~stable],
+        s=46,
+        facecolors="white",
+        edgecolors=_UNSTABLE,
+        linewidths=1.5,
+        zorder=3,
+        label="unstable",
+    )
     method = d["method"].iloc[0] if len(d) else ""
     ax.set_xlabel({"leiden": "resolution", "kmeans": "k", "hclust": "k (tree cut)"}.get(method, "parameter"))
     ax2 = ax.twinx()
     nc = d["n_clusters"].to_numpy(dtype=float)
     lo, hi = d["n_clusters_min"].to_numpy(dtype=float), d["n_clusters_max"].to_numpy(dtype=float)
-    ax2.errorbar(x, nc, yerr=[nc - np.minimum(lo, nc), np.maximum(hi, nc) - nc], fmt="s", ms=4, color="#009E73",
-                 ecolor="#009E73", elinewidth=1, capsize=2, alpha=0.8, zorder=1)
+    ax2.errorbar(
+        x,
+        nc,
+        yerr=[nc - np.minimum(lo, nc), np.maximum(hi, nc) - nc],
+        fmt="s",
+        ms=4,
+        color="#009E73",
+        ecolor="#009E73",
+        elinewidth=1,
+        capsize=2,
+        alpha=0.8,
+        zorder=1,
+    )
     ax2.set_ylabel("clusters (labels; range over runs)", color="#009E73")
     ax2.tick_params(axis="y", colors="#009E73")
     for xi, ni in zip(x, nc, strict=True):
-        ax2.annotate(f"{int(ni)}", (xi, ni), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7, color="#009E73")
+        ax2.annotate(
+            f"{int(ni)}", (xi, ni), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7, color="#009E73"
+        )
     ax.legend(loc="best", fontsize=7, frameon=False)
     ax.set_title(f"Stability of {group}: {int(stable.sum())} of {len(d)} stable", fontsize=10)
     return finish_figure(fig, show)
@@ -151,12 +183,22 @@ def stability_embedding(
     order = np.argsort(-np.nan_to_num(v, nan=2.0))  # least stable on top
     sc = scatter_cells(ax, xy, order, c=v, cmap="RdYlBu", vmin=0, vmax=1, s=point_size(adata.n_obs))
     labels = adata.obs[key]
-    for c in (labels.cat.categories if isinstance(labels.dtype, pd.CategoricalDtype) else sorted(labels.dropna().unique())):
+    for c in (
+        labels.cat.categories if isinstance(labels.dtype, pd.CategoricalDtype) else sorted(labels.dropna().unique())
+    ):
         m = (labels == c).to_numpy()
         if m.any():
             cx, cy = np.median(xy[m], axis=0)
-            ax.text(cx, cy, f"{c}\n{np.nanmean(v[m]):.2f}", ha="center", va="center", fontsize=7, fontweight="bold",
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.6})
+            ax.text(
+                cx,
+                cy,
+                f"{c}\n{np.nanmean(v[m]):.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                fontweight="bold",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.6},
+            )
     fig.colorbar(sc, ax=ax, shrink=0.7, label="cluster stability (best-match Jaccard)")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -246,5 +288,8 @@ def stability_runs(
     ax.set_xticks((starts + ends) / 2 - 0.5, [cats[c] for c in codes[pick][starts.astype(int)]], fontsize=7)
     ax.set_xlabel(f"cells ({pick.size} of {n}), by {key} cluster")
     r = result.summary.loc[key]
-    ax.set_title(f"{key}: each run's clusters mapped to the labels (ARI seeds {r['ari_seeds']:.3f}, subsamples {r['ari_subsample']:.3f})", fontsize=9)
+    ax.set_title(
+        f"{key}: each run's clusters mapped to the labels (ARI seeds {r['ari_seeds']:.3f}, subsamples {r['ari_subsample']:.3f})",
+        fontsize=9,
+    )
     return finish_figure(fig, show)

@@ -68,8 +68,9 @@ def scatter_cells(ax, xy: np.ndarray, order: np.ndarray, *, c, s: float, **kw):
             kw.setdefault("vmax", float(finite.max()))
     if order.size > ON_TOP_MIN_POINTS:
         order = on_top(xy, order)
-    return ax.scatter(xy[order, 0], xy[order, 1], c=c[order] if per_point else c, s=s, linewidths=0,
-                      rasterized=True, **kw)
+    return ax.scatter(
+        xy[order, 0], xy[order, 1], c=c[order] if per_point else c, s=s, linewidths=0, rasterized=True, **kw
+    )
 
 
 def obs_or_gene(adata: AnnData, key: str, *, use_raw: bool | None = None) -> pd.Series:
@@ -80,7 +81,9 @@ def obs_or_gene(adata: AnnData, key: str, *, use_raw: bool | None = None) -> pd.
     src_names = raw.var_names if raw is not None else adata.var_names
     if key not in src_names:
         where = ".raw" if raw is not None else ".var_names"
-        raise MissingKeyError(f"{key!r} is neither an .obs column nor a gene in {where}; .obs has: {choices(adata.obs.columns)}")
+        raise MissingKeyError(
+            f"{key!r} is neither an .obs column nor a gene in {where}; .obs has: {choices(adata.obs.columns)}"
+        )
     X = raw.X if raw is not None else adata.X
     col = X[:, src_names.get_loc(key)]
     col = col.toarray().ravel() if sparse.issparse(col) else np.asarray(col).ravel()
@@ -99,7 +102,9 @@ def basis_key(adata: AnnData, basis: str) -> str:
         return basis
     if f"X_{basis}" in adata.obsm:
         return f"X_{basis}"
-    raise MissingKeyError(f"basis {basis!r} not in .obsm (nor {'X_' + basis!r}); available: {choices(adata.obsm.keys())}")
+    raise MissingKeyError(
+        f"basis {basis!r} not in .obsm (nor {'X_' + basis!r}); available: {choices(adata.obsm.keys())}"
+    )
 
 
 def new_figure(size: tuple[float, float], *, show: bool | None = None, **kw):
@@ -132,9 +137,12 @@ def one_panel(ax, values: Sequence, param: str) -> None:
     if ax is not None and len(values) != 1:
         from .._errors import ConfigError
 
-        raise ConfigError(f"ax= draws one panel, but {param}= gives {len(values)} ({len(values)} panels); pass a single "
-                          f"value per call (e.g. {param}={values[0]!r}) or leave ax=None for a figure with all of them"
-                          if values else f"ax= draws one panel; give one value in {param}=")
+        raise ConfigError(
+            f"ax= draws one panel, but {param}= gives {len(values)} ({len(values)} panels); pass a single "
+            f"value per call (e.g. {param}={values[0]!r}) or leave ax=None for a figure with all of them"
+            if values
+            else f"ax= draws one panel; give one value in {param}="
+        )
 
 
 def finish_figure(fig, show: bool | None):

@@ -162,4 +162,6 @@ def subcluster_markers(
     if absent:
         raise MissingKeyError(f"gene(s) {absent} not in .raw; e.g. {choices(adata.raw.var_names, limit=10)}")
     one_panel(ax, genes, "genes")
-    return embedding(adata, basis=basis, color=genes, ncols=ncols, use_raw=True, panel_size=panel_size, ax=ax, show=show)
+    return embedding(
+        adata, basis=basis, color=genes, ncols=ncols, use_raw=True, panel_size=panel_size, ax=ax, show=show
+    )

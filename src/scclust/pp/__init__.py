@@ -21,7 +21,24 @@ from ._prepare import (
 from ._umap import umap
 
 __all__ = [
-    "HVG", "PCA", "PREPARE_OBSM", "QC", "QC_COLUMNS", "Graph", "Umap", "filter_cells_genes", "harmony",
-    "highly_variable_genes", "is_lazy", "neighbors", "normalize", "prepare", "qc_metrics", "read_counts",
-    "read_counts_lazy", "reprocess", "scale_pca", "umap",
+    "HVG",
+    "PCA",
+    "PREPARE_OBSM",
+    "QC",
+    "QC_COLUMNS",
+    "Graph",
+    "Umap",
+    "filter_cells_genes",
+    "harmony",
+    "highly_variable_genes",
+    "is_lazy",
+    "neighbors",
+    "normalize",
+    "prepare",
+    "qc_metrics",
+    "read_counts",
+    "read_counts_lazy",
+    "reprocess",
+    "scale_pca",
+    "umap",
 ]

@@ -76,12 +76,19 @@ def knn(
         info.update(recall=1.0, recall_sample=n)
     elif backend == "ivf":
         Y = _prepared(X, metric)
-        index, quantizer = _ivf_calibrate(Y, k, random_state, min_recall, info,
-                                          max_probe_fraction=IVF_MAX_PROBE_FRACTION if auto else 1.0)
+        index, quantizer = _ivf_calibrate(
+            Y, k, random_state, min_recall, info, max_probe_fraction=IVF_MAX_PROBE_FRACTION if auto else 1.0
+        )
         if index is None:
-            logger.info("kNN: ivf would probe more than %d of %d lists per cell for recall %.3f (%.4f at %d): "
-                        "brute force (flat) instead", int(IVF_MAX_PROBE_FRACTION * info["nlist"]), info["nlist"],
-                        min_recall, info["recall"], info["nprobe"])
+            logger.info(
+                "kNN: ivf would probe more than %d of %d lists per cell for recall %.3f (%.4f at %d): "
+                "brute force (flat) instead",
+                int(IVF_MAX_PROBE_FRACTION * info["nlist"]),
+                info["nlist"],
+                min_recall,
+                info["recall"],
+                info["nprobe"],
+            )
             info.update({f"ivf_{key}": info.pop(key) for key in ("nlist", "nprobe", "recall")})
             backend = "flat"
             idx, dist = _flat(Y, k, metric)
@@ -154,8 +161,9 @@ def ivf_nlist(n: int) -> int:
     return int(min(8192, max(16, round(2 * np.sqrt(n)))))
 
 
-def _ivf_calibrate(Y: np.ndarray, k: int, random_state: int, min_recall: float, info: dict,
-                   max_probe_fraction: float = 1.0):
+def _ivf_calibrate(
+    Y: np.ndarray, k: int, random_state: int, min_recall: float, info: dict, max_probe_fraction: float = 1.0
+):
     """faiss ivf (fast-scan codes, exact re-ranking) on the prepared rows ``Y``, ``nprobe`` raised until ``min_recall``.
 
     The cells are partitioned into :func:`ivf_nlist` lists by a faiss k-means (10 iterations,
@@ -182,8 +190,9 @@ def _ivf_calibrate(Y: np.ndarray, k: int, random_state: int, min_recall: float, 
     rng = np.random.default_rng([random_state, 3])
     n_train = min(n, 64 * nlist)
     train = Y[np.sort(rng.choice(n, n_train, replace=False))] if n_train < n else Y
-    km = faiss.Kmeans(d, nlist, niter=10, seed=int(random_state), max_points_per_centroid=64,
-                      min_points_per_centroid=1, verbose=False)
+    km = faiss.Kmeans(
+        d, nlist, niter=10, seed=int(random_state), max_points_per_centroid=64, min_points_per_centroid=1, verbose=False
+    )
     km.train(train)
     # lists of 4-bit codes, one sub-quantizer per dimension (faiss's fast-scan: SIMD look-ups, ~3x
     # faster per probed list than exact distances), each query's k x REFINE_K_FACTOR best re-ranked
@@ -316,7 +325,9 @@ def _hnsw(X: np.ndarray, k: int, metric: str, random_state: int) -> tuple[np.nda
         Y = Y - Y.mean(axis=1, keepdims=True)
         space = "cosine"
     else:
-        raise ConfigError(f"metric {metric!r} is not supported by the hnsw backend; use 'euclidean', 'cosine', 'correlation' or backend='exact'")
+        raise ConfigError(
+            f"metric {metric!r} is not supported by the hnsw backend; use 'euclidean', 'cosine', 'correlation' or backend='exact'"
+        )
     n, d = Y.shape
     index = hnswlib.Index(space=space, dim=d)
     # M=16, ef_construction=100: recall 0.999 at k=20 on 100k cells x 30 dims (benchmarks/bench_knn.py)

@@ -19,6 +19,7 @@ from ._knn import knn
 
 logger = logging.getLogger(__name__)
 
+
 def rep_digest(X: np.ndarray) -> str:
     """A digest of the representation a graph is built on (0.4 s per 250 MB)."""
     import hashlib
@@ -146,7 +147,9 @@ def neighbors(
         conn = gauss_connectivities(idx, dist)
 
     conn_key, dist_key = (
-        ("connectivities", "distances") if key_added == "neighbors" else (f"{key_added}_connectivities", f"{key_added}_distances")
+        ("connectivities", "distances")
+        if key_added == "neighbors"
+        else (f"{key_added}_connectivities", f"{key_added}_distances")
     )
     adata.obsp[conn_key] = conn
     adata.obsp[dist_key] = distances
@@ -165,16 +168,35 @@ def neighbors(
             **({"prune": prune} if snn else {}),
         },
         "knn": {"backend": used, "requested_backend": backend, **info},
-        "options_json": options_json(data=digest, use_rep=use_rep, n_pcs=n_pcs, n_neighbors=n_neighbors, metric=metric, method=method,
-                                     backend=backend, min_recall=min_recall, snn=snn, prune=prune, key_added=key_added,
-                                     random_state=random_state),
+        "options_json": options_json(
+            data=digest,
+            use_rep=use_rep,
+            n_pcs=n_pcs,
+            n_neighbors=n_neighbors,
+            metric=metric,
+            method=method,
+            backend=backend,
+            min_recall=min_recall,
+            snn=snn,
+            prune=prune,
+            key_added=key_added,
+            random_state=random_state,
+        ),
     }
     n_comp = sparse.csgraph.connected_components(conn, directed=False)[0]
     extra = f", nlist {info['nlist']}, nprobe {info['nprobe']}" if used == "ivf" else ""
     logger.info(
         "graph %r: %d cells, k=%d, %s backend (%s), recall %.4f on %d cells%s, kNN %.1f s, %d connected component(s)",
-        key_added, n, n_neighbors, used, "chosen by size" if backend == "auto" else "requested",
-        info["recall"], info["recall_sample"], extra, t_knn, n_comp,
+        key_added,
+        n,
+        n_neighbors,
+        used,
+        "chosen by size" if backend == "auto" else "requested",
+        info["recall"],
+        info["recall_sample"],
+        extra,
+        t_knn,
+        n_comp,
     )
     return adata if copy else None
 

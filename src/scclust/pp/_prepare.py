@@ -33,7 +33,6 @@ from ._umap import umap
 logger = logging.getLogger(__name__)
 
 
-
 @contextlib.contextmanager
 def _step(seconds: dict[str, float] | None, name: str) -> Iterator[None]:
     """Add the wall time of the block to ``seconds[name]`` (per-step times of prepare, logged)."""
@@ -96,7 +95,7 @@ def normalize(adata: AnnData, *, target_sum: float = 1e4) -> None:
 
     X = adata.X
     data = X.data if sparse.issparse(X) else np.asarray(X)
-    if data.size and (np.any(data < 0) or not np.allclose(data[: 100_000], np.round(data[: 100_000]))):
+    if data.size and (np.any(data < 0) or not np.allclose(data[:100_000], np.round(data[:100_000]))):
         raise InputError(
             "prepare expects raw counts in .X (non-negative integers); this .X looks normalized. "
             "Drop the 'prepare' stage for an already integrated AnnData"
@@ -262,13 +261,21 @@ def harmony(
     # harmonypy orders the batches as pandas' get_dummies does: a categorical's own order (scanpy's
     # harmony_integrate passes .obs as it is), else sorted. The same order gives the lab's numbers to
     # the last bit; another order the same result up to float rounding.
-    meta[batch_key] = col.cat.remove_unused_categories() if isinstance(col.dtype, pd.CategoricalDtype) else batches.to_numpy()
+    meta[batch_key] = (
+        col.cat.remove_unused_categories() if isinstance(col.dtype, pd.CategoricalDtype) else batches.to_numpy()
+    )
     hlog = logging.getLogger("harmonypy")
     level = hlog.level
     hlog.setLevel(logging.WARNING)
     try:
         ho = harmonypy.run_harmony(
-            X, meta, [batch_key], max_iter_harmony=max_iter_harmony, theta=theta, random_state=random_state, verbose=False
+            X,
+            meta,
+            [batch_key],
+            max_iter_harmony=max_iter_harmony,
+            theta=theta,
+            random_state=random_state,
+            verbose=False,
         )
     finally:
         hlog.setLevel(level)
@@ -280,8 +287,9 @@ def harmony(
     adata.obsm[key_added] = np.ascontiguousarray(Z)
 
 
-def _filter_table(obs: pd.DataFrame, *, min_genes: int, max_genes: int | None, max_pct_mt: float | None,
-                  batch_key: str | None) -> tuple[pd.DataFrame, np.ndarray]:
+def _filter_table(
+    obs: pd.DataFrame, *, min_genes: int, max_genes: int | None, max_pct_mt: float | None, batch_key: str | None
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The cells the QC lab's cell filters remove (a mask) and the removed-per-batch table
     (see :func:`filter_cells_genes`); shared by the in-memory and the out-of-core chains."""
     n = len(obs)
@@ -289,7 +297,8 @@ def _filter_table(obs: pd.DataFrame, *, min_genes: int, max_genes: int | None, m
     fails = {
         "removed_min_genes": n_genes < min_genes,
         "removed_max_genes": n_genes > max_genes if max_genes is not None else np.zeros(n, bool),
-        "removed_max_pct_mt": obs["pct_counts_mt"].to_numpy() > max_pct_mt if max_pct_mt is not None
+        "removed_max_pct_mt": obs["pct_counts_mt"].to_numpy() > max_pct_mt
+        if max_pct_mt is not None
         else np.zeros(n, bool),
     }
     drop = np.logical_or.reduce(list(fails.values()))
@@ -298,8 +307,10 @@ def _filter_table(obs: pd.DataFrame, *, min_genes: int, max_genes: int | None, m
     table.insert(0, "n_cells", pd.Series(groups).value_counts().reindex(table.index).to_numpy())
     table["kept"] = table["n_cells"] - table["removed"]
     if drop.all():
-        raise InputError(f"the QC filters remove all {n} cells (min_genes={min_genes}, max_genes={max_genes}, "
-                         f"max_pct_mt={max_pct_mt}); relax them")
+        raise InputError(
+            f"the QC filters remove all {n} cells (min_genes={min_genes}, max_genes={max_genes}, "
+            f"max_pct_mt={max_pct_mt}); relax them"
+        )
     return table, drop
 
 
@@ -340,8 +351,9 @@ def filter_cells_genes(
     several filters counts under each), ``removed`` (cells removed), ``kept``; and the number of genes removed in
     ``df.attrs["genes_removed"]``.
     """
-    table, drop = _filter_table(adata.obs, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
-                                batch_key=batch_key)
+    table, drop = _filter_table(
+        adata.obs, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt, batch_key=batch_key
+    )
     if drop.any():
         adata._inplace_subset_obs(~drop)
         logger.info("prepare: QC filters removed %d of %d cells", int(drop.sum()), drop.size)
@@ -364,15 +376,25 @@ HVG = params_model(highly_variable_genes, name="HVG", base=Group)
 #: regress out, scale and PCA (:func:`scale_pca`; the seed is the caller's ``random_state``)
 PCA = params_model(scale_pca, name="PCA", base=Group, exclude=("random_state",))
 #: the kNN graph of the (Harmony) embedding (:func:`scclust.pp.neighbors`)
-Graph = params_model(neighbors, name="Graph", base=Group, include=("n_neighbors", "n_pcs", "metric", "backend", "min_recall"))
+Graph = params_model(
+    neighbors, name="Graph", base=Group, include=("n_neighbors", "n_pcs", "metric", "backend", "min_recall")
+)
 #: the UMAP layout (:func:`scclust.pp.umap`)
 Umap = params_model(umap, name="Umap", base=Group, include=("min_dist", "n_epochs", "init"))
 #: prepare's graph: 20 neighbours on 30 Harmony dimensions (the lab's)
 PrepareGraph = Graph.with_defaults("PrepareGraph", n_neighbors=20, n_pcs=30)
 
 
-def _embed(out: AnnData, *, batch_key: str | None, min_cells_per_batch: int, graph: Graph, random_state: int,
-           seconds: dict[str, float] | None, what: str) -> str:
+def _embed(
+    out: AnnData,
+    *,
+    batch_key: str | None,
+    min_cells_per_batch: int,
+    graph: Graph,
+    random_state: int,
+    seconds: dict[str, float] | None,
+    what: str,
+) -> str:
     """Harmony on ``batch_key`` (skipped, logged, for None or one batch) and the kNN graph on the
     result; returns the embedding the graph was built on (``X_pca_harmony`` or ``X_pca``)."""
     n_batches = out.obs[batch_key].nunique() if batch_key is not None else 1
@@ -381,7 +403,9 @@ def _embed(out: AnnData, *, batch_key: str | None, min_cells_per_batch: int, gra
             harmony(out, batch_key=batch_key, min_cells_per_batch=min_cells_per_batch, random_state=random_state)
             rep = "X_pca_harmony"
         else:
-            logger.info("%s: %s; Harmony skipped", what, "no batch_key" if batch_key is None else f"one batch in {batch_key!r}")
+            logger.info(
+                "%s: %s; Harmony skipped", what, "no batch_key" if batch_key is None else f"one batch in {batch_key!r}"
+            )
             rep = "X_pca"
     dims = out.obsm[rep].shape[1]
     n_pcs = graph.n_pcs if graph.n_pcs is not None else dims
@@ -392,8 +416,16 @@ def _embed(out: AnnData, *, batch_key: str | None, min_cells_per_batch: int, gra
     return rep
 
 
-def _reduce(adata: AnnData, *, hvg: HVG, pca: PCA, random_state: int, raw_genes: Sequence[str] | None,
-            seconds: dict[str, float] | None, what: str) -> AnnData:
+def _reduce(
+    adata: AnnData,
+    *,
+    hvg: HVG,
+    pca: PCA,
+    random_state: int,
+    raw_genes: Sequence[str] | None,
+    seconds: dict[str, float] | None,
+    what: str,
+) -> AnnData:
     """HVGs -> (regress out) scale -> PCA of log-normalized expression (``.X``, in memory or a Dask
     array). Returns the HVG AnnData with ``.raw`` (every gene in memory; out of core the HVGs and
     ``raw_genes``, or every gene when ``raw_genes`` is None), ``X_pca`` and ``.uns["hvg_table"]``."""
@@ -455,8 +487,15 @@ def reprocess(
     ``.uns["hvg_table"]`` (every gene's mean, normalized dispersion and HVG flag).
     """
     out = _reduce(adata, hvg=hvg, pca=pca, random_state=random_state, raw_genes=None, seconds=None, what="reprocess")
-    _embed(out, batch_key=batch_key, min_cells_per_batch=min_cells_per_batch, graph=graph, random_state=random_state,
-           seconds=None, what="reprocess")
+    _embed(
+        out,
+        batch_key=batch_key,
+        min_cells_per_batch=min_cells_per_batch,
+        graph=graph,
+        random_state=random_state,
+        seconds=None,
+        what="reprocess",
+    )
     return out
 
 
@@ -547,19 +586,36 @@ def prepare(
 
         if not _is_dask(adata.X):
             X = sparse.csr_matrix(adata.X)
-            adata = AnnData(X=_wrap_csr(X, _chunk_rows(X.shape[0], X.nnz, chunk_cells)), obs=adata.obs, var=adata.var,
-                            uns=dict(adata.uns))
-        ln, filtered, keep_all = qc_normalize_lazy(adata, batch_key=batch_key, qc=qc, target_sum=target_sum,
-                                                   seconds=seconds)
-        out = _reduce(ln, hvg=hvg, pca=pca, random_state=random_state, raw_genes=None if keep_all else list(raw_genes or ()),
-                      seconds=seconds, what="prepare")
+            adata = AnnData(
+                X=_wrap_csr(X, _chunk_rows(X.shape[0], X.nnz, chunk_cells)),
+                obs=adata.obs,
+                var=adata.var,
+                uns=dict(adata.uns),
+            )
+        ln, filtered, keep_all = qc_normalize_lazy(
+            adata, batch_key=batch_key, qc=qc, target_sum=target_sum, seconds=seconds
+        )
+        out = _reduce(
+            ln,
+            hvg=hvg,
+            pca=pca,
+            random_state=random_state,
+            raw_genes=None if keep_all else list(raw_genes or ()),
+            seconds=seconds,
+            what="prepare",
+        )
         if "counts_store" in adata.uns:
-            out.uns["counts_store"] = {**adata.uns["counts_store"], "genes_kept": adata.var_names.isin(ln.var_names),
-                                       "target_sum": float(target_sum), "raw_complete": bool(keep_all)}
+            out.uns["counts_store"] = {
+                **adata.uns["counts_store"],
+                "genes_kept": adata.var_names.isin(ln.var_names),
+                "target_sum": float(target_sum),
+                "raw_complete": bool(keep_all),
+            }
     else:
         if _is_dask(adata.X):
-            raise ConfigError("prepare: backend 'memory' needs .X in memory; this .X is a Dask array (use backend "
-                              "'dask' or 'auto')")
+            raise ConfigError(
+                "prepare: backend 'memory' needs .X in memory; this .X is a Dask array (use backend 'dask' or 'auto')"
+            )
         with _step(seconds, "qc_filter"):
             adata = adata.copy()
             qc_metrics(adata)
@@ -567,11 +623,19 @@ def prepare(
             check_n_obs(adata, 20, what="prepare after the QC filters")
         with _step(seconds, "normalize"):
             normalize(adata, target_sum=target_sum)
-        out = _reduce(adata, hvg=hvg, pca=pca, random_state=random_state, raw_genes=None, seconds=seconds,
-                      what="prepare")
+        out = _reduce(
+            adata, hvg=hvg, pca=pca, random_state=random_state, raw_genes=None, seconds=seconds, what="prepare"
+        )
     hvg_table = out.uns.pop("hvg_table")
-    rep = _embed(out, batch_key=batch_key, min_cells_per_batch=10, graph=graph, random_state=random_state,
-                 seconds=seconds, what="prepare")
+    rep = _embed(
+        out,
+        batch_key=batch_key,
+        min_cells_per_batch=10,
+        graph=graph,
+        random_state=random_state,
+        seconds=seconds,
+        what="prepare",
+    )
     harmonized = rep == "X_pca_harmony"
     if not harmonized:  # configs written for integrated data name X_pca_harmony: the same embedding
         out.obsm["X_pca_harmony"] = out.obsm["X_pca"].copy()
@@ -581,9 +645,14 @@ def prepare(
             pp_umap(out, key_added=key, **umap.model_dump(), random_state=random_state)
             if not harmonized:
                 out.obsm["X_umap_harmony"] = out.obsm[key]
-    out.uns["prepare"] = {"filtered": filtered.reset_index(), "genes_removed": filtered.attrs["genes_removed"],
-                          "harmony": harmonized, "hvg": hvg_table.rename_axis("gene").reset_index(), "backend": backend,
-                          "seconds": seconds}
+    out.uns["prepare"] = {
+        "filtered": filtered.reset_index(),
+        "genes_removed": filtered.attrs["genes_removed"],
+        "harmony": harmonized,
+        "hvg": hvg_table.rename_axis("gene").reset_index(),
+        "backend": backend,
+        "seconds": seconds,
+    }
     return out
 
 

@@ -18,7 +18,9 @@ def clustering_run(tool: str) -> Callable[..., None]:
 
         from .. import tl
 
-        getattr(tl, tool)(adata, **p.model_dump())  # also writes .uns[f"{key}_colors"] (one colour per cluster everywhere)
+        getattr(tl, tool)(
+            adata, **p.model_dump()
+        )  # also writes .uns[f"{key}_colors"] (one colour per cluster everywhere)
         info = adata.uns[p.key_added]["clusterings"]
         ctx.add_clusterings(p.key_added, list(info))
         ctx.save_table(pd.DataFrame.from_dict(info, orient="index").rename_axis("key"), f"{p.key_added}_summary")

@@ -39,7 +39,9 @@ def run(adata, p: CompareParams, ctx) -> None:
 
 
 STAGE = Stage(
-    name="compare", params=CompareParams, run=run,
+    name="compare",
+    params=CompareParams,
+    run=run,
     reads=(Ref("keys", "obs"), Ref("reference", "obs")),
     description="ARI / NMI between clusterings, contingency tables, clustering trees",
     obsm_reads="declared",

@@ -15,10 +15,14 @@ logger = logging.getLogger(__name__)
 class EmbeddingParams(Params):
     """Embedding panels (:func:`scclust.pl.embedding`): one figure per clustering series, plus genes."""
 
-    basis: str = Field("X_umap", description="the .obsm embedding drawn (first two dimensions), e.g. X_umap_harmony; "
-                       "scanpy's short names work (umap)")
-    groups: KeyList | None = Field(None, description="clusterings drawn, one figure per series; null: every "
-                                   "clustering made in this run")
+    basis: str = Field(
+        "X_umap",
+        description="the .obsm embedding drawn (first two dimensions), e.g. X_umap_harmony; "
+        "scanpy's short names work (umap)",
+    )
+    groups: KeyList | None = Field(
+        None, description="clusterings drawn, one figure per series; null: every clustering made in this run"
+    )
     genes: GeneList = Field([], description="genes drawn on the embedding, one panel each (figures/umap_genes)")
     use_raw: bool | None = Field(None, description="gene expression from .raw; null: when present")
     ncols: int = Field(4, ge=1, description="panels per row")
@@ -44,7 +48,11 @@ def run(adata, p: EmbeddingParams, ctx) -> None:
 
 
 STAGE = Stage(
-    name="embedding", params=EmbeddingParams, run=run, repeat="list", default=True,
+    name="embedding",
+    params=EmbeddingParams,
+    run=run,
+    repeat="list",
+    default=True,
     reads=(Ref("basis", "basis"), Ref("groups", "obs"), Ref("genes", "genes")),
     description="UMAP panels of every clustering and of marker genes",
 )

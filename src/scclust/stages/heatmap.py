@@ -25,7 +25,9 @@ class _Files(Params):
         if self.source == "table" and self.table is None:
             raise ValueError("source 'table' needs table: a CSV path or builtin:heatmap_example")
         if self.source != "table" and (self.table or self.table_annotations or self.column_pattern):
-            raise ValueError(f"table, table_annotations and column_pattern need source 'table' (source is {self.source!r})")
+            raise ValueError(
+                f"table, table_annotations and column_pattern need source 'table' (source is {self.source!r})"
+            )
         return self
 
 
@@ -33,15 +35,37 @@ class _Files(Params):
 #: (:func:`scclust.tl.cluster_heatmap`) and the figure (:func:`scclust.pl.clustered_heatmap`), and the
 #: files the stage reads for ``source: table``
 HeatmapParams = params_model(
-    tl.heatmap_matrix, tl.cluster_heatmap, pl.clustered_heatmap, name="HeatmapParams", base=_Files,
-    exclude=("table", "table_annotations", "row_annotations", "col_annotations", "title", "show_legend", "show_caption",
-             "figsize", "name"),
+    tl.heatmap_matrix,
+    tl.cluster_heatmap,
+    pl.clustered_heatmap,
+    name="HeatmapParams",
+    base=_Files,
+    exclude=(
+        "table",
+        "table_annotations",
+        "row_annotations",
+        "col_annotations",
+        "title",
+        "show_legend",
+        "show_caption",
+        "figsize",
+        "name",
+    ),
     fields={
         "name": (str, Field("heatmap", description="output name: figures/{name}.png, tables/{name}_*.csv")),
-        "table": (str | None, Field(None, description="source table: a CSV path (rows x columns, row names first) or "
-                                    "builtin:heatmap_example")),
-        "table_annotations": (str | None, Field(None, description="CSV of column annotations of the table (one row "
-                                                "per table column, its name first)")),
+        "table": (
+            str | None,
+            Field(
+                None,
+                description="source table: a CSV path (rows x columns, row names first) or builtin:heatmap_example",
+            ),
+        ),
+        "table_annotations": (
+            str | None,
+            Field(
+                None, description="CSV of column annotations of the table (one row per table column, its name first)"
+            ),
+        ),
     },
     doc="A clustered heatmap: the matrix, its clustering and the figure.",
 )
@@ -77,7 +101,9 @@ def _table(p) -> tuple[pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | 
         extra = _read_csv(p.table_annotations, "table_annotations")
         extra.index = extra.index.astype(str)
         if col_ann is not None:  # the example's own annotations, then the file's
-            extra = col_ann.join(extra.reindex([str(c) for c in col_ann.index]).set_axis(col_ann.index), rsuffix="_file")
+            extra = col_ann.join(
+                extra.reindex([str(c) for c in col_ann.index]).set_axis(col_ann.index), rsuffix="_file"
+            )
         col_ann = extra
     return data, col_ann, row_ann
 
@@ -100,13 +126,19 @@ def run(adata, p: HeatmapParams, ctx) -> None:
         return {k: v for k, v in kw.items() if k in names}
 
     table, col_ann, row_ann = _table(p)
-    inp = tl.heatmap_matrix(adata if p.source != "table" else None, table=table, table_annotations=col_ann,
-                            **args(tl.heatmap_matrix))
+    inp = tl.heatmap_matrix(
+        adata if p.source != "table" else None, table=table, table_annotations=col_ann, **args(tl.heatmap_matrix)
+    )
     if row_ann is not None:
         inp.row_annotations = row_ann
     res = tl.cluster_heatmap(inp.data, **args(tl.cluster_heatmap))
-    fig = pl.clustered_heatmap(res, row_annotations=inp.row_annotations, col_annotations=inp.col_annotations,
-                               title=p.name, **args(pl.clustered_heatmap))
+    fig = pl.clustered_heatmap(
+        res,
+        row_annotations=inp.row_annotations,
+        col_annotations=inp.col_annotations,
+        title=p.name,
+        **args(pl.clustered_heatmap),
+    )
     ctx.save_figure(fig, p.name)
     ctx.save_table(res.ordered(), f"{p.name}_matrix")
     for axis, short in (("rows", "row"), ("columns", "col")):
@@ -122,7 +154,10 @@ def run(adata, p: HeatmapParams, ctx) -> None:
 
 
 STAGE = Stage(
-    name="heatmap", params=HeatmapParams, run=run, repeat="list",
+    name="heatmap",
+    params=HeatmapParams,
+    run=run,
+    repeat="list",
     reads=(Ref("groupby", "obs"), Ref("annotations", "obs")),
     description="clustered heatmaps with dendrograms and annotation bars",
     obsm_reads="declared",

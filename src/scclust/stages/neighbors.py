@@ -20,21 +20,33 @@ def run(adata, p, ctx) -> None:
 
     made = adata.uns.get(p.key_added, {})
     if "options_json" in made and made["options_json"] == options_json(
-            data=rep_digest(get_rep(adata, p.use_rep, p.n_pcs)), **p.model_dump()):
-        logger.info("neighbors: reusing the graph %r already built with the same options (by prepare for its UMAP)",
-                    p.key_added)
+        data=rep_digest(get_rep(adata, p.use_rep, p.n_pcs)), **p.model_dump()
+    ):
+        logger.info(
+            "neighbors: reusing the graph %r already built with the same options (by prepare for its UMAP)", p.key_added
+        )
     else:
         if made:
-            logger.info("neighbors: the graph %r (%s) is replaced by one with this stage's options; prepare's UMAP was "
-                        "computed on the earlier one (its options: prepare.graph)", p.key_added,
-                        ", ".join(f"{k}={v}" for k, v in made.get("params", {}).items() if k in ("n_neighbors", "use_rep")))
+            logger.info(
+                "neighbors: the graph %r (%s) is replaced by one with this stage's options; prepare's UMAP was "
+                "computed on the earlier one (its options: prepare.graph)",
+                p.key_added,
+                ", ".join(f"{k}={v}" for k, v in made.get("params", {}).items() if k in ("n_neighbors", "use_rep")),
+            )
         pp.neighbors(adata, **p.model_dump())
     if ctx.cfg.figures.graph_block:
-        ctx.save_figure(pl.graph_block(adata, neighbors_keys=[p.key_added], n_cells=ctx.cfg.figures.graph_block), f"graph_{p.key_added}")
+        ctx.save_figure(
+            pl.graph_block(adata, neighbors_keys=[p.key_added], n_cells=ctx.cfg.figures.graph_block),
+            f"graph_{p.key_added}",
+        )
 
 
 STAGE = Stage(
-    name="neighbors", params=NeighborsParams, run=run, repeat="list", default=True,
+    name="neighbors",
+    params=NeighborsParams,
+    run=run,
+    repeat="list",
+    default=True,
     reads=(Ref("use_rep", "rep"),),
     makes=lambda p: Makes(graphs=[p.key_added]),
     record=lambda adata, p: {"knn": adata.uns[p.key_added].get("knn")},  # backend chosen, measured recall

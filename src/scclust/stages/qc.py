@@ -12,13 +12,17 @@ from ._base import Ref, Stage
 
 #: the QC summary's options (:func:`scclust.tl.qc_summary`; the violins use the same), and the clusterings
 QCParams = params_model(
-    tl.qc_summary, name="QCParams", exclude=("groupby",),
+    tl.qc_summary,
+    name="QCParams",
+    exclude=("groupby",),
     fields={
-    "groupby": (KeyList | None, Field(None, description="clusterings to draw; null: every clustering made in this run")),
+        "groupby": (
+            KeyList | None,
+            Field(None, description="clusterings to draw; null: every clustering made in this run"),
+        ),
     },
     doc="QC violins per cluster and medians with flags.",
 )
-
 
 
 def run(adata, p: QCParams, ctx) -> None:
@@ -32,7 +36,9 @@ def run(adata, p: QCParams, ctx) -> None:
 
 
 STAGE = Stage(
-    name="qc", params=QCParams, run=run,
+    name="qc",
+    params=QCParams,
+    run=run,
     reads=(Ref("groupby", "obs"),),
     description="QC metrics per cluster: violins, and clusters that differ in QC metrics flagged",
     obsm_reads="declared",

@@ -32,10 +32,20 @@ from ._base import Ref, Stage
 
 logger = logging.getLogger(__name__)
 
-StabilityParams = params_model(tl.stability, name="StabilityParams", fields={
-    "series": (KeyList | None, Field(None, description="with keys null: only these series of this run (their "
-                                     "key_added, e.g. leiden), whatever their resolutions / k; null: every series")),
-})
+StabilityParams = params_model(
+    tl.stability,
+    name="StabilityParams",
+    fields={
+        "series": (
+            KeyList | None,
+            Field(
+                None,
+                description="with keys null: only these series of this run (their "
+                "key_added, e.g. leiden), whatever their resolutions / k; null: every series",
+            ),
+        ),
+    },
+)
 
 
 def run(adata, p: StabilityParams, ctx: Any) -> None:
@@ -95,12 +105,17 @@ def _outputs(adata, res, ctx, *, prefix: str, basis: str | None) -> None:
     shown = list(res.recommendation["key"]) or [s["score"].idxmax()]
     for key in shown:
         if basis is not None:
-            ctx.save_figure(pl.stability_embedding(adata, key=key, basis=basis, key_added=res.params.get("key_added", "stability")), f"{prefix}_umap_{key}")
+            ctx.save_figure(
+                pl.stability_embedding(adata, key=key, basis=basis, key_added=res.params.get("key_added", "stability")),
+                f"{prefix}_umap_{key}",
+            )
         ctx.save_figure(pl.stability_runs(res, key=key), f"{prefix}_runs_{key}")
 
 
 STAGE = Stage(
-    name="stability", params=StabilityParams, run=run,
+    name="stability",
+    params=StabilityParams,
+    run=run,
     reads=(Ref("keys", "obs"),),
     description="stability of every clustering under other seeds and subsamples; stable resolutions / k recommended",
 )

@@ -65,8 +65,7 @@ def compare(
         keys = recorded_clusterings(adata)
         if not keys:
             raise MissingKeyError(
-                "no clustering recorded in .uns; run a clustering stage (leiden, kmeans, hclust) first "
-                "or pass keys"
+                "no clustering recorded in .uns; run a clustering stage (leiden, kmeans, hclust) first or pass keys"
             )
     keys = list(dict.fromkeys(keys))
     cols = keys + ([reference] if reference is not None and reference not in keys else [])
@@ -209,7 +208,9 @@ def cluster_tree(
         for (ca, cb), n in table.stack().items():
             if n > 0:
                 rows.append((a, str(ca), int(from_size[ca]), b, str(cb), int(to_size[cb]), int(n)))
-    edges = pd.DataFrame(rows, columns=["from_key", "from_cluster", "from_size", "to_key", "to_cluster", "to_size", "n_cells"])
+    edges = pd.DataFrame(
+        rows, columns=["from_key", "from_cluster", "from_size", "to_key", "to_cluster", "to_size", "n_cells"]
+    )
     edges["in_prop"] = edges["n_cells"] / edges["to_size"]
     edges["out_prop"] = edges["n_cells"] / edges["from_size"]
     return edges

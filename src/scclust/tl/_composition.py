@@ -66,7 +66,9 @@ class Composition:
     by: str
     counts: pd.DataFrame
 
-    def proportions(self, normalize: Literal["index", "columns", "all"] = "index", *, transpose: bool = False) -> pd.DataFrame:
+    def proportions(
+        self, normalize: Literal["index", "columns", "all"] = "index", *, transpose: bool = False
+    ) -> pd.DataFrame:
         """The long table of :func:`proportions` (``transpose``: as if ``groupby`` and ``by`` were swapped)."""
         counts = self.counts.T if transpose else self.counts
         if transpose:
@@ -81,12 +83,14 @@ class Composition:
                 frac = c / c.sum()
         frac = np.nan_to_num(frac, nan=0.0)
         rows, cols = counts.index, counts.columns
-        return pd.DataFrame({
-            rows.name: pd.Categorical(np.repeat(rows, len(cols)), categories=rows),
-            cols.name: pd.Categorical(np.tile(cols, len(rows)), categories=cols),
-            "count": c.ravel(),
-            "fraction": frac.ravel(),
-        })
+        return pd.DataFrame(
+            {
+                rows.name: pd.Categorical(np.repeat(rows, len(cols)), categories=rows),
+                cols.name: pd.Categorical(np.tile(cols, len(rows)), categories=cols),
+                "count": c.ravel(),
+                "fraction": frac.ravel(),
+            }
+        )
 
     def table(self) -> pd.DataFrame:
         """One row per pair: ``count``, ``fraction_within_{groupby}``, ``fraction_within_{by}``."""
@@ -117,8 +121,13 @@ def composition(adata: AnnData, *, groupby: str, by: str) -> Composition:
     na, nb = len(a.cat.categories), len(b.cat.categories)
     counts = np.zeros((na, nb), dtype=np.int64)
     np.add.at(counts, (codes_a[ok], codes_b[ok]), 1)
-    return Composition(groupby, by, pd.DataFrame(counts, index=pd.Index(a.cat.categories, name=groupby),
-                                                 columns=pd.Index(b.cat.categories, name=by)))
+    return Composition(
+        groupby,
+        by,
+        pd.DataFrame(
+            counts, index=pd.Index(a.cat.categories, name=groupby), columns=pd.Index(b.cat.categories, name=by)
+        ),
+    )
 
 
 @validated

@@ -155,7 +155,9 @@ def cluster_means(
     if missing:
         names = adata.raw.var_names if use_raw_for(adata, use_raw) else adata.var_names
         hint = did_you_mean(missing, names)
-        raise MissingKeyError(f"gene(s) {choices(missing)} not found in {gene_source(adata, use_raw)}" + (f"; {hint}" if hint else ""))
+        raise MissingKeyError(
+            f"gene(s) {choices(missing)} not found in {gene_source(adata, use_raw)}" + (f"; {hint}" if hint else "")
+        )
     return means
 
 

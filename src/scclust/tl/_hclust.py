@@ -191,12 +191,18 @@ def hclust(
             use_micro = True
             why = (
                 f"the n x n matrix ({n * (n - 1) / 2 * 8 / 1e9:.0f} GB) is over the limit of {MATRIX_MAX_CELLS} cells"
-                if too_big else f"the exact tree would take about {_fmt_seconds(estimate)} (max_exact_seconds={max_exact_seconds:g})"
+                if too_big
+                else f"the exact tree would take about {_fmt_seconds(estimate)} (max_exact_seconds={max_exact_seconds:g})"
             )
             logger.info(
                 "hclust: %s on %d cells x %d dims: %s; using the micro-cluster approximation "
                 "(exact %s linkage on %d k-means micro-clusters weighted by size)",
-                method, n, dims, why, method, min(n_micro_clusters, n),
+                method,
+                n,
+                dims,
+                why,
+                method,
+                min(n_micro_clusters, n),
             )
     elif not use_micro:
         if (not use_vector or optimal_ordering) and n > MATRIX_MAX_CELLS:
@@ -241,7 +247,10 @@ def hclust(
         Z = expand_linkage(Zm, cells_micro)
         logger.info(
             "hclust: %d micro-clusters in %.1f s, %s tree on them in %.1f s",
-            Zm.shape[0] + 1, t1 - t0, method, time.perf_counter() - t1,
+            Zm.shape[0] + 1,
+            t1 - t0,
+            method,
+            time.perf_counter() - t1,
         )
         micro_info = {"n_micro_clusters": int(Zm.shape[0] + 1), "linkage": Zm, "sizes": sizes.astype(np.int64)}
     else:
@@ -254,6 +263,7 @@ def hclust(
 
     adata = adata.copy() if copy else adata
     summary = {}
+
     def cut(t: float, criterion: str) -> np.ndarray:
         if micro_info is None:
             return fcluster(Z, t, criterion=criterion)
@@ -263,9 +273,7 @@ def hclust(
         key = hclust_keys(key_added, n_clusters=[k])[0]
         found = store_labels(adata, key, cut(k, "maxclust"))
         if found != k:
-            logger.warning(
-                "%s: the %s tree gives %d clusters at k=%d (inversions or ties)", key, method, found, k
-            )
+            logger.warning("%s: the %s tree gives %d clusters at k=%d (inversions or ties)", key, method, found, k)
         summary[key] = {"n_clusters": found, "k": k}
     for h in hs:
         key = hclust_keys(key_added, heights=[h])[0]
@@ -275,10 +283,18 @@ def hclust(
         logger.info("%s: %d clusters", key, info["n_clusters"])
     adata.uns[key_added] = {
         "params": {
-            "use_rep": use_rep, "n_pcs": n_pcs, "method": method, "metric": metric, "n_clusters": ks,
-            "heights": hs, "optimal_ordering": optimal_ordering, "backend": backend,
-            "allow_non_euclidean": allow_non_euclidean, "n_micro_clusters": n_micro_clusters,
-            "max_exact_seconds": max_exact_seconds, "random_state": random_state,
+            "use_rep": use_rep,
+            "n_pcs": n_pcs,
+            "method": method,
+            "metric": metric,
+            "n_clusters": ks,
+            "heights": hs,
+            "optimal_ordering": optimal_ordering,
+            "backend": backend,
+            "allow_non_euclidean": allow_non_euclidean,
+            "n_micro_clusters": n_micro_clusters,
+            "max_exact_seconds": max_exact_seconds,
+            "random_state": random_state,
         },
         "linkage": Z,
         "leaves": leaves_list(Z).astype(np.int64),
@@ -396,7 +412,9 @@ def micro_clusters(X: np.ndarray, m: int, *, random_state: int = 0) -> np.ndarra
     rng = np.random.default_rng([random_state, 5])
     n_train = min(n, 64 * m)
     train = Y[np.sort(rng.choice(n, n_train, replace=False))] if n_train < n else Y
-    km = faiss.Kmeans(d, m, niter=10, seed=int(random_state), max_points_per_centroid=64, min_points_per_centroid=1, verbose=False)
+    km = faiss.Kmeans(
+        d, m, niter=10, seed=int(random_state), max_points_per_centroid=64, min_points_per_centroid=1, verbose=False
+    )
     km.train(train)
     labels = km.index.search(Y, 1)[1].ravel()
     _, labels = np.unique(labels, return_inverse=True)  # drop empty clusters, keep the order

@@ -117,7 +117,9 @@ class ClusteredHeatmap:
         (position in ``data``) and, for rows, ``group``."""
         order = self.row_order if axis == "rows" else self.col_order
         labels = (self.data.index if axis == "rows" else self.data.columns)[order]
-        df = pd.DataFrame({"label": labels.astype(str), "index": order}, index=pd.RangeIndex(len(order), name="position"))
+        df = pd.DataFrame(
+            {"label": labels.astype(str), "index": order}, index=pd.RangeIndex(len(order), name="position")
+        )
         if axis == "rows" and self.row_groups is not None:
             df["group"] = self.row_groups.iloc[order].to_numpy()
         return df
@@ -199,9 +201,13 @@ def heatmap_matrix(
     if adata is None:
         raise InputError(f"source {source!r} needs an AnnData; pass one or use source='table'")
     if table is not None or table_annotations is not None or column_pattern is not None:
-        raise ConfigError(f"table, table_annotations and column_pattern apply to source='table' only (source is {source!r})")
+        raise ConfigError(
+            f"table, table_annotations and column_pattern apply to source='table' only (source is {source!r})"
+        )
     if groupby is None:
-        raise ConfigError(f"source {source!r} needs groupby (an .obs column such as a clustering); .obs has: {choices(adata.obs.columns)}")
+        raise ConfigError(
+            f"source {source!r} needs groupby (an .obs column such as a clustering); .obs has: {choices(adata.obs.columns)}"
+        )
     keys = [groupby] if isinstance(groupby, str) else list(groupby)
     if not keys:
         raise ConfigError("groupby must name at least one .obs column")
@@ -226,16 +232,22 @@ def heatmap_matrix(
         missing = [g for g in genes if g not in var_names]
         hint = did_you_mean(missing, var_names) if missing else ""
         if len(present) < 2:
-            raise InputError("fewer than 2 of the given genes are in the data" + (f"; {hint}" if hint else
-                             f" (its {len(var_names)} genes are named like {choices(var_names[:3])})"))
+            raise InputError(
+                "fewer than 2 of the given genes are in the data"
+                + (f"; {hint}" if hint else f" (its {len(var_names)} genes are named like {choices(var_names[:3])})")
+            )
         if missing:
-            warn(f"{len(missing)} gene(s) not found and skipped: {choices(missing, 10)}" + (f"; {hint}" if hint else ""))
+            warn(
+                f"{len(missing)} gene(s) not found and skipped: {choices(missing, 10)}" + (f"; {hint}" if hint else "")
+            )
         rows = present
     else:
         marker_of = _top_markers(adata, X, var_names, labels, keys[0], n_top_genes, use_raw=raw is not None)
         rows = list(marker_of)
-        row_ann = pd.DataFrame({"marker_of": pd.Categorical(list(marker_of.values()), categories=list(labels.cat.categories))},
-                               index=pd.Index(rows, name=None))
+        row_ann = pd.DataFrame(
+            {"marker_of": pd.Categorical(list(marker_of.values()), categories=list(labels.cat.categories))},
+            index=pd.Index(rows, name=None),
+        )
     cols = var_names.get_indexer(rows)
     sub = X[:, cols]
     sub = sub.toarray() if sparse.issparse(sub) else np.asarray(sub, dtype=np.float64)
@@ -294,8 +306,9 @@ def _top_markers(adata, X, var_names, labels, key, n_top, *, use_raw) -> dict[st
     else:
         if labels.cat.categories.size < 2:
             raise InputError(f"groupby {key!r} has one group only; markers need at least two")
-        tmp = AnnData(X=X, obs=pd.DataFrame({key: labels.to_numpy()}, index=adata.obs_names),
-                      var=pd.DataFrame(index=var_names))
+        tmp = AnnData(
+            X=X, obs=pd.DataFrame({key: labels.to_numpy()}, index=adata.obs_names), var=pd.DataFrame(index=var_names)
+        )
         tmp.obs[key] = tmp.obs[key].astype("category")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -312,13 +325,16 @@ def _top_markers(adata, X, var_names, labels, key, n_top, *, use_raw) -> dict[st
     return out
 
 
-def _table_input(data: pd.DataFrame | None, table_annotations: pd.DataFrame | None,
-                 column_pattern: str | None) -> HeatmapInput:
+def _table_input(
+    data: pd.DataFrame | None, table_annotations: pd.DataFrame | None, column_pattern: str | None
+) -> HeatmapInput:
     if data is None:
         raise ConfigError("source 'table' needs table (a numeric DataFrame)")
     non_numeric = [c for c in data.columns if not pd.api.types.is_numeric_dtype(data[c])]
     if non_numeric:
-        raise InputError(f"the table has non-numeric column(s) {choices(non_numeric, 5)}; keep only values (row names first)")
+        raise InputError(
+            f"the table has non-numeric column(s) {choices(non_numeric, 5)}; keep only values (row names first)"
+        )
     data = data.astype(np.float64)
     col_ann = None
     if table_annotations is not None:
@@ -351,8 +367,9 @@ def _table_input(data: pd.DataFrame | None, table_annotations: pd.DataFrame | No
 def _check(args: dict) -> None:
     """Cross-parameter rule (a call's arguments and a config section alike)."""
     for axis in ("row", "col"):
-        check_linkage_metric(args[f"{axis}_method"], args[f"{axis}_metric"], allow_non_euclidean=None,
-                             prefix=f"{axis}_")
+        check_linkage_metric(
+            args[f"{axis}_method"], args[f"{axis}_metric"], allow_non_euclidean=None, prefix=f"{axis}_"
+        )
 
 
 @validated(check=_check)
@@ -433,7 +450,9 @@ def cluster_heatmap(
     if not isinstance(data, pd.DataFrame):
         data = pd.DataFrame(data)
     if data.shape[0] < 2 or data.shape[1] < 2:
-        raise InputError(f"a clustered heatmap needs at least 2 rows and 2 columns; got {data.shape[0]} x {data.shape[1]}")
+        raise InputError(
+            f"a clustered heatmap needs at least 2 rows and 2 columns; got {data.shape[0]} x {data.shape[1]}"
+        )
     try:
         values = data.astype(np.float64)
     except (TypeError, ValueError):
@@ -452,24 +471,35 @@ def cluster_heatmap(
         values = values.loc[finite]
 
     scaled, invalid = _scale(values.to_numpy(), scale)
-    reason = {"zscore": "zero variance (z-score undefined)", "standard": "zero range (scaling undefined)"}.get(scale, "")
+    reason = {"zscore": "zero variance (z-score undefined)", "standard": "zero range (scaling undefined)"}.get(
+        scale, ""
+    )
     dropped += [("row", str(r), reason) for r in values.index[invalid]]
     keep = ~invalid
     if cluster_rows:
         bad_rows = _undefined(scaled, row_metric) & keep
-        dropped += [("row", str(r), f"{_undefined_reason(row_metric)} ({row_metric} undefined)") for r in values.index[bad_rows]]
+        dropped += [
+            ("row", str(r), f"{_undefined_reason(row_metric)} ({row_metric} undefined)") for r in values.index[bad_rows]
+        ]
         keep &= ~bad_rows
     values = values.loc[keep]
     scaled = scaled[keep]
     if cluster_cols and len(values) >= 2:
         bad_cols = _undefined(scaled.T, col_metric)
-        dropped += [("column", str(c), f"{_undefined_reason(col_metric)} ({col_metric} undefined)") for c in values.columns[bad_cols]]
+        dropped += [
+            ("column", str(c), f"{_undefined_reason(col_metric)} ({col_metric} undefined)")
+            for c in values.columns[bad_cols]
+        ]
         values = values.loc[:, ~bad_cols]
         scaled = scaled[:, ~bad_cols]
     dropped_df = pd.DataFrame(dropped, columns=["axis", "label", "reason"])
     if len(dropped_df):
-        logger.warning("heatmap %s: dropped %d row(s) / column(s): %s", name, len(dropped_df),
-                       "; ".join(f"{a} {lab!r}: {r}" for a, lab, r in dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
+        logger.warning(
+            "heatmap %s: dropped %d row(s) / column(s): %s",
+            name,
+            len(dropped_df),
+            "; ".join(f"{a} {lab!r}: {r}" for a, lab, r in dropped[:5]) + (" ..." if len(dropped) > 5 else ""),
+        )
     if scaled.shape[0] < 2 or scaled.shape[1] < 2:
         raise InputError(f"fewer than 2 rows or columns left after dropping {len(dropped_df)} (see the reasons logged)")
     if row_k is not None and row_k > scaled.shape[0]:
@@ -493,19 +523,51 @@ def cluster_heatmap(
         cut = fcluster(row_Z, row_k, criterion="maxclust")
         groups = _number_top_down(cut, row_order)
         if n_boot > 0:
-            stability = _bootstrap(values.to_numpy(), groups, scale=scale, metric=row_metric, method=row_method,
-                                   k=row_k, n_boot=n_boot, random_state=random_state)
-        groups = pd.Series(pd.Categorical(groups.astype(str), categories=[str(g) for g in range(1, groups.max() + 1)]),
-                           index=values.index, name="group")
+            stability = _bootstrap(
+                values.to_numpy(),
+                groups,
+                scale=scale,
+                metric=row_metric,
+                method=row_method,
+                k=row_k,
+                n_boot=n_boot,
+                random_state=random_state,
+            )
+        groups = pd.Series(
+            pd.Categorical(groups.astype(str), categories=[str(g) for g in range(1, groups.max() + 1)]),
+            index=values.index,
+            name="group",
+        )
 
-    params = {"scale": scale, "row_metric": row_metric, "row_method": row_method, "col_metric": col_metric,
-              "col_method": col_method, "cluster_rows": cluster_rows, "cluster_cols": cluster_cols,
-              "optimal_ordering": optimal_ordering, "row_k": row_k, "n_boot": n_boot, "nonfinite": nonfinite,
-              "random_state": random_state}
+    params = {
+        "scale": scale,
+        "row_metric": row_metric,
+        "row_method": row_method,
+        "col_metric": col_metric,
+        "col_method": col_method,
+        "cluster_rows": cluster_rows,
+        "cluster_cols": cluster_cols,
+        "optimal_ordering": optimal_ordering,
+        "row_k": row_k,
+        "n_boot": n_boot,
+        "nonfinite": nonfinite,
+        "random_state": random_state,
+    }
     caption = _caption(params, scaled.shape, dropped_df, stability)
-    return ClusteredHeatmap(data=scaled_df, values=values, row_linkage=row_Z, col_linkage=col_Z, row_order=row_order,
-                            col_order=col_order, row_groups=groups, stability=stability, dropped=dropped_df,
-                            params=params, caption=caption, name=name)
+    return ClusteredHeatmap(
+        data=scaled_df,
+        values=values,
+        row_linkage=row_Z,
+        col_linkage=col_Z,
+        row_order=row_order,
+        col_order=col_order,
+        row_groups=groups,
+        stability=stability,
+        dropped=dropped_df,
+        params=params,
+        caption=caption,
+        name=name,
+    )
 
 
 def _scale(X: np.ndarray, scale: str) -> tuple[np.ndarray, np.ndarray]:
@@ -557,7 +619,9 @@ def _number_top_down(cut: np.ndarray, order: np.ndarray) -> np.ndarray:
     return np.array([first[int(c)] for c in cut], dtype=np.int64)
 
 
-def _bootstrap(values: np.ndarray, groups: np.ndarray, *, scale, metric, method, k, n_boot, random_state) -> pd.DataFrame:
+def _bootstrap(
+    values: np.ndarray, groups: np.ndarray, *, scale, metric, method, k, n_boot, random_state
+) -> pd.DataFrame:
     """Per group: best-match Jaccard over column-bootstrap replicates (see :func:`cluster_heatmap`)."""
     from scipy.cluster.hierarchy import fcluster, linkage
 
@@ -584,28 +648,40 @@ def _bootstrap(values: np.ndarray, groups: np.ndarray, *, scale, metric, method,
         union = sizes[:, None] + B.sum(axis=1)[None, :] - inter
         jac.append((inter / union).max(axis=1))
     if skipped:
-        logger.warning("heatmap stability: %d of %d bootstrap replicates skipped (a row became constant)", skipped, n_boot)
+        logger.warning(
+            "heatmap stability: %d of %d bootstrap replicates skipped (a row became constant)", skipped, n_boot
+        )
     J = np.array(jac).reshape(-1, n_groups)
     used = J.shape[0]
     with np.errstate(invalid="ignore"):
-        df = pd.DataFrame({
-            "group": [str(g) for g in range(1, n_groups + 1)],
-            "n_rows": sizes.astype(int),
-            "mean_jaccard": J.mean(axis=0) if used else np.nan,
-            "recovered": (J > RECOVERED).mean(axis=0) if used else np.nan,
-            "dissolved": (J <= DISSOLVED).mean(axis=0) if used else np.nan,
-            "n_boot": used,
-        })
+        df = pd.DataFrame(
+            {
+                "group": [str(g) for g in range(1, n_groups + 1)],
+                "n_rows": sizes.astype(int),
+                "mean_jaccard": J.mean(axis=0) if used else np.nan,
+                "recovered": (J > RECOVERED).mean(axis=0) if used else np.nan,
+                "dissolved": (J <= DISSOLVED).mean(axis=0) if used else np.nan,
+                "n_boot": used,
+            }
+        )
     return df.set_index("group")
 
 
-def _caption(params: dict[str, Any], shape: tuple[int, int], dropped: pd.DataFrame, stability: pd.DataFrame | None) -> str:
+def _caption(
+    params: dict[str, Any], shape: tuple[int, int], dropped: pd.DataFrame, stability: pd.DataFrame | None
+) -> str:
     opt = ", optimal leaf ordering" if params["optimal_ordering"] else ""
     parts = [f"{shape[0]} rows x {shape[1]} columns, {_SCALE_TEXT[params['scale']]}."]
-    parts.append(f"Rows: {params['row_metric']} distance, {params['row_method']} linkage{opt}." if params["cluster_rows"]
-                 else "Rows: input order.")
-    parts.append(f"Columns: {params['col_metric']} distance, {params['col_method']} linkage{opt}." if params["cluster_cols"]
-                 else "Columns: input order.")
+    parts.append(
+        f"Rows: {params['row_metric']} distance, {params['row_method']} linkage{opt}."
+        if params["cluster_rows"]
+        else "Rows: input order."
+    )
+    parts.append(
+        f"Columns: {params['col_metric']} distance, {params['col_method']} linkage{opt}."
+        if params["cluster_cols"]
+        else "Columns: input order."
+    )
     if params["row_k"] is not None:
         parts.append(f"Row tree cut into {params['row_k']} groups.")
     if stability is not None:

@@ -86,7 +86,11 @@ def kmeans(
         logger.info("%s: %d clusters, inertia %.6g, %d iterations", key, found, km.inertia_, km.n_iter_)
     adata.uns[key_added] = {
         "params": {
-            "n_clusters": ks, "use_rep": use_rep, "n_pcs": n_pcs, "n_init": n_init, "max_iter": max_iter,
+            "n_clusters": ks,
+            "use_rep": use_rep,
+            "n_pcs": n_pcs,
+            "n_init": n_init,
+            "max_iter": max_iter,
             "random_state": random_state,
         },
         "clusterings": summary,

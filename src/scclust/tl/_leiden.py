@@ -120,8 +120,13 @@ def leiden(
     graph = _edges(adjacency, directed=flavor == "leidenalg", once=edges_used == "once")
     # scanpy's graph: scanpy's random numbers (identical labels); otherwise igraph draws from Python's
     # C generator (the labels differ from scanpy's anyway; 1.4x faster)
-    options = {"flavor": flavor, "n_iterations": n_iterations, "use_weights": use_weights,
-               "random_state": random_state, "fast_rng": edges_used == "once"}
+    options = {
+        "flavor": flavor,
+        "n_iterations": n_iterations,
+        "use_weights": use_weights,
+        "random_state": random_state,
+        "fast_rng": edges_used == "once",
+    }
     del adjacency
     results = _partitions_in_workers(graph, res, options, n_proc) if n_proc > 1 else _partitions(graph, res, options)
     summary = {}
@@ -131,13 +136,22 @@ def leiden(
         summary[key] = {"resolution": r, "n_clusters": n_clusters, "modularity": modularity}
         logger.info("%s: %d clusters (modularity %.3f) in %.1f s", key, n_clusters, modularity, seconds)
     params = {
-        "resolutions": res, "neighbors_key": neighbors_key, "flavor": flavor,
-        "n_iterations": n_iterations, "use_weights": use_weights, "random_state": random_state,
-        "n_jobs": n_jobs, "edges": edges,
+        "resolutions": res,
+        "neighbors_key": neighbors_key,
+        "flavor": flavor,
+        "n_iterations": n_iterations,
+        "use_weights": use_weights,
+        "random_state": random_state,
+        "n_jobs": n_jobs,
+        "edges": edges,
     }
     if single:  # scanpy's params first: resolution, random_state, n_iterations
-        params = {"resolution": res[0], "random_state": random_state, "n_iterations": n_iterations,
-                  **{k: v for k, v in params.items() if k != "resolutions"}}
+        params = {
+            "resolution": res[0],
+            "random_state": random_state,
+            "n_iterations": n_iterations,
+            **{k: v for k, v in params.items() if k != "resolutions"},
+        }
     adata.uns[key_added] = {
         "params": params,
         "edges": "directed" if flavor == "leidenalg" else edges_used,
@@ -236,7 +250,9 @@ def _partitions(graph: tuple, res: list[float], options: dict) -> list[tuple[np.
     return out
 
 
-def _find_partition(g, r: float, options: dict, seed: int, *, weights: np.ndarray | None = None, fast_rng: bool = False):
+def _find_partition(
+    g, r: float, options: dict, seed: int, *, weights: np.ndarray | None = None, fast_rng: bool = False
+):
     """One partition of igraph graph ``g`` at resolution ``r`` with ``seed`` (``options``: flavor,
     n_iterations, use_weights); shared by :func:`leiden` and the stability runs. ``weights``: the edge
     weights (default the ``weight`` edge attribute). ``fast_rng``: igraph draws from
@@ -250,12 +266,18 @@ def _find_partition(g, r: float, options: dict, seed: int, *, weights: np.ndarra
         import leidenalg
 
         return leidenalg.find_partition(
-            g, leidenalg.RBConfigurationVertexPartition, weights=weights,
-            n_iterations=options["n_iterations"], seed=seed, resolution_parameter=r,
+            g,
+            leidenalg.RBConfigurationVertexPartition,
+            weights=weights,
+            n_iterations=options["n_iterations"],
+            seed=seed,
+            resolution_parameter=r,
         )
     with _igraph_seed(seed, fast=fast_rng):
         if flavor == "igraph":
-            return g.community_leiden(objective_function="modularity", weights=weights, resolution=r, n_iterations=options["n_iterations"])
+            return g.community_leiden(
+                objective_function="modularity", weights=weights, resolution=r, n_iterations=options["n_iterations"]
+            )
         return g.community_multilevel(weights=weights, resolution=r)
 
 

@@ -13,7 +13,12 @@ from .._params import validated
 
 @validated
 def mixing_entropy(
-    adata: AnnData, *, key: str = "sample", use_rep: str = "X_pca_harmony", n_pcs: int | None = None, n_neighbors: int = 30
+    adata: AnnData,
+    *,
+    key: str = "sample",
+    use_rep: str = "X_pca_harmony",
+    n_pcs: int | None = None,
+    n_neighbors: int = 30,
 ) -> pd.Series:
     """Per-cell normalised Shannon entropy of ``key`` among each cell's ``n_neighbors`` nearest cells.
 

@@ -26,7 +26,15 @@ DEFAULT_QC_KEYS = ["n_genes_by_counts", "total_counts", "pct_counts_mt"]
 QC_ALIASES: dict[str, list[str]] = {
     "n_genes_by_counts": ["n_genes", "nFeature_RNA", "n_features", "detected", "nGene"],
     "total_counts": ["n_counts", "nCount_RNA", "nUMI", "sum", "total_umis"],
-    "pct_counts_mt": ["percent_mito", "percent.mt", "percent_mt", "pct_mito", "percent.mito", "subsets_Mito_percent", "mito_percent"],
+    "pct_counts_mt": [
+        "percent_mito",
+        "percent.mt",
+        "percent_mt",
+        "pct_mito",
+        "percent.mito",
+        "subsets_Mito_percent",
+        "mito_percent",
+    ],
 }
 #: Names of the mitochondrial share: above its bound is a quality problem (dying cells), not a cell size.
 MITO_KEYS = frozenset(["pct_counts_mt", *QC_ALIASES["pct_counts_mt"]])
@@ -65,7 +73,11 @@ def resolve_qc_keys(adata: AnnData, keys: Sequence[str] | None = None) -> dict[s
             missing.append(key)
         else:
             found[key] = col
-    numeric = [c for c in adata.obs.columns if pd.api.types.is_numeric_dtype(adata.obs[c]) and not pd.api.types.is_bool_dtype(adata.obs[c])]
+    numeric = [
+        c
+        for c in adata.obs.columns
+        if pd.api.types.is_numeric_dtype(adata.obs[c]) and not pd.api.types.is_bool_dtype(adata.obs[c])
+    ]
     if (explicit and missing) or not found:
         raise MissingKeyError(
             f"QC key(s) {choices(missing)} not found in .obs (aliases tried too); numeric .obs columns: {choices(numeric)}"
@@ -158,9 +170,16 @@ def describe_qc_flags(summary: pd.DataFrame, *, n_mads: float = 3.0) -> list[tup
         if not len(flagged):
             continue
         if col in MITO_KEYS:
-            out.append((logging.WARNING, (f"{_clusters(list(flagged))}: median {col} above {n_mads:g} MADs of all cells, "
-                                          "most cells would fail a per-cell mitochondrial filter (dying or broken cells); "
-                                          "filter them (prepare's max_pct_mt) or check the markers")))
+            out.append(
+                (
+                    logging.WARNING,
+                    (
+                        f"{_clusters(list(flagged))}: median {col} above {n_mads:g} MADs of all cells, "
+                        "most cells would fail a per-cell mitochondrial filter (dying or broken cells); "
+                        "filter them (prepare's max_pct_mt) or check the markers"
+                    ),
+                )
+            )
             continue
         lower = [c for c in flagged if b["lower"] is not None and summary.loc[c, col] < b["lower"]]
         higher = [c for c in flagged if c not in lower]
@@ -169,16 +188,33 @@ def describe_qc_flags(summary: pd.DataFrame, *, n_mads: float = 3.0) -> list[tup
         size_ids += [c for c in flagged if c not in size_ids]
     if size:
         ids = [c for c in summary.index if c in size_ids]
-        parts = [f"median {', '.join(cols)} beyond {n_mads:g} MADs of all cells: {sides}" for sides, cols in size.items()]
-        out.insert(0, (logging.INFO, (f"{_clusters(ids)} differ{'' if len(ids) > 1 else 's'} in QC metrics from the rest "
-                                      f"({'; '.join(parts)}): small or large cell types (platelets, DCs) do; a cluster "
-                                      "distinct only in QC metrics and without markers of its own may be low-quality "
-                                      "cells or doublets")))
+        parts = [
+            f"median {', '.join(cols)} beyond {n_mads:g} MADs of all cells: {sides}" for sides, cols in size.items()
+        ]
+        out.insert(
+            0,
+            (
+                logging.INFO,
+                (
+                    f"{_clusters(ids)} differ{'' if len(ids) > 1 else 's'} in QC metrics from the rest "
+                    f"({'; '.join(parts)}): small or large cell types (platelets, DCs) do; a cluster "
+                    "distinct only in QC metrics and without markers of its own may be low-quality "
+                    "cells or doublets"
+                ),
+            ),
+        )
     if "flag_doublet_like" in summary and summary["flag_doublet_like"].any():
         ids = list(summary.index[summary["flag_doublet_like"]])
-        out.append((logging.INFO, (f"{_clusters(ids)}: about {DOUBLET_RATIO:g}x or more the median genes and counts of "
-                                   "all cells, as doublets have, and large cells; markers of two cell types in one "
-                                   "cluster point to doublets")))
+        out.append(
+            (
+                logging.INFO,
+                (
+                    f"{_clusters(ids)}: about {DOUBLET_RATIO:g}x or more the median genes and counts of "
+                    "all cells, as doublets have, and large cells; markers of two cell types in one "
+                    "cluster point to doublets"
+                ),
+            )
+        )
     return out
 
 
@@ -187,7 +223,11 @@ def summarize_qc(adata: AnnData, *, groupby: str, keys: Sequence[str] | None, n_
     if not n_mads > 0:
         raise ConfigError(f"n_mads must be > 0; got {n_mads}")
     labels = check_obs(adata, groupby, what="groupby")
-    labels = labels.cat.remove_unused_categories() if isinstance(labels.dtype, pd.CategoricalDtype) else labels.astype("category")
+    labels = (
+        labels.cat.remove_unused_categories()
+        if isinstance(labels.dtype, pd.CategoricalDtype)
+        else labels.astype("category")
+    )
     resolved = resolve_qc_keys(adata, keys)
     out = pd.DataFrame(index=pd.Index([str(c) for c in labels.cat.categories], name=groupby))
     out["n_cells"] = labels.value_counts(sort=False).reindex(labels.cat.categories).to_numpy()
@@ -231,10 +271,21 @@ def summarize_qc(adata: AnnData, *, groupby: str, keys: Sequence[str] | None, n_
             "lower": float(back(lo)) if side in ("lower", "both") else None,
             "upper": float(back(hi)) if side in ("higher", "both") else None,
         }
-    genes, counts = (next((c for k, c in resolved.items() if k == name or c == name or k in QC_ALIASES[name]
-                           or c in QC_ALIASES[name]), None) for name in ("n_genes_by_counts", "total_counts"))
+    genes, counts = (
+        next(
+            (
+                c
+                for k, c in resolved.items()
+                if k == name or c == name or k in QC_ALIASES[name] or c in QC_ALIASES[name]
+            ),
+            None,
+        )
+        for name in ("n_genes_by_counts", "total_counts")
+    )
     if genes is not None and counts is not None:
-        ratio = np.minimum(out[genes] / float(np.median(adata.obs[genes])), out[counts] / float(np.median(adata.obs[counts])))
+        ratio = np.minimum(
+            out[genes] / float(np.median(adata.obs[genes])), out[counts] / float(np.median(adata.obs[counts]))
+        )
         out["flag_doublet_like"] = (ratio >= DOUBLET_RATIO).to_numpy()
         flags.append(out["flag_doublet_like"].to_numpy())
     out["flag_qc"] = np.any(flags, axis=0)

@@ -134,7 +134,8 @@ _RUN = textwrap.dedent("""
     if force:
         scc.pp.neighbors(a, use_rep="X_pca_harmony", n_neighbors=20, backend="flat", key_added="flat")
     scc.tl.leiden(a, resolutions=[0.4, 1.0], n_jobs=2)
-    scc.tl.hclust(a, use_rep="X_pca_harmony", n_clusters=[5, 10], **({"backend": "micro", "n_micro_clusters": 200} if force else {}))
+    micro = {"backend": "micro", "n_micro_clusters": 200} if force else {}
+    scc.tl.hclust(a, use_rep="X_pca_harmony", n_clusters=[5, 10], **micro)
     h = hashlib.sha256()
     for key in [k for k in a.obsp if k.endswith(("connectivities", "distances"))]:
         m = a.obsp[key]

@@ -289,7 +289,8 @@ def stability_runs(
     ax.set_xlabel(f"cells ({pick.size} of {n}), by {key} cluster")
     r = result.summary.loc[key]
     ax.set_title(
-        f"{key}: each run's clusters mapped to the labels (ARI seeds {r['ari_seeds']:.3f}, subsamples {r['ari_subsample']:.3f})",
+        f"{key}: each run's clusters mapped to the labels (ARI seeds {r['ari_seeds']:.3f}, subsamples "
+        f"{r['ari_subsample']:.3f})",
         fontsize=9,
     )
     return finish_figure(fig, show)

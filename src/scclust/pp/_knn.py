@@ -326,7 +326,8 @@ def _hnsw(X: np.ndarray, k: int, metric: str, random_state: int) -> tuple[np.nda
         space = "cosine"
     else:
         raise ConfigError(
-            f"metric {metric!r} is not supported by the hnsw backend; use 'euclidean', 'cosine', 'correlation' or backend='exact'"
+            f"metric {metric!r} is not supported by the hnsw backend; use 'euclidean', 'cosine', 'correlation' or "
+            "backend='exact'"
         )
     n, d = Y.shape
     index = hnswlib.Index(space=space, dim=d)

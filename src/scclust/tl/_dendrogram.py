@@ -123,7 +123,8 @@ def get_dendrogram(adata: AnnData, groupby: str, key: str | None = None, *, inst
     if set(stored) != present:
         raise InputError(
             f"the dendrogram in .uns[{key!r}] was made for other groups than the current {groupby!r} "
-            f"({len(stored)} vs {len(present)} groups); re-run scclust.tl.dendrogram(adata, groupby={groupby!r}){other_way}"
+            f"({len(stored)} vs {len(present)} groups); re-run scclust.tl.dendrogram(adata, "
+            f"groupby={groupby!r}){other_way}"
         )
     return dend
 

@@ -192,7 +192,8 @@ def hclust(
             why = (
                 f"the n x n matrix ({n * (n - 1) / 2 * 8 / 1e9:.0f} GB) is over the limit of {MATRIX_MAX_CELLS} cells"
                 if too_big
-                else f"the exact tree would take about {_fmt_seconds(estimate)} (max_exact_seconds={max_exact_seconds:g})"
+                else f"the exact tree would take about {_fmt_seconds(estimate)} "
+                f"(max_exact_seconds={max_exact_seconds:g})"
             )
             logger.info(
                 "hclust: %s on %d cells x %d dims: %s; using the micro-cluster approximation "

@@ -206,7 +206,8 @@ def heatmap_matrix(
         )
     if groupby is None:
         raise ConfigError(
-            f"source {source!r} needs groupby (an .obs column such as a clustering); .obs has: {choices(adata.obs.columns)}"
+            f"source {source!r} needs groupby (an .obs column such as a clustering); .obs has: "
+            f"{choices(adata.obs.columns)}"
         )
     keys = [groupby] if isinstance(groupby, str) else list(groupby)
     if not keys:

@@ -70,8 +70,8 @@ def kmeans(
     labels ``"0"``, ``"1"``, ... numbered by decreasing cluster size, natsorted categories; an
     existing column is overwritten, named in an INFO log line), ``.uns[f"{key_added}{k}_colors"]``
     (one hex colour per category, the colours of scclust's figures; they follow the clustering
-    tree across the values of k) and ``.uns[key_added]`` with ``params`` and ``clusterings``: per label key ``n_clusters``,
-    ``inertia`` (within-cluster sum of squares of the best start) and ``n_iter``.
+    tree across the values of k) and ``.uns[key_added]`` with ``params`` and ``clusterings``: per
+    label key ``n_clusters``, ``inertia`` (within-cluster sum of squares of the best start) and ``n_iter``.
     """
     from sklearn.cluster import KMeans
 

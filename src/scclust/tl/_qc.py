@@ -80,7 +80,8 @@ def resolve_qc_keys(adata: AnnData, keys: Sequence[str] | None = None) -> dict[s
     ]
     if (explicit and missing) or not found:
         raise MissingKeyError(
-            f"QC key(s) {choices(missing)} not found in .obs (aliases tried too); numeric .obs columns: {choices(numeric)}"
+            f"QC key(s) {choices(missing)} not found in .obs (aliases tried too); numeric .obs columns: "
+            f"{choices(numeric)}"
         )
     if missing:
         logger.warning("QC key(s) %s not in .obs; using %s", ", ".join(missing), ", ".join(found.values()))

@@ -325,7 +325,10 @@ def stability(
 def _plan(adata: AnnData, key: str):
     """(group, method, group params, key info), or a sentence saying why the key cannot be re-run."""
     if key not in adata.obs.columns:
-        return f"clustering {key!r} not in .obs; available: {choices(c for c in adata.obs.columns if isinstance(adata.obs[c].dtype, pd.CategoricalDtype))}"
+        return (
+            f"clustering {key!r} not in .obs; available: "
+            f"{choices(c for c in adata.obs.columns if isinstance(adata.obs[c].dtype, pd.CategoricalDtype))}"
+        )
     for group, value in adata.uns.items():
         if not (isinstance(value, dict) and isinstance(value.get("clusterings"), dict) and key in value["clusterings"]):
             continue
@@ -340,13 +343,19 @@ def _plan(adata: AnnData, key: str):
         else:
             return f"{key!r} (group {group!r}) was not made by {', '.join(METHODS)}; it cannot be re-run"
         if adata.obs[key].isna().any():
-            return f"{key!r} labels only part of the cells; assess it on the AnnData it was computed on (e.g. the subcluster subset)"
+            return (
+                f"{key!r} labels only part of the cells; assess it on the AnnData it was computed on (e.g. the "
+                "subcluster subset)"
+            )
         return group, method, params, info
     from ._subcluster import NOT_IN_SUBSET
 
     values = adata.obs[key]
     if values.isna().any() or (values.astype(str) == NOT_IN_SUBSET).any():
-        return f"{key!r} labels only part of the cells and was not made on this AnnData; assess it on the AnnData it was computed on (e.g. the subcluster subset)"
+        return (
+            f"{key!r} labels only part of the cells and was not made on this AnnData; assess it on the AnnData "
+            "it was computed on (e.g. the subcluster subset)"
+        )
     return f"{key!r} is not recorded by a clustering stage in .uns (leiden, kmeans, hclust); it cannot be re-run"
 
 
@@ -749,8 +758,10 @@ def _recommend(summary: pd.DataFrame, min_ari: float, min_cluster_stability: flo
                 "ic": r["ic"],
                 "cluster_stability_min": r["cluster_stability_min"],
                 "evidence": (
-                    f"{r['n_clusters']} clusters; mean ARI between runs: seeds {r['ari_seeds']:.3f}{sub} (>= {min_ari:g}); "
-                    f"IC {r['ic']:.4f}; {same} clusters in {r['n_runs']} runs; least stable cluster: Jaccard {r['cluster_stability_min']:.2f} (>= {min_cluster_stability:g})"
+                    f"{r['n_clusters']} clusters; mean ARI between runs: seeds {r['ari_seeds']:.3f}{sub} (>= "
+                    f"{min_ari:g}); "
+                    f"IC {r['ic']:.4f}; {same} clusters in {r['n_runs']} runs; least stable cluster: Jaccard "
+                    f"{r['cluster_stability_min']:.2f} (>= {min_cluster_stability:g})"
                 ),
             }
         )

@@ -522,7 +522,8 @@ def transfer_subclusters(
     missing = subset.obs_names.difference(adata.obs_names)
     if len(missing):
         raise InputError(
-            f"{len(missing)} subset cell(s) are not in the parent (first: {missing[0]!r}); pass the parent the subset was taken from"
+            f"{len(missing)} subset cell(s) are not in the parent (first: {missing[0]!r}); pass the parent the "
+            "subset was taken from"
         )
     prefix = f"{name}:"
     for key in keys:
@@ -585,7 +586,8 @@ def _select_by_query(adata: AnnData, groupby: str, obs_query: str | None) -> tup
         res = adata.obs.eval(obs_query)
     except Exception as err:
         raise ConfigError(
-            f"obs_query {obs_query!r} cannot be evaluated on .obs ({type(err).__name__}: {err}); columns: {choices(adata.obs.columns)}"
+            f"obs_query {obs_query!r} cannot be evaluated on .obs ({type(err).__name__}: {err}); columns: "
+            f"{choices(adata.obs.columns)}"
         ) from None
     res = pd.Series(res, index=adata.obs_names) if not isinstance(res, pd.Series) else res
     if res.dtype != bool:
@@ -666,7 +668,8 @@ def _select_by_markers(
     selected = [c for c, s in zip(cats, chosen, strict=True) if s]
     if not selected:
         raise InputError(
-            f"no cluster of {groupby!r} passes the marker rule (min_score={min_score}); see the scores or use select='clusters'"
+            f"no cluster of {groupby!r} passes the marker rule (min_score={min_score}); see the scores or use "
+            "select='clusters'"
         )
     mask = np.isin(codes, np.flatnonzero(chosen)) & ok
     logger.info("marker rule on %r selected clusters %s", groupby, ", ".join(selected))

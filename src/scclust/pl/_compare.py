@@ -131,8 +131,8 @@ def clustree(
     One row per key (top to bottom in the given order), one node per cluster with area proportional
     to its cells (all cells it labels), and an edge from each cluster to the clusters of the next
     row that take its cells: width by the number of cells, opacity by ``in_prop`` (the share of the
-    child's cells that come from that parent; edges below ``min_in_prop`` are hidden). The nodes of each row are ordered by
-    igraph's Sugiyama layout to reduce edge crossings. Pure: reads the labels in ``.obs``.
+    child's cells that come from that parent; edges below ``min_in_prop`` are hidden). The nodes of
+    each row are ordered by igraph's Sugiyama layout to reduce edge crossings. Pure: reads the labels in ``.obs``.
 
     Parameters
     ----------

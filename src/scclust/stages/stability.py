@@ -4,7 +4,8 @@
 ``StabilityParams`` is generated from :func:`scclust.tl.stability`'s signature and docstring
 (plus the stage's ``series``), so the stage runs ``tl.stability(adata, **p.model_dump())``.
 :func:`run_stability` takes the clusterings this run made from ``ctx.clusterings`` when ``keys``
-is not given, assesses subclusterings on their saved subset, and writes tables and figures. Nothing is applied to the labels unless ``medoid_labels`` says so.
+is not given, assesses subclusterings on their saved subset, and writes tables and figures.
+Nothing is applied to the labels unless ``medoid_labels`` says so.
 
 Outputs (``ctx.save_table`` / ``ctx.save_figure`` names):
 

@@ -1,7 +1,8 @@
 """What a stage is: one :class:`Stage` declaration, and the :class:`RunContext` it runs in.
 
-A stage module holds its ``*Params`` model, its run function and one ``STAGE = Stage(...)``
-object. Everything the runner, the config, the pre-flight check, the JSON schema and the report
+A stage module holds its ``*Params`` model (generated from the signature and docstring of the
+function it calls: :func:`scclust._params.params_model`; stage-only keys are declared there too),
+its run function and one ``STAGE = Stage(...)`` object. Everything the runner, the config, the pre-flight check, the JSON schema and the report
 need to know about a stage is read from that object; nothing else in the package names a stage.
 """
 
@@ -89,8 +90,10 @@ class Stage:
     reads
         Parameters that name input keys (checked before any stage runs).
     makes
-        ``makes(params) -> Makes``: the keys an entry writes, from the same naming functions the
-        tools use (so the pre-flight check cannot drift from the tools).
+        ``makes(params) -> Makes`` (``makes(params, name)`` for a named stage's entries): the keys
+        an entry writes, from the same naming functions the tools use (so the pre-flight check
+        cannot drift from the tools). A key computed in the background is promised for it
+        (:meth:`RunContext.promise`) and resolved before a later stage that reads it.
     computes_umap
         The stage computes a UMAP (the runner then warms umap-learn up in its background process); a
         callable ``computes_umap(params) -> bool`` when that depends on the parameters.
@@ -120,7 +123,7 @@ class Stage:
     run: Callable[..., Any]
     repeat: Literal["single", "list", "named"] = "single"
     reads: tuple[Ref, ...] = ()
-    makes: Callable[[Any], Makes] | None = None
+    makes: Callable[..., Makes] | None = None
     computes_umap: bool | Callable[[Any], bool] = False
     rebuilds_data: bool = False
     finish: Callable[..., Any] | None = None

@@ -98,8 +98,6 @@ def measure(variant: str, job_path: Path) -> dict[str, float]:
         pid = client.submit(warm_up_pid, pure=False).result()
         out["warm_up_done"] = time.perf_counter() - t0
         out["worker_rss_mb"] = _rss(pid)
-        nanny = [p.pid for p in __import__("psutil").Process(pid).parents()[:1]]
-        out["nanny_rss_mb"] = _rss(nanny[0]) if nanny and nanny[0] != os.getpid() else 0.0
         t1 = time.perf_counter()
         (_, inside) = client.submit(timed_umap_job, mini, kwargs, pure=False).result()
         out["job_round_trip"] = time.perf_counter() - t1
@@ -164,7 +162,7 @@ def main() -> None:
             if res.returncode != 0:
                 sys.exit(f"{v} failed:\n{res.stderr[-3000:]}")
             results[v].append(json.loads(res.stdout.strip().splitlines()[-1]))
-    rows = ["import", "start", "warm_up_done", "worker_rss_mb", "nanny_rss_mb", "main_rss_gain_mb", "job_round_trip",
+    rows = ["import", "start", "warm_up_done", "worker_rss_mb", "main_rss_gain_mb", "job_round_trip",
             "job_in_worker", "job_overhead", "job_pickle_mb"]
     print(f"background executor, cold; UMAP job of {args.cells} cells; median of {args.repeat} (each run in brackets)")
     print(f"  {'':18}" + "".join(f"{v:>28}" for v in VARIANTS))
@@ -174,7 +172,8 @@ def main() -> None:
             vals = [x.get(r, 0.0) for x in results[v]]
             cells.append(f"{statistics.median(vals):8.2f} [{' '.join(f'{x:.2f}' for x in vals)}]")
         print(f"  {r:18}" + "".join(f"{c:>28}" for c in cells))
-    print("  (seconds, except *_mb: MiB; warm_up_done counts from the start of the executor)")
+    print("  (seconds, except *_mb: MiB; warm_up_done counts from the start of the executor; dask's scheduler and nanny "
+          "run in this process: in main_rss_gain_mb)")
 
 
 if __name__ == "__main__":

@@ -154,6 +154,55 @@ def test_prepare_rejects_normalized_input(pbmc):
         prepare(pbmc.copy(), batch_key="sample")
 
 
+def test_checkpoint_policy_private_pickle_and_resume(tmp_path, monkeypatch):
+    """Short stages are not checkpointed one by one; the hand-over from clustering to output stages
+    is, as a pickle only this user can read or write; a rerun after a failure reuses it and gives the
+    clean run's labels; a checkpoint someone else could have written is not unpickled."""
+    import dataclasses
+    import os
+    import stat
+
+    from scclust import stages, workflow
+
+    clean, _ = run(_cfg(tmp_path, "clean", resume=False))
+    saved = []
+    real_save = workflow._save_checkpoint
+    monkeypatch.setattr(workflow, "_save_checkpoint", lambda outdir, adata, done, *a: (saved.append(done),
+                                                                                       real_save(outdir, adata, done, *a)))
+
+    def boom(adata, p, ctx):
+        raise RuntimeError("embedding failed")
+
+    real_stage = stages.REGISTRY["embedding"]
+    monkeypatch.setitem(stages.REGISTRY, "embedding", dataclasses.replace(real_stage, run=boom))
+    with pytest.raises(RuntimeError, match="embedding failed"):
+        run(_cfg(tmp_path, "r"))
+    assert saved == [2]  # after leiden (the hand-over), not after neighbors
+    ck = tmp_path / "r" / ".scclust_checkpoint"
+    assert json.loads((ck / "state.json").read_text())["data"] == "state.pkl"
+    assert stat.S_IMODE((ck / "state.pkl").stat().st_mode) == 0o600
+    assert not (ck / "state.h5ad").exists()
+
+    monkeypatch.setitem(stages.REGISTRY, "embedding", real_stage)
+    messages = []
+    resumed, _ = run(_cfg(tmp_path, "r"), progress=messages.append)
+    assert any("reusing neighbors, leiden from checkpoint" in m for m in messages)
+    for key in ("leiden_0.5", "leiden_1.0"):
+        assert (resumed.obs[key] == clean.obs[key]).all()
+    assert not ck.exists()
+
+    # a checkpoint file others may write is refused (recomputed from the start, same labels)
+    monkeypatch.setitem(stages.REGISTRY, "embedding", dataclasses.replace(real_stage, run=boom))
+    with pytest.raises(RuntimeError):
+        run(_cfg(tmp_path, "r"))
+    os.chmod(ck / "state.pkl", 0o666)
+    monkeypatch.setitem(stages.REGISTRY, "embedding", real_stage)
+    messages.clear()
+    again, _ = run(_cfg(tmp_path, "r"), progress=messages.append)
+    assert not any("from checkpoint" in m for m in messages)
+    assert (again.obs["leiden_1.0"] == clean.obs["leiden_1.0"]).all()
+
+
 def test_outputs_get_normal_permissions(tmp_path):
     import os
     import stat

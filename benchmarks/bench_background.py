@@ -69,7 +69,9 @@ def measure(variant: str, job_path: Path) -> dict[str, float]:
     """One cold measurement of ``variant`` (in this fresh process)."""
     mini, kwargs = _job(job_path)
     rss0 = _rss(os.getpid())
-    out: dict[str, float] = {"job_pickle_mb": len(pickle.dumps((mini, kwargs), protocol=pickle.HIGHEST_PROTOCOL)) / 2**20}
+    out: dict[str, float] = {
+        "job_pickle_mb": len(pickle.dumps((mini, kwargs), protocol=pickle.HIGHEST_PROTOCOL)) / 2**20
+    }
     t0 = time.perf_counter()
     if variant == "worker":
         from scclust.pp._umap import UmapWorker
@@ -157,13 +159,26 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
     for _ in range(args.repeat):
         for v in VARIANTS:  # interleaved: load on a shared machine hits every variant alike
-            res = subprocess.run([sys.executable, __file__, "--variant", v, "--job", str(job)], capture_output=True,
-                                 text=True, check=False)
+            res = subprocess.run(
+                [sys.executable, __file__, "--variant", v, "--job", str(job)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if res.returncode != 0:
                 sys.exit(f"{v} failed:\n{res.stderr[-3000:]}")
             results[v].append(json.loads(res.stdout.strip().splitlines()[-1]))
-    rows = ["import", "start", "warm_up_done", "worker_rss_mb", "main_rss_gain_mb", "job_round_trip",
-            "job_in_worker", "job_overhead", "job_pickle_mb"]
+    rows = [
+        "import",
+        "start",
+        "warm_up_done",
+        "worker_rss_mb",
+        "main_rss_gain_mb",
+        "job_round_trip",
+        "job_in_worker",
+        "job_overhead",
+        "job_pickle_mb",
+    ]
     print(f"background executor, cold; UMAP job of {args.cells} cells; median of {args.repeat} (each run in brackets)")
     print(f"  {'':18}" + "".join(f"{v:>28}" for v in VARIANTS))
     for r in rows:
@@ -172,8 +187,10 @@ def main() -> None:
             vals = [x.get(r, 0.0) for x in results[v]]
             cells.append(f"{statistics.median(vals):8.2f} [{' '.join(f'{x:.2f}' for x in vals)}]")
         print(f"  {r:18}" + "".join(f"{c:>28}" for c in cells))
-    print("  (seconds, except *_mb: MiB; warm_up_done counts from the start of the executor; dask's scheduler and nanny "
-          "run in this process: in main_rss_gain_mb)")
+    print(
+        "  (seconds, except *_mb: MiB; warm_up_done counts from the start of the executor; dask's scheduler and nanny "
+        "run in this process: in main_rss_gain_mb)"
+    )
 
 
 if __name__ == "__main__":

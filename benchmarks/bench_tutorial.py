@@ -31,7 +31,7 @@ from sklearn.metrics import adjusted_rand_score
 ROOT = Path(__file__).resolve().parents[1]
 RESOLUTIONS = (0.4, 0.6, 1.0, 1.4)
 
-LAB = textwrap.dedent('''
+LAB = textwrap.dedent("""
     import time; T = [("start", time.perf_counter())]
     def mark(step): T.append((step, time.perf_counter()))
     import sys, warnings, json
@@ -90,7 +90,7 @@ LAB = textwrap.dedent('''
     sc.pl.umap(tcells, color=["CD3E", "CD4", "CD8A", "GNLY"], use_raw=True, show=False, save="_tcell_markers.png")
     mark("subcluster: figures")
     json.dump([(b[0], round(b[1] - a[1], 2)) for a, b in zip(T[:-1], T[1:])], open(f"{out}/steps.json", "w"))
-''')
+""")
 
 
 def run_logged(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, list[tuple[float, str]]]:
@@ -99,8 +99,9 @@ def run_logged(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float
     the seconds since the start."""
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+    )
     lines = [(time.perf_counter() - t0, line.rstrip("\n")) for line in proc.stderr]
     rc = proc.wait()
     wall = time.perf_counter() - t0
@@ -130,10 +131,12 @@ def scclust_steps(wall: float, lines: list[tuple[float, str]], manifest: dict) -
     ends = {m[3]: t for t, text in lines if (m := _STAGE.match(text)) and m[4] == "done in"}
     t_done = next(t for t, text in lines if text.startswith("scclust: done in"))
     labels = list(starts)
-    steps = {"startup: interpreter, imports, config (to the first log line)": first,
-             "read (incl. input fingerprint)": rec["read"],
-             "read: rest until 'input:' line": t_input - first - rec["read"],
-             "pre-flight, checkpoint keys": starts[labels[0]] - t_input}
+    steps = {
+        "startup: interpreter, imports, config (to the first log line)": first,
+        "read (incl. input fingerprint)": rec["read"],
+        "read: rest until 'input:' line": t_input - first - rec["read"],
+        "pre-flight, checkpoint keys": starts[labels[0]] - t_input,
+    }
     between = 0.0
     for i, label in enumerate(labels):
         steps[label] = rec[label]
@@ -160,8 +163,11 @@ TASKS = [
     ("leiden x4", ("leiden",), ("leiden",)),
     ("kmeans x3 (lab: + figure)", ("kmeans",), ("kmeans",)),
     ("hclust x3", ("hclust",), ("hclust",)),
-    ("figures, tables, h5ad, report", ("figures",), ("compare", "relationships", "embedding", "composition", "qc",
-                                                     "write_", "outputs", "log-line")),
+    (
+        "figures, tables, h5ad, report",
+        ("figures",),
+        ("compare", "relationships", "embedding", "composition", "qc", "write_", "outputs", "log-line"),
+    ),
     ("subcluster T/NK (+ its figures)", ("subcluster",), ("subcluster",)),
     ("checkpoints, background waits", (), ("between",)),
 ]
@@ -189,21 +195,35 @@ def by_task(steps: dict[str, float], side: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=7332)
-    ap.add_argument("--genes", type=int, default=2000, help="genes of the simulated input (.raw); more make a "
-                    "bigger file (17000: 221 MB, about the size of the lab's own 231 MB file)")
+    ap.add_argument(
+        "--genes",
+        type=int,
+        default=2000,
+        help="genes of the simulated input (.raw); more make a "
+        "bigger file (17000: 221 MB, about the size of the lab's own 231 MB file)",
+    )
     ap.add_argument("--input", help="an existing .h5ad to use instead of the simulated one")
     ap.add_argument("--workdir", default="/tmp/bench_tutorial")
     ap.add_argument("--repeat", type=int, default=1, help="runs per side; the median is reported")
     ap.add_argument("--no-igraph", action="store_true", help="skip the leiden.flavor=igraph variant")
-    ap.add_argument("--before-src", metavar="DIR", help="also run tutorial.yaml with PYTHONPATH=DIR (e.g. the src/ "
-                    "of an unmodified checkout), interleaved with the others: before / after under the same load")
+    ap.add_argument(
+        "--before-src",
+        metavar="DIR",
+        help="also run tutorial.yaml with PYTHONPATH=DIR (e.g. the src/ "
+        "of an unmodified checkout), interleaved with the others: before / after under the same load",
+    )
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    inp = Path(args.input) if args.input else work / (f"input_{args.cells}.h5ad" if args.genes == 2000 else
-                                                      f"input_{args.cells}_g{args.genes}.h5ad")
+    inp = (
+        Path(args.input)
+        if args.input
+        else work / (f"input_{args.cells}.h5ad" if args.genes == 2000 else f"input_{args.cells}_g{args.genes}.h5ad")
+    )
     if not inp.exists():
-        code = f"from scclust.datasets import simulate; simulate({args.cells}, n_genes={args.genes}).write_h5ad('{inp}')"
+        code = (
+            f"from scclust.datasets import simulate; simulate({args.cells}, n_genes={args.genes}).write_h5ad('{inp}')"
+        )
         subprocess.run([sys.executable, "-c", code], check=True)
     (work / "lab").mkdir(exist_ok=True)
     (work / "lab.py").write_text(LAB)
@@ -228,34 +248,57 @@ def main() -> None:
         lab_runs.append(lab_steps(wall, work / "lab"))
         for i, (name, (extra, env)) in enumerate(runs.items()):
             out = work / f"scclust_{i}"
-            wall, cpu, lines = run_logged([sys.executable, "-m", "scclust", "run", str(ROOT / "configs" / "tutorial.yaml"),
-                                           "--input", str(inp), "--outdir", str(out), *extra], env)
+            wall, cpu, lines = run_logged(
+                [
+                    sys.executable,
+                    "-m",
+                    "scclust",
+                    "run",
+                    str(ROOT / "configs" / "tutorial.yaml"),
+                    "--input",
+                    str(inp),
+                    "--outdir",
+                    str(out),
+                    *extra,
+                ],
+                env,
+            )
             walls[name].append(wall)
             cpus[name].append(cpu)
             steps[name].append(scclust_steps(wall, lines, json.loads((out / "manifest.json").read_text())))
     lab = statistics.median(lab_walls)
     lab_obs = ad.read_h5ad(work / "lab" / "clustered.h5ad", backed="r").obs
-    print(f"{args.cells} cells ({inp}, {inp.stat().st_size / 1e6:.0f} MB), cold processes, median of {args.repeat} "
-          f"(interleaved runs); the lab's scanpy code: {lab:.1f} s ({' / '.join(f'{w:.1f}' for w in lab_walls)}), "
-          f"CPU {statistics.median(lab_cpus):.1f} s")
+    print(
+        f"{args.cells} cells ({inp}, {inp.stat().st_size / 1e6:.0f} MB), cold processes, median of {args.repeat} "
+        f"(interleaved runs); the lab's scanpy code: {lab:.1f} s ({' / '.join(f'{w:.1f}' for w in lab_walls)}), "
+        f"CPU {statistics.median(lab_cpus):.1f} s"
+    )
     print_steps("lab steps", lab_runs)
     for i, name in enumerate(runs):
         out = work / f"scclust_{i}"
         t = statistics.median(walls[name])
         obs = ad.read_h5ad(out / "clustered.h5ad", backed="r").obs
-        aris = ", ".join(f"{r} {adjusted_rand_score(lab_obs[f'leiden_{r}'], obs[f'leiden_{r}']):.3f}" for r in RESOLUTIONS)
-        print(f"  scclust {name}: {t:.1f} s ({' / '.join(f'{w:.1f}' for w in walls[name])}), ratio {lab / t:.2f}x "
-              f"(per run {' / '.join(f'{a / b:.2f}' for a, b in zip(lab_walls, walls[name]))}); "
-              f"CPU {statistics.median(cpus[name]):.1f} s (both processes); Leiden ARI vs the lab: {aris}")
+        aris = ", ".join(
+            f"{r} {adjusted_rand_score(lab_obs[f'leiden_{r}'], obs[f'leiden_{r}']):.3f}" for r in RESOLUTIONS
+        )
+        print(
+            f"  scclust {name}: {t:.1f} s ({' / '.join(f'{w:.1f}' for w in walls[name])}), ratio {lab / t:.2f}x "
+            f"(per run {' / '.join(f'{a / b:.2f}' for a, b in zip(lab_walls, walls[name]))}); "
+            f"CPU {statistics.median(cpus[name]):.1f} s (both processes); Leiden ARI vs the lab: {aris}"
+        )
         print_steps(f"scclust steps ({name})", steps[name])
         lab_t = median_table([by_task(r, 0) for r in lab_runs])
         sc_t = median_table([by_task(r, 1) for r in steps[name]])
-        print("  side by side by task (s, medians; the lab's steps mix some tasks, e.g. its h5ad write is in its figures):")
+        print(
+            "  side by side by task (s, medians; the lab's steps mix some tasks, e.g. its h5ad write is in its figures):"
+        )
         print(f"    {'task':<40} {'lab':>7} {'scclust':>8} {'lab - scclust':>14}")
         for task in lab_t:
             print(f"    {task:<40} {lab_t[task]:7.2f} {sc_t[task]:8.2f} {lab_t[task] - sc_t[task]:14.2f}")
-        print(f"    {'sum':<40} {sum(lab_t.values()):7.2f} {sum(sc_t.values()):8.2f} "
-              f"{sum(lab_t.values()) - sum(sc_t.values()):14.2f}")
+        print(
+            f"    {'sum':<40} {sum(lab_t.values()):7.2f} {sum(sc_t.values()):8.2f} "
+            f"{sum(lab_t.values()) - sum(sc_t.values()):14.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -167,8 +167,11 @@ def test_checkpoint_policy_private_pickle_and_resume(tmp_path, monkeypatch):
     clean, _ = run(_cfg(tmp_path, "clean", resume=False))
     saved = []
     real_save = workflow._save_checkpoint
-    monkeypatch.setattr(workflow, "_save_checkpoint", lambda outdir, adata, done, *a: (saved.append(done),
-                                                                                       real_save(outdir, adata, done, *a)))
+    monkeypatch.setattr(
+        workflow,
+        "_save_checkpoint",
+        lambda outdir, adata, done, *a: (saved.append(done), real_save(outdir, adata, done, *a)),
+    )
 
     def boom(adata, p, ctx):
         raise RuntimeError("embedding failed")
@@ -302,7 +305,8 @@ def test_input_key_check_knows_what_stages_make(tmp_path):
     check_input_keys(raw, cfg)
     with pytest.raises(
         UserError,
-        match=r"embedding.basis 'X_umap_scvi' not in .obsm: did you mean 'X_umap'\? \(in the input: none; made by this run: 'X_pca', 'X_pca_harmony', 'X_umap_harmony', 'X_umap'\)",
+        match=r"embedding.basis 'X_umap_scvi' not in .obsm: did you mean 'X_umap'\? \(in the input: none; "
+        r"made by this run: 'X_pca', 'X_pca_harmony', 'X_umap_harmony', 'X_umap'\)",
     ):
         check_input_keys(
             raw, cfg.model_copy(update={"embedding": [cfg.embedding[0].model_copy(update={"basis": "X_umap_scvi"})]})

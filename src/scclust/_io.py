@@ -23,14 +23,38 @@ from ._input import InputSpec, parse_input
 
 #: Packages whose versions are recorded with every run.
 RECORDED_PACKAGES = [
-    "scclust", "scanpy", "anndata", "numpy", "scipy", "pandas", "scikit-learn", "igraph", "leidenalg",
-    "harmonypy", "umap-learn", "matplotlib", "pydantic", "fastcluster", "hnswlib", "h5py",
+    "scclust",
+    "scanpy",
+    "anndata",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "igraph",
+    "leidenalg",
+    "harmonypy",
+    "umap-learn",
+    "matplotlib",
+    "pydantic",
+    "fastcluster",
+    "hnswlib",
+    "h5py",
 ]
 
 
 #: errno values that mean "the user's output location cannot take the file", not a bug
-_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST,
-                   errno.EISDIR, errno.ENAMETOOLONG, errno.ENOENT}
+_USER_OS_ERRORS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOTDIR,
+    errno.EEXIST,
+    errno.EISDIR,
+    errno.ENAMETOOLONG,
+    errno.ENOENT,
+}
 
 
 @contextlib.contextmanager
@@ -41,8 +65,11 @@ def output_errors(path: str | Path) -> Iterator[None]:
     except OutputError:
         raise
     except OSError as err:
-        full = err.errno in (errno.ENOSPC, errno.EDQUOT) or "no space" in str(err).lower() or (
-            err.errno is None and _disk_full(path))  # h5py reports a full disk without an errno
+        full = (
+            err.errno in (errno.ENOSPC, errno.EDQUOT)
+            or "no space" in str(err).lower()
+            or (err.errno is None and _disk_full(path))
+        )  # h5py reports a full disk without an errno
         if not full and err.errno not in _USER_OS_ERRORS:
             raise
         what = "the disk is full; free space or" if full else f"{(err.strerror or str(err)).lower()};"
@@ -112,7 +139,9 @@ def read_pickle(path: str | Path) -> object:
     with open(path, "rb") as fh:
         st = os.fstat(fh.fileno())
         if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            raise PermissionError(f"{path} is not private to this user (owner {st.st_uid}, mode {st.st_mode & 0o777:o})")
+            raise PermissionError(
+                f"{path} is not private to this user (owner {st.st_uid}, mode {st.st_mode & 0o777:o})"
+            )
         return pickle.load(fh)
 
 
@@ -130,12 +159,19 @@ def resolve_input(spec: str | InputSpec) -> InputSpec:
 def _not_found(spec: InputSpec) -> MissingFileError:
     from .datasets import REMOTE
 
-    return MissingFileError(f"input file not found: {spec} (give an .h5ad path, builtin:simulate / pbmc68k / counts / "
-                            f"integrated or data:{' / '.join(REMOTE)})")
+    return MissingFileError(
+        f"input file not found: {spec} (give an .h5ad path, builtin:simulate / pbmc68k / counts / "
+        f"integrated or data:{' / '.join(REMOTE)})"
+    )
 
 
-def read_input(spec: str | InputSpec, *, progress: Callable[[str], None] | None = None, lazy: bool = False,
-               chunk_cells: int | None = None) -> tuple[AnnData, dict[str, object]]:
+def read_input(
+    spec: str | InputSpec,
+    *,
+    progress: Callable[[str], None] | None = None,
+    lazy: bool = False,
+    chunk_cells: int | None = None,
+) -> tuple[AnnData, dict[str, object]]:
     """Read ``builtin:NAME``, ``data:NAME`` (:func:`resolve_input`) or an .h5ad path fully into memory;
     return it with its fingerprint.
 
@@ -188,7 +224,7 @@ class _Sha256InBackground:
     def _run(self, path: Path) -> None:
         try:
             self._value = sha256_file(path)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread by result()
+        except BaseException as err:
             self._error = err
 
     def result(self) -> str:

@@ -3,7 +3,8 @@
 A stage module holds its ``*Params`` model (generated from the signature and docstring of the
 function it calls: :func:`scclust._params.params_model`; stage-only keys are declared there too),
 its run function and one ``STAGE = Stage(...)`` object. Everything the runner, the config, the
-pre-flight check, the JSON schema and the report need to know about a stage is read from that object; nothing else in the package names a stage.
+pre-flight check, the JSON schema and the report need to know about a stage is read from that
+object; nothing else in the package names a stage.
 """
 
 from __future__ import annotations

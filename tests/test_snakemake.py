@@ -67,7 +67,7 @@ def test_dry_run_lists_every_job(tmp_path):
 def test_bad_paramset_fails_at_parse_time(tmp_path):
     res = _snakemake(tmp_path, _fanout(tmp_path, paramsets={"bad": {"leiden.resolutionz": [1]}}), "-n")
     assert res.returncode != 0
-    assert "unknown key 'leiden.0.resolutionz'" in res.stderr + res.stdout
+    assert "unknown key 'leiden.resolutionz'" in res.stderr + res.stdout
 
 
 @pytest.mark.slow  # a subprocess: full suite, not the fast lane

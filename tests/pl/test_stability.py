@@ -32,7 +32,7 @@ def test_stability_curve(assessed):
     f2 = Figure()
     ax2 = f2.subplots()
     assert scc.pl.stability(res, metric="ic", ax=ax2) is f2
-    with pytest.raises(ConfigError, match="'ari', 'ic'"):
+    with pytest.raises(ConfigError, match="metric: Input should be 'ari' or 'ic'"):
         scc.pl.stability(res, metric="nmi")
     with pytest.raises(MissingKeyError, match="kmeans"):
         scc.pl.stability(res, group="kmeans")

@@ -39,7 +39,7 @@ def test_counts_equal_crosstab_and_fractions_sum_to_one(clustered, normalize):
 def test_proportions_errors(clustered):
     with pytest.raises(MissingKeyError, match="by 'donor' not in .obs"):
         tl.proportions(clustered, groupby="leiden_1.0", by="donor")
-    with pytest.raises(ConfigError, match="normalize 'rows'"):
+    with pytest.raises(ConfigError, match="normalize: Input should be 'index', 'columns' or 'all'"):
         tl.proportions(clustered, groupby="leiden_1.0", by="sample", normalize="rows")
 
 

@@ -71,7 +71,7 @@ def test_errors(clustered):
     a.obs["one"] = pd.Categorical(["x"] * a.n_obs)
     with pytest.raises(InputError, match="at least 2"):
         tl.dendrogram(a, groupby="one")
-    with pytest.raises(ValueError, match="linkage_method 'wards' not valid"):
+    with pytest.raises(ValueError, match="linkage_method: Input should be .*'ward' \\(got 'wards'\\)"):
         tl.dendrogram(a, groupby="leiden_1.0", linkage_method="wards")
     with pytest.raises(MissingKeyError, match="run scclust.tl.dendrogram"):
         get_dendrogram(a, "leiden_2.0")

@@ -39,7 +39,7 @@ def _clustered(adata):
 @pytest.fixture(scope="module")
 def big(sim7332):
     parent = _clustered(sim7332)
-    sub, rep = scc.tl.subcluster(parent, **LAB)
+    sub, rep = scc.tl.subcluster(parent, name="tnk", **LAB)
     return parent, sub, rep
 
 

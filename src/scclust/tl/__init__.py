@@ -7,6 +7,7 @@ from ._hclust import hclust
 from ._heatmap import ClusteredHeatmap, HeatmapInput, cluster_heatmap, heatmap_matrix
 from ._kmeans import kmeans
 from ._leiden import leiden
+from ._markers import marker_table, markers
 from ._mixing import mixing_entropy
 from ._qc import qc_summary
 from ._stability import StabilityResult, stability
@@ -33,6 +34,8 @@ __all__ = [
     "heatmap_matrix",
     "kmeans",
     "leiden",
+    "marker_table",
+    "markers",
     "mixing_entropy",
     "proportions",
     "qc_summary",

@@ -12,6 +12,7 @@ holding only some genes), the same engine runs on Dask in one pass over the stor
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
@@ -49,6 +50,10 @@ def markers_key(groupby: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ engine
+# A non-zero entry is one 64-bit key: gene within its block (16 bits) | its value as an ordered
+# integer (32 bits: float32 bits flipped so that integer order is value order) | its group (16 bits).
+# One sort of a block's keys orders every gene's values; a run of equal (gene, value) is a tie.
+
 def _ordered_bits(values: np.ndarray) -> np.ndarray:
     """float32 values as unsigned integers in the same order (uint64, 32 bits used)."""
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
@@ -58,100 +63,142 @@ def _ordered_bits(values: np.ndarray) -> np.ndarray:
     return bits
 
 
-def _values_from_bits(vb: np.ndarray) -> np.ndarray:
-    pos = vb >= _ZERO32
-    out = np.where(pos, vb ^ _ZERO32, ~vb & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    return out.view(np.float32)
-
-
 def _pack(gene: np.ndarray, vbits: np.ndarray, group: np.ndarray) -> np.ndarray:
-    """Sort keys: gene (16 bits) | ordered value (32 bits) | group (16 bits)."""
     return (gene.astype(np.uint64) << np.uint64(48)) | (vbits << np.uint64(16)) | group.astype(np.uint64)
 
 
-def _keys(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.uint64, np.ndarray | None]:
-    """Unsorted keys of one gene block's non-zeros (``cols``: genes within the block) and the
-    positive threshold of the value bits. float32 values (and float64 values that are exactly
-    float32) are keyed by their bits; other values by their rank among the block's distinct values,
-    and then returned too (sums are taken from them)."""
-    keep = vals != 0
-    if not keep.all():
-        rows, cols, vals = rows[keep], cols[keep], vals[keep]
-    group = codes[rows]
-    if vals.dtype == np.float32 or (vals.dtype.kind == "f" and np.array_equal(vals.astype(np.float32), vals)) \
-            or (vals.dtype.kind in "iu" and np.abs(vals).max(initial=0) < 2**24):
-        return _pack(cols, _ordered_bits(vals.astype(np.float32, copy=False)), group), _ZERO32, None
-    uniq, inv = np.unique(vals, return_inverse=True)
-    zero = np.uint64(np.searchsorted(uniq, 0))
-    return _pack(cols, inv.astype(np.uint64), group), zero, vals.astype(np.float64)
+@functools.cache
+def _kernels():
+    """The compiled kernels (numba, a dependency of scanpy; compiled once, cached on disk)."""
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def pack_csr(data, indices, indptr, codes, g0, g1, keys, sums, sumsq, nnz):  # pragma: no cover - compiled
+        """Keys of the stored non-zeros of columns g0:g1 of a float32 CSR matrix (rows: cells), and
+        per group x gene the sum, the sum of squares (squares in float32, as scanpy) and non-zeros."""
+        k = 0
+        for r in range(indptr.size - 1):
+            grp = codes[r]
+            for p in range(indptr[r], indptr[r + 1]):
+                c = indices[p]
+                v = data[p]
+                if c < g0 or c >= g1 or v == 0:
+                    continue
+                u = np.uint64(np.float32(v).view(np.uint32))
+                if u >> np.uint64(31):
+                    u = ~u & np.uint64(0xFFFFFFFF)
+                else:
+                    u = u | np.uint64(0x80000000)
+                g = c - g0
+                keys[k] = (np.uint64(g) << np.uint64(48)) | (u << np.uint64(16)) | np.uint64(grp)
+                k += 1
+                sums[grp, g] += v
+                sumsq[grp, g] += v * v
+                nnz[grp, g] += 1
+        return k
+
+    @numba.njit(cache=True, nogil=True)
+    def ranks(keys, gene_start, group_of, n_cells, zero, ranksum, ties, zero_rank, nnz):  # pragma: no cover
+        """Per gene of a block (its SORTED keys): rank sum and non-zeros per group (``group_of``:
+        the group of each code, -1 = cell left out), ties averaged, zeros one tie among
+        ``n_cells`` cells; the tie term sum(t^3 - t) and the rank the zeros share."""
+        for g in range(gene_start.size - 1):
+            a, b = gene_start[g], gene_start[g + 1]
+            m = 0
+            neg = 0
+            for i in range(a, b):
+                if group_of[keys[i] & np.uint64(0xFFFF)] >= 0:
+                    m += 1
+                    if ((keys[i] >> np.uint64(16)) & np.uint64(0xFFFFFFFF)) < zero:
+                        neg += 1
+            z = float(n_cells - m)
+            t = z * z * z - z
+            pos = 0
+            i = a
+            while i < b:
+                gv = keys[i] >> np.uint64(16)
+                j = i
+                c = 0
+                while j < b and (keys[j] >> np.uint64(16)) == gv:
+                    if group_of[keys[j] & np.uint64(0xFFFF)] >= 0:
+                        c += 1
+                    j += 1
+                if c > 0:
+                    r = pos + 1.0 + (c - 1) / 2.0
+                    if (gv & np.uint64(0xFFFFFFFF)) >= zero:
+                        r += z
+                    for q in range(i, j):
+                        grp = group_of[keys[q] & np.uint64(0xFFFF)]
+                        if grp >= 0:
+                            ranksum[grp, g] += r
+                            nnz[grp, g] += 1
+                    cf = float(c)
+                    t += cf * cf * cf - cf
+                    pos += c
+                i = j
+            ties[g] = t
+            zero_rank[g] = neg + (z + 1.0) / 2.0
+
+    return pack_csr, ranks
 
 
-def _block_stats(keys: np.ndarray, n_genes: int, n_groups: int, n_cells: int, zero: np.uint64,
-                 group_of: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Per gene of a block, from its SORTED keys: per group (``n_groups`` x ``n_genes``) the rank
-    sum (ranks among ``n_cells`` cells, ties averaged, the zeros of a gene one tie), the number of
-    non-zeros, the sum and the sum of squares of the values (when ``zero`` is the float32 zero, the
-    values are read from the keys); per gene the tie term ``sum(t^3 - t)``.
-
-    ``group_of``: the group of each cell-group code in the keys (a reference comparison maps the
-    codes of two groups to 0 and 1)."""
+def _new_stats(n_groups: int, n_genes: int, sums: bool = True) -> dict[str, np.ndarray]:
     out = {"ranksum": np.zeros((n_groups, n_genes)), "nnz": np.zeros((n_groups, n_genes), np.int64),
-           "ties": np.zeros(n_genes)}
-    n = keys.size
-    gene = (keys >> np.uint64(48)).astype(np.int64)
-    group = (keys & np.uint64(0xFFFF)).astype(np.int64)
-    if group_of is not None:
-        group = group_of[group]
-    vb = (keys >> np.uint64(16)) & np.uint64(0xFFFFFFFF)
-    gene_start = np.searchsorted(gene, np.arange(n_genes + 1))
-    gene_nnz = np.diff(gene_start)
-    z = n_cells - gene_nnz  # zeros per gene
-    if n:
-        gv = keys >> np.uint64(16)
-        first = np.empty(n, bool)
-        first[0] = True
-        np.not_equal(gv[1:], gv[:-1], out=first[1:])
-        del gv
-        starts = np.flatnonzero(first)
-        del first
-        lengths = np.diff(np.append(starts, n))
-        g_run = gene[starts]
-        positive = vb[starts] >= zero
-        # 1-based rank of a run's first value: position in its gene, after the zeros when positive
-        rank = (starts - gene_start[g_run] + 1).astype(np.float64)
-        rank[positive] += z[g_run[positive]]
-        rank += (lengths - 1) / 2.0  # ties averaged
-        idx = group * n_genes + gene  # group-major flat index
-        out["ranksum"] = np.bincount(idx, weights=np.repeat(rank, lengths), minlength=n_groups * n_genes).reshape(n_groups, n_genes)
-        out["nnz"] = np.bincount(idx, minlength=n_groups * n_genes).reshape(n_groups, n_genes)
-        lf = lengths.astype(np.float64)
-        out["ties"] = np.bincount(g_run, weights=lf ** 3 - lf, minlength=n_genes)
-        n_neg = np.bincount(g_run[~positive], weights=lengths[~positive], minlength=n_genes)
-        if zero == _ZERO32:
-            v = _values_from_bits(vb)
-            out["sum"] = np.bincount(idx, weights=v, minlength=n_groups * n_genes).reshape(n_groups, n_genes)
-            # squares in float32, sums in float64: scanpy's sparse mean / variance
-            out["sumsq"] = np.bincount(idx, weights=v * v, minlength=n_groups * n_genes).reshape(n_groups, n_genes)
-    else:
-        n_neg = np.zeros(n_genes)
-        if zero == _ZERO32:
-            out["sum"] = np.zeros((n_groups, n_genes))
-            out["sumsq"] = np.zeros((n_groups, n_genes))
-    zf = z.astype(np.float64)
-    out["ties"] += zf ** 3 - zf
-    out["zero_rank"] = n_neg + (zf + 1) / 2.0  # the rank every zero of the gene shares
+           "ties": np.zeros(n_genes), "zero_rank": np.zeros(n_genes)}
+    if sums:
+        out["sum"] = np.zeros((n_groups, n_genes))
+        out["sumsq"] = np.zeros((n_groups, n_genes))
     return out
 
 
-def _accumulate(total: dict[str, np.ndarray], part: dict[str, np.ndarray], g0: int, g1: int) -> None:
-    for k, v in part.items():
-        total[k][..., g0:g1] = v
+def _rank_block(keys: np.ndarray, n_genes: int, group_of: np.ndarray, n_groups: int, n_cells: int,
+                zero: np.uint64) -> dict[str, np.ndarray]:
+    """:func:`_kernels`' ``ranks`` on one block's sorted keys."""
+    out = _new_stats(n_groups, n_genes, sums=False)
+    gene_start = np.searchsorted(keys, np.arange(n_genes + 1, dtype=np.uint64) << np.uint64(48))
+    _kernels()[1](keys, gene_start, group_of, n_cells, np.uint64(zero), out["ranksum"], out["ties"], out["zero_rank"],
+                  out["nnz"])
+    return out
+
+
+def _block_keys(X: Any, codes: np.ndarray, n_groups: int, g0: int, g1: int) -> tuple[np.ndarray, np.uint64, dict]:
+    """Unsorted keys of columns ``g0:g1`` of ``X`` (cells x genes), the value code of zero, and the
+    group x gene sums, sums of squares and non-zeros of those columns."""
+    B = g1 - g0
+    sums = {"sum": np.zeros((n_groups, B)), "sumsq": np.zeros((n_groups, B)), "nnz": np.zeros((n_groups, B), np.int64)}
+    if sparse.issparse(X) and X.format == "csr" and X.dtype == np.float32:
+        sub = X[:, g0:g1]  # scipy's C++ column slice: O(nnz)
+        keys = np.empty(sub.nnz, np.uint64)
+        k = _kernels()[0](sub.data, sub.indices, sub.indptr, codes, 0, B, keys, sums["sum"], sums["sumsq"], sums["nnz"])
+        return keys[:k], _ZERO32, sums
+    if sparse.issparse(X):
+        sub = sparse.csc_matrix(X[:, g0:g1])
+        rows, vals = sub.indices.astype(np.int64), sub.data
+        cols = np.repeat(np.arange(B), np.diff(sub.indptr))
+    else:
+        block = np.asarray(X[:, g0:g1])
+        rows, cols = np.nonzero(block)
+        vals = block[rows, cols]
+    keep = vals != 0
+    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    group = codes[rows]
+    idx = group * B + cols
+    v = vals.astype(np.float64)
+    v2 = (vals * vals).astype(np.float64)  # squares in the data's precision, as scanpy
+    sums["sum"] = np.bincount(idx, weights=v, minlength=n_groups * B).reshape(n_groups, B)
+    sums["sumsq"] = np.bincount(idx, weights=v2, minlength=n_groups * B).reshape(n_groups, B)
+    sums["nnz"] = np.bincount(idx, minlength=n_groups * B).reshape(n_groups, B)
+    exact32 = vals.dtype == np.float32 or np.array_equal(vals.astype(np.float32), vals)
+    if exact32:
+        return _pack(cols, _ordered_bits(vals.astype(np.float32)), group), _ZERO32, sums
+    uniq, inv = np.unique(vals, return_inverse=True)  # other values: keyed by their rank among the distinct ones
+    return _pack(cols, inv.astype(np.uint64), group), np.uint64(np.searchsorted(uniq, 0)), sums
 
 
 def _gene_blocks(nnz_per_gene: np.ndarray, budget: int) -> list[tuple[int, int]]:
     """Contiguous gene ranges of at most ``budget`` non-zeros (one gene may exceed it alone)."""
     blocks, g0, acc = [], 0, 0
-    for g, c in enumerate(nnz_per_gene):
+    for g, c in enumerate(np.asarray(nnz_per_gene)):
         if g > g0 and (acc + c > budget or g - g0 >= _MAX_BLOCK_GENES):
             blocks.append((g0, g))
             g0, acc = g, 0
@@ -160,111 +207,71 @@ def _gene_blocks(nnz_per_gene: np.ndarray, budget: int) -> list[tuple[int, int]]
     return blocks
 
 
-def _block_coo(X: Any, g0: int, g1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cell, gene within the block, value) of the stored entries of columns ``g0:g1``."""
-    if sparse.issparse(X):
-        if X.format == "csc":
-            lo, hi = X.indptr[g0], X.indptr[g1]
-            cols = np.repeat(np.arange(g1 - g0), np.diff(X.indptr[g0:g1 + 1]))
-            return X.indices[lo:hi].astype(np.int64), cols, X.data[lo:hi]
-        sub = sparse.csr_matrix(X)[:, g0:g1]
-        rows = np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))
-        return rows, sub.indices.astype(np.int64), sub.data
-    block = np.asarray(X[:, g0:g1])
-    rows, cols = np.nonzero(block)
-    return rows, cols, block[rows, cols]
+def _comparisons_stats(keys: np.ndarray, B: int, comparisons: list[tuple[np.ndarray, int]], zero: np.uint64) -> list[dict]:
+    return [_rank_block(keys, B, group_of, 2, n_sub, zero) for group_of, n_sub in comparisons]
 
 
 def _stats_memory(X: Any, codes: np.ndarray, n_groups: int, comparisons: list[tuple[np.ndarray, int]],
                   block_nnz: int) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
-    """Rank statistics of every gene of an in-memory matrix (cells x genes): over all cells
-    (``codes``: group per cell, ``n_groups`` with the unlabelled cells) and, per entry of
-    ``comparisons`` (``(group_of, n_cells)``: codes mapped to 0 / 1 / -1 = left out), over a subset."""
+    """Statistics of every gene of an in-memory matrix (cells x genes): over all cells (``codes``:
+    group per cell, ``n_groups`` with the unlabelled cells) and, per entry of ``comparisons``
+    (``(group_of, n_cells)``: codes mapped to 0 / 1 / -1 = left out), over a subset of them."""
     n_cells, G = X.shape
     if sparse.issparse(X):
-        Xs = X if X.format in ("csr", "csc") else sparse.csr_matrix(X)
-        nnz_gene = np.diff(Xs.indptr) if Xs.format == "csc" else np.bincount(Xs.indices, minlength=G)
-        X = Xs
+        X = X if X.format in ("csr", "csc") else sparse.csr_matrix(X)
+        nnz_gene = np.diff(X.indptr) if X.format == "csc" else np.bincount(X.indices, minlength=G)
     else:
         X = np.asarray(X)
         nnz_gene = np.full(G, n_cells)
-    blocks = _gene_blocks(nnz_gene, block_nnz)
-    total = {"ranksum": np.zeros((n_groups, G)), "nnz": np.zeros((n_groups, G), np.int64), "ties": np.zeros(G),
-             "zero_rank": np.zeros(G), "sum": np.zeros((n_groups, G)), "sumsq": np.zeros((n_groups, G))}
-    pairs = [{"ranksum": np.zeros((2, G)), "nnz": np.zeros((2, G), np.int64), "ties": np.zeros(G),
-              "zero_rank": np.zeros(G)} for _ in comparisons]
-    for g0, g1 in blocks:
-        rows, cols, vals = _block_coo(X, g0, g1)
-        keys, zero, raw_vals = _keys(rows, cols, vals, codes)
-        if raw_vals is not None:  # values that are not float32: sums from the values themselves
-            keep = vals != 0
-            idx = codes[rows[keep]] * (g1 - g0) + cols[keep]
-            s = np.bincount(idx, weights=raw_vals, minlength=n_groups * (g1 - g0)).reshape(n_groups, -1)
-            q = np.bincount(idx, weights=raw_vals ** 2, minlength=n_groups * (g1 - g0)).reshape(n_groups, -1)
-        del rows, cols, vals
+    total = _new_stats(n_groups, G)
+    pairs = [_new_stats(2, G, sums=False) for _ in comparisons]
+    identity = np.arange(n_groups, dtype=np.int64)
+    for g0, g1 in _gene_blocks(nnz_gene, block_nnz):
+        keys, zero, sums = _block_keys(X, codes, n_groups, g0, g1)
         keys.sort()
-        part = _block_stats(keys, g1 - g0, n_groups, n_cells, zero)
-        if raw_vals is not None:
-            part["sum"], part["sumsq"] = s, q
-        _accumulate(total, part, g0, g1)
-        for (group_of, n_sub), acc in zip(comparisons, pairs, strict=True):
-            sub = keys[group_of[(keys & np.uint64(0xFFFF)).astype(np.int64)] >= 0]
-            part = _block_stats(sub, g1 - g0, 2, n_sub, zero, group_of=np.maximum(group_of, 0))
-            part.pop("sum", None)
-            part.pop("sumsq", None)
-            _accumulate(acc, part, g0, g1)
+        part = _rank_block(keys, g1 - g0, identity, n_groups, n_cells, zero)
+        part.update(sum=sums["sum"], sumsq=sums["sumsq"])
+        for k, v in part.items():
+            total[k][..., g0:g1] = v
+        for acc, part in zip(pairs, _comparisons_stats(keys, g1 - g0, comparisons, zero), strict=True):
+            for k, v in part.items():
+                acc[k][..., g0:g1] = v
         logger.debug("markers: genes %d-%d of %d", g0, g1, G)
     return total, pairs
 
 
 # ------------------------------------------------------------------------------------------ out of core
 def _store_chunk_keys(X: sparse.csr_matrix, rows0: int, kept: np.ndarray | None, target_sum: float, g0: int, g1: int,
-                      codes: np.ndarray) -> np.ndarray:
-    """Unsorted keys of genes ``g0:g1`` (of the kept genes) for one row chunk of raw counts,
+                      codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, dict]:
+    """Keys and sums of genes ``g0:g1`` (of the kept genes) for one row chunk of raw counts,
     log-normalized as the out-of-core ``prepare`` did (totals over the kept genes)."""
     from ..pp._lazy import _lognorm_block
 
     X = sparse.csr_matrix(X)
     if kept is not None:
         X = X[:, kept]
-    X = _lognorm_block(X, target_sum)[:, g0:g1]
-    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
-    keys, _, _ = _keys(rows, X.indices.astype(np.int64), X.data, codes[rows0:rows0 + X.shape[0]])
-    return keys
+    X = _lognorm_block(X, target_sum)
+    keys, _, sums = _block_keys(X, codes[rows0:rows0 + X.shape[0]], n_groups, g0, g1)
+    return keys, sums
 
 
-def _store_block_stats(pieces: list[np.ndarray], n_genes: int, n_groups: int, n_cells: int,
+def _store_block_stats(pieces: list, n_genes: int, n_groups: int, n_cells: int,
                        comparisons: list[tuple[np.ndarray, int]]) -> tuple[dict, list[dict]]:
-    """One gene block on a Dask worker: the chunks' keys joined and sorted once, statistics in
-    sub-blocks of at most :data:`BLOCK_NNZ` non-zeros (the temporaries stay small)."""
-    keys = np.concatenate(pieces)
+    """One gene block on a Dask worker: the chunks' keys joined and sorted once."""
+    sums = {k: sum(p[1][k] for p in pieces) for k in ("sum", "sumsq", "nnz")}
+    keys = np.concatenate([p[0] for p in pieces])
     del pieces
     keys.sort()
-    gene = keys >> np.uint64(48)
-    bounds = np.searchsorted(gene, np.arange(n_genes + 1, dtype=np.uint64))
-    del gene
-    sub_blocks = _gene_blocks(np.diff(bounds), BLOCK_NNZ)
-    total = {"ranksum": np.zeros((n_groups, n_genes)), "nnz": np.zeros((n_groups, n_genes), np.int64),
-             "ties": np.zeros(n_genes), "zero_rank": np.zeros(n_genes), "sum": np.zeros((n_groups, n_genes)),
-             "sumsq": np.zeros((n_groups, n_genes))}
-    pairs = [{"ranksum": np.zeros((2, n_genes)), "nnz": np.zeros((2, n_genes), np.int64), "ties": np.zeros(n_genes),
-              "zero_rank": np.zeros(n_genes)} for _ in comparisons]
-    for a, b in sub_blocks:
-        k = keys[bounds[a]:bounds[b]] - (np.uint64(a) << np.uint64(48))
-        _accumulate(total, _block_stats(k, b - a, n_groups, n_cells, _ZERO32), a, b)
-        for (group_of, n_sub), acc in zip(comparisons, pairs, strict=True):
-            sub = k[group_of[(k & np.uint64(0xFFFF)).astype(np.int64)] >= 0]
-            part = _block_stats(sub, b - a, 2, n_sub, _ZERO32, group_of=np.maximum(group_of, 0))
-            part.pop("sum", None)
-            part.pop("sumsq", None)
-            _accumulate(acc, part, a, b)
-    return total, pairs
+    total = _rank_block(keys, n_genes, np.arange(n_groups, dtype=np.int64), n_groups, n_cells, _ZERO32)
+    total.update(sum=sums["sum"], sumsq=sums["sumsq"])
+    return total, _comparisons_stats(keys, n_genes, comparisons, _ZERO32)
 
 
 def _stats_store(adata: AnnData, codes: np.ndarray, n_groups: int, comparisons: list, *, chunk_cells: int | None,
                  block_nnz: int) -> tuple[pd.Index, dict, list[dict]]:
-    """The statistics of every kept gene from the counts store, one Dask pass per gene block; at
-    most two blocks in flight."""
+    """The statistics of every kept gene from the counts store: per gene block one Dask pass over
+    the store (each chunk's keys of the block's genes), joined and sorted by one task; at most two
+    blocks in flight."""
     import dask
 
     from .._dask import _client, _reporting
@@ -277,54 +284,43 @@ def _stats_store(adata: AnnData, codes: np.ndarray, n_groups: int, comparisons: 
     target_sum = float(info.get("target_sum", 1e4))
     G, n_cells = int(kept.sum()), counts.n_obs
     nnz_est = float(info.get("nnz", 0)) * n_cells / max(int(info.get("n_obs", n_cells)), 1) * G / max(counts.n_vars, 1)
-    per_gene = max(nnz_est / max(G, 1), 1.0)
-    width = int(np.clip(block_nnz / per_gene, 1, _MAX_BLOCK_GENES))
+    width = int(np.clip(block_nnz / max(nnz_est / max(G, 1), 1.0), 1, _MAX_BLOCK_GENES))
     blocks = [(g0, min(g0 + width, G)) for g0 in range(0, G, width)]
     logger.info("markers: %d genes of %s in %d block(s) of %d genes (one pass over the store each)", G, info["path"],
                 len(blocks), width)
-    delayed = counts.X.to_delayed().ravel()
+    chunks = counts.X.to_delayed().ravel()
     offsets = np.concatenate([[0], np.cumsum(counts.X.chunks[0])])[:-1]
-    kept_arg = None if kept.all() else kept
     codes_d = dask.delayed(codes, pure=True)
-    kept_d = dask.delayed(kept_arg, pure=True)
+    kept_d = dask.delayed(None if kept.all() else kept, pure=True)
     comps_d = dask.delayed(comparisons, pure=True)
 
     def graph(g0: int, g1: int):
-        pieces = [dask.delayed(_store_chunk_keys, pure=True)(d, int(o), kept_d, target_sum, g0, g1, codes_d)
-                  for d, o in zip(delayed, offsets, strict=True)]
+        pieces = [dask.delayed(_store_chunk_keys, pure=True)(d, int(o), kept_d, target_sum, g0, g1, codes_d, n_groups)
+                  for d, o in zip(chunks, offsets, strict=True)]
         return dask.delayed(_store_block_stats, pure=True)(pieces, g1 - g0, n_groups, n_cells, comps_d)
 
-    total = {"ranksum": np.zeros((n_groups, G)), "nnz": np.zeros((n_groups, G), np.int64), "ties": np.zeros(G),
-             "zero_rank": np.zeros(G), "sum": np.zeros((n_groups, G)), "sumsq": np.zeros((n_groups, G))}
-    pairs = [{"ranksum": np.zeros((2, G)), "nnz": np.zeros((2, G), np.int64), "ties": np.zeros(G),
-              "zero_rank": np.zeros(G)} for _ in comparisons]
+    total = _new_stats(n_groups, G)
+    pairs = [_new_stats(2, G, sums=False) for _ in comparisons]
 
     def take(res, g0, g1):
-        t, ps = res
-        _accumulate(total, t, g0, g1)
-        for acc, p in zip(pairs, ps, strict=True):
-            _accumulate(acc, p, g0, g1)
+        for acc, part in zip([total, *pairs], [res[0], *res[1]], strict=True):
+            for k, v in part.items():
+                acc[k][..., g0:g1] = v
+        logger.info("markers: genes %d of %d done", g1, G)
 
     client = _client()
     with _reporting("markers from the counts store"):
         if client is None:
-            for i, (g0, g1) in enumerate(blocks):
-                (res,) = dask.compute(graph(g0, g1))
-                take(res, g0, g1)
-                logger.info("markers: block %d of %d done", i + 1, len(blocks))
+            for g0, g1 in blocks:
+                take(dask.compute(graph(g0, g1))[0], g0, g1)
         else:
-            from distributed import wait
-
             window: list = []
             for i, (g0, g1) in enumerate(blocks):
                 window.append((client.compute(graph(g0, g1)), g0, g1))
-                if len(window) >= 2 or i == len(blocks) - 1:
-                    while window and (len(window) >= 2 or i == len(blocks) - 1):
-                        fut, a, b = window.pop(0)
-                        wait(fut)
-                        take(fut.result(), a, b)
-                        del fut
-                        logger.info("markers: genes %d of %d done", b, G)
+                while window and (len(window) >= 2 or i == len(blocks) - 1):
+                    fut, a, b = window.pop(0)
+                    take(fut.result(), a, b)
+                    del fut
     return genes, total, pairs
 
 

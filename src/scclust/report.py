@@ -52,7 +52,11 @@ _FLAG_TEXT = {
     "flag_qc": "it differs in QC metrics from the rest",
     "flag_doublet_like": "its cells hold about twice the genes and counts of a typical cell (doublets, or large cells: "
                          "markers of two cell types point to doublets)",
+    "flag_no_marker": "no gene passes its marker filters (expressed in most of its cells, few others, fold change "
+                      "above the bound): likely an over-split; compare it with its nearest cluster or lower the resolution",
 }
+#: section titles of stages whose name alone does not say what their section answers
+_TITLES = {"markers": "What defines each cluster", "annotate": "Cell types from marker sets"}
 #: figures shown first, in this order: file stems that start with these
 _OVERVIEW = ("umap", "dotplot_", "compare", "qc_violin_")
 
@@ -127,7 +131,8 @@ def write_report(
         _flags_section(flags),
     ]
     for name, body in sections:
-        parts.append(f'<section id="s-{_slug(name)}"><h2>{html.escape(name)}</h2>{body}</section>')
+        title = _TITLES.get(name.split("[")[0], name)
+        parts.append(f'<section id="s-{_slug(name)}"><h2>{html.escape(title)}</h2>{body}</section>')
     all_files = sorted(set(files) | {path.name if path.parent == outdir else str(path), "manifest.json"})
     items = "".join(f'<li><a href="{html.escape(f)}">{html.escape(f)}</a></li>' for f in all_files)
     parts.append(f'<section id="files"><h2>Files written by this run ({len(all_files)})</h2><ul class="files">{items}</ul></section>')

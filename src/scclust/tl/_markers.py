@@ -29,7 +29,7 @@ from .._params import validated
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["marker_table", "markers", "markers_key"]
+__all__ = ["marker_expression", "marker_table", "markers", "markers_key", "top_markers"]
 
 #: non-zeros of one gene block in memory (the sort keys take 8 bytes each, the temporaries ~50)
 BLOCK_NNZ = 20_000_000
@@ -480,8 +480,8 @@ def markers(
     ``sc.tl.rank_genes_groups``: ``params`` (``groupby``, ``reference``, ``method``, ``use_raw``,
     ``layer``, ``corr_method``, ``tie_correct``, the three filters, ``source``), per cluster
     structured arrays sorted by decreasing score ``names``, ``scores``, ``logfoldchanges``,
-    ``pvals``, ``pvals_adj`` and ``auroc``, and genes x clusters DataFrames ``pts`` and (against the
-    rest) ``pts_rest``. ``sc.get.rank_genes_groups_df(adata, group=None, key=key_added)`` and
+    ``pvals``, ``pvals_adj`` and ``auroc``, and genes x clusters DataFrames ``pts``, ``means``
+    (mean log-expression) and (against the rest) ``pts_rest``. ``sc.get.rank_genes_groups_df(adata, group=None, key=key_added)`` and
     ``sc.pl.rank_genes_groups_dotplot(adata, key=key_added)`` read it; :func:`marker_table` gives
     the table with the filters applied.
     """
@@ -523,11 +523,12 @@ def markers(
     expm1 = (lambda x: np.expm1(x * np.log(base))) if base is not None else np.expm1
     S, Q, N = st["sum"], st["sumsq"], st["nnz"].astype(np.float64)
     tot_s, tot_q, tot_n = S.sum(axis=0), Q.sum(axis=0), N.sum(axis=0)
-    means = S / sizes[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):  # the unlabelled cells' group may be empty
+        means = S / sizes[:, None]
+        pts = N / sizes[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):  # scanpy's formula (the same rounding)
         var = (Q / sizes[:, None] - means ** 2) * (sizes[:, None] / (sizes[:, None] - 1))
     var = np.maximum(var, 0)
-    pts = N / sizes[:, None]
     tc_all = 1 - st["ties"] / (n ** 3 - n) if tie_correct else np.ones(G)
     res: dict[str, dict[str, np.ndarray]] = {f: {} for f in ("scores", "pvals", "pvals_adj", "logfoldchanges", "auroc")}
     pts_rest = {}
@@ -578,6 +579,7 @@ def markers(
         out[field] = np.rec.fromarrays([res[field][g][order[g]].astype(dt) for g in names],
                                        names=names)
     out["pts"] = pd.DataFrame(pts[:K].T, index=pd.Index(var_names), columns=groups)
+    out["means"] = pd.DataFrame(means[:K].T, index=pd.Index(var_names), columns=groups)
     if ref is None:
         out["pts_rest"] = pd.DataFrame(pts_rest, index=pd.Index(var_names))
     key = key_added or markers_key(groupby)
@@ -657,3 +659,40 @@ def top_markers(adata: AnnData, *, key: str, n_genes: int = 5, passing: bool = T
     table = marker_table(adata, key=key, passing=passing)
     names = list(_result(adata, key)["names"].dtype.names) if clusters is None else list(clusters)
     return {c: list(table.loc[table["cluster"] == c, "gene"].head(n_genes)) for c in names}
+
+
+def marker_expression(adata: AnnData, *, key: str, genes: Sequence[str]) -> AnnData:
+    """Log-normalized expression of ``genes`` for every cell, from where :func:`markers` read it
+    (``.raw``, ``.X``, a layer, or the counts store: one Dask pass over it), as a small AnnData
+    (cells x these genes, sparse) with ``adata``'s ``.obs``, ``.obsm`` and ``.uns`` (dendrograms,
+    colours, the markers of ``key``), for the figures of markers that the in-memory matrices do not hold."""
+    res = _result(adata, key)
+    p = res["params"]
+    genes = list(dict.fromkeys(genes))
+    if str(p.get("source", "")).startswith("the counts store"):
+        from .._dask import compute_rows
+        from ..pp._lazy import _lognorm_block, read_counts
+
+        info = adata.uns["counts_store"]
+        counts = read_counts(adata)
+        kept = np.asarray(info.get("genes_kept", np.ones(counts.n_vars, bool)), dtype=bool)
+        names = counts.var_names[kept]
+        idx = names.get_indexer(genes)
+        X = counts.X[:, np.flatnonzero(kept)] if not kept.all() else counts.X
+        ln = X.map_blocks(_lognorm_block, float(info.get("target_sum", 1e4)), dtype=np.float32)
+        (sub,) = compute_rows(ln[:, idx], what=f"markers: expression of {len(genes)} marker genes")
+        X = sparse.csr_matrix(sub)
+    else:
+        layer = p.get("layer")
+        if layer is not None:
+            src, names = adata.layers[layer], adata.var_names
+        elif p.get("use_raw"):
+            src, names = adata.raw.X, adata.raw.var_names
+        else:
+            src, names = adata.X, adata.var_names
+        X = sparse.csr_matrix(src[:, names.get_indexer(genes)])
+    out = AnnData(X=X, obs=adata.obs.copy(), var=pd.DataFrame(index=pd.Index(genes)))
+    for k, v in adata.obsm.items():
+        out.obsm[k] = v
+    out.uns.update({k: v for k, v in adata.uns.items() if k.startswith("dendrogram_") or k.endswith("_colors") or k == key})
+    return out

@@ -141,6 +141,7 @@ def store(tmp_path_factory):
     return simulate_counts_store(1500, path, n_genes=600, chunk_cells=500, seed=3)
 
 
+@pytest.mark.slow
 def test_store_path_equals_in_memory(store):
     """From the counts store (Dask, ``.raw`` incomplete) the numbers are those of the same
     log-normalized matrix in memory; every kept gene, not just those in ``.raw``."""
@@ -176,7 +177,8 @@ def test_store_path_equals_in_memory(store):
 def test_annotate_simulated_types(sim):
     adata = sim.copy()
     tl.markers(adata, groupby="cell_state")
-    tl.annotate(adata, groupby="cell_state", sets=PBMC_SETS)
+    with pytest.warns(ScclustWarning, match="KLRF1"):  # markers the simulation does not have: left out
+        tl.annotate(adata, groupby="cell_state", sets=PBMC_SETS)
     res = adata.uns["cell_state_annotation"]
     assert list(res["scores"].columns) == list(tl._annotate.load_marker_sets(PBMC_SETS))
     truth = adata.obs["cell_type"].astype(str)
@@ -193,8 +195,7 @@ def test_annotate_margin_and_warnings(pbmc):
     a = adata.uns["bulk_labels_annotation"]["assignment"]
     assert a.loc["CD19+ B", "label"] == "B" and a.loc["CD14+ Monocyte", "label"] == "Mono"
     assert adata.obs["bulk_labels_annotation"].cat.categories[-1] == "unassigned"
-    tl.annotate(adata, groupby="bulk_labels", sets={k: v for k, v in sets.items() if k != "B"} | {"B": ["MS4A1"]},
-                min_margin=1.0)
+    tl.annotate(adata, groupby="bulk_labels", sets=sets | {"B": ["MS4A1"]}, min_margin=1.0)
     assert (adata.obs["bulk_labels_annotation"] == "unassigned").all()
 
 
@@ -249,7 +250,7 @@ def kang(kang_path):
     adata = pp.prepare(raw, batch_key="condition", pca={"n_comps": 50}, graph={"n_neighbors": 20, "n_pcs": 30},
                        umap=None)
     pp.neighbors(adata, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
-    tl.leiden(adata, resolutions=[0.6])
+    tl.leiden(adata, resolutions=[0.6, 1.4])  # CD8 T and NK cells share a cluster up to 1.0
     return adata
 
 
@@ -261,9 +262,10 @@ def test_kang_wilcoxon_equals_scanpy(kang):
 @pytest.mark.shared
 def test_kang_annotation_agrees_with_known_types(kang):
     adata = kang.copy()
-    tl.markers(adata, groupby="leiden_0.6")
-    tl.annotate(adata, groupby="leiden_0.6", sets=PBMC_SETS)
+    tl.markers(adata, groupby="leiden_1.4")
+    with pytest.warns(ScclustWarning, match="CD1C"):  # not in this 9,015-gene subset: left out
+        tl.annotate(adata, groupby="leiden_1.4", sets=PBMC_SETS)
     known = adata.obs["celltype_from_muscat"].dropna().astype(str).map(KANG_TYPES)
-    ours = adata.obs.loc[known.index, "leiden_0.6_annotation"].astype(str)
+    ours = adata.obs.loc[known.index, "leiden_1.4_annotation"].astype(str)
     agree = float((ours == known).mean())
-    assert agree >= 0.9, (agree, adata.uns["leiden_0.6_annotation"]["assignment"])
+    assert agree >= 0.9, (agree, adata.uns["leiden_1.4_annotation"]["assignment"])

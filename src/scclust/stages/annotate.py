@@ -1,5 +1,5 @@
 """``annotate``: cell types of clusters from marker gene sets (:func:`scclust.tl.annotate`), scored on
-the statistics of the ``markers`` stage. Per clustering: ``.obs[f"{key}_annotation"]``, tables
+the statistics of the ``markers`` stage (scaled mean expression per cluster, or AUROC). Per clustering: ``.obs[f"{key}_annotation"]``, tables
 ``annotation_{key}`` (per cluster: label, best set, its score, the runner-up, the margin) and
 ``annotation_{key}_scores`` (clusters x sets), figure ``annotation_umap_{key}``."""
 
@@ -33,7 +33,7 @@ def run(adata, p: Any, ctx: Any) -> None:
                               "markers, annotate])")
     basis = basis_of(adata, p.basis)
     for key in keys:
-        tl.annotate(adata, groupby=key, sets=p.sets, min_score=p.min_score, min_margin=p.min_margin)
+        tl.annotate(adata, groupby=key, **p.model_dump(exclude={"groupby", "basis"}))
         res = adata.uns[f"{key}_annotation"]
         ctx.save_table(res["assignment"], f"annotation_{key}")
         ctx.save_table(res["scores"], f"annotation_{key}_scores")

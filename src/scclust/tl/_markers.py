@@ -7,7 +7,8 @@ sparse rank engine: genes are processed in blocks; for each block the non-zero v
 are sorted once (one ``np.sort`` of 64-bit keys that pack gene, value and cluster) and the zeros of a
 gene share one tied rank, so nothing of size cells x genes is ever dense and the work is
 ``O(nnz log nnz)``. When the run's counts live in a counts store (out-of-core ``prepare``, ``.raw``
-holding only some genes), the same engine runs on Dask in one pass over the store per gene block.
+holding only some genes), the same engine runs on Dask: one pass over the store writes each gene
+block's keys to a scratch folder, then one task per block sorts and ranks them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -33,8 +35,8 @@ __all__ = ["marker_expression", "marker_table", "markers", "markers_key", "top_m
 
 #: non-zeros of one gene block in memory (the sort keys take 8 bytes each, the temporaries ~50)
 BLOCK_NNZ = 20_000_000
-#: non-zeros of one gene block sorted by one Dask task (8 bytes each; statistics in sub-blocks)
-DASK_BLOCK_NNZ = 150_000_000
+#: non-zeros of one gene block sorted by one Dask task (8 bytes each)
+DASK_BLOCK_NNZ = 200_000_000
 #: at most this many genes in one block (16 bits of the sort key)
 _MAX_BLOCK_GENES = 65_535
 #: at most this many groups (16 bits of the sort key; one is the cells without a label)
@@ -241,37 +243,56 @@ def _stats_memory(X: Any, codes: np.ndarray, n_groups: int, comparisons: list[tu
 
 
 # ------------------------------------------------------------------------------------------ out of core
-def _store_chunk_keys(X: sparse.csr_matrix, rows0: int, kept: np.ndarray | None, target_sum: float, g0: int, g1: int,
-                      codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, dict]:
-    """Keys and sums of genes ``g0:g1`` (of the kept genes) for one row chunk of raw counts,
-    log-normalized as the out-of-core ``prepare`` did (totals over the kept genes)."""
+def _store_chunk(X: sparse.csr_matrix, rows0: int, kept: np.ndarray | None, target_sum: float,
+                 blocks: list[tuple[int, int]], codes: np.ndarray, n_groups: int, folder: str, chunk: int) -> dict:
+    """One row chunk of raw counts, read once: log-normalized as the out-of-core ``prepare`` did
+    (totals over the kept genes), its keys written per gene block to ``{folder}/{block}/{chunk}``;
+    returns the group x gene sums, sums of squares and non-zeros, and the keys per block."""
     from ..pp._lazy import _lognorm_block
 
     X = sparse.csr_matrix(X)
     if kept is not None:
         X = X[:, kept]
     X = _lognorm_block(X, target_sum)
-    keys, _, sums = _block_keys(X, codes[rows0:rows0 + X.shape[0]], n_groups, g0, g1)
-    return keys, sums
+    codes = codes[rows0:rows0 + X.shape[0]]
+    G = X.shape[1]
+    out = {"sum": np.zeros((n_groups, G)), "sumsq": np.zeros((n_groups, G)), "nnz": np.zeros((n_groups, G), np.int64),
+           "n_keys": []}
+    for j, (g0, g1) in enumerate(blocks):
+        keys, _, sums = _block_keys(X, codes, n_groups, g0, g1)
+        for k in ("sum", "sumsq", "nnz"):
+            out[k][:, g0:g1] = sums[k]
+        keys.tofile(f"{folder}/{j}/{chunk}")
+        out["n_keys"].append(int(keys.size))
+    return out
 
 
-def _store_block_stats(pieces: list, n_genes: int, n_groups: int, n_cells: int,
-                       comparisons: list[tuple[np.ndarray, int]]) -> tuple[dict, list[dict]]:
-    """One gene block on a Dask worker: the chunks' keys joined and sorted once."""
-    sums = {k: sum(p[1][k] for p in pieces) for k in ("sum", "sumsq", "nnz")}
-    keys = np.concatenate([p[0] for p in pieces])
-    del pieces
+def _store_block(n_keys: list[int], folder: str, j: int, n_genes: int, n_groups: int, n_cells: int,
+                 comparisons: list[tuple[np.ndarray, int]]) -> tuple[dict, list[dict]]:
+    """One gene block: the chunks' keys read into one array (deleted from the scratch folder),
+    sorted once, ranked."""
+    import os
+
+    keys = np.empty(sum(n_keys), np.uint64)
+    at = 0
+    for chunk, n in enumerate(n_keys):
+        path = f"{folder}/{j}/{chunk}"
+        keys[at:at + n] = np.fromfile(path, dtype=np.uint64, count=n)
+        at += n
+        os.remove(path)
     keys.sort()
     total = _rank_block(keys, n_genes, np.arange(n_groups, dtype=np.int64), n_groups, n_cells, _ZERO32)
-    total.update(sum=sums["sum"], sumsq=sums["sumsq"])
     return total, _comparisons_stats(keys, n_genes, comparisons, _ZERO32)
 
 
 def _stats_store(adata: AnnData, codes: np.ndarray, n_groups: int, comparisons: list, *, chunk_cells: int | None,
-                 block_nnz: int) -> tuple[pd.Index, dict, list[dict]]:
-    """The statistics of every kept gene from the counts store: per gene block one Dask pass over
-    the store (each chunk's keys of the block's genes), joined and sorted by one task; at most two
-    blocks in flight."""
+                 block_nnz: int, scratch_dir: str | None) -> tuple[pd.Index, dict, list[dict]]:
+    """The statistics of every kept gene from the counts store, in two Dask steps: one pass over
+    the store (each row chunk read once, its sort keys written per gene block to a scratch folder),
+    then one task per gene block (its keys sorted once and ranked)."""
+    import shutil
+    import tempfile
+
     import dask
 
     from .._dask import _client, _reporting
@@ -286,41 +307,49 @@ def _stats_store(adata: AnnData, codes: np.ndarray, n_groups: int, comparisons: 
     nnz_est = float(info.get("nnz", 0)) * n_cells / max(int(info.get("n_obs", n_cells)), 1) * G / max(counts.n_vars, 1)
     width = int(np.clip(block_nnz / max(nnz_est / max(G, 1), 1.0), 1, _MAX_BLOCK_GENES))
     blocks = [(g0, min(g0 + width, G)) for g0 in range(0, G, width)]
-    logger.info("markers: %d genes of %s in %d block(s) of %d genes (one pass over the store each)", G, info["path"],
-                len(blocks), width)
-    chunks = counts.X.to_delayed().ravel()
-    offsets = np.concatenate([[0], np.cumsum(counts.X.chunks[0])])[:-1]
-    codes_d = dask.delayed(codes, pure=True)
-    kept_d = dask.delayed(None if kept.all() else kept, pure=True)
-    comps_d = dask.delayed(comparisons, pure=True)
+    root = scratch_dir or dask.config.get("temporary-directory", None) or None
+    folder = tempfile.mkdtemp(prefix="scclust-markers-", dir=root)
+    logger.info("markers: %d genes of %s: one pass over the store, then %d block(s) of %d genes (scratch %s)", G,
+                info["path"], len(blocks), width, folder)
+    try:
+        for j in range(len(blocks)):
+            Path(folder, str(j)).mkdir()
+        chunks = counts.X.to_delayed().ravel()
+        offsets = np.concatenate([[0], np.cumsum(counts.X.chunks[0])])[:-1]
+        codes_d = dask.delayed(codes, pure=True)
+        kept_d = dask.delayed(None if kept.all() else kept, pure=True)
+        comps_d = dask.delayed(comparisons, pure=True)
+        parts = [dask.delayed(_store_chunk, pure=True)(d, int(o), kept_d, target_sum, blocks, codes_d, n_groups, folder, i)
+                 for i, (d, o) in enumerate(zip(chunks, offsets, strict=True))]
+        sizes = dask.delayed(lambda *ps: [[p["n_keys"][j] for p in ps] for j in range(len(blocks))])(*parts)
+        sums = dask.delayed(lambda *ps: {k: sum(p[k] for p in ps) for k in ("sum", "sumsq", "nnz")})(*parts)
+        ranked = [dask.delayed(_store_block)(sizes[j], folder, j, g1 - g0, n_groups, n_cells, comps_d)
+                  for j, (g0, g1) in enumerate(blocks)]
+        total = _new_stats(n_groups, G)
+        pairs = [_new_stats(2, G, sums=False) for _ in comparisons]
+        client = _client()
+        with _reporting("markers from the counts store"):
+            if client is None:
+                results = dask.compute(sums, *ranked)
+            else:
+                from distributed import as_completed
 
-    def graph(g0: int, g1: int):
-        pieces = [dask.delayed(_store_chunk_keys, pure=True)(d, int(o), kept_d, target_sum, g0, g1, codes_d, n_groups)
-                  for d, o in zip(chunks, offsets, strict=True)]
-        return dask.delayed(_store_block_stats, pure=True)(pieces, g1 - g0, n_groups, n_cells, comps_d)
-
-    total = _new_stats(n_groups, G)
-    pairs = [_new_stats(2, G, sums=False) for _ in comparisons]
-
-    def take(res, g0, g1):
-        for acc, part in zip([total, *pairs], [res[0], *res[1]], strict=True):
-            for k, v in part.items():
-                acc[k][..., g0:g1] = v
-        logger.info("markers: genes %d of %d done", g1, G)
-
-    client = _client()
-    with _reporting("markers from the counts store"):
-        if client is None:
-            for g0, g1 in blocks:
-                take(dask.compute(graph(g0, g1))[0], g0, g1)
-        else:
-            window: list = []
-            for i, (g0, g1) in enumerate(blocks):
-                window.append((client.compute(graph(g0, g1)), g0, g1))
-                while window and (len(window) >= 2 or i == len(blocks) - 1):
-                    fut, a, b = window.pop(0)
-                    take(fut.result(), a, b)
-                    del fut
+                futures = client.compute([sums, *ranked])
+                where = {f.key: i for i, f in enumerate(futures)}
+                results = [None] * len(futures)
+                for future, value in as_completed(futures, with_results=True):
+                    results[where[future.key]] = value
+                    if where[future.key] > 0:
+                        g1 = blocks[where[future.key] - 1][1]
+                        logger.info("markers: genes up to %d of %d ranked", g1, G)
+        for k in ("sum", "sumsq"):
+            total[k] = results[0][k]
+        for (g0, g1), (t, ps) in zip(blocks, results[1:], strict=True):
+            for acc, part in zip([total, *pairs], [t, *ps], strict=True):
+                for k, v in part.items():
+                    acc[k][..., g0:g1] = v
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return genes, total, pairs
 
 
@@ -419,6 +448,7 @@ def markers(
     max_out_group_fraction: Fraction01 = 0.5,
     min_fold_change: float = 1.0,
     chunk_cells: Annotated[int, Field(ge=100)] | None = None,
+    scratch_dir: str | None = None,
     key_added: str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
@@ -438,9 +468,11 @@ def markers(
     Expression: ``layer`` when given; else ``.raw`` when present (``use_raw=None``; scanpy's
     convention), else ``.X``. When the run's counts live in a counts store
     (``.uns["counts_store"]`` from the out-of-core ``prepare``) and ``.raw`` holds only some genes,
-    every kept gene is read from the store and log-normalized as ``prepare`` did, in one Dask pass
-    per gene block (on the active ``distributed`` client, else Dask's local scheduler); no process
-    holds the whole matrix. Nothing of size cells x genes is made dense in either path.
+    every kept gene is read from the store and log-normalized as ``prepare`` did, on Dask (the
+    active ``distributed`` client, else Dask's local scheduler): one pass over the store writes the
+    sort keys of each gene block to ``scratch_dir``, then one task per gene block sorts and ranks
+    them; no process holds the whole matrix. Nothing of size cells x genes is made dense in either
+    path.
 
     Parameters
     ----------
@@ -469,6 +501,11 @@ def markers(
         Marker filter: log2 fold change above this.
     chunk_cells
         From a counts store: cells per chunk read (default: ~20 million non-zeros per chunk).
+    scratch_dir
+        From a counts store: where the sort keys of the gene blocks are kept between the pass over
+        the store and the ranking (8 bytes per non-zero, removed at the end); default Dask's
+        ``temporary-directory``, else the system's. On a cluster of several machines, a folder every
+        worker sees.
     key_added
         ``.uns`` key of the results; default ``markers_{groupby}``.
     copy
@@ -515,7 +552,7 @@ def markers(
             comparisons.append((group_of, int(sizes[k] + sizes[ref])))
     if from_store:
         var_names, st, pairs = _stats_store(adata, codes_all, n_groups, comparisons, chunk_cells=chunk_cells,
-                                            block_nnz=DASK_BLOCK_NNZ)
+                                            block_nnz=DASK_BLOCK_NNZ, scratch_dir=scratch_dir)
     else:
         st, pairs = _stats_memory(X, codes_all, n_groups, comparisons, BLOCK_NNZ)
     G = len(var_names)

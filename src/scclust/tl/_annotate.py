@@ -54,7 +54,7 @@ def annotate(
     adata: AnnData,
     *,
     groupby: str,
-    sets: dict[str, list[str]] | Path | str,
+    sets: dict[str, list[str]] | Path | str | None = None,
     key: str | None = None,
     score: Literal["scaled_mean", "auroc"] = "scaled_mean",
     min_score: Annotated[float, Field(ge=0, le=1)] | None = None,
@@ -83,7 +83,7 @@ def annotate(
         The clustering.
     sets
         ``{cell type: [gene, ...]}``, or the path of a YAML file holding that mapping
-        (``configs/markers_pbmc.yaml``).
+        (``configs/markers_pbmc.yaml``: the eight PBMC types); required.
     key
         ``.uns`` key of the markers; default ``markers_{groupby}``.
     score
@@ -101,6 +101,9 @@ def annotate(
     ``"unassigned"``) and ``.uns[key_added]`` with ``scores`` (clusters x sets DataFrame),
     ``assignment`` (per cluster: ``label``, ``best``, ``score``, ``second``, ``margin``) and ``params``.
     """
+    if sets is None:
+        raise ConfigError("annotate: no marker sets; give sets: a mapping of cell types to genes ({B: [MS4A1, "
+                          "CD79A], ...}) or a YAML file of them (configs/markers_pbmc.yaml)")
     sets = load_marker_sets(sets)
     key = key or markers_key(groupby)
     res = _result(adata, key)

@@ -44,8 +44,8 @@ def test_markers_and_annotate_stages(tmp_path):
         assert set(adata.obs[f"{key}_annotation"].cat.categories) <= set(SETS) | {"unassigned"}
     html = (out / "report.html").read_text()
     assert "What defines each cluster" in html and "Cell types from marker sets" in html
-    b = adata.obs["bulk_labels"] == "CD19+ B"
-    assert (adata.obs.loc[b, "leiden_0.5_annotation"] == "B").mean() > 0.8
+    b_cluster = adata.obs.loc[adata.obs["bulk_labels"] == "CD19+ B", "leiden_0.5"].value_counts().idxmax()
+    assert set(adata.obs.loc[adata.obs["leiden_0.5"] == b_cluster, "leiden_0.5_annotation"]) == {"B"}
 
 
 @pytest.mark.slow

@@ -88,8 +88,13 @@ def run(adata, p: Any, ctx: Any) -> None:
             ctx.save_figure(pl.clustered_heatmap(hm, row_annotations=marker_of, title=f"Top markers of {key}"),
                             f"markers_heatmap_{key}")
         if basis is not None and basis in adata.obsm:
-            ctx.save_figure(pl.embedding(small, basis=basis, color=best, use_raw=use_raw,
-                                         title=f"Best marker of each cluster of {key}"), f"markers_umap_{key}")
+            fig = pl.embedding(small, basis=basis, color=best, use_raw=use_raw,
+                               title=f"Best marker of each cluster of {key}")
+            for ax in fig.axes:  # each panel names the cluster(s) its gene marks best
+                if ax.get_title() in best:
+                    gene = ax.get_title()
+                    ax.set_title(f"{', '.join(c for c, gs in top.items() if gs and gs[0] == gene)}: {gene}")
+            ctx.save_figure(fig, f"markers_umap_{key}")
 
 
 def summary(adata, key: str, *, top: int = 5) -> pd.DataFrame:

@@ -47,15 +47,14 @@ def store_path(cache: Path, n: int, n_genes: int) -> Path:
 def child(args) -> None:
     import anndata as ad
     import numpy as np
-    import pandas as pd
     import scanpy as sc
 
     path = Path(args.store)
     out: dict = {}
     t0 = time.perf_counter()
     if args.child == "store":
-        from anndata.io import read_elem
         import h5py
+        from anndata.io import read_elem
 
         from scclust import tl
         from scclust._dask import dask_client

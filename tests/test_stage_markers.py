@@ -51,7 +51,7 @@ def test_markers_and_annotate_stages(tmp_path):
 @pytest.mark.slow
 def test_groupby_given_and_flag_in_report(tmp_path):
     cfg = _cfg(tmp_path, stages=["markers", "report"], markers={"groupby": ["bulk_labels"], "min_fold_change": 50})
-    adata, manifest = run(cfg)
+    run(cfg)
     out = tmp_path / "out"
     summary = pd.read_csv(out / "tables" / "markers_bulk_labels_summary.csv", index_col=0)
     assert summary["flag_no_marker"].all()  # no gene passes a 2^50 fold change

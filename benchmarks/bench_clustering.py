@@ -117,7 +117,9 @@ def make_input(n_cells: int, workdir: Path) -> Path:
         from scclust.datasets import simulate
 
         sim = simulate(7332, seed=0)
-        base = ad.AnnData(obs=sim.obs[["cell_type", "sample"]].copy(), obsm={"X_pca_harmony": sim.obsm["X_pca_harmony"]})
+        base = ad.AnnData(
+            obs=sim.obs[["cell_type", "sample"]].copy(), obsm={"X_pca_harmony": sim.obsm["X_pca_harmony"]}
+        )
         base.write_h5ad(base_path)
     if n_cells == 7332:
         return base_path
@@ -173,8 +175,10 @@ def agreement(lab_csv: Path, ours_csv: Path, truth) -> list[str]:
         vs_truth = adjusted_rand_score(truth, ours[key])
         vs_lab = f"{adjusted_rand_score(lab[key], ours[key]):.3f}" if key in lab else "  -  "
         lab_truth = f"{adjusted_rand_score(truth, lab[key]):.3f}" if key in lab else "  -  "
-        lines.append(f"    {key:<12} ARI(ours, lab) {vs_lab}   ARI vs truth: ours {vs_truth:.3f}, lab {lab_truth}"
-                     f"   clusters: ours {ours[key].nunique()}" + (f", lab {lab[key].nunique()}" if key in lab else ""))
+        lines.append(
+            f"    {key:<12} ARI(ours, lab) {vs_lab}   ARI vs truth: ours {vs_truth:.3f}, lab {lab_truth}"
+            f"   clusters: ours {ours[key].nunique()}" + (f", lab {lab[key].nunique()}" if key in lab else "")
+        )
     return lines
 
 
@@ -182,10 +186,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, nargs="+", default=[7332])
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scclust_bench")
-    ap.add_argument("--lab-timeout", type=float, default=1800,
-                    help="stop the lab's process after this many seconds (reported as not finished)")
-    ap.add_argument("--lab-ward-max", type=int, default=30_000,
-                    help="skip the lab's AgglomerativeClustering above this many cells (n x n matrix)")
+    ap.add_argument(
+        "--lab-timeout",
+        type=float,
+        default=1800,
+        help="stop the lab's process after this many seconds (reported as not finished)",
+    )
+    ap.add_argument(
+        "--lab-ward-max",
+        type=int,
+        default=30_000,
+        help="skip the lab's AgglomerativeClustering above this many cells (n x n matrix)",
+    )
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     import anndata as ad
@@ -209,13 +221,19 @@ def main() -> None:
             print(f"  {name:<8} wall {res['wall']:8.2f} s   peak RSS {res['peak_mb']:8.0f} MB   ({steps})")
         if not run_ward:
             gb = n * (n - 1) / 2 * 8 / 1e9
-            print(f"  lab's Ward (AgglomerativeClustering) skipped: its n x n distance matrix needs ~{gb:.0f} GB "
-                  f"(> {args.lab_ward_max:,} cells; this machine has 24 GB). scclust's Ward completed in "
-                  f"{ours['steps']['ward x3']:.1f} s within the peak RSS above.")
-            print(f"  ratio lab/scclust (lab without Ward): wall {lab['wall'] / ours['wall']:.2f}x, "
-                  f"peak RSS {lab['peak_mb'] / ours['peak_mb']:.2f}x")
+            print(
+                f"  lab's Ward (AgglomerativeClustering) skipped: its n x n distance matrix needs ~{gb:.0f} GB "
+                f"(> {args.lab_ward_max:,} cells; this machine has 24 GB). scclust's Ward completed in "
+                f"{ours['steps']['ward x3']:.1f} s within the peak RSS above."
+            )
+            print(
+                f"  ratio lab/scclust (lab without Ward): wall {lab['wall'] / ours['wall']:.2f}x, "
+                f"peak RSS {lab['peak_mb'] / ours['peak_mb']:.2f}x"
+            )
         else:
-            print(f"  ratio lab/scclust: wall {lab['wall'] / ours['wall']:.2f}x, peak RSS {lab['peak_mb'] / ours['peak_mb']:.2f}x")
+            print(
+                f"  ratio lab/scclust: wall {lab['wall'] / ours['wall']:.2f}x, peak RSS {lab['peak_mb'] / ours['peak_mb']:.2f}x"
+            )
         for line in agreement(lab_csv, ours_csv, truth):
             print(line)
 

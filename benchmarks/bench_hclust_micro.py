@@ -45,10 +45,20 @@ def main() -> None:
     for m in args.micro:
         for seed in (0, 1):
             t = time.perf_counter()
-            b = scc.tl.hclust(a, use_rep="X_pca_harmony", n_clusters=[5, 10, 15], backend="micro",
-                              n_micro_clusters=m, random_state=seed, copy=True)
+            b = scc.tl.hclust(
+                a,
+                use_rep="X_pca_harmony",
+                n_clusters=[5, 10, 15],
+                backend="micro",
+                n_micro_clusters=m,
+                random_state=seed,
+                copy=True,
+            )
             scores = [round(ari(exact[k], b.obs[f"hclust_{k}"]), 3) for k in (5, 10, 15)]
-            print(f"micro-clusters {m}, seed {seed}: {time.perf_counter() - t:.1f} s, ARI vs exact at k=5/10/15 {scores}", flush=True)
+            print(
+                f"micro-clusters {m}, seed {seed}: {time.perf_counter() - t:.1f} s, ARI vs exact at k=5/10/15 {scores}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -94,8 +94,12 @@ def recall(idx, ref) -> float:
 def run(backend: str, path: Path, out: Path, k: int, dims: int, threads: int) -> dict:
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(threads))
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, backend, str(path), str(out), str(k), str(dims), str(threads)],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, backend, str(path), str(out), str(k), str(dims), str(threads)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{backend} failed:\n{proc.stderr[-3000:]}")
@@ -115,7 +119,9 @@ def main() -> None:
     import numpy as np
     from bench_clustering import make_input
 
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.threads} thread(s); k={args.k}, dims={args.dims}")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.threads} thread(s); k={args.k}, dims={args.dims}"
+    )
     for n in args.cells:
         path = make_input(n, args.workdir)
         print(f"\n=== {n:,} cells ===")
@@ -126,8 +132,11 @@ def main() -> None:
             idx = np.load(out)
             if ref is None:
                 ref = idx
-            print(f"  {b:<12} knn {res['knn']:7.2f} s  (import {res['import']:5.2f} s, process wall {res['wall']:6.2f} s)"
-                  f"  recall {recall(idx, ref):.4f}", flush=True)
+            print(
+                f"  {b:<12} knn {res['knn']:7.2f} s  (import {res['import']:5.2f} s, process wall {res['wall']:6.2f} s)"
+                f"  recall {recall(idx, ref):.4f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

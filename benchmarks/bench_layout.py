@@ -38,10 +38,12 @@ def quality(Y: np.ndarray, graph, types: np.ndarray, sample: np.ndarray) -> dict
     _, idx = nn.kneighbors(Y[sample])
     kept = []
     for row, cell in zip(idx, sample, strict=True):
-        nbrs = graph.indices[graph.indptr[cell]:graph.indptr[cell + 1]]
+        nbrs = graph.indices[graph.indptr[cell] : graph.indptr[cell + 1]]
         kept.append(np.isin(nbrs, row[1:]).mean())
-    return {"knn_kept": round(float(np.mean(kept)), 4),
-            "silhouette_types": round(float(silhouette_score(Y[sample], types[sample])), 4)}
+    return {
+        "knn_kept": round(float(np.mean(kept)), 4),
+        "silhouette_types": round(float(silhouette_score(Y[sample], types[sample])), 4),
+    }
 
 
 def main() -> None:
@@ -60,8 +62,10 @@ def main() -> None:
     a = simulate_integrated(n_cells=args.cells)
     t = time.perf_counter()
     pp.neighbors(a, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
-    print(json.dumps({"n_cells": a.n_obs, "knn_seconds": round(time.perf_counter() - t, 1), "cores": os.cpu_count()}),
-          flush=True)
+    print(
+        json.dumps({"n_cells": a.n_obs, "knn_seconds": round(time.perf_counter() - t, 1), "cores": os.cpu_count()}),
+        flush=True,
+    )
     w = simulate_integrated(n_cells=2000)
     pp.neighbors(w, use_rep="X_pca_harmony", n_neighbors=20)
     pp.umap(w, n_epochs=5, init="pca")  # numba warm-up (the seeded path)
@@ -87,9 +91,24 @@ def main() -> None:
 
         def parallel(seed_stream, data=X, graph_=coo, init=start, n_epochs=args.epochs):
             Y, _ = uu.simplicial_set_embedding(
-                data=data, graph=graph_, n_components=2, initial_alpha=1.0, a=a_, b=b_, gamma=1.0,
-                negative_sample_rate=5, n_epochs=n_epochs, init=init, random_state=seed_stream, metric="euclidean",
-                metric_kwds={}, densmap=False, densmap_kwds={}, output_dens=False, parallel=True)
+                data=data,
+                graph=graph_,
+                n_components=2,
+                initial_alpha=1.0,
+                a=a_,
+                b=b_,
+                gamma=1.0,
+                negative_sample_rate=5,
+                n_epochs=n_epochs,
+                init=init,
+                random_state=seed_stream,
+                metric="euclidean",
+                metric_kwds={},
+                densmap=False,
+                densmap_kwds={},
+                output_dens=False,
+                parallel=True,
+            )
             return Y
 
         Xw = np.asarray(w.obsm["X_pca_harmony"][:, :30], dtype=np.float32)  # compiles the parallel kernels
@@ -98,8 +117,15 @@ def main() -> None:
         Y1 = parallel(np.random.RandomState(0))
         sec = time.perf_counter() - t
         Y2 = parallel(np.random.RandomState(0))
-        report("umap_parallel", sec, Y1, epochs=args.epochs, threads=os.cpu_count(), reproducible=bool(np.array_equal(Y1, Y2)),
-               max_abs_diff_rerun=round(float(np.abs(Y1 - Y2).max()), 3))
+        report(
+            "umap_parallel",
+            sec,
+            Y1,
+            epochs=args.epochs,
+            threads=os.cpu_count(),
+            reproducible=bool(np.array_equal(Y1, Y2)),
+            max_abs_diff_rerun=round(float(np.abs(Y1 - Y2).max()), 3),
+        )
 
     if "opentsne" not in args.skip:
         from openTSNE import TSNEEmbedding, affinity, initialization
@@ -107,17 +133,25 @@ def main() -> None:
         t = time.perf_counter()
         P = a.obsp["connectivities"].tocsr().astype(np.float64)
         aff = affinity.PrecomputedAffinities(P / P.sum())
-        emb = TSNEEmbedding(initialization.rescale(start.astype(np.float64)), aff, n_jobs=os.cpu_count(),
-                            random_state=0, negative_gradient_method="fft")
+        emb = TSNEEmbedding(
+            initialization.rescale(start.astype(np.float64)),
+            aff,
+            n_jobs=os.cpu_count(),
+            random_state=0,
+            negative_gradient_method="fft",
+        )
         emb = emb.optimize(250, exaggeration=12, momentum=0.5)
         emb = emb.optimize(500, momentum=0.8)
         report("opentsne", time.perf_counter() - t, np.asarray(emb), iterations=750, threads=os.cpu_count())
 
     base = rows[0]["seconds"]
     for row in rows[1:]:
-        print(f"{row['layout']}: {base / row['seconds']:.2f}x the speed of scclust's layout, knn_kept "
-              f"{row['knn_kept']} vs {rows[0]['knn_kept']}, silhouette {row['silhouette_types']} vs "
-              f"{rows[0]['silhouette_types']}", flush=True)
+        print(
+            f"{row['layout']}: {base / row['seconds']:.2f}x the speed of scclust's layout, knn_kept "
+            f"{row['knn_kept']} vs {rows[0]['knn_kept']}, silhouette {row['silhouette_types']} vs "
+            f"{rows[0]['silhouette_types']}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ RSS of the process and its children (the Dask workers), sampled every 0.5 s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -65,9 +66,16 @@ def child(args) -> None:
             var = read_elem(f["var"])
         n_obs, n_vars, nnz = store_nnz(path)
         adata = ad.AnnData(obs=obs[["cell_state"]])
-        adata.uns["counts_store"] = {"path": str(path.resolve()), "format": "h5ad", "n_obs": n_obs, "n_vars": n_vars,
-                                     "nnz": nnz, "genes_kept": np.ones(len(var), bool), "target_sum": 1e4,
-                                     "raw_complete": False}
+        adata.uns["counts_store"] = {
+            "path": str(path.resolve()),
+            "format": "h5ad",
+            "n_obs": n_obs,
+            "n_vars": n_vars,
+            "nnz": nnz,
+            "genes_kept": np.ones(len(var), bool),
+            "target_sum": 1e4,
+            "raw_complete": False,
+        }
         out["load_seconds"] = time.perf_counter() - t0
         with dask_client() as client:
             out["workers"] = len(client.scheduler_info()["workers"])
@@ -115,18 +123,21 @@ def measured(cmd: list[str], timeout: float | None) -> dict:
             import signal
 
             for pid in tree_rss(proc.pid):
-                try:
+                with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
             timed_out = True
             break
         time.sleep(0.5)
     proc.wait()
     reader.join(timeout=5)
     res = next((json.loads(x[7:]) for x in lines if x.startswith("RESULT ")), {})
-    return {**res, "wall": time.perf_counter() - t0, "peak_gb": peak / 2**30, "timed_out": timed_out,
-            "returncode": proc.returncode}
+    return {
+        **res,
+        "wall": time.perf_counter() - t0,
+        "peak_gb": peak / 2**30,
+        "timed_out": timed_out,
+        "returncode": proc.returncode,
+    }
 
 
 def compare(ours_path: Path, theirs_path: Path) -> dict:
@@ -163,23 +174,31 @@ def main() -> None:
     for n in args.cells:
         path = store_path(args.cache, n, args.genes)
         if n <= args.memory_max:
-            ours = measured([*me, "--child", "scclust", "--store", str(path), "--result", str(args.cache / f"ours_{n}.pkl")],
-                            None)
+            ours = measured(
+                [*me, "--child", "scclust", "--store", str(path), "--result", str(args.cache / f"ours_{n}.pkl")], None
+            )
             rows.append({"cells": n, "tool": "scclust tl.markers (memory)", **ours})
             print(json.dumps(rows[-1]), flush=True)
             if not args.no_scanpy:
-                sc_res = measured([*me, "--child", "scanpy", "--store", str(path), "--result",
-                                   str(args.cache / f"scanpy_{n}.pkl")], args.scanpy_timeout)
+                sc_res = measured(
+                    [*me, "--child", "scanpy", "--store", str(path), "--result", str(args.cache / f"scanpy_{n}.pkl")],
+                    args.scanpy_timeout,
+                )
                 rows.append({"cells": n, "tool": "scanpy rank_genes_groups wilcoxon", **sc_res})
                 print(json.dumps(rows[-1]), flush=True)
                 if sc_res["timed_out"]:
                     lower = args.scanpy_timeout - sc_res.get("load_seconds", 0.0)
-                    print(f"scanpy stopped after {args.scanpy_timeout:.0f} s: > {lower:.0f} s for the call; speed-up "
-                          f">= {lower / ours['seconds']:.1f}x", flush=True)
+                    print(
+                        f"scanpy stopped after {args.scanpy_timeout:.0f} s: > {lower:.0f} s for the call; speed-up "
+                        f">= {lower / ours['seconds']:.1f}x",
+                        flush=True,
+                    )
                 else:
-                    print(f"speed-up {sc_res['seconds'] / ours['seconds']:.1f}x; equality: "
-                          f"{json.dumps(compare(args.cache / f'ours_{n}.pkl', args.cache / f'scanpy_{n}.pkl'))}",
-                          flush=True)
+                    print(
+                        f"speed-up {sc_res['seconds'] / ours['seconds']:.1f}x; equality: "
+                        f"{json.dumps(compare(args.cache / f'ours_{n}.pkl', args.cache / f'scanpy_{n}.pkl'))}",
+                        flush=True,
+                    )
         else:
             res = measured([*me, "--child", "store", "--store", str(path)], None)
             rows.append({"cells": n, "tool": "scclust tl.markers (counts store, Dask)", **res})

@@ -139,8 +139,11 @@ def _run(cmd: list[str], log: Path) -> dict:
         out, _ = proc.communicate()
         stop.set()
         th.join()
-    res = {"wall_seconds": round(time.perf_counter() - t0, 1), "peak_tree_rss_gb": round(peak[0] / 1e9, 2),
-           "returncode": proc.returncode}
+    res = {
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "peak_tree_rss_gb": round(peak[0] / 1e9, 2),
+        "returncode": proc.returncode,
+    }
     for line in out.splitlines():
         if line.startswith("RESULT "):
             res.update(json.loads(line[7:]))
@@ -157,8 +160,13 @@ def main() -> None:
     ap.add_argument("--scanpy-max", type=int, default=200_000, help="largest size for the in-memory scanpy chain")
     ap.add_argument("--no-umap", action="store_true", help="skip UMAP on both sides")
     ap.add_argument("--workflow", action="store_true", help="also time the whole CLI run (configs/atlas_ooc.yaml)")
-    ap.add_argument("--umap-scan", type=int, metavar="N", help="only: UMAP time per number of epochs on the kNN graph "
-                    "of N cells (simulate_integrated), to extrapolate to 1M cells")
+    ap.add_argument(
+        "--umap-scan",
+        type=int,
+        metavar="N",
+        help="only: UMAP time per number of epochs on the kNN graph "
+        "of N cells (simulate_integrated), to extrapolate to 1M cells",
+    )
     ap.add_argument("--epochs", default="25,50,100,200")
     args = ap.parse_args()
     work = Path(args.workdir)
@@ -175,22 +183,45 @@ def main() -> None:
         path = work / f"counts_{n}x{args.genes}.h5ad"
         rows = []
         if not path.exists():
-            code = ("import sys; from scclust.datasets import simulate_counts_store; "
-                    f"simulate_counts_store({n}, sys.argv[1], n_genes={args.genes})")
+            code = (
+                "import sys; from scclust.datasets import simulate_counts_store; "
+                f"simulate_counts_store({n}, sys.argv[1], n_genes={args.genes})"
+            )
             rows.append({"side": "simulate", **_run([sys.executable, "-c", code, str(path)], work / f"sim_{n}.log")})
             rows[-1]["file_gb"] = round(path.stat().st_size / 1e9, 2)
-        rows.append({"side": "scclust_ooc", **_run([sys.executable, "-c", OURS, str(path), umap], work / f"ooc_{n}.log")})
+        rows.append(
+            {"side": "scclust_ooc", **_run([sys.executable, "-c", OURS, str(path), umap], work / f"ooc_{n}.log")}
+        )
         if n <= args.scanpy_max:
-            rows.append({"side": "scanpy_memory",
-                         **_run([sys.executable, "-c", SCANPY, str(path), umap], work / f"scanpy_{n}.log")})
+            rows.append(
+                {
+                    "side": "scanpy_memory",
+                    **_run([sys.executable, "-c", SCANPY, str(path), umap], work / f"scanpy_{n}.log"),
+                }
+            )
             a, b = rows[-2], rows[-1]
             if not a["returncode"] and not b["returncode"]:
-                rows.append({"side": "ratio scanpy/ooc", "wall": round(b["wall_seconds"] / a["wall_seconds"], 2),
-                             "peak": round(b["peak_tree_rss_gb"] / a["peak_tree_rss_gb"], 2)})
+                rows.append(
+                    {
+                        "side": "ratio scanpy/ooc",
+                        "wall": round(b["wall_seconds"] / a["wall_seconds"], 2),
+                        "peak": round(b["peak_tree_rss_gb"] / a["peak_tree_rss_gb"], 2),
+                    }
+                )
         if args.workflow:
             cfg = Path(__file__).resolve().parents[1] / "configs" / "atlas_ooc.yaml"
-            cmd = [sys.executable, "-m", "scclust", "run", str(cfg), "--input", str(path), "--outdir",
-                   str(work / f"run_{n}"), "--no-resume"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "scclust",
+                "run",
+                str(cfg),
+                "--input",
+                str(path),
+                "--outdir",
+                str(work / f"run_{n}"),
+                "--no-resume",
+            ]
             rows.append({"side": "workflow", **_run(cmd, work / f"workflow_{n}.log")})
         for r in rows:
             r.update(n_cells=n, n_genes=args.genes)

@@ -48,7 +48,9 @@ def mark(name, t):
     print(json.dumps(steps[-1]), file=sys.stderr, flush=True)
 """
 
-OURS = COMMON + r"""
+OURS = (
+    COMMON
+    + r"""
 import logging
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
 import anndata as ad
@@ -66,8 +68,11 @@ info = {"knn": {k: v for k, v in adata.uns["neighbors"]["knn"].items()}, "hclust
         "n_clusters": {k: int(adata.obs[k].nunique()) for k in adata.obs if k.startswith(("leiden_", "kmeans", "hclust_"))}}
 print(json.dumps({"steps": steps, "info": info}))
 """.replace("RES", repr(RES)).replace("KS", repr(KS))
+)
 
-LAB = COMMON + r"""
+LAB = (
+    COMMON
+    + r"""
 import warnings; warnings.simplefilter("ignore")
 import anndata as ad
 import pandas as pd
@@ -90,6 +95,7 @@ n = adata.n_obs
 steps.append({"stage": "hclust ward x3", "skipped": f"AgglomerativeClustering(linkage='ward') needs the n x n distance matrix: {n * (n - 1) / 2 * 8 / 1e9:.0f} GB at {n} cells"})
 print(json.dumps({"steps": steps, "info": {}}))
 """.replace("RES", repr(RES)).replace("KS", repr(KS))
+)
 
 AGREE = r"""
 import json, sys, time
@@ -122,8 +128,14 @@ def run(code: str, path: Path, log: Path, timeout: float | None = None) -> dict:
     t0 = time.perf_counter()
     with open(log, "w") as err:
         try:
-            proc = subprocess.run([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, stderr=err, text=True,
-                                  env=env, timeout=timeout)
+            proc = subprocess.run(
+                [sys.executable, "-c", code, str(path)],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env=env,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired:
             steps = []
             for line in log.read_text().splitlines():
@@ -168,8 +180,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--lab-max", type=int, default=100_000, help="run the lab's way up to this size")
-    ap.add_argument("--lab-timeout", type=float, default=1800, help="stop the lab's way after this many seconds (ratio then a lower bound)")
-    ap.add_argument("--agreement", action="store_true", help="kNN backends and Leiden ivf-vs-exact ARI (sizes <= --lab-max)")
+    ap.add_argument(
+        "--lab-timeout",
+        type=float,
+        default=1800,
+        help="stop the lab's way after this many seconds (ratio then a lower bound)",
+    )
+    ap.add_argument(
+        "--agreement", action="store_true", help="kNN backends and Leiden ivf-vs-exact ARI (sizes <= --lab-max)"
+    )
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scclust_scale")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -187,19 +206,28 @@ def main() -> None:
             t_ours_all = ours["wall"]
             if lab.get("timed_out"):
                 t_lab = lab["wall"] - sum(s.get("seconds", 0) for s in lab["steps"] if s["stage"] in ("import", "read"))
-                print(f"  ratio lab / scclust: the lab's way did not finish in {args.lab_timeout:.0f} s: neighbors + leiden x4 + "
-                      f"kmeans x3 >= {t_lab:.1f} / {t_ours:.1f} s = >= {t_lab / t_ours:.1f}x; process wall >= "
-                      f"{lab['wall']:.1f} / {t_ours_all:.1f} s = >= {lab['wall'] / t_ours_all:.1f}x")
+                print(
+                    f"  ratio lab / scclust: the lab's way did not finish in {args.lab_timeout:.0f} s: neighbors + leiden x4 + "
+                    f"kmeans x3 >= {t_lab:.1f} / {t_ours:.1f} s = >= {t_lab / t_ours:.1f}x; process wall >= "
+                    f"{lab['wall']:.1f} / {t_ours_all:.1f} s = >= {lab['wall'] / t_ours_all:.1f}x"
+                )
             else:
                 t_lab = sum(s["seconds"] for s in lab["steps"] if s["stage"] in comparable)
-                print(f"  ratio lab / scclust: neighbors + leiden x4 + kmeans x3 {t_lab:.1f} / {t_ours:.1f} s = {t_lab / t_ours:.1f}x; "
-                      f"process wall (scclust also ran hclust x3) {lab['wall']:.1f} / {t_ours_all:.1f} s = {lab['wall'] / t_ours_all:.1f}x")
+                print(
+                    f"  ratio lab / scclust: neighbors + leiden x4 + kmeans x3 {t_lab:.1f} / {t_ours:.1f} s = {t_lab / t_ours:.1f}x; "
+                    f"process wall (scclust also ran hclust x3) {lab['wall']:.1f} / {t_ours_all:.1f} s = {lab['wall'] / t_ours_all:.1f}x"
+                )
             if args.agreement:
                 agree = run(AGREE, path, args.workdir / f"agree_{n}.log")
                 print(f"  kNN backends (k=20, 30 dims): {json.dumps(agree['knn'])}")
-                print(f"  Leiden ARI, ivf graph vs exact graph: {json.dumps(agree['leiden_ari_ivf_vs_exact'])}; "
-                      f"exact graph, seed 1 vs seed 0: {json.dumps(agree['leiden_ari_seed1_vs_seed0_exact_graph'])}")
-        print(f"  load average now {os.getloadavg()[0]:.1f} (2 cores shared with other jobs: read times as upper bounds)", flush=True)
+                print(
+                    f"  Leiden ARI, ivf graph vs exact graph: {json.dumps(agree['leiden_ari_ivf_vs_exact'])}; "
+                    f"exact graph, seed 1 vs seed 0: {json.dumps(agree['leiden_ari_seed1_vs_seed0_exact_graph'])}"
+                )
+        print(
+            f"  load average now {os.getloadavg()[0]:.1f} (2 cores shared with other jobs: read times as upper bounds)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -159,7 +159,9 @@ def make_input(n_cells: int, workdir: Path) -> Path:
     base_path = workdir / "stab_base_7332.h5ad"
     if not base_path.exists():
         sim = scc.datasets.simulate(7332, seed=0, states=True)
-        base = ad.AnnData(obs=sim.obs[["cell_type", "cell_state"]].copy(), obsm={"X_pca_harmony": sim.obsm["X_pca_harmony"]})
+        base = ad.AnnData(
+            obs=sim.obs[["cell_type", "cell_state"]].copy(), obsm={"X_pca_harmony": sim.obsm["X_pca_harmony"]}
+        )
         base.write_h5ad(base_path)
     base = ad.read_h5ad(base_path)
     if n_cells == 7332:
@@ -190,25 +192,44 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scclust_bench")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; workdir {args.workdir}")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; workdir {args.workdir}"
+    )
     for n in args.cells:
         copies = 10 if n == 1_000_000 else 1
         path = make_input(100_000 if copies > 1 else n, args.workdir)
-        print(f"\n=== {n:,} cells: {len(args.resolutions)} resolutions x ({args.n_seeds} seeds + {args.n_subsamples} subsamples) ===", flush=True)
+        print(
+            f"\n=== {n:,} cells: {len(args.resolutions)} resolutions x ({args.n_seeds} seeds + {args.n_subsamples} subsamples) ===",
+            flush=True,
+        )
         t0 = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-c", STAGE, str(path), json.dumps(args.resolutions), str(args.n_seeds), str(args.n_subsamples), str(copies)],
-            capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"), check=False,
+            [
+                sys.executable,
+                "-c",
+                STAGE,
+                str(path),
+                json.dumps(args.resolutions),
+                str(args.n_seeds),
+                str(args.n_subsamples),
+                str(copies),
+            ],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONWARNINGS="ignore"),
+            check=False,
         )
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-3000:])
         r = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"  process {time.perf_counter() - t0:.1f} s; Leiden (labels) {r['leiden_s']:.1f} s; "
-              f"STAGE {r['stage_s']:.1f} s wall ({r['n_runs']} runs x {r['keys']} keys; CPU: this process "
-              f"{r['stage_cpu_self_s']:.1f} s, worker {r['cpu_children_s']:.1f} s); "
-              f"RSS before the stage {r['rss_before_stage_mb']:.0f} MB; during the stage peak {r['stage_peak_self_mb']:.0f} MB "
-              f"in this process, {r['stage_peak_total_mb']:.0f} MB with its worker (sampled every 0.2 s) "
-              f"(graph: {r['edges']:,} stored entries)")
+        print(
+            f"  process {time.perf_counter() - t0:.1f} s; Leiden (labels) {r['leiden_s']:.1f} s; "
+            f"STAGE {r['stage_s']:.1f} s wall ({r['n_runs']} runs x {r['keys']} keys; CPU: this process "
+            f"{r['stage_cpu_self_s']:.1f} s, worker {r['cpu_children_s']:.1f} s); "
+            f"RSS before the stage {r['rss_before_stage_mb']:.0f} MB; during the stage peak {r['stage_peak_self_mb']:.0f} MB "
+            f"in this process, {r['stage_peak_total_mb']:.0f} MB with its worker (sampled every 0.2 s) "
+            f"(graph: {r['edges']:,} stored entries)"
+        )
         for k, v in r["summary"].items():
             print(f"    {k:<12} {json.dumps(v)}")
         print(f"  recommended: {r['recommended']}", flush=True)

@@ -38,9 +38,14 @@ def embedding(n: int, workdir: Path) -> tuple[np.ndarray, np.ndarray]:
             print(f"simulated {n} cells in {time.perf_counter() - t0:.1f} s", flush=True)
         t0 = time.perf_counter()
         with dask_client():
-            out = pp.prepare(pp.read_counts_lazy(store), backend="dask", batch_key="sample",
-                             qc={"min_genes": 200, "max_pct_mt": 20, "min_cells": 3}, umap=None,
-                             graph={"backend": "ivf", "min_recall": 0.5})
+            out = pp.prepare(
+                pp.read_counts_lazy(store),
+                backend="dask",
+                batch_key="sample",
+                qc={"min_genes": 200, "max_pct_mt": 20, "min_cells": 3},
+                umap=None,
+                graph={"backend": "ivf", "min_recall": 0.5},
+            )
         print(f"prepare out of core {time.perf_counter() - t0:.1f} s", flush=True)
         np.savez(emb, X=out.obsm["X_pca_harmony"], type=out.obs["cell_type"].astype(str).to_numpy())
     d = np.load(emb, allow_pickle=True)
@@ -63,10 +68,15 @@ def main() -> None:
         pp.neighbors(a, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20, **kw)
         seconds = time.perf_counter() - t0
         info = a.uns["neighbors"].get("knn", {})
-        print(f"{name}: kNN {seconds:.1f} s, recall {info.get('recall')}, nprobe {info.get('nprobe')} of "
-              f"{info.get('nlist')}", flush=True)
+        print(
+            f"{name}: kNN {seconds:.1f} s, recall {info.get('recall')}, nprobe {info.get('nprobe')} of "
+            f"{info.get('nlist')}",
+            flush=True,
+        )
         for seed in (0, 1) if name == "flat" else (0,):
-            tl.leiden(a, resolutions=list(RESOLUTIONS), flavor="igraph", n_iterations=2, random_state=seed, key_added="l")
+            tl.leiden(
+                a, resolutions=list(RESOLUTIONS), flavor="igraph", n_iterations=2, random_state=seed, key_added="l"
+            )
             for r in RESOLUTIONS:
                 labels[(name, seed, r)] = a.obs[f"l_{r}"].to_numpy()
     for r in RESOLUTIONS:

@@ -31,12 +31,22 @@ def spread(adata: ad.AnnData, name: str) -> None:
         for flavor, seeds in (("leidenalg", (0, 1, 2, 3)), ("igraph", (0, 1))):
             for s in seeds:
                 t0 = time.perf_counter()
-                tl.leiden(adata, resolutions=[r], flavor=flavor, n_iterations=-1 if flavor == "leidenalg" else 2,
-                          random_state=s, key_added="x")
+                tl.leiden(
+                    adata,
+                    resolutions=[r],
+                    flavor=flavor,
+                    n_iterations=-1 if flavor == "leidenalg" else 2,
+                    random_state=s,
+                    key_added="x",
+                )
                 seconds.setdefault(flavor, []).append(time.perf_counter() - t0)
                 labels[(flavor, s)] = adata.obs[f"x_{float(r)!r}"].copy()
         ref = labels[("leidenalg", 0)]
-        aris = "  ".join(f"{f} seed {s}: {adjusted_rand_score(ref, v):.3f}" for (f, s), v in labels.items() if (f, s) != ("leidenalg", 0))
+        aris = "  ".join(
+            f"{f} seed {s}: {adjusted_rand_score(ref, v):.3f}"
+            for (f, s), v in labels.items()
+            if (f, s) != ("leidenalg", 0)
+        )
         times = ", ".join(f"{f} {sum(v) / len(v):.2f} s" for f, v in seconds.items())
         print(f"  res {r}: {ref.nunique()} clusters; ARI vs leidenalg seed 0: {aris}  ({times})")
 
@@ -44,7 +54,9 @@ def spread(adata: ad.AnnData, name: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=7332)
-    ap.add_argument("--kang", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "kang_pbmc_stim_2000.h5ad"))
+    ap.add_argument(
+        "--kang", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "kang_pbmc_stim_2000.h5ad")
+    )
     args = ap.parse_args()
     spread(datasets.simulate(args.cells), "simulated")
     if Path(args.kang).exists():

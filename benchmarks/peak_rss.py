@@ -87,8 +87,11 @@ def main() -> int:
             if rss > peak:
                 peak, at_peak = rss, line
         time.sleep(0.5)
-    print(f"peak_rss: exit {proc.returncode}, wall {time.time() - t0:.1f} s, peak RSS of the process tree "
-          f"{peak / 1e9:.2f} GB (at {at_peak.split(' ', 2)[0]} s: {at_peak.split(' ', 2)[-1]})", file=sys.stderr)
+    print(
+        f"peak_rss: exit {proc.returncode}, wall {time.time() - t0:.1f} s, peak RSS of the process tree "
+        f"{peak / 1e9:.2f} GB (at {at_peak.split(' ', 2)[0]} s: {at_peak.split(' ', 2)[-1]})",
+        file=sys.stderr,
+    )
     return proc.returncode
 
 

@@ -70,8 +70,18 @@ pl.embedding(adata, basis="X_umap_harmony", color=["kmeans10", "hclust_10", "cel
 # simulated truth.
 
 # %%
-keys = ["leiden_0.4", "leiden_0.6", "leiden_1.0", "leiden_1.4", "kmeans5", "kmeans10", "kmeans15",
-        "hclust_5", "hclust_10", "hclust_15"]
+keys = [
+    "leiden_0.4",
+    "leiden_0.6",
+    "leiden_1.0",
+    "leiden_1.4",
+    "kmeans5",
+    "kmeans10",
+    "kmeans15",
+    "hclust_5",
+    "hclust_10",
+    "hclust_15",
+]
 res = tl.compare(adata, keys=keys, reference="cell_type")
 res["ari"].round(2)
 
@@ -117,10 +127,16 @@ pl.qc_violin(adata, groupby="leiden_0.6")
 # labels written back into the parent under the same key (`tcells_0.6`, values `tnk:<cluster>`).
 
 # %%
-sub, report = tl.subcluster(adata, name="tnk", groupby="leiden_0.4", batch_key="sample", small_batches="drop",
-                            select={"markers": {"T": ["CD3E"], "NK": ["GNLY", "NKG7"]}},
-                            pca={"regress_out": ["total_counts", "pct_counts_mt"]},
-                            leiden={"resolutions": [0.6], "key_added": "tcells"})
+sub, report = tl.subcluster(
+    adata,
+    name="tnk",
+    groupby="leiden_0.4",
+    batch_key="sample",
+    small_batches="drop",
+    select={"markers": {"T": ["CD3E"], "NK": ["GNLY", "NKG7"]}},
+    pca={"regress_out": ["total_counts", "pct_counts_mt"]},
+    leiden={"resolutions": [0.6], "key_added": "tcells"},
+)
 print(f"{sub.n_obs} T/NK cells, {sub.obs['tcells_0.6'].nunique()} subclusters")
 report.tables()["hvg_overlap"]
 
@@ -136,10 +152,10 @@ pl.subcluster_overview(sub, parent=adata, key="tcells_0.6", parent_key="leiden_0
 
 # %%
 inp = tl.heatmap_matrix(adata, source="cluster_means", groupby="leiden_0.6", n_top_genes=3)
-hm = tl.cluster_heatmap(inp.data, scale="zscore", row_metric="correlation", row_method="average", row_k=4,
-                        n_boot=20)
-pl.clustered_heatmap(hm, row_annotations=inp.row_annotations, col_annotations=inp.col_annotations,
-                     title="leiden_0.6 markers")
+hm = tl.cluster_heatmap(inp.data, scale="zscore", row_metric="correlation", row_method="average", row_k=4, n_boot=20)
+pl.clustered_heatmap(
+    hm, row_annotations=inp.row_annotations, col_annotations=inp.col_annotations, title="leiden_0.6 markers"
+)
 
 # %%
 print("scclust", scclust.__version__)

@@ -55,13 +55,30 @@ def test_run_success_subprocess(tmp_path):
         (BASE + "neighbours: {}\n", [], "did you mean 'neighbors'"),
         (BASE.replace("n_neighbors: 15", "n_neighbors: lots"), [], "neighbors.n_neighbors"),
         (BASE, ["--input", "/nonexistent/data.h5ad"], "input file not found: /nonexistent/data.h5ad"),
-        (BASE.replace("X_pca_harmony", "X_pca_scvi"), [], "neighbors.use_rep 'X_pca_scvi' not in .obsm: did you mean 'X_pca'? (in the input: 'X_pca', "),
-        (BASE.replace("X_pca_harmony", "X_pca_harmonyy"), [], "neighbors.use_rep 'X_pca_harmonyy' not in .obsm: did you mean 'X_pca_harmony'?"),
+        (
+            BASE.replace("X_pca_harmony", "X_pca_scvi"),
+            [],
+            "neighbors.use_rep 'X_pca_scvi' not in .obsm: did you mean 'X_pca'? (in the input: 'X_pca', ",
+        ),
+        (
+            BASE.replace("X_pca_harmony", "X_pca_harmonyy"),
+            [],
+            "neighbors.use_rep 'X_pca_harmonyy' not in .obsm: did you mean 'X_pca_harmony'?",
+        ),
         (BASE.replace("n_pcs: 30", "n_pcs: 80"), [], "n_pcs=80 is larger than 'X_pca_harmony', which has 50 dims"),
         (BASE, ["--set", "leiden.resolutions=[0]"], "resolutions"),
         (BASE, ["--input", "builtin:pbmc3k"], "unknown built-in dataset 'pbmc3k'; available: 'simulate', 'pbmc68k'"),
     ],
-    ids=["misspelt-key", "wrong-type", "missing-input", "missing-use_rep", "misspelt-use_rep", "n_pcs-too-big", "resolution-0", "bad-builtin"],
+    ids=[
+        "misspelt-key",
+        "wrong-type",
+        "missing-input",
+        "missing-use_rep",
+        "misspelt-use_rep",
+        "n_pcs-too-big",
+        "resolution-0",
+        "bad-builtin",
+    ],
 )
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys, text, args, expected):
     code = main(["run", str(_cfg(tmp_path, text)), "--outdir", str(tmp_path / "out"), "-q", *args])
@@ -102,7 +119,7 @@ def test_shipped_configs_validate():
         if path.name.startswith("markers_"):  # marker sets of the annotate stage, not run configs
             assert load_marker_sets(path), path
             continue
-        assert main(["validate", str(path)]) == 0, path
+        assert main(["validate", str(path), "--config-only"]) == 0, path
 
 
 def test_import_and_validate_load_no_plotting_or_scanpy():
@@ -110,10 +127,39 @@ def test_import_and_validate_load_no_plotting_or_scanpy():
     code = (
         "import sys, scclust\n"
         "from scclust.cli import main\n"
-        "rc = main(['validate', 'configs/tutorial.yaml'])\n"
+        "rc = main(['validate', 'configs/tutorial.yaml', '--config-only'])\n"
         "heavy = [m for m in ('scanpy', 'matplotlib', 'umap', 'sklearn') if m in sys.modules]\n"
         "assert rc == 0 and not heavy, (rc, heavy)\n"
         "assert scclust.tl.leiden and scclust.run and scclust.__version__\n"
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_validate_checks_the_configs_own_input(tmp_path, pbmc, capsys):
+    """Without --input, validate reads the config's input: a missing file, a wrong key, genes that are
+    all absent are exit 2 with one line that leads with the problem; a fitting config is valid."""
+    data = tmp_path / "pbmc.h5ad"
+    pbmc.write_h5ad(data)
+    cases = {
+        "missing": (f"input: {tmp_path / 'nope.h5ad'}\n", "input file not found"),
+        "key": (
+            f"input: {data}\nstages: [neighbors, leiden]\nneighbors: {{use_rep: X_harmony}}\n",
+            "neighbors.use_rep 'X_harmony' not in .obsm",
+        ),
+        "genes": (
+            f"input: {data}\nstages: [neighbors, leiden, embedding]\nneighbors: {{use_rep: X_pca}}\n"
+            "embedding: {basis: X_umap, genes: [Cd3e, nkg7]}\n",
+            "none of the genes",
+        ),
+    }
+    for name, (text, expected) in cases.items():
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(text)
+        assert main(["validate", str(cfg)]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("scclust: error: ") and expected in err and err.count("\n") == 1, (name, err)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(f"input: {data}\nstages: [neighbors, leiden]\nneighbors: {{use_rep: X_pca}}\n")
+    assert main(["validate", str(ok)]) == 0
+    assert f"fits {data}" in capsys.readouterr().out

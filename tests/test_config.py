@@ -54,7 +54,9 @@ def test_stages_are_run_in_canonical_order():
 def test_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("input: builtin:simulate\nleiden: [{resolutions: [1.0]}, {key_added: b}]\n")
-    cfg = C.load_config(path, overrides=["leiden.0.resolutions=[0.2, 0.3]", "neighbors.n_neighbors=7", "leiden.random_state=3"])
+    cfg = C.load_config(
+        path, overrides=["leiden.0.resolutions=[0.2, 0.3]", "neighbors.n_neighbors=7", "leiden.random_state=3"]
+    )
     assert cfg.leiden[0].resolutions == [0.2, 0.3]
     assert cfg.neighbors[0].n_neighbors == 7
     assert [p.random_state for p in cfg.leiden] == [3, 3]

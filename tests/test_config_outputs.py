@@ -42,8 +42,14 @@ def test_default_genes_are_the_lab_markers():
 
 
 def test_sections_and_order():
-    cfg = C.parse_config({"input": "x", "stages": ["report", "qc", "composition", "relationships", "leiden"],
-                          "relationships": {"groupby": ["leiden_0.6"]}, "qc": {"keys": ["n_genes"]}})
+    cfg = C.parse_config(
+        {
+            "input": "x",
+            "stages": ["report", "qc", "composition", "relationships", "leiden"],
+            "relationships": {"groupby": ["leiden_0.6"]},
+            "qc": {"keys": ["n_genes"]},
+        }
+    )
     assert cfg.stages == ["leiden", "relationships", "composition", "qc", "report"]
     assert C.STAGE_ORDER[-1] == "report"
     assert cfg.relationships.groupby == ["leiden_0.6"]

@@ -20,8 +20,10 @@ def test_unreachable_scheduler_is_one_line_error():
     from scclust._errors import ConfigError
 
     t0 = time.perf_counter()
-    with pytest.raises(ConfigError, match=r"cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"), \
-            dask_client(address="tcp://127.0.0.1:9", timeout=2):
+    with (
+        pytest.raises(ConfigError, match=r"cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"),
+        dask_client(address="tcp://127.0.0.1:9", timeout=2),
+    ):
         pass
     assert time.perf_counter() - t0 < 30
 
@@ -61,9 +63,11 @@ def small_store(tmp_path_factory):
 
 def _config(tmp_path, store, stages="[prepare, leiden]"):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"input: {store}\noutdir: {tmp_path / 'out'}\nstages: {stages}\nbackground_umap: false\n"
-                   "prepare: {batch_key: sample, qc: {min_genes: 200}, umap: null, backend: dask, chunk_cells: 500}\n"
-                   "leiden: {resolutions: [0.6]}\ndask: {n_workers: 2, memory_limit: 2GB}\n")
+    cfg.write_text(
+        f"input: {store}\noutdir: {tmp_path / 'out'}\nstages: {stages}\nbackground_umap: false\n"
+        "prepare: {batch_key: sample, qc: {min_genes: 200}, umap: null, backend: dask, chunk_cells: 500}\n"
+        "leiden: {resolutions: [0.6]}\ndask: {n_workers: 2, memory_limit: 2GB}\n"
+    )
     return cfg
 
 
@@ -84,8 +88,9 @@ def test_cli_out_of_core_run_records_backend(tmp_path, small_store):
     assert "leiden_0.6" in out.obs and "counts" not in out.layers
     assert out.uns["counts_store"]["format"] == "h5ad"
     # -q: silent (no progress, no dashboard line)
-    res = subprocess.run([*cmd, "-q", "--no-resume", "--outdir", str(tmp_path / "q")], capture_output=True, text=True,
-                         timeout=600)
+    res = subprocess.run(
+        [*cmd, "-q", "--no-resume", "--outdir", str(tmp_path / "q")], capture_output=True, text=True, timeout=600
+    )
     assert res.returncode == 0 and res.stderr == "", res.stderr[-2000:]
 
 
@@ -199,7 +204,9 @@ def test_compute_rows_streams_blocks_and_frees_them():
     from scclust._dask import compute_rows, dask_client
 
     X = sparse.random(4000, 300, density=0.05, format="csr", dtype=np.float32, random_state=0)
-    lazy = da.from_array(X, chunks=(100, -1), asarray=False, fancy=False, meta=sparse.csr_matrix((0, 0), dtype=np.float32))
+    lazy = da.from_array(
+        X, chunks=(100, -1), asarray=False, fancy=False, meta=sparse.csr_matrix((0, 0), dtype=np.float32)
+    )
     lognorm = lazy.map_blocks(_slow_lognorm, dtype=np.float32)
     sums = lognorm.map_blocks(lambda b: np.asarray(b.sum(axis=1)), dtype=np.float64, chunks=(lognorm.chunks[0], (1,)))
     plugin = _HeldBlocks(lognorm.name)

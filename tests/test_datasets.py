@@ -13,7 +13,16 @@ from scclust._errors import ConfigError
 from scclust.pp import neighbors
 from scclust.tl import leiden, mixing_entropy
 
-LAB_OBS = ["sample", "type", "batch", "n_genes_by_counts", "total_counts", "pct_counts_mt", "pct_counts_ribo", "pct_counts_hb"]
+LAB_OBS = [
+    "sample",
+    "type",
+    "batch",
+    "n_genes_by_counts",
+    "total_counts",
+    "pct_counts_mt",
+    "pct_counts_ribo",
+    "pct_counts_hb",
+]
 
 
 def test_simulate_is_tutorial_shaped(sim):
@@ -200,9 +209,16 @@ def _fake_entry(tmp_path, urls):
     src = tmp_path / "src" / "tiny.bin"
     src.parent.mkdir()
     src.write_bytes(b"scclust test payload\n" * 100)
-    return src, datasets.RemoteDataset(filename="tiny.bin", sha256=hashlib.sha256(src.read_bytes()).hexdigest(),
-                                       size=src.stat().st_size, urls=tuple(urls(src)), origin=(), description="test",
-                                       citation="", how="")
+    return src, datasets.RemoteDataset(
+        filename="tiny.bin",
+        sha256=hashlib.sha256(src.read_bytes()).hexdigest(),
+        size=src.stat().st_size,
+        urls=tuple(urls(src)),
+        origin=(),
+        description="test",
+        citation="",
+        how="",
+    )
 
 
 def test_fetch_downloads_verifies_and_caches(tmp_path, monkeypatch):
@@ -239,8 +255,13 @@ def test_fetch_download_errors_name_the_url_and_the_way_by_hand(tmp_path, monkey
 
 def _shipped_configs():
     root = Path(__file__).resolve().parents[1]
-    return sorted([*(root / "configs").glob("*.yaml"), *(root / "benchmarks").glob("*.yaml"),
-                   *(root / "workflows" / "config").glob("*.yaml")])
+    return sorted(
+        [
+            *(root / "configs").glob("*.yaml"),
+            *(root / "benchmarks").glob("*.yaml"),
+            *(root / "workflows" / "config").glob("*.yaml"),
+        ]
+    )
 
 
 def _named_data(node):

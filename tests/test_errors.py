@@ -25,12 +25,17 @@ def test_near_matches_do_not_swap_gene_family_members():
 
 def test_did_you_mean_names_the_species_when_only_case_differs():
     msg = did_you_mean(["Cd3e", "Cd4", "Cd8a"], HUMAN)
-    assert msg == ("gene names look like mouse symbols (Cd3e) while the data's are human (CD3E); "
-                   "did you mean 'CD3E' for 'Cd3e', 'CD4' for 'Cd4', 'CD8A' for 'Cd8a'?")
+    assert msg == (
+        "gene names look like mouse symbols (Cd3e) while the data's are human (CD3E); "
+        "did you mean 'CD3E' for 'Cd3e', 'CD4' for 'Cd4', 'CD8A' for 'Cd8a'?"
+    )
     mouse = [g.capitalize() for g in HUMAN]
     assert did_you_mean(["CD3E", "CD4"], mouse).startswith(
-        "gene names look like human symbols (CD3E) while the data's are mouse (Cd3e); ")
-    assert did_you_mean(["Cd3e", "cd8a"], HUMAN).startswith("gene names differ from the data's in case only (Cd3e vs CD3E)")
+        "gene names look like human symbols (CD3E) while the data's are mouse (Cd3e); "
+    )
+    assert did_you_mean(["Cd3e", "cd8a"], HUMAN).startswith(
+        "gene names differ from the data's in case only (Cd3e vs CD3E)"
+    )
     assert did_you_mean(["CD8", "NOTAGENE1", "NOTAGENE2"], HUMAN) == "did you mean 'CD8A' for 'CD8'?"
     assert did_you_mean(["NOTAGENE"], HUMAN) == ""
 

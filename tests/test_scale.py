@@ -31,7 +31,7 @@ def test_ivf_recall_against_sklearn_exact(integ, metric):
     idx, dist, used = _knn.knn(X, 15, metric=metric, backend="ivf", info=info)
     assert used == "ivf" and idx.shape == (integ.n_obs, 15)
     assert (idx[:, 0] == np.arange(integ.n_obs)).all() and (dist[:, 0] == 0).all()
-    ref_d, ref_i = NearestNeighbors(n_neighbors=15, metric=metric, algorithm="brute").fit(X).kneighbors(X)
+    _, ref_i = NearestNeighbors(n_neighbors=15, metric=metric, algorithm="brute").fit(X).kneighbors(X)
     rec = np.mean([len(np.intersect1d(a, b)) / 15 for a, b in zip(idx, ref_i, strict=True)])
     assert rec >= 0.99, rec  # every cell, not only the sample the backend measured on
     assert info["recall"] >= 0.995 and info["recall_sample"] == 1000 and 1 <= info["nprobe"] <= info["nlist"]
@@ -101,7 +101,12 @@ def test_neighbors_records_backend_and_recall(integ, caplog):
     assert "ivf backend (requested), recall 0.99" in caplog.text
     b = integ.copy()
     scc.pp.neighbors(b, use_rep="X_pca_harmony", n_neighbors=20)  # auto below the limit: exact
-    assert b.uns["neighbors"]["knn"] == {"backend": "exact", "requested_backend": "auto", "recall": 1.0, "recall_sample": 6000}
+    assert b.uns["neighbors"]["knn"] == {
+        "backend": "exact",
+        "requested_backend": "auto",
+        "recall": 1.0,
+        "recall_sample": 6000,
+    }
     with pytest.raises(ConfigError, match="min_recall.*greater than 0"):
         scc.pp.neighbors(b, use_rep="X_pca_harmony", min_recall=0)
     with pytest.raises(ConfigError, match="'exact', 'ivf', 'flat' or 'hnsw'"):
@@ -129,7 +134,8 @@ _RUN = textwrap.dedent("""
     if force:
         scc.pp.neighbors(a, use_rep="X_pca_harmony", n_neighbors=20, backend="flat", key_added="flat")
     scc.tl.leiden(a, resolutions=[0.4, 1.0], n_jobs=2)
-    scc.tl.hclust(a, use_rep="X_pca_harmony", n_clusters=[5, 10], **({"backend": "micro", "n_micro_clusters": 200} if force else {}))
+    micro = {"backend": "micro", "n_micro_clusters": 200} if force else {}
+    scc.tl.hclust(a, use_rep="X_pca_harmony", n_clusters=[5, 10], **micro)
     h = hashlib.sha256()
     for key in [k for k in a.obsp if k.endswith(("connectivities", "distances"))]:
         m = a.obsp[key]
@@ -143,8 +149,13 @@ _RUN = textwrap.dedent("""
 
 def _fingerprint(n: int, force: bool, threads: int, dims: int = 30) -> str:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
-    out = subprocess.run([sys.executable, "-c", _RUN, str(n), "1" if force else "0", str(dims)], env=env, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _RUN, str(n), "1" if force else "0", str(dims)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -156,9 +167,11 @@ def test_scalable_paths_identical_with_1_or_2_threads_forced_small():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("SCCLUST_TEST_SCALE") != "1",
-                    reason="60,000-cell runs (~100 s of CPU): SCCLUST_TEST_SCALE=1 runs them; the forced-small test "
-                           "above takes the same code paths by parameter")
+@pytest.mark.skipif(
+    os.environ.get("SCCLUST_TEST_SCALE") != "1",
+    reason="60,000-cell runs (~100 s of CPU): SCCLUST_TEST_SCALE=1 runs them; the forced-small test "
+    "above takes the same code paths by parameter",
+)
 def test_scalable_paths_identical_with_1_or_2_threads_at_60000_cells():
     """At 60,000 cells x 50 dims ``auto`` takes ivf (kNN) and the micro-clusters (Ward: estimated 180 s > 120 s)."""
     one = _fingerprint(60_000, False, 1, dims=50)

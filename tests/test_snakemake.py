@@ -15,15 +15,29 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "workflows" / "Snakefile"
 
-pytestmark = pytest.mark.skipif(shutil.which("snakemake", path=str(Path(sys.executable).parent)) is None and shutil.which("snakemake") is None,
-                                reason="snakemake not installed (pip install -e '.[workflow]')")
+pytestmark = pytest.mark.skipif(
+    shutil.which("snakemake", path=str(Path(sys.executable).parent)) is None and shutil.which("snakemake") is None,
+    reason="snakemake not installed (pip install -e '.[workflow]')",
+)
 
 
 def _snakemake(workdir: Path, configfile: Path, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--configfile", str(configfile),
-           "--directory", str(workdir), "--profile", str(ROOT / "workflows" / "profiles" / "local"), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(SNAKEFILE),
+        "--configfile",
+        str(configfile),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(ROOT / "workflows" / "profiles" / "local"),
+        *extra,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
 
 
@@ -32,7 +46,9 @@ def _fanout(tmp_path: Path, **extra) -> Path:
         "outdir": "out",
         "base_config": str(ROOT / "configs" / "demo.yaml"),
         "datasets": {"simA": "builtin:simulate?n_cells=400&n_samples=4&seed=1", "pbmc": "builtin:pbmc68k"},
-        "paramsets": {"k15": {"neighbors.n_neighbors": 15, "leiden.resolutions": [0.6, 1.0], "embedding.genes": ["CD3E"]}},
+        "paramsets": {
+            "k15": {"neighbors.n_neighbors": 15, "leiden.resolutions": [0.6, 1.0], "embedding.genes": ["CD3E"]}
+        },
     }
     cfg.update(extra)
     path = tmp_path / "fanout.yaml"
@@ -65,12 +81,18 @@ def test_config_that_does_not_fit_a_dataset_fails_the_dry_run(tmp_path):
 
 @pytest.mark.slow
 def test_real_local_run(tmp_path):
-    subs = {"tnk": {"config": str(ROOT / "configs" / "subcluster_tnk.yaml"),
-                    "set": {"subcluster.tnk.groupby": "leiden_0.6", "subcluster.tnk.min_cells": 30}}}
+    subs = {
+        "tnk": {
+            "config": str(ROOT / "configs" / "subcluster_tnk.yaml"),
+            "set": {"subcluster.tnk.groupby": "leiden_0.6", "subcluster.tnk.min_cells": 30},
+        }
+    }
     # one dataset: the fan-out over datasets x parameter sets is test_dry_run_lists_every_job's; this one
     # runs every rule for real (clustering, subclustering from its output, logs)
-    res = _snakemake(tmp_path, _fanout(tmp_path, datasets={"simA": "builtin:simulate?n_cells=600&n_samples=4&seed=1"},
-                                       subclusterings=subs))
+    res = _snakemake(
+        tmp_path,
+        _fanout(tmp_path, datasets={"simA": "builtin:simulate?n_cells=600&n_samples=4&seed=1"}, subclusterings=subs),
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     for ds in ("simA",):
         run_dir = tmp_path / "out" / ds / "k15"

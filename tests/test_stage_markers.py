@@ -9,13 +9,20 @@ from scclust import run
 from scclust._errors import ConfigError
 from scclust.config import parse_config
 
-SETS = {"T": ["CD3D", "CD3E", "IL32"], "B": ["MS4A1", "CD79A", "CD79B"], "NK": ["GNLY", "NKG7"],
-        "Mono": ["LYZ", "S100A8", "FCN1"], "DC": ["FCER1A", "CLEC10A"]}
+SETS = {
+    "T": ["CD3D", "CD3E", "IL32"],
+    "B": ["MS4A1", "CD79A", "CD79B"],
+    "NK": ["GNLY", "NKG7"],
+    "Mono": ["LYZ", "S100A8", "FCN1"],
+    "DC": ["FCER1A", "CLEC10A"],
+}
 
 
 def _cfg(tmp_path, **extra):
     data = {
-        "input": "builtin:pbmc68k", "outdir": str(tmp_path / "out"), "resume": False,
+        "input": "builtin:pbmc68k",
+        "outdir": str(tmp_path / "out"),
+        "resume": False,
         "stages": ["neighbors", "leiden", "relationships", "markers", "annotate", "report"],
         "neighbors": {"use_rep": "X_pca_harmony", "n_pcs": 30, "n_neighbors": 15},
         "leiden": {"resolutions": [0.5, 1.0]},

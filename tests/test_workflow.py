@@ -6,8 +6,8 @@ import hashlib
 import json
 
 import anndata as ad
-import pandas as pd
 import numpy as np
+import pandas as pd
 import pytest
 
 from scclust import run
@@ -86,35 +86,53 @@ def test_prepare_path_on_raw_counts(tmp_path):
     counts = simulate_counts(600, n_samples=3, seed=2)
     path = tmp_path / "counts.h5ad"
     counts.write_h5ad(path)
-    cfg = parse_config({
-        "input": str(path), "outdir": str(tmp_path / "p"), "stages": ["prepare", "neighbors", "leiden"],
-        "prepare": {"batch_key": "sample", "pca": {"n_comps": 20}, "graph": {"n_pcs": 20}, "umap": None},  # fast lane: no UMAP
-        "neighbors": {"use_rep": "X_pca_harmony", "n_pcs": 20},
-    })
+    cfg = parse_config(
+        {
+            "input": str(path),
+            "outdir": str(tmp_path / "p"),
+            "stages": ["prepare", "neighbors", "leiden"],
+            "prepare": {
+                "batch_key": "sample",
+                "pca": {"n_comps": 20},
+                "graph": {"n_pcs": 20},
+                "umap": None,
+            },  # fast lane: no UMAP
+            "neighbors": {"use_rep": "X_pca_harmony", "n_pcs": 20},
+        }
+    )
     adata, _ = run(cfg)
     assert adata.raw is not None and adata.raw.n_vars == counts.n_vars
     assert {"X_pca", "X_pca_harmony"} <= set(adata.obsm) and "X_umap_harmony" not in adata.obsm
     assert "pct_counts_mt" in adata.obs and "leiden_1.0" in adata.obs
     # and a stage that would need the UMAP that was not computed is caught before any stage
     with pytest.raises(UserError, match="embedding.basis 'X_umap_harmony' not in .obsm"):
-        run(cfg.model_copy(update={"stages": ["prepare", "embedding"],
-                                   "embedding": [cfg.embedding[0].model_copy(update={"basis": "X_umap_harmony"})]}))
+        run(
+            cfg.model_copy(
+                update={
+                    "stages": ["prepare", "embedding"],
+                    "embedding": [cfg.embedding[0].model_copy(update={"basis": "X_umap_harmony"})],
+                }
+            )
+        )
 
 
 def test_prepare_umap_runs_in_the_background_while_clustering(tmp_path, monkeypatch):
     """prepare leaves its UMAP layout in the background worker; stages that do not read it (leiden,
     kmeans) go on meanwhile, the embedding stage gets it; the coordinates, labels and tables equal
     a run that computes it in place, and the manifest records the background job."""
-    from scclust.datasets import simulate_counts
     from scclust import workflow
+    from scclust.datasets import simulate_counts
 
     counts = simulate_counts(600, n_samples=3, seed=2)
     path = tmp_path / "counts.h5ad"
     counts.write_h5ad(path)
-    base = {"input": str(path), "stages": ["prepare", "leiden", "kmeans", "embedding"],
-            "prepare": {"batch_key": "sample", "pca": {"n_comps": 20}, "graph": {"n_pcs": 20}},
-            "kmeans": {"use_rep": "X_pca_harmony", "n_clusters": [4]},
-            "embedding": {"basis": "X_umap_harmony", "groups": ["leiden_1.0"]}}
+    base = {
+        "input": str(path),
+        "stages": ["prepare", "leiden", "kmeans", "embedding"],
+        "prepare": {"batch_key": "sample", "pca": {"n_comps": 20}, "graph": {"n_pcs": 20}},
+        "kmeans": {"use_rep": "X_pca_harmony", "n_clusters": [4]},
+        "embedding": {"basis": "X_umap_harmony", "groups": ["leiden_1.0"]},
+    }
     inplace, _ = run(parse_config({**base, "outdir": str(tmp_path / "a"), "background_umap": False}))
     monkeypatch.setattr(workflow, "_umap_imported", lambda: False)  # this test process has umap imported already
     ours, manifest = run(parse_config({**base, "outdir": str(tmp_path / "b")}))
@@ -136,6 +154,58 @@ def test_prepare_rejects_normalized_input(pbmc):
         prepare(pbmc.copy(), batch_key="sample")
 
 
+def test_checkpoint_policy_private_pickle_and_resume(tmp_path, monkeypatch):
+    """Short stages are not checkpointed one by one; the hand-over from clustering to output stages
+    is, as a pickle only this user can read or write; a rerun after a failure reuses it and gives the
+    clean run's labels; a checkpoint someone else could have written is not unpickled."""
+    import dataclasses
+    import os
+    import stat
+
+    from scclust import stages, workflow
+
+    clean, _ = run(_cfg(tmp_path, "clean", resume=False))
+    saved = []
+    real_save = workflow._save_checkpoint
+    monkeypatch.setattr(
+        workflow,
+        "_save_checkpoint",
+        lambda outdir, adata, done, *a: (saved.append(done), real_save(outdir, adata, done, *a)),
+    )
+
+    def boom(adata, p, ctx):
+        raise RuntimeError("embedding failed")
+
+    real_stage = stages.REGISTRY["embedding"]
+    monkeypatch.setitem(stages.REGISTRY, "embedding", dataclasses.replace(real_stage, run=boom))
+    with pytest.raises(RuntimeError, match="embedding failed"):
+        run(_cfg(tmp_path, "r"))
+    assert saved == [2]  # after leiden (the hand-over), not after neighbors
+    ck = tmp_path / "r" / ".scclust_checkpoint"
+    assert json.loads((ck / "state.json").read_text())["data"] == "state.pkl"
+    assert stat.S_IMODE((ck / "state.pkl").stat().st_mode) == 0o600
+    assert not (ck / "state.h5ad").exists()
+
+    monkeypatch.setitem(stages.REGISTRY, "embedding", real_stage)
+    messages = []
+    resumed, _ = run(_cfg(tmp_path, "r"), progress=messages.append)
+    assert any("reusing neighbors, leiden from checkpoint" in m for m in messages)
+    for key in ("leiden_0.5", "leiden_1.0"):
+        assert (resumed.obs[key] == clean.obs[key]).all()
+    assert not ck.exists()
+
+    # a checkpoint file others may write is refused (recomputed from the start, same labels)
+    monkeypatch.setitem(stages.REGISTRY, "embedding", dataclasses.replace(real_stage, run=boom))
+    with pytest.raises(RuntimeError):
+        run(_cfg(tmp_path, "r"))
+    os.chmod(ck / "state.pkl", 0o666)
+    monkeypatch.setitem(stages.REGISTRY, "embedding", real_stage)
+    messages.clear()
+    again, _ = run(_cfg(tmp_path, "r"), progress=messages.append)
+    assert not any("from checkpoint" in m for m in messages)
+    assert (again.obs["leiden_1.0"] == clean.obs["leiden_1.0"]).all()
+
+
 def test_outputs_get_normal_permissions(tmp_path):
     import os
     import stat
@@ -151,31 +221,55 @@ def test_outputs_get_normal_permissions(tmp_path):
 
 
 def test_subcluster_key_clash_is_caught_before_reprocessing(tmp_path):
-    cfg = _cfg(tmp_path, "clash", stages=["neighbors", "leiden", "subcluster"],
-               leiden={"resolutions": [0.6], "key_added": "tcells"},
-               subcluster={"tnk": {"groupby": "tcells_0.6", "select": {"markers": {"T": ["CD3E"]}},
-                                   "leiden": {"key_added": "tcells", "resolutions": [0.6]}}})
-    with pytest.raises(UserError, match=r"leiden and subcluster.tnk both make obs key 'tcells_0.6'; set a distinct key_added"):
+    cfg = _cfg(
+        tmp_path,
+        "clash",
+        stages=["neighbors", "leiden", "subcluster"],
+        leiden={"resolutions": [0.6], "key_added": "tcells"},
+        subcluster={
+            "tnk": {
+                "groupby": "tcells_0.6",
+                "select": {"markers": {"T": ["CD3E"]}},
+                "leiden": {"key_added": "tcells", "resolutions": [0.6]},
+            }
+        },
+    )
+    with pytest.raises(
+        UserError, match=r"leiden and subcluster.tnk both make obs key 'tcells_0.6'; set a distinct key_added"
+    ):
         run(cfg)
     assert not (tmp_path / "clash" / "subclusters").exists()
 
 
 def test_input_keys_checked_before_any_stage(tmp_path):
     """Keys the input itself must have fail at once, all in one message, before any clustering."""
-    cfg = _cfg(tmp_path, "keys", stages=["neighbors", "leiden", "kmeans", "compare", "composition", "embedding", "subcluster"],
-               neighbors=[{"use_rep": "X_pca_harmony", "n_pcs": 30}, {"use_rep": "X_scvi", "key_added": "scvi"}],
-               kmeans={"use_rep": "X_pca"},
-               compare={"reference": "leiden_1.0"},  # made by this run's leiden stage: fine
-               composition={"by": ["sample", "donor"]},
-               embedding={"basis": "X"},
-               subcluster={"tnk": {"groupby": "leiden_0.4", "select": {"clusters": [1]}, "batch_key": "batch",
-                                   "pca": {"regress_out": ["total_counts"]}}})
+    cfg = _cfg(
+        tmp_path,
+        "keys",
+        stages=["neighbors", "leiden", "kmeans", "compare", "composition", "embedding", "subcluster"],
+        neighbors=[{"use_rep": "X_pca_harmony", "n_pcs": 30}, {"use_rep": "X_scvi", "key_added": "scvi"}],
+        kmeans={"use_rep": "X_pca"},
+        compare={"reference": "leiden_1.0"},  # made by this run's leiden stage: fine
+        composition={"by": ["sample", "donor"]},
+        embedding={"basis": "X"},
+        subcluster={
+            "tnk": {
+                "groupby": "leiden_0.4",
+                "select": {"clusters": [1]},
+                "batch_key": "batch",
+                "pca": {"regress_out": ["total_counts"]},
+            }
+        },
+    )
     with pytest.raises(UserError) as err:
         run(cfg)
     msg = str(err.value)
     assert "\n" not in msg
     assert "neighbors.1.use_rep 'X_scvi' not in .obsm" in msg
-    assert "composition.by 'donor' not in .obs" in msg and "'sample'" not in msg.split("composition.by")[1].split("not in")[0]
+    assert (
+        "composition.by 'donor' not in .obs" in msg
+        and "'sample'" not in msg.split("composition.by")[1].split("not in")[0]
+    )
     assert "embedding.basis 'X' not in .obsm" in msg
     assert "subcluster.tnk.groupby 'leiden_0.4' not in .obs" in msg  # leiden makes 0.5 and 1.0 only
     assert "subcluster.tnk.batch_key 'batch' not in .obs" in msg
@@ -192,16 +286,31 @@ def test_input_key_check_knows_what_stages_make(tmp_path):
     del raw.obs["type"]
     # prepare makes the QC columns (subcluster's default regress_out) and the embeddings; composition's
     # default 'by' columns are skipped with a warning by the stage, so not an error here
-    cfg = parse_config({
-        "input": "x.h5ad", "stages": ["prepare", "neighbors", "leiden", "composition", "embedding", "subcluster"],
-        "neighbors": {"use_rep": "X_pca_harmony"}, "leiden": {"resolutions": [0.4]},
-        "embedding": {"basis": "X_umap_harmony"},
-        "subcluster": {"tnk": {"groupby": "leiden_0.4", "select": {"markers": {"T": ["CD3E"]}},
-                               "pca": {"regress_out": ["total_counts", "pct_counts_mt"]}}},
-    })
+    cfg = parse_config(
+        {
+            "input": "x.h5ad",
+            "stages": ["prepare", "neighbors", "leiden", "composition", "embedding", "subcluster"],
+            "neighbors": {"use_rep": "X_pca_harmony"},
+            "leiden": {"resolutions": [0.4]},
+            "embedding": {"basis": "X_umap_harmony"},
+            "subcluster": {
+                "tnk": {
+                    "groupby": "leiden_0.4",
+                    "select": {"markers": {"T": ["CD3E"]}},
+                    "pca": {"regress_out": ["total_counts", "pct_counts_mt"]},
+                }
+            },
+        }
+    )
     check_input_keys(raw, cfg)
-    with pytest.raises(UserError, match=r"embedding.basis 'X_umap_scvi' not in .obsm: did you mean 'X_umap'\? \(in the input: none; made by this run: 'X_pca', 'X_pca_harmony', 'X_umap_harmony', 'X_umap'\)"):
-        check_input_keys(raw, cfg.model_copy(update={"embedding": [cfg.embedding[0].model_copy(update={"basis": "X_umap_scvi"})]}))
+    with pytest.raises(
+        UserError,
+        match=r"embedding.basis 'X_umap_scvi' not in .obsm: did you mean 'X_umap'\? \(in the input: none; "
+        r"made by this run: 'X_pca', 'X_pca_harmony', 'X_umap_harmony', 'X_umap'\)",
+    ):
+        check_input_keys(
+            raw, cfg.model_copy(update={"embedding": [cfg.embedding[0].model_copy(update={"basis": "X_umap_scvi"})]})
+        )
 
 
 def test_no_tl_function_computes_the_same_result_twice(tmp_path, monkeypatch):
@@ -227,14 +336,42 @@ def test_no_tl_function_computes_the_same_result_twice(tmp_path, monkeypatch):
 
         monkeypatch.setattr(tl, name, counted)
         monkeypatch.setattr(importlib.import_module(func.__module__), name, counted)  # pl's private imports
-    cfg = _cfg(tmp_path, "once", stages=["neighbors", "leiden", "kmeans", "hclust", "compare", "relationships",
-                                         "embedding", "composition", "qc", "heatmap", "report"],
-               kmeans={"use_rep": "X_pca", "n_clusters": [4, 6]}, hclust={"use_rep": "X_pca", "n_clusters": [4, 6]},
-               compare={"reference": "bulk_labels"}, relationships={"groupby": ["leiden_0.5"], "genes": ["CD3E", "CST3"]},
-               composition={"groupby": ["leiden_0.5"], "by": ["sample"]}, qc={"groupby": ["leiden_0.5"]},
-               heatmap={"groupby": "leiden_0.5", "genes": ["CD3E", "CST3", "NKG7"], "n_boot": 5})
+    cfg = _cfg(
+        tmp_path,
+        "once",
+        stages=[
+            "neighbors",
+            "leiden",
+            "kmeans",
+            "hclust",
+            "compare",
+            "relationships",
+            "embedding",
+            "composition",
+            "qc",
+            "heatmap",
+            "report",
+        ],
+        kmeans={"use_rep": "X_pca", "n_clusters": [4, 6]},
+        hclust={"use_rep": "X_pca", "n_clusters": [4, 6]},
+        compare={"reference": "bulk_labels"},
+        relationships={"groupby": ["leiden_0.5"], "genes": ["CD3E", "CST3"]},
+        composition={"groupby": ["leiden_0.5"], "by": ["sample"]},
+        qc={"groupby": ["leiden_0.5"]},
+        heatmap={"groupby": "leiden_0.5", "genes": ["CD3E", "CST3", "NKG7"], "n_boot": 5},
+    )
     run(cfg)
-    assert {n for n, *_ in calls} >= {"leiden", "kmeans", "hclust", "compare", "cluster_tree", "dendrogram",
-                                     "composition", "qc_summary", "heatmap_matrix", "cluster_heatmap"}
+    assert {n for n, *_ in calls} >= {
+        "leiden",
+        "kmeans",
+        "hclust",
+        "compare",
+        "cluster_tree",
+        "dendrogram",
+        "composition",
+        "qc_summary",
+        "heatmap_matrix",
+        "cluster_heatmap",
+    }
     twice = {k: n for k, n in calls.items() if n > 1}
     assert not twice, twice

@@ -63,7 +63,7 @@ class Job:
         if self.future is not None:
             try:
                 return self.future.result()
-            except Exception as err:  # noqa: BLE001 - a dead or failing worker must not lose the run
+            except Exception as err:
                 logger.warning("background job unavailable (%s); computing it in this process", err)
         value = call(self.target, *self.args)
         self.seconds = time.perf_counter() - self.started
@@ -136,7 +136,7 @@ def background(enabled: bool = True, *, warm_up: str | None = None) -> Iterator[
     if enabled and available_cpus() > 1:
         try:
             executor = Background(warm_up)
-        except Exception as err:  # noqa: BLE001 - no spare process: everything runs here
+        except Exception as err:
             logger.info("background process not started (%s: %s)", type(err).__name__, err)
     try:
         yield executor

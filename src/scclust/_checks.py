@@ -27,7 +27,8 @@ def get_rep(adata: AnnData, use_rep: str, n_pcs: int | None = None) -> np.ndarra
             close = near_matches([use_rep], adata.obsm.keys(), cutoff=0.6, same_numbers=False).get(use_rep)
             hint = f": did you mean {close!r}?" if close else ""
             raise MissingKeyError(
-                f"use_rep {use_rep!r} not in .obsm{hint} (available: {choices(adata.obsm.keys())}, or X: the expression matrix)"
+                f"use_rep {use_rep!r} not in .obsm{hint} (available: {choices(adata.obsm.keys())}, or X: the "
+                "expression matrix)"
             )
         X = adata.obsm[use_rep]
         X = X.to_numpy() if isinstance(X, pd.DataFrame) else np.asarray(X)

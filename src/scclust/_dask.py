@@ -74,9 +74,11 @@ def dask_client(
         try:
             client = Client(address, timeout=timeout)
         except (OSError, TimeoutError) as err:
-            raise ConfigError(f"cannot reach the Dask scheduler at {address!r} ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else 'no answer'}); check dask.address / "
-                              "--dask-address or leave it empty for a local cluster") from None
+            raise ConfigError(
+                f"cannot reach the Dask scheduler at {address!r} ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else 'no answer'}); check dask.address / "
+                "--dask-address or leave it empty for a local cluster"
+            ) from None
         n = len(client.scheduler_info().get("workers", {}))
         logger.info("Dask: connected to %s (%d workers); dashboard %s", address, n, client.dashboard_link)
         try:
@@ -89,16 +91,25 @@ def dask_client(
     n = n_workers or os.cpu_count() or 1
     limit = memory_limit if memory_limit is not None else worker_memory_limit(n)
     _saved_environ.clear()
-    _saved_environ.update({k: os.environ.get(k) for k in dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}})
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=limit,
-                           dashboard_address=":0", silence_logs=logging.ERROR)
+    _saved_environ.update(
+        {k: os.environ.get(k) for k in dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}}
+    )
+    cluster = LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit=limit,
+        dashboard_address=":0",
+        silence_logs=logging.ERROR,
+    )
     client = Client(cluster)
     _restore_environ()
     try:
         mem = cluster.scheduler_info["workers"]
         per = next(iter(mem.values()))["memory_limit"] / 2**30 if mem else float("nan")
-        logger.info("Dask: local cluster, %d workers x 1 thread, %.1f GB each; dashboard %s", n, per,
-                    client.dashboard_link)
+        logger.info(
+            "Dask: local cluster, %d workers x 1 thread, %.1f GB each; dashboard %s", n, per, client.dashboard_link
+        )
         yield client
     finally:
         client.close()
@@ -127,9 +138,11 @@ def _reporting(what: str) -> Iterator[None]:
     try:
         yield
     except KilledWorker as err:
-        raise ComputeError(f"{what}: Dask workers died repeatedly running one task ({err.args[0] if err.args else ''}); "
-                           "most often out of memory: give workers more memory (dask.memory_limit) or use smaller "
-                           "chunks (prepare.chunk_cells)") from None
+        raise ComputeError(
+            f"{what}: Dask workers died repeatedly running one task ({err.args[0] if err.args else ''}); "
+            "most often out of memory: give workers more memory (dask.memory_limit) or use smaller "
+            "chunks (prepare.chunk_cells)"
+        ) from None
     except (OSError, TimeoutError) as err:
         raise ComputeError(f"{what}: lost the Dask scheduler ({type(err).__name__}: {err})") from None
     finally:
@@ -209,9 +222,9 @@ def compute_rows(*arrays: Any, what: str) -> tuple[Any, ...]:
                 sys.stderr.write("\n")
     out = []
     for j in range(len(arrays)):
-        part = blocks[j * n:(j + 1) * n]
+        part = blocks[j * n : (j + 1) * n]
         out.append(sparse.vstack(part, format="csr") if sparse.issparse(part[0]) else np.concatenate(part))
-        blocks[j * n:(j + 1) * n] = [None] * n
+        blocks[j * n : (j + 1) * n] = [None] * n
         del part
     return tuple(out)
 
@@ -228,8 +241,12 @@ def persist(array: Any, *, nbytes: float, what: str) -> Any:
 
     limits = [w.get("memory_limit") or 0 for w in client.scheduler_info().get("workers", {}).values()]
     if not limits or 0 in limits or nbytes > 0.5 * sum(limits):
-        logger.info("Dask: %s not kept in the workers' memory (%.1f GB; workers %s); each pass reads the store",
-                    what, nbytes / 2**30, "unlimited" if 0 in limits else f"{sum(limits) / 2**30:.1f} GB")
+        logger.info(
+            "Dask: %s not kept in the workers' memory (%.1f GB; workers %s); each pass reads the store",
+            what,
+            nbytes / 2**30,
+            "unlimited" if 0 in limits else f"{sum(limits) / 2**30:.1f} GB",
+        )
         return array
     logger.info("Dask: %s into the workers' memory (%.1f GB)", what, nbytes / 2**30)
     kept = client.persist(array)

@@ -17,8 +17,18 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "ConfigError", "InputError", "MissingFileError", "MissingKeyError", "OutputError", "ScclustWarning", "UserError",
-    "choices", "did_you_mean", "format_validation_error", "near_matches", "warn",
+    "ConfigError",
+    "InputError",
+    "MissingFileError",
+    "MissingKeyError",
+    "OutputError",
+    "ScclustWarning",
+    "UserError",
+    "choices",
+    "did_you_mean",
+    "format_validation_error",
+    "near_matches",
+    "warn",
 ]
 
 
@@ -80,23 +90,27 @@ def warn(message: str, category: type[Warning] = ScclustWarning) -> None:
     if sys.version_info >= (3, 12):
         warnings.warn(message, category, skip_file_prefixes=internal)
         return
-    frame, level = sys._getframe(1), 1
+    frame, level = sys._getframe(1), 2  # stacklevel 2: the caller of warn()
     while frame is not None and frame.f_code.co_filename.startswith(internal):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
 
 
-def format_validation_error(err: Any, root: Any = None, *, data: Any = None) -> str:
+def format_validation_error(err: Any, root: Any = None, *, data: Any = None, argnames: Any = ()) -> str:
     """One line for a pydantic ``ValidationError``: ``key.path: message (got value)``.
 
     ``root``: the model the locations start from (for the valid keys of an unknown key); ``None``:
     a function's arguments. ``data``: what the user wrote; the path is given as written there (a
     section or a value given as a single item, which the model takes as a list of one, has no
-    list index in the path).
+    list index in the path). ``argnames``: a function's parameter names (a positional argument's
+    error is named by its parameter).
     """
     lines = []
     for e in err.errors():
-        loc = _user_path(e["loc"], data)
+        raw = tuple(e["loc"])
+        if raw and isinstance(raw[0], int) and raw[0] < len(argnames):
+            raw = (argnames[raw[0]], *raw[1:])
+        loc = _user_path(raw, data)
         path = ".".join(str(p) for p in loc) or "(top level)"
         if e["type"] == "unexpected_keyword_argument":
             lines.append(f"unknown argument {path!r}")
@@ -181,8 +195,9 @@ def _fold(name: str) -> str:
     return re.sub(r"[-._]", "", name).casefold()
 
 
-def near_matches(names: Iterable[str], universe: Iterable[str], *, cutoff: float = GENE_CUTOFF,
-                 same_numbers: bool = True) -> dict[str, str]:
+def near_matches(
+    names: Iterable[str], universe: Iterable[str], *, cutoff: float = GENE_CUTOFF, same_numbers: bool = True
+) -> dict[str, str]:
     """The closest name in ``universe`` for each of ``names`` that has one.
 
     A name that differs only in case or in ``-`` / ``.`` / ``_`` (``Cd3e`` -> ``CD3E``) is matched
@@ -237,8 +252,7 @@ def _case_style(name: str) -> str | None:
     return None
 
 
-def did_you_mean(names: Iterable[str], universe: Iterable[str], *, limit: int = 8,
-                 cutoff: float = GENE_CUTOFF) -> str:
+def did_you_mean(names: Iterable[str], universe: Iterable[str], *, limit: int = 8, cutoff: float = GENE_CUTOFF) -> str:
     """A message fragment suggesting, for names absent from ``universe``, the names meant.
 
     ``"did you mean 'CD3E' for 'Cd3e', 'CD8A' for 'cd8a'?"`` from :func:`near_matches` (case-
@@ -258,7 +272,12 @@ def did_you_mean(names: Iterable[str], universe: Iterable[str], *, limit: int = 
     if not found:
         return ""
     pairs = [f"{s!r} for {n!r}" for n, s in found.items()]
-    text = "did you mean " + ", ".join(pairs[:limit]) + (f", ... ({len(pairs) - limit} more)" if len(pairs) > limit else "") + "?"
+    text = (
+        "did you mean "
+        + ", ".join(pairs[:limit])
+        + (f", ... ({len(pairs) - limit} more)" if len(pairs) > limit else "")
+        + "?"
+    )
     case_only = [(n, s) for n, s in found.items() if _fold(n) == _fold(s)]
     if len(case_only) * 2 > len(absent):
         given = [_case_style(n) for n, _ in case_only]

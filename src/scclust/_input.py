@@ -45,6 +45,7 @@ def parse_input(text: str | InputSpec) -> InputSpec:
     if text.startswith(DATA_PREFIX):
         return InputSpec(text, "data", name=text.removeprefix(DATA_PREFIX))
     path = Path(text)
-    is_store = path.suffix.lower() in (".zarr", ".h5") or (path.is_dir() and any(
-        (path / m).exists() for m in ("zarr.json", ".zgroup")))
+    is_store = path.suffix.lower() in (".zarr", ".h5") or (
+        path.is_dir() and any((path / m).exists() for m in ("zarr.json", ".zgroup"))
+    )
     return InputSpec(text, "store" if is_store else "file", path=path)

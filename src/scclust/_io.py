@@ -6,9 +6,11 @@ import contextlib
 import errno
 import hashlib
 import os
+import pickle
 import platform
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -21,14 +23,38 @@ from ._input import InputSpec, parse_input
 
 #: Packages whose versions are recorded with every run.
 RECORDED_PACKAGES = [
-    "scclust", "scanpy", "anndata", "numpy", "scipy", "pandas", "scikit-learn", "igraph", "leidenalg",
-    "harmonypy", "umap-learn", "matplotlib", "pydantic", "fastcluster", "hnswlib", "h5py",
+    "scclust",
+    "scanpy",
+    "anndata",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "igraph",
+    "leidenalg",
+    "harmonypy",
+    "umap-learn",
+    "matplotlib",
+    "pydantic",
+    "fastcluster",
+    "hnswlib",
+    "h5py",
 ]
 
 
 #: errno values that mean "the user's output location cannot take the file", not a bug
-_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST,
-                   errno.EISDIR, errno.ENAMETOOLONG, errno.ENOENT}
+_USER_OS_ERRORS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOTDIR,
+    errno.EEXIST,
+    errno.EISDIR,
+    errno.ENAMETOOLONG,
+    errno.ENOENT,
+}
 
 
 @contextlib.contextmanager
@@ -39,8 +65,11 @@ def output_errors(path: str | Path) -> Iterator[None]:
     except OutputError:
         raise
     except OSError as err:
-        full = err.errno in (errno.ENOSPC, errno.EDQUOT) or "no space" in str(err).lower() or (
-            err.errno is None and _disk_full(path))  # h5py reports a full disk without an errno
+        full = (
+            err.errno in (errno.ENOSPC, errno.EDQUOT)
+            or "no space" in str(err).lower()
+            or (err.errno is None and _disk_full(path))
+        )  # h5py reports a full disk without an errno
         if not full and err.errno not in _USER_OS_ERRORS:
             raise
         what = "the disk is full; free space or" if full else f"{(err.strerror or str(err)).lower()};"
@@ -58,10 +87,11 @@ def _disk_full(path: str | Path, margin: int = 1 << 20) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, private: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
 
     A full disk or an unwritable location raises :class:`OutputError`; the temporary file is removed.
+    ``private``: the file keeps the temporary file's mode, readable and writable by its owner only.
     """
     path = Path(path)
     with output_errors(path):
@@ -72,10 +102,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         with output_errors(path):
             yield tmp_path
-        # mkstemp creates 0600 files; give the result the usual permissions (0666 minus the umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
+        if not private:
+            # mkstemp creates 0600 files; give the result the usual permissions (0666 minus the umask)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -94,6 +125,26 @@ def write_h5ad(adata: AnnData, path: str | Path) -> Path:
     return Path(path)
 
 
+def write_pickle(obj: object, path: str | Path) -> Path:
+    """Pickle ``obj`` to ``path`` atomically, readable and writable by this user only (see
+    :func:`read_pickle`). For scclust's own state (checkpoints), read back by the same installation."""
+    with atomic_path(path, private=True) as tmp, open(tmp, "wb") as fh:
+        pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return Path(path)
+
+
+def read_pickle(path: str | Path) -> object:
+    """Unpickle a file :func:`write_pickle` wrote: only one owned by this user that no one else can write
+    (unpickling runs code, so a file another user could have placed or changed is refused)."""
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise PermissionError(
+                f"{path} is not private to this user (owner {st.st_uid}, mode {st.st_mode & 0o777:o})"
+            )
+        return pickle.load(fh)
+
+
 def resolve_input(spec: str | InputSpec) -> InputSpec:
     """``data:NAME`` -> the spec of a registered real dataset's file, fetched into the cache and
     verified (:func:`scclust.datasets.fetch`); any other spec is returned parsed."""
@@ -108,12 +159,19 @@ def resolve_input(spec: str | InputSpec) -> InputSpec:
 def _not_found(spec: InputSpec) -> MissingFileError:
     from .datasets import REMOTE
 
-    return MissingFileError(f"input file not found: {spec} (give an .h5ad path, builtin:simulate / pbmc68k / counts / "
-                            f"integrated or data:{' / '.join(REMOTE)})")
+    return MissingFileError(
+        f"input file not found: {spec} (give an .h5ad path, builtin:simulate / pbmc68k / counts / "
+        f"integrated or data:{' / '.join(REMOTE)})"
+    )
 
 
-def read_input(spec: str | InputSpec, *, progress: Callable[[str], None] | None = None, lazy: bool = False,
-               chunk_cells: int | None = None) -> tuple[AnnData, dict[str, object]]:
+def read_input(
+    spec: str | InputSpec,
+    *,
+    progress: Callable[[str], None] | None = None,
+    lazy: bool = False,
+    chunk_cells: int | None = None,
+) -> tuple[AnnData, dict[str, object]]:
     """Read ``builtin:NAME``, ``data:NAME`` (:func:`resolve_input`) or an .h5ad path fully into memory;
     return it with its fingerprint.
 
@@ -146,11 +204,34 @@ def read_input(spec: str | InputSpec, *, progress: Callable[[str], None] | None 
     path = spec.path
     if not path.is_file():
         raise _not_found(spec)
+    digest = _Sha256InBackground(path)  # hashing releases the GIL: it overlaps with the reading
     try:
         adata = ad.read_h5ad(path)
-    except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file
+    except Exception as err:
         raise InputError(f"cannot read {spec} as .h5ad: {type(err).__name__}: {err}") from None
-    return adata, {"source": str(path.resolve()), "sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return adata, {"source": str(path.resolve()), "sha256": digest.result(), "bytes": path.stat().st_size}
+
+
+class _Sha256InBackground:
+    """:func:`sha256_file` of ``path`` in a daemon thread, started at once; :meth:`result` waits for it."""
+
+    def __init__(self, path: Path) -> None:
+        self._value: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(path,), name="scclust-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path) -> None:
+        try:
+            self._value = sha256_file(path)
+        except BaseException as err:
+            self._error = err
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _store_fingerprint(path: Path) -> dict[str, object]:
@@ -170,12 +251,10 @@ def _store_fingerprint(path: Path) -> dict[str, object]:
     return {"sha256": h.hexdigest(), "bytes": total, "fingerprint": "zarr: names, sizes and metadata"}
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file (read into one reused buffer; the hashing releases the GIL)."""
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def fingerprint_adata(adata: AnnData) -> str:
@@ -203,13 +282,20 @@ def package_versions() -> dict[str, str]:
 
 def read_input_summary(spec: str | InputSpec) -> AnnData:
     """The input without its expression matrix in memory (``backed="r"``): enough for
-    :func:`scclust.workflow.preflight` (names, ``.obs``, ``.obsm``, ``.uns``). Built-ins are built;
-    ``data:NAME`` is fetched (:func:`resolve_input`)."""
+    :func:`scclust.workflow.preflight` (names, ``.obs``, ``.obsm``, ``.uns``). Built-ins are built
+    small (the same keys and genes); ``data:NAME`` is fetched (:func:`resolve_input`)."""
     import anndata as ad
 
     spec = resolve_input(spec)
     if spec.is_builtin:
-        return read_input(spec)[0]
+        # a built-in has the same keys and genes at any size: a small one is made to check against
+        from .datasets import load_builtin
+
+        name = "counts" if spec.name == "counts_store" else spec.name
+        small = {k: v for k, v in spec.params.items() if k not in ("n_cells", "n_genes", "mean_counts")}
+        if name in ("simulate", "counts", "integrated"):
+            small["n_cells"] = "400"
+        return load_builtin(InputSpec(f"{spec.text} (small)", "builtin", name=name, params=small))
     path = spec.path
     if path.suffix in (".zarr", ".h5") and path.exists():  # read lazily: names and .obs only
         from .pp._lazy import read_counts_lazy
@@ -219,5 +305,5 @@ def read_input_summary(spec: str | InputSpec) -> AnnData:
         raise _not_found(spec)
     try:
         return ad.read_h5ad(path, backed="r")
-    except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file
+    except Exception as err:
         raise InputError(f"cannot read {spec} as .h5ad: {type(err).__name__}: {err}") from None

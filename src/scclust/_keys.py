@@ -29,6 +29,10 @@ def hclust_keys(key_added: str, n_clusters: Iterable[int] = (), heights: Iterabl
 
 
 #: ``.obs`` columns written by :func:`scclust.pp.qc_metrics` (and so by :func:`scclust.pp.prepare`)
-QC_COLUMNS = ("n_genes_by_counts", "total_counts", *(f"{m}_{v}" for m in ("total_counts", "pct_counts") for v in ("mt", "ribo", "hb")))
+QC_COLUMNS = (
+    "n_genes_by_counts",
+    "total_counts",
+    *(f"{m}_{v}" for m in ("total_counts", "pct_counts") for v in ("mt", "ribo", "hb")),
+)
 #: ``.obsm`` keys written by :func:`scclust.pp.prepare`
 PREPARE_OBSM = ("X_pca", "X_pca_harmony", "X_umap_harmony")

@@ -64,7 +64,10 @@ class Group(BaseModel):
             if key not in cls.model_fields:
                 raise TypeError(f"{cls.__name__} has no field {key!r}")
             info = FieldInfo.merge_field_infos(cls.model_fields[key], default=_config_value(value))
-            fields[key] = (cls.model_fields[key].annotation, info)
+            annotation = cls.model_fields[key].annotation
+            if value is None and type(None) not in typing.get_args(annotation):
+                annotation = annotation | None  # "not set": the place of use decides (documented there)
+            fields[key] = (annotation, info)
         model = create_model(name, __base__=cls, __module__=cls.__module__, **fields)
         model.__doc__ = cls.__doc__
         return model
@@ -85,7 +88,11 @@ def param_docs(func: Callable[..., Any]) -> dict[str, str]:
     lines = (inspect.getdoc(inspect.unwrap(func)) or "").splitlines()
     out: dict[str, str] = {}
     try:
-        i = next(i for i, line in enumerate(lines[:-1]) if line.strip() == "Parameters" and set(lines[i + 1].strip()) == {"-"})
+        i = next(
+            i
+            for i, line in enumerate(lines[:-1])
+            if line.strip() == "Parameters" and set(lines[i + 1].strip()) == {"-"}
+        )
     except StopIteration:
         return out
     i += 2
@@ -112,13 +119,29 @@ def param_docs(func: Callable[..., Any]) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ models
+def _hints(target: Callable[..., Any]) -> dict[str, Any]:
+    """The function's resolved annotations; names imported for type checking only (``Figure``,
+    ``Axes``: never options) resolve to ``Any``, so reading a signature imports nothing heavy."""
+    import builtins
+    import sys
+
+    globalns = vars(sys.modules[target.__module__])
+
+    class _Names(dict):
+        def __missing__(self, key: str) -> Any:
+            if key in globalns:
+                return globalns[key]
+            return getattr(builtins, key, Any)
+
+    return typing.get_type_hints(target, localns=_Names(), include_extras=True)
+
+
 def _config_value(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
 def params_model(
-    func: Callable[..., Any],
-    *,
+    *funcs: Callable[..., Any],
     name: str,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] = (),
@@ -127,12 +150,13 @@ def params_model(
     base: type[BaseModel] = Params,
     doc: str | None = None,
 ) -> type[BaseModel]:
-    """The pydantic model of ``func``'s keyword-only options, generated from its signature and docstring.
+    """The pydantic model of the keyword-only options of ``funcs``, generated from their signatures and docstrings.
 
     Parameters
     ----------
-    func
-        A public function (decorated with :func:`validated` or not).
+    funcs
+        One or more public functions (a stage that calls several, e.g. matrix -> clustering ->
+        figure, takes the options of each; a name in several is taken from the first).
     name
         The model's class name.
     include, exclude
@@ -140,45 +164,56 @@ def params_model(
     defaults
         Other defaults at this place of use (a stage's, a group's).
     fields
-        Further fields ``{name: (annotation, FieldInfo)}`` that the stage itself reads (figures).
+        Further fields ``{name: (annotation, FieldInfo)}`` that the stage itself reads (figures, files).
     base
         :class:`Params` (a config section) or :class:`Group` (a step group).
     doc
-        The model's docstring (default: the first paragraph of ``func``'s).
+        The model's docstring (default: the first paragraph of the first function's).
 
-    Every option must be described in ``func``'s docstring (a ``TypeError`` at import otherwise),
-    so no config key is without a description. ``func``'s cross-parameter check (``validated(check=)``)
-    is applied to the model too.
+    Every option must be described in its function's docstring (a ``TypeError`` at import
+    otherwise), so no config key is without a description. The functions' cross-parameter checks
+    (``validated(check=)``) are applied to the model too.
     """
-    target = inspect.unwrap(func)
-    hints = typing.get_type_hints(target, include_extras=True)
-    docs = param_docs(target)
     wanted = None if include is None else list(include)
     skip = set(exclude) | NOT_OPTIONS
     spec: dict[str, Any] = {}
-    params = inspect.signature(target).parameters
-    for pname in wanted if wanted is not None else list(params):
-        p = params[pname]
-        if p.kind is not p.KEYWORD_ONLY or (wanted is None and pname in skip):
-            if wanted is not None:
-                raise TypeError(f"{target.__qualname__}: {pname!r} is not a keyword-only parameter")
-            continue
-        if pname not in docs:
-            raise TypeError(f"{target.__module__}.{target.__qualname__}: parameter {pname!r} is not described in its docstring")
-        default = (defaults or {}).get(pname, p.default)
-        info = Field(... if default is p.empty else _config_value(default), description=plain(docs[pname]))
-        spec[pname] = (hints[pname], info)
+    checks = []
+    for func in funcs:
+        target = inspect.unwrap(func)
+        hints = _hints(target)
+        docs = param_docs(target)
+        params = inspect.signature(target).parameters
+        for pname in wanted if wanted is not None and len(funcs) == 1 else list(params):
+            p = params[pname]
+            if wanted is not None and pname not in wanted:
+                continue
+            if p.kind is not p.KEYWORD_ONLY or pname in spec or (wanted is None and pname in skip):
+                if wanted is not None and p.kind is not p.KEYWORD_ONLY:
+                    raise TypeError(f"{target.__qualname__}: {pname!r} is not a keyword-only parameter")
+                continue
+            if pname not in docs:
+                raise TypeError(
+                    f"{target.__module__}.{target.__qualname__}: parameter {pname!r} is not described in its docstring"
+                )
+            default = (defaults or {}).get(pname, p.default)
+            info = Field(... if default is p.empty else _config_value(default), description=plain(docs[pname]))
+            spec[pname] = (hints[pname], info)
+        if getattr(target, "__scclust_check__", None) is not None:
+            checks.append(target.__scclust_check__)
     spec.update(fields or {})
-    check = getattr(target, "__scclust_check__", None)
     validators = {}
-    if check is not None:
+    if checks:
+
         def _check(self: BaseModel) -> BaseModel:
-            check({k: getattr(self, k) for k in type(self).model_fields})
+            values = {k: getattr(self, k) for k in type(self).model_fields}
+            for check in checks:
+                check(values)
             return self
 
         validators["check_rules"] = model_validator(mode="after")(_check)
-    model = create_model(name, __base__=base, __module__=target.__module__, __validators__=validators, **spec)
-    model.__doc__ = doc or plain((inspect.getdoc(target) or "").split("\n\n")[0])
+    first = inspect.unwrap(funcs[0])
+    model = create_model(name, __base__=base, __module__=first.__module__, __validators__=validators, **spec)
+    model.__doc__ = doc or plain((inspect.getdoc(first) or "").split("\n\n")[0])
     return model
 
 
@@ -196,7 +231,7 @@ def validated(func: F | None = None, *, check: Callable[[dict[str, Any]], None] 
     if func is None:
         return functools.partial(validated, check=check)
     state = threading.local()
-    hints = typing.get_type_hints(func, include_extras=True)
+    hints = _hints(func)
     signature = inspect.signature(func)
 
     @functools.wraps(func)
@@ -222,7 +257,8 @@ def validated(func: F | None = None, *, check: Callable[[dict[str, Any]], None] 
         except ValidationError as err:
             if getattr(state, "entered", False):
                 raise
-            raise ConfigError(f"{func.__name__}(): {format_validation_error(err, data=kwargs)}") from None
+            message = format_validation_error(err, data=kwargs, argnames=list(signature.parameters))
+            raise ConfigError(f"{func.__name__}(): {message}") from None
 
     if check is not None:
         func.__scclust_check__ = check  # type: ignore[attr-defined]

@@ -15,8 +15,20 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field
 
 __all__ = [
-    "ClusterCounts", "Distance", "Fraction", "GeneList", "HclustMetric", "Heights", "KeyList", "KnnBackend",
-    "KnnMetric", "Linkage", "NJobs", "PositiveInt", "Resolutions", "as_list",
+    "ClusterCounts",
+    "Distance",
+    "Fraction",
+    "GeneList",
+    "HclustMetric",
+    "Heights",
+    "KeyList",
+    "KnnBackend",
+    "KnnMetric",
+    "Linkage",
+    "NJobs",
+    "PositiveInt",
+    "Resolutions",
+    "as_list",
 ]
 
 
@@ -59,8 +71,18 @@ EUCLIDEAN_LINKAGES = ("centroid", "median", "ward")
 #: distances for hierarchical clustering of cells (correlation is (1 - r) / 2)
 HclustMetric = Literal["euclidean", "correlation", "cosine", "cityblock"]
 #: distances of :func:`scipy.spatial.distance.pdist` offered for heatmaps
-Distance = Literal["euclidean", "sqeuclidean", "cityblock", "chebyshev", "minkowski", "seuclidean", "cosine",
-                   "correlation", "braycurtis", "canberra"]
+Distance = Literal[
+    "euclidean",
+    "sqeuclidean",
+    "cityblock",
+    "chebyshev",
+    "minkowski",
+    "seuclidean",
+    "cosine",
+    "correlation",
+    "braycurtis",
+    "canberra",
+]
 #: kNN distances
 KnnMetric = Literal["euclidean", "cosine", "correlation", "manhattan"]
 #: kNN search backends (:func:`scclust.pp.neighbors`); ``auto`` chooses by size
@@ -83,12 +105,17 @@ GeneList = Annotated[list[str], BeforeValidator(as_list)]
 NJobs = Annotated[int, AfterValidator(_n_jobs)]
 
 
-def check_linkage_metric(method: str, metric: str, *, allow_non_euclidean: bool | None = False, prefix: str = "") -> None:
+def check_linkage_metric(
+    method: str, metric: str, *, allow_non_euclidean: bool | None = False, prefix: str = ""
+) -> None:
     """centroid / median / ward need Euclidean distances unless ``allow_non_euclidean`` (None: not offered)."""
     if method in EUCLIDEAN_LINKAGES and metric != "euclidean" and not allow_non_euclidean:
-        hint = ("" if allow_non_euclidean is None else
-                ", or set allow_non_euclidean to reproduce R's hclust on a non-Euclidean dissimilarity "
-                "(the Seurat lab's ward.D2 on (1 - r) / 2)")
+        hint = (
+            ""
+            if allow_non_euclidean is None
+            else ", or set allow_non_euclidean to reproduce R's hclust on a non-Euclidean dissimilarity "
+            "(the Seurat lab's ward.D2 on (1 - r) / 2)"
+        )
         raise ValueError(
             f"{prefix}method {method!r} needs {prefix}metric 'euclidean' (got {metric!r}); "
             f"with other metrics use single, complete, average or weighted{hint}"

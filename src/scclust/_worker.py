@@ -14,6 +14,7 @@ original stdout. Anything a library prints in the child goes to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -85,10 +86,8 @@ class Worker:
                 self.proc.kill()
         self.proc.wait()
         for f in (self.proc.stdin, self.proc.stdout):
-            try:
+            with contextlib.suppress(OSError):
                 f.close()
-            except OSError:
-                pass
 
 
 def available_cpus() -> int:
@@ -121,7 +120,7 @@ def _main() -> None:
         module, _, name = target.partition(":")
         try:
             reply = pickle.dumps(("ok", getattr(import_module(module), name)(*args)), protocol=_PROTOCOL)
-        except Exception as err:  # noqa: BLE001 - reported to the parent, which decides
+        except Exception as err:
             reply = pickle.dumps(("error", f"{type(err).__name__}: {err}"), protocol=_PROTOCOL)
         try:
             out.write(reply)

@@ -1,4 +1,4 @@
-"""Command-line interface: ``scclust run | validate | schema | datasets``.
+"""Command-line interface: ``scclust run | validate | init | schema``.
 
 Thin by design: it parses arguments, loads the config and calls :func:`scclust.workflow.run`.
 Exit status: 0 success, 2 user error (one line on stderr, no traceback), 1 unexpected error.
@@ -25,23 +25,63 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the stages of a config")
     r.add_argument("config", help="YAML config file")
-    r.add_argument("--input", help="override 'input': an .h5ad path, builtin:NAME (simulate, pbmc68k, counts, integrated) or "
-                        "data:NAME (a real dataset fetched into the cache: scclust.datasets.fetch)")
+    r.add_argument(
+        "--input",
+        help="override 'input': an .h5ad path, builtin:NAME (simulate, pbmc68k, counts, integrated) or "
+        "data:NAME (a real dataset fetched into the cache: scclust.datasets.fetch)",
+    )
     r.add_argument("--outdir", help="override 'outdir'")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set leiden.resolutions=[0.4,0.6] (repeatable)")
-    r.add_argument("--no-resume", dest="resume", action="store_false", default=None,
-                   help="run every stage, ignoring the checkpoint of an earlier run in outdir")
-    r.add_argument("--dask-address", metavar="TCP://HOST:PORT",
-                   help="override 'dask.address': the scheduler of an existing Dask cluster for out-of-core steps")
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set leiden.resolutions=[0.4,0.6] (repeatable)",
+    )
+    r.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        default=None,
+        help="run every stage, ignoring the checkpoint of an earlier run in outdir",
+    )
+    r.add_argument(
+        "--dask-address",
+        metavar="TCP://HOST:PORT",
+        help="override 'dask.address': the scheduler of an existing Dask cluster for out-of-core steps",
+    )
     r.add_argument("-q", "--quiet", action="store_true", help="only print errors")
     r.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
 
-    v = sub.add_parser("validate", help="check a config (and, with --input or its input, that it fits the data) without running it")
+    v = sub.add_parser("validate", help="check a config and that it fits its input (or --input), without running it")
     v.add_argument("config")
-    v.add_argument("--input", help="check the config against this input (.obs / .obsm keys, genes, key clashes)")
+    v.add_argument(
+        "--input", help="check the config against this input instead of its own (.obs / .obsm keys, genes, key clashes)"
+    )
+    v.add_argument("--config-only", action="store_true", help="check the config alone, without reading its input")
     v.add_argument("--outdir")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    i = sub.add_parser("init", help="print a commented config for your data (every key with its default and meaning)")
+    kind = i.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--integrated",
+        dest="kind",
+        action="store_const",
+        const="integrated",
+        default="integrated",
+        help="for an integrated AnnData: embeddings in .obsm, log-normalized genes in .raw (default)",
+    )
+    kind.add_argument(
+        "--counts",
+        dest="kind",
+        action="store_const",
+        const="counts",
+        help="for raw counts: starts with the prepare stage (QC, normalize, HVG, PCA, Harmony, UMAP)",
+    )
+    i.add_argument("--input", help="your .h5ad: the template names its batch column, embedding and genes")
+    i.add_argument("-o", "--output", help="write to this file instead of stdout")
 
     s = sub.add_parser("schema", help="print the JSON schema of configs")
     s.add_argument("-o", "--output", help="write to this file instead of stdout")
@@ -65,19 +105,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scclust: error: {err}", file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:
-        print("scclust: interrupted; finished stages are checkpointed: rerun the same command to resume",
-              file=sys.stderr)
+        print(
+            "scclust: interrupted; finished stages are checkpointed: rerun the same command to resume", file=sys.stderr
+        )
         return 130
     except BrokenPipeError:  # e.g. `scclust schema | head`: the reader left, nothing went wrong here
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except Exception as err:  # noqa: BLE001 - the CLI's last line of defence
+    except Exception as err:
         if debug:
             traceback.print_exc()
-        print(f"scclust: unexpected error ({type(err).__name__}: {err}); this is a bug, please report it "
-              "with the output of --debug", file=sys.stderr)
+        print(
+            f"scclust: unexpected error ({type(err).__name__}: {err}); this is a bug, please report it "
+            "with the output of --debug",
+            file=sys.stderr,
+        )
         return EXIT_BUG
 
 
@@ -93,6 +137,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print(text)
         return EXIT_OK
+    if args.command == "init":
+        from .config import template
+
+        adata = None
+        if args.input is not None:
+            from ._io import read_input_summary
+
+            adata = read_input_summary(args.input)
+        text = template(args.kind, adata, input=args.input or "my_data.h5ad")
+        if args.output:
+            from ._io import write_text
+
+            write_text(args.output, text)
+        else:
+            print(text)
+        return EXIT_OK
     overrides = list(args.overrides)
     if getattr(args, "dask_address", None):
         overrides.append(f"dask.address={args.dask_address}")
@@ -100,7 +160,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         _setup_logging(quiet=False, debug=False)
         checked = ""
-        if args.input is not None:
+        if not args.config_only:
             from ._io import read_input_summary
             from .workflow import check_names, preflight
 

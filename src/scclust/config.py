@@ -54,16 +54,22 @@ __all__ = [
     "json_schema",
     "load_config",
     "parse_config",
+    "template",
 ]
 
 
 class FiguresParams(Params):
     """How figures are written."""
 
-    formats: list[Literal["png", "pdf", "svg"]] = Field(["png"], min_length=1)
-    dpi: int = Field(150, ge=50, le=600)
+    formats: list[Literal["png", "pdf", "svg"]] = Field(
+        ["png"], min_length=1, description="file formats of every figure (figures/{name}.{format})"
+    )
+    dpi: int = Field(150, ge=50, le=600, description="resolution of raster figures (png), dots per inch")
     graph_block: int = Field(
-        0, ge=0, le=5000, description="neighbors stage: draw the first N x N cells of each graph (the Seurat lab's kNN / SNN "
+        0,
+        ge=0,
+        le=5000,
+        description="neighbors stage: draw the first N x N cells of each graph (the Seurat lab's kNN / SNN "
         "heat maps, N = 200) into figures/graph_{key_added}.png; 0 = none",
     )
 
@@ -78,11 +84,15 @@ class FiguresParams(Params):
 class DaskParams(Params):
     """The Dask cluster of out-of-core steps (``prepare.backend: dask``, subclustering from a counts store)."""
 
-    address: str | None = Field(None, description="scheduler address (tcp://host:8786) of an existing cluster, e.g. "
-                                "dask-jobqueue's SLURMCluster; empty: a local cluster on this machine (--dask-address)")
+    address: str | None = Field(
+        None,
+        description="scheduler address (tcp://host:8786) of an existing cluster, e.g. "
+        "dask-jobqueue's SLURMCluster; empty: a local cluster on this machine (--dask-address)",
+    )
     n_workers: int | None = Field(None, ge=1, description="local cluster: worker processes (default: one per core)")
-    memory_limit: str | None = Field(None, description="local cluster: memory per worker, e.g. '6GB' (default: 70% of "
-                                     "RAM shared by the workers)")
+    memory_limit: str | None = Field(
+        None, description="local cluster: memory per worker, e.g. '6GB' (default: 70% of RAM shared by the workers)"
+    )
 
 
 #: Stages in the order they run (from the registry). A config lists the ones it wants in ``stages``.
@@ -96,20 +106,39 @@ class _WorkflowBase(Params):
     graphs or parameter sets fit in one run; a single mapping is taken as a one-entry list.
     """
 
-    input: str = Field(description="Path to an .h5ad file, or builtin:NAME (simulate, pbmc68k, counts, integrated)")
-    outdir: str = "results"
-    stages: list[str] = Field(default_factory=lambda: [n for n, s in REGISTRY.items() if s.default], min_length=1)
-    write_h5ad: bool = True
-    resume: bool = Field(True, description="reuse the checkpoint of finished stages in outdir when the input and "
-                         "their config are unchanged (--no-resume: run every stage)")
+    input: str = Field(
+        description="the data: an .h5ad file (integrated, or raw counts with the prepare stage), a "
+        ".zarr / 10x .h5 counts store, builtin:NAME (simulate, pbmc68k, counts, integrated, "
+        "counts_store) or data:NAME (a registered dataset, fetched and verified)"
+    )
+    outdir: str = Field(
+        "results",
+        description="output directory: figures/, tables/, clustered.h5ad, manifest.json, "
+        "report.html (created; reruns reuse finished stages)",
+    )
+    stages: list[str] = Field(
+        default_factory=lambda: [n for n, s in REGISTRY.items() if s.default],
+        min_length=1,
+        description="the stages to run (they run in the canonical order whatever the order "
+        "given); each has a section of the same name",
+    )
+    write_h5ad: bool = Field(True, description="write the clustered AnnData (clustered.h5ad)")
+    resume: bool = Field(
+        True,
+        description="reuse the checkpoint of finished stages in outdir when the input and "
+        "their config are unchanged (--no-resume: run every stage)",
+    )
     background_umap: bool = Field(
         True,
         description="When a stage computes a UMAP (prepare, subcluster, a built-in simulated input), import and "
         "compile umap-learn in a spare process from the start of the run (saves ~10 s of numba compilation on a "
         "cold start; identical coordinates); false computes it in this process",
     )
-    figures: FiguresParams = FiguresParams()
-    dask: DaskParams = DaskParams()
+    figures: FiguresParams = Field(FiguresParams(), description="how figures are written")
+    dask: DaskParams = Field(
+        DaskParams(),
+        description="the Dask cluster of out-of-core steps (a local one, or an existing scheduler's address)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -152,8 +181,10 @@ WorkflowConfig = create_model(
     "WorkflowConfig",
     __base__=_WorkflowBase,
     __module__=__name__,
-    **{name: (_section_type(st), Field(default_factory=st.default_section, description=st.description))
-       for name, st in REGISTRY.items()},
+    **{
+        name: (_section_type(st), Field(default_factory=st.default_section, description=st.description))
+        for name, st in REGISTRY.items()
+    },
 )
 WorkflowConfig.__doc__ = _WorkflowBase.__doc__
 
@@ -186,8 +217,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({getattr(err, 'problem', err)}); "
-                              "quote strings, write lists as [a, b]") from None
+            raise ConfigError(
+                f"--set {item!r}: the value is not valid YAML ({getattr(err, 'problem', err)}); "
+                "quote strings, write lists as [a, b]"
+            ) from None
         parts = path.split(".")
         _set_path(data, parts, value, item)
     return data
@@ -250,7 +283,9 @@ def load_config(
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path} is not a UTF-8 text file (byte {err.start}); save the config as UTF-8 YAML") from None
+        raise ConfigError(
+            f"{path} is not a UTF-8 text file (byte {err.start}); save the config as UTF-8 YAML"
+        ) from None
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
     except yaml.YAMLError as err:
@@ -265,3 +300,161 @@ def load_config(
     if outdir is not None:
         data["outdir"] = outdir
     return parse_config(data)
+
+
+# ---------------------------------------------------------------------------------------- templates
+#: the stages a template lists, by the kind of input
+TEMPLATE_STAGES = {
+    "integrated": [
+        "neighbors",
+        "leiden",
+        "kmeans",
+        "hclust",
+        "compare",
+        "relationships",
+        "embedding",
+        "composition",
+        "qc",
+        "subcluster",
+        "report",
+    ],
+    "counts": [
+        "prepare",
+        "neighbors",
+        "leiden",
+        "kmeans",
+        "hclust",
+        "compare",
+        "relationships",
+        "embedding",
+        "composition",
+        "qc",
+        "subcluster",
+        "report",
+    ],
+}
+#: batch / sample columns looked for in an input, in this order
+BATCH_COLUMNS = ("sample", "batch", "donor", "orig.ident", "library", "patient", "sample_id")
+
+
+def template(
+    kind: Literal["integrated", "counts"] = "integrated", adata: Any = None, input: str = "my_data.h5ad"
+) -> str:
+    """A commented config for ``kind`` of input (``scclust init``): every key of the stages it lists with
+    its default and its description (from the functions' docstrings, as the schema). With ``adata``
+    (the user's input, read without its matrix), the keys it names are the input's own: its batch
+    column, embedding, layout, marker genes present, breakdown columns."""
+    from ._keys import leiden_keys
+
+    obs = list(adata.obs.columns) if adata is not None else []
+    obsm = list(adata.obsm.keys()) if adata is not None else []
+    genes = set(
+        adata.raw.var_names
+        if adata is not None and adata.raw is not None
+        else adata.var_names
+        if adata is not None
+        else []
+    )
+    batch = next((c for c in BATCH_COLUMNS if c in obs), None) if adata is not None else "sample"
+    rep = (
+        "X_pca_harmony"
+        if kind == "counts"
+        else next(
+            (k for k in ("X_pca_harmony", "X_scVI", "X_scvi", "X_harmony", "X_pca") if k in obsm), "X_pca_harmony"
+        )
+    )
+    basis = (
+        ("X_umap_harmony" if batch else "X_umap")
+        if kind == "counts"
+        else next((k for k in ("X_umap_harmony", "X_umap") if k in obsm), "X_umap")
+    )
+    from .datasets import LAB_MARKERS
+
+    markers = [g for g in LAB_MARKERS if adata is None or g in genes]
+    leiden = [0.4, 0.6, 1.0, 1.4]
+    values: dict[str, dict[str, Any]] = {
+        "prepare": {"batch_key": batch},
+        "neighbors": {"use_rep": rep, "n_pcs": 30, "n_neighbors": 20},
+        "leiden": {"resolutions": leiden},
+        "kmeans": {"use_rep": rep},
+        "hclust": {"use_rep": rep},
+        "relationships": {"genes": markers, "use_rep": rep},
+        "embedding": {"basis": basis, "genes": markers[:4]},
+        "composition": {
+            "groupby": [leiden_keys("leiden", [0.6])[0]],
+            "by": [c for c in (batch, "condition", "type") if c and (adata is None or c in obs)],
+        },
+        "qc": {"groupby": [leiden_keys("leiden", [0.6])[0]]},
+        "subcluster": {
+            "tnk": {
+                "groupby": leiden_keys("leiden", [0.4])[0],
+                "batch_key": batch,
+                "select": {"markers": {"T": ["CD3E"], "NK": ["GNLY", "NKG7"]}},
+            }
+        },
+    }
+    stages = TEMPLATE_STAGES[kind]
+    if not values["composition"]["by"]:  # one sample, nothing to break the clusters down by
+        stages = [s for s in stages if s != "composition"]
+    if adata is not None and kind == "integrated" and not {"n_genes_by_counts", "total_counts"} & set(obs):
+        stages = [s for s in stages if s != "qc"]
+    lines = [
+        f"# scclust config for {'raw counts' if kind == 'counts' else 'an integrated AnnData'} (scclust init).",
+        "# Each key: its default and what it does. Check it against the data: scclust validate THIS_FILE",
+        f"input: {input}",
+        "outdir: results",
+        f"stages: [{', '.join(stages)}]",
+        "",
+    ]
+    for name in stages:
+        stage = REGISTRY[name]
+        given = values.get(name, {})
+        lines.append(f"# {stage.description}")
+        if stage.repeat == "named":
+            lines.append(f"{name}:")
+            for entry, entry_values in given.items():
+                lines.append(f"  {entry}:")
+                lines += _model_lines(stage.params, entry_values, indent=4)
+        else:
+            lines.append(f"{name}:")
+            lines += _model_lines(stage.params, given, indent=2)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _model_lines(model: Any, given: dict[str, Any], indent: int) -> list[str]:
+    import textwrap
+
+    from pydantic import BaseModel
+
+    pad = " " * indent
+    out = []
+    for key, field in model.model_fields.items():
+        desc = field.description or ""
+        out += [f"{pad}# {line}" for line in textwrap.wrap(desc, 100 - indent - 2)]
+        value = given.get(key, field.get_default(call_default_factory=True))
+        sub = _find_group(field.annotation)
+        if sub is not None and (isinstance(value, BaseModel | dict)):
+            out.append(f"{pad}{key}:")
+            values = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            out += _model_lines(sub, values, indent + 2)
+            continue
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        text = yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip()
+        out.append(f"{pad}{key}: {text.removesuffix(chr(10) + '...').removesuffix('...').strip()}")
+    return out
+
+
+def _find_group(ann: Any) -> Any:
+    import typing
+
+    from pydantic import BaseModel
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        found = _find_group(arg)
+        if found is not None:
+            return found
+    return None

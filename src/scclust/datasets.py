@@ -60,18 +60,43 @@ CELL_TYPES: dict[str, tuple[float, dict[str, float]]] = {
 # t ~ U(0, 1) scales a program; truth is the half of the gradient, t < 0.5 or not), a continuum a
 # clustering cuts anywhere. Used by ``simulate_counts(states=True)``.
 CELL_STATES: dict[str, list[tuple[str, float, str, float]]] = {
-    "CD4 T": [("CD4 T naive", 0.4, "discrete", 1.3), ("CD4 T central memory", 0.25, "discrete", 1.4),
-              ("CD4 T effector memory", 0.2, "discrete", 1.5), ("CD4 T reg", 0.15, "discrete", 1.65)],
+    "CD4 T": [
+        ("CD4 T naive", 0.4, "discrete", 1.3),
+        ("CD4 T central memory", 0.25, "discrete", 1.4),
+        ("CD4 T effector memory", 0.2, "discrete", 1.5),
+        ("CD4 T reg", 0.15, "discrete", 1.65),
+    ],
     "CD8 T": [("CD8 T naive", 0.5, "continuous", 12.0), ("CD8 T effector", 0.5, "continuous", 12.0)],
     "NK": [("NK CD56dim", 0.5, "continuous", 12.0), ("NK CD56bright", 0.5, "continuous", 12.0)],
-    "B": [("B naive", 0.55, "discrete", 1.35), ("B memory", 0.3, "discrete", 1.35), ("B plasma", 0.15, "discrete", 1.75)],
-    "CD14 Mono": [("CD14 Mono classical", 0.45, "discrete", 1.3), ("CD14 Mono inflammatory", 0.35, "discrete", 1.5),
-                  ("CD14 Mono IFN", 0.2, "discrete", 1.6)],
+    "B": [
+        ("B naive", 0.55, "discrete", 1.35),
+        ("B memory", 0.3, "discrete", 1.35),
+        ("B plasma", 0.15, "discrete", 1.75),
+    ],
+    "CD14 Mono": [
+        ("CD14 Mono classical", 0.45, "discrete", 1.3),
+        ("CD14 Mono inflammatory", 0.35, "discrete", 1.5),
+        ("CD14 Mono IFN", 0.2, "discrete", 1.6),
+    ],
     "FCGR3A Mono": [("FCGR3A Mono C1Q-", 0.6, "discrete", 1.45), ("FCGR3A Mono C1Q+", 0.4, "discrete", 1.45)],
     "DC": [("cDC2", 0.7, "discrete", 1.65), ("pDC", 0.3, "discrete", 1.9)],
     "Platelet": [("Platelet", 0.6, "discrete", 1.3), ("Platelet activated", 0.4, "discrete", 1.3)],
 }
-_MT = ["MT-ND1", "MT-ND2", "MT-CO1", "MT-CO2", "MT-ATP8", "MT-ATP6", "MT-CO3", "MT-ND3", "MT-ND4L", "MT-ND4", "MT-ND5", "MT-ND6", "MT-CYB"]
+_MT = [
+    "MT-ND1",
+    "MT-ND2",
+    "MT-CO1",
+    "MT-CO2",
+    "MT-ATP8",
+    "MT-ATP6",
+    "MT-CO3",
+    "MT-ND3",
+    "MT-ND4L",
+    "MT-ND4",
+    "MT-ND5",
+    "MT-ND6",
+    "MT-CYB",
+]
 _RIBO = [f"RPL{i}" for i in range(3, 33)] + [f"RPS{i}" for i in range(2, 30)]
 _HB = ["HBA1", "HBA2", "HBB", "HBD"]
 _ISG = ["ISG15", "IFI6", "IFI44L", "MX1", "IFIT1", "IFIT3", "OAS1", "RSAD2"]
@@ -123,6 +148,21 @@ def simulate_counts(
     2.0 (``states=False``: 8 / 8 / 8 / 9 / 10 / 11), a rising number as on real PBMC data (the lab's
     9 / 12 / 16 / 21 at 0.4 / 0.6 / 1.0 / 1.4). On by default; ``states=False`` gives the flat
     simulation (types only), which tests of type recovery use.
+
+    Parameters
+    ----------
+    n_samples
+        Samples (2-64), with a batch effect each.
+    n_genes
+        Genes.
+    batch_strength
+        Size of the per-sample batch effect.
+    type_strength
+        Size of the cell types' expression differences.
+    states
+        Types have states (a type -> state hierarchy); ``False``: types only.
+    seed
+        Seed.
     """
     if n_cells < 100:
         raise ConfigError(f"n_cells must be >= 100; got {n_cells}")
@@ -147,9 +187,11 @@ def simulate_counts(
     state_genes = [rng.choice(generic, 12, replace=False) for _ in types]
     lib_type = {"CD14 Mono": 1.4, "FCGR3A Mono": 1.3, "DC": 1.2, "B": 1.0, "Platelet": 0.5}
 
-    samples = SAMPLES[:n_samples] if n_samples <= len(SAMPLES) else [
-        f"{'covid' if i % 2 == 0 else 'ctrl'}_{i}" for i in range(n_samples)
-    ]
+    samples = (
+        SAMPLES[:n_samples]
+        if n_samples <= len(SAMPLES)
+        else [f"{'covid' if i % 2 == 0 else 'ctrl'}_{i}" for i in range(n_samples)]
+    )
     cond = np.array(["Covid" if s.startswith("covid") else "Ctrl" for s in samples])
     sample_of_cell = np.sort(rng.integers(0, n_samples, n_cells))
     base_frac = np.array([CELL_TYPES[t][0] for t in types])
@@ -199,7 +241,9 @@ def simulate_counts(
     return AnnData(sparse.csr_matrix(counts), obs=obs, var=var)
 
 
-def _add_states(logmu: np.ndarray, type_of_cell: np.ndarray, types: list[str], generic: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _add_states(
+    logmu: np.ndarray, type_of_cell: np.ndarray, types: list[str], generic: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Add each cell's state program to ``logmu`` (in place); return the state index (into the
     flattened :data:`CELL_STATES`) and the gradient position (NaN for discrete states)."""
     rng = np.random.default_rng([seed, 17])  # its own stream: the rest of the simulation is unchanged
@@ -250,14 +294,36 @@ def simulate(
     ``X_pca_harmony``, ``X_umap_harmony``. The true cell type is ``.obs["cell_type"]`` and its state
     ``.obs["cell_state"]`` (the type -> state hierarchy of :func:`simulate_counts`; ``states=False``:
     types only).
+
+    Parameters
+    ----------
+    n_samples
+        Samples (2-64), the batches Harmony integrates.
+    n_genes
+        Genes.
+    batch_strength
+        Size of the per-sample batch effect.
+    states
+        Types have states (a type -> state hierarchy); ``False``: types only.
+    seed
+        Seed.
     """
     from .pp import prepare
 
-    counts = simulate_counts(n_cells, n_samples=n_samples, n_genes=n_genes, batch_strength=batch_strength, states=states, seed=seed)
+    counts = simulate_counts(
+        n_cells, n_samples=n_samples, n_genes=n_genes, batch_strength=batch_strength, states=states, seed=seed
+    )
     adata = prepare(counts, batch_key="sample", random_state=seed)
     adata.uns["scclust_dataset"] = {
         "name": "simulate",
-        "params": {"n_cells": n_cells, "n_samples": n_samples, "n_genes": n_genes, "batch_strength": batch_strength, "states": states, "seed": seed},
+        "params": {
+            "n_cells": n_cells,
+            "n_samples": n_samples,
+            "n_genes": n_genes,
+            "batch_strength": batch_strength,
+            "states": states,
+            "seed": seed,
+        },
     }
     return adata
 
@@ -295,8 +361,13 @@ def pbmc68k() -> AnnData:
 
 #: Built-in inputs accepted as ``builtin:NAME`` by the workflow and the CLI;
 #: ``counts`` is raw UMI counts (the input of the ``prepare`` stage); ``integrated`` the scale simulator
-BUILTIN = {"simulate": simulate, "pbmc68k": pbmc68k, "counts": simulate_counts,
-           "integrated": lambda **kw: simulate_integrated(**kw), "counts_store": lambda **kw: counts_store(**kw)}
+BUILTIN = {
+    "simulate": simulate,
+    "pbmc68k": pbmc68k,
+    "counts": simulate_counts,
+    "integrated": lambda **kw: simulate_integrated(**kw),
+    "counts_store": lambda **kw: counts_store(**kw),
+}
 
 
 def _flag(value: str) -> bool:
@@ -352,11 +423,13 @@ def heatmap_example(seed: int = 4) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     (control for samples 1-3, treated for 4-6) per sample, and the ``planted`` group (A, B, C) per gene.
     """
     state = np.random.RandomState(seed)  # the legacy global-seed stream the seed uses
-    matrix = np.vstack([
-        state.normal(1.2, 0.35, (8, 6)),
-        state.normal(-0.8, 0.35, (8, 6)),
-        state.normal(0.2, 0.35, (8, 6)),
-    ])
+    matrix = np.vstack(
+        [
+            state.normal(1.2, 0.35, (8, 6)),
+            state.normal(-0.8, 0.35, (8, 6)),
+            state.normal(0.2, 0.35, (8, 6)),
+        ]
+    )
     matrix[:, 3:] += np.repeat([0.7, -0.4, 0.2], 8)[:, None]
     genes = [f"gene_{i + 1}" for i in range(24)]
     samples = [f"sample_{i + 1}" for i in range(6)]
@@ -465,7 +538,9 @@ def simulate_integrated(
     # cells per sample, then sorted by sample like simulate_counts
     sample_of_cell = np.sort(rng.integers(0, n_samples, n_cells))
     # QC: type-dependent library size
-    lib_type = np.array([{"CD14 Mono": 1.4, "FCGR3A Mono": 1.3, "DC": 1.2, "B": 1.0, "Platelet": 0.5}.get(t, 0.9) for t in types])
+    lib_type = np.array(
+        [{"CD14 Mono": 1.4, "FCGR3A Mono": 1.3, "DC": 1.2, "B": 1.0, "Platelet": 0.5}.get(t, 0.9) for t in types]
+    )
     gidx = {g: i for i, g in enumerate(LAB_MARKERS)}
     p_detect = np.full((T, len(LAB_MARKERS)), 0.03)
     level = np.full((T, len(LAB_MARKERS)), 0.8)
@@ -516,19 +591,25 @@ def simulate_integrated(
     cond = np.array(["Covid" if s.startswith("covid") else "Ctrl" for s in samples])
     state_names = [f"{t}/{s + 1}" for t in types for s in range(S)]
     width = len(str(n_cells - 1))
-    names = np.char.add(np.char.add("cell", np.char.zfill(np.arange(n_cells).astype(str), width)),
-                        np.char.add("-", np.asarray(samples)[sample_of_cell]))
+    names = np.char.add(
+        np.char.add("cell", np.char.zfill(np.arange(n_cells).astype(str), width)),
+        np.char.add("-", np.asarray(samples)[sample_of_cell]),
+    )
     obs = pd.DataFrame(
         {
             "sample": pd.Categorical.from_codes(sample_of_cell, categories=samples),
-            "type": pd.Categorical.from_codes(np.searchsorted(["Covid", "Ctrl"], cond[sample_of_cell]), categories=["Covid", "Ctrl"]),
+            "type": pd.Categorical.from_codes(
+                np.searchsorted(["Covid", "Ctrl"], cond[sample_of_cell]), categories=["Covid", "Ctrl"]
+            ),
             "n_genes_by_counts": qc[:, 0].astype(np.int32),
             "total_counts": qc[:, 1],
             "pct_counts_mt": qc[:, 2],
             "pct_counts_ribo": qc[:, 3],
             "pct_counts_hb": qc[:, 4],
             "cell_type": pd.Categorical.from_codes(type_of_cell, categories=types),
-            "cell_state": pd.Categorical.from_codes(type_of_cell.astype(np.int64) * S + state_of_cell, categories=state_names),
+            "cell_state": pd.Categorical.from_codes(
+                type_of_cell.astype(np.int64) * S + state_of_cell, categories=state_names
+            ),
         },
         index=pd.Index(names, dtype=object),
     )
@@ -582,6 +663,29 @@ def simulate_counts_store(
     peak, whatever ``n_cells`` (one core). ``states=False``: one profile per type, the flat
     simulation, where Leiden's partition does not depend on its seed (for agreement tests of two
     code paths). Returns ``path``.
+
+    Parameters
+    ----------
+    n_genes
+        Genes.
+    n_samples
+        Samples, with a batch effect each.
+    mean_counts
+        Mean counts per cell.
+    batch_strength
+        Size of the per-sample batch effect.
+    type_strength
+        Size of the cell types' expression differences.
+    theta
+        Negative binomial dispersion.
+    chunk_cells
+        Cells simulated and written per chunk (bounds the memory).
+    states
+        Types have states; ``False``: types only.
+    seed
+        Seed.
+    overwrite
+        Replace an existing file (otherwise an existing file is an error).
     """
     import anndata as ad
 
@@ -629,7 +733,7 @@ def simulate_counts_store(
                 state_label.append(spec[0][0] if pos < 0.5 else spec[1][0])
                 state_names.append(0.1)  # weight of a bin within its type
         else:
-            for j, (sname, sh, _, lfc) in enumerate(spec):
+            for sname, sh, _, lfc in spec:
                 program = rng.choice(generic, 15, replace=False)
                 p2 = prof.copy()
                 p2[program] += lfc * rng.uniform(0.7, 1.3, program.size)
@@ -641,8 +745,11 @@ def simulate_counts_store(
     state_type = np.array(state_type)
     state_weight = np.array(state_names)
     S = len(profiles)
-    samples = SAMPLES[:n_samples] if n_samples <= len(SAMPLES) else [
-        f"{'covid' if i % 2 == 0 else 'ctrl'}_{i}" for i in range(n_samples)]
+    samples = (
+        SAMPLES[:n_samples]
+        if n_samples <= len(SAMPLES)
+        else [f"{'covid' if i % 2 == 0 else 'ctrl'}_{i}" for i in range(n_samples)]
+    )
     cond = np.array(["Covid" if s.startswith("covid") else "Ctrl" for s in samples])
     base_frac = np.array([CELL_TYPES[t][0] for t in types])
     type_frac = np.array([rng.dirichlet(base_frac * 200) for _ in samples])  # per sample
@@ -692,8 +799,20 @@ def simulate_counts_store(
     try:
         for b in range(n_blocks):
             lo, hi = b * chunk_cells, min(n_cells, (b + 1) * chunk_cells)
-            X, obs = _store_block(hi - lo, np.random.default_rng([seed, 1, b]), state_p, cum, mass, bounds, order,
-                                  lib_state, lib_sample, mean_counts, theta, G)
+            X, obs = _store_block(
+                hi - lo,
+                np.random.default_rng([seed, 1, b]),
+                state_p,
+                cum,
+                mass,
+                bounds,
+                order,
+                lib_state,
+                lib_sample,
+                mean_counts,
+                theta,
+                G,
+            )
             if b == 0:
                 store.write_elem(f, "X", X)  # anndata makes sparse datasets appendable (maxshape None)
             else:
@@ -702,12 +821,17 @@ def simulate_counts_store(
             if (b + 1) % 10 == 0 or b + 1 == n_blocks:
                 logger.info("simulate_counts_store: %d / %d cells", hi, n_cells)
         obs = pd.concat(obs_parts)
-        obs = pd.DataFrame({
-            "sample": pd.Categorical(np.asarray(samples)[obs["s"]], categories=samples),
-            "type": pd.Categorical(cond[obs["s"]], categories=["Covid", "Ctrl"]),
-            "cell_type": pd.Categorical(np.asarray(types)[state_type[obs["k"]]], categories=types),
-            "cell_state": pd.Categorical(np.asarray(state_label)[obs["k"]], categories=list(dict.fromkeys(state_label))),
-        }, index=[f"cell{i:07d}-{samples[s]}" for i, s in zip(range(n_cells), obs["s"], strict=True)])
+        obs = pd.DataFrame(
+            {
+                "sample": pd.Categorical(np.asarray(samples)[obs["s"]], categories=samples),
+                "type": pd.Categorical(cond[obs["s"]], categories=["Covid", "Ctrl"]),
+                "cell_type": pd.Categorical(np.asarray(types)[state_type[obs["k"]]], categories=types),
+                "cell_state": pd.Categorical(
+                    np.asarray(state_label)[obs["k"]], categories=list(dict.fromkeys(state_label))
+                ),
+            },
+            index=[f"cell{i:07d}-{samples[s]}" for i, s in zip(range(n_cells), obs["s"], strict=True)],
+        )
         obs["batch"] = obs["sample"]
         store.write_elem(f, "obs", obs)
         store.write_elem(f, "var", var)
@@ -754,7 +878,7 @@ def _store_block(n, rng, state_p, cum, mass, bounds, order, lib_state, lib_sampl
     by_group = np.argsort(group, kind="stable")
     starts = np.searchsorted(group[by_group], np.arange(n_samples * S + 1))
     for gi in np.flatnonzero(np.diff(starts)):
-        idx = by_group[starts[gi]:starts[gi + 1]]
+        idx = by_group[starts[gi] : starts[gi + 1]]
         row = cum[gi // S, gi % S]
         ext = np.concatenate([[0.0], row])
         lo, hi = ext[bounds[mod[idx]]], ext[bounds[mod[idx] + 1]]
@@ -762,15 +886,33 @@ def _store_block(n, rng, state_p, cum, mass, bounds, order, lib_state, lib_sampl
         gene[idx] = order[np.clip(pos, bounds[mod[idx]], bounds[mod[idx] + 1] - 1)]
     keys, counts = np.unique(cell * G + gene, return_counts=True)
     rows = keys // G
-    X = sparse.csr_matrix((counts.astype(np.float32), (keys % G).astype(np.int32),
-                           np.searchsorted(rows, np.arange(n + 1)).astype(np.int64)), shape=(n, G))
+    X = sparse.csr_matrix(
+        (
+            counts.astype(np.float32),
+            (keys % G).astype(np.int32),
+            np.searchsorted(rows, np.arange(n + 1)).astype(np.int64),
+        ),
+        shape=(n, G),
+    )
     return X, pd.DataFrame({"s": s, "k": k})
 
 
-def counts_store(n_cells: int = 200_000, *, n_genes: int = 20_000, mean_counts: float = 1200.0, seed: int = 0) -> AnnData:
+def counts_store(
+    n_cells: int = 200_000, *, n_genes: int = 20_000, mean_counts: float = 1200.0, seed: int = 0
+) -> AnnData:
     """``builtin:counts_store``: :func:`simulate_counts_store` written once into the cache
     (``$SCCLUST_CACHE``, else ``~/.cache/scclust``) and read lazily (``.X`` a Dask array), so that
-    ``prepare`` runs out of core on it."""
+    ``prepare`` runs out of core on it.
+
+    Parameters
+    ----------
+    n_genes
+        Genes.
+    mean_counts
+        Mean counts per cell.
+    seed
+        Seed.
+    """
     import os
 
     from .pp._lazy import read_counts_lazy
@@ -828,23 +970,27 @@ REMOTE: dict[str, RemoteDataset] = {
         size=3_022_628,
         urls=(),  # no public copy of this prepared file exists: it is placed by hand (``how``)
         origin=(
-            ("https://raw.githubusercontent.com/immunogenomics/harmony/e04ab3a11c0feb167685d2221899b94387cfc3cc/data/pbmc_stim.RData",
-             "d85a18ce8ec9dcb4ac86c8e195ed53ff893c5952a7d6bf70035a17856c9dc0ef",
-             "counts, cell and gene names (pbmc.ctrl, pbmc.stim: 9,015 genes x 1,000 cells each)"),
-            ("https://raw.githubusercontent.com/HelenaLC/muscat/d5acab66a2468bb51368f527b6cd617de8253a67/data/kang_se.rda",
-             "f2d6728424b2d40a88ee6c6c2a1f543e9dc798e98990c4f11b5a625470ffe285",
-             "donor and cell-type labels of the control cells, joined by barcode"),
+            (
+                "https://raw.githubusercontent.com/immunogenomics/harmony/e04ab3a11c0feb167685d2221899b94387cfc3cc/data/pbmc_stim.RData",
+                "d85a18ce8ec9dcb4ac86c8e195ed53ff893c5952a7d6bf70035a17856c9dc0ef",
+                "counts, cell and gene names (pbmc.ctrl, pbmc.stim: 9,015 genes x 1,000 cells each)",
+            ),
+            (
+                "https://raw.githubusercontent.com/HelenaLC/muscat/d5acab66a2468bb51368f527b6cd617de8253a67/data/kang_se.rda",
+                "f2d6728424b2d40a88ee6c6c2a1f543e9dc798e98990c4f11b5a625470ffe285",
+                "donor and cell-type labels of the control cells, joined by barcode",
+            ),
         ),
         description="Kang et al. 2018 human PBMCs, 1,000 control + 1,000 interferon-beta stimulated cells, raw UMI "
-                    "counts (float32), 2,000 x 9,015 genes; .obs condition (ctrl / stim), donor_from_muscat and "
-                    "celltype_from_muscat (954 control cells; NaN for the others)",
+        "counts (float32), 2,000 x 9,015 genes; .obs condition (ctrl / stim), donor_from_muscat and "
+        "celltype_from_muscat (954 control cells; NaN for the others)",
         citation="Kang HM et al. (2018) Nat Biotechnol 36:89-94 (GEO GSE96583); data as shipped by Harmony "
-                 "(Korsunsky I et al. (2019) Nat Methods 16:1289-1296) and muscat (Crowell HL et al. (2020) "
-                 "Nat Commun 11:6077)",
+        "(Korsunsky I et al. (2019) Nat Methods 16:1289-1296) and muscat (Crowell HL et al. (2020) "
+        "Nat Commun 11:6077)",
         how="the control and stimulated matrices of Harmony's pbmc_stim.RData transposed to cells x genes and "
-            "stacked (ctrl first), cell names suffixed _ctrl / _stim, .obs condition from the suffix; muscat's "
-            "kang_se.rda colData (ind, cell) joined by barcode to the control cells as donor_from_muscat / "
-            "celltype_from_muscat; written with anndata (.X CSR float32)",
+        "stacked (ctrl first), cell names suffixed _ctrl / _stim, .obs condition from the suffix; muscat's "
+        "kang_se.rda colData (ind, cell) joined by barcode to the control cells as donor_from_muscat / "
+        "celltype_from_muscat; written with anndata (.X CSR float32)",
     ),
 }
 
@@ -890,21 +1036,29 @@ def fetch(name: str, *, cache_dir: str | Path | None = None) -> Path:
     from ._io import sha256_file
 
     if name not in REMOTE:
-        raise ConfigError(f"unknown dataset {name!r}; available: {choices(REMOTE)} (or builtin:NAME: {choices(BUILTIN)})")
+        raise ConfigError(
+            f"unknown dataset {name!r}; available: {choices(REMOTE)} (or builtin:NAME: {choices(BUILTIN)})"
+        )
     entry = REMOTE[name]
     folder = data_dir(cache_dir)
     path = folder / entry.filename
-    by_hand = (f"place {entry.filename} (sha256 {entry.sha256[:16]}...) in {folder} by hand, or set SCCLUST_DATA to "
-               "the folder that holds it")
+    by_hand = (
+        f"place {entry.filename} (sha256 {entry.sha256[:16]}...) in {folder} by hand, or set SCCLUST_DATA to "
+        "the folder that holds it"
+    )
     if path.is_file():
         got = sha256_file(path)
         if got != entry.sha256:
-            raise InputError(f"{path}: sha256 {got[:16]}... is not the registry's {entry.sha256[:16]}... (a damaged or "
-                             f"other file); delete it, then fetch {name!r} again or {by_hand}")
+            raise InputError(
+                f"{path}: sha256 {got[:16]}... is not the registry's {entry.sha256[:16]}... (a damaged or "
+                f"other file); delete it, then fetch {name!r} again or {by_hand}"
+            )
         return path
     if not entry.urls:
-        raise MissingFileError(f"dataset {name!r} is not in {folder} and has no public download of the prepared file: "
-                               f"{by_hand} (made from {entry.origin[0][0]}: see scclust.datasets.REMOTE[{name!r}].how)")
+        raise MissingFileError(
+            f"dataset {name!r} is not in {folder} and has no public download of the prepared file: "
+            f"{by_hand} (made from {entry.origin[0][0]}: see scclust.datasets.REMOTE[{name!r}].how)"
+        )
     errors = []
     for url in entry.urls:
         try:
@@ -930,8 +1084,10 @@ def _download(url: str, path: Path, sha256: str, timeout: float = 60.0) -> Path:
                 h.update(block)
                 out.write(block)
         if h.hexdigest() != sha256:
-            raise InputError(f"download from {url}: sha256 {h.hexdigest()[:16]}... is not the registry's "
-                             f"{sha256[:16]}... (the file at the URL changed); nothing was saved")
+            raise InputError(
+                f"download from {url}: sha256 {h.hexdigest()[:16]}... is not the registry's "
+                f"{sha256[:16]}... (the file at the URL changed); nothing was saved"
+            )
         os.replace(tmp, path)
         return path
     finally:

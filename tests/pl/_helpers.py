@@ -11,7 +11,11 @@ from scipy import sparse
 def snapshot(adata) -> tuple:
     X = adata.X.data if sparse.issparse(adata.X) else np.asarray(adata.X)
     return (
-        adata.obs.copy(), sorted(adata.uns), sorted(adata.obsm), sorted(adata.obsp), adata.shape,
+        adata.obs.copy(),
+        sorted(adata.uns),
+        sorted(adata.obsm),
+        sorted(adata.obsp),
+        adata.shape,
         hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest(),
     )
 

@@ -55,14 +55,14 @@ def test_errors(clustered):
 def test_clustree_draws_every_cluster_and_the_kept_edges(clustered):
     before = clustered.obs.copy()
     keys = ["hclust_3", "hclust_6", "kmeans6"]
-    fig = scc.pl.clustree(clustered, keys, min_in_prop=0.2)
+    fig = scc.pl.clustree(clustered, keys=keys, min_in_prop=0.2)
     ax = fig.axes[0]
     n_clusters = sum(clustered.obs[k].nunique() for k in keys)
     assert len(ax.collections[0].get_offsets()) == n_clusters
     assert sorted(t.get_text() for t in ax.texts[:n_clusters]) == sorted(
         str(c) for k in keys for c in clustered.obs[k].unique()
     )
-    edges = scc.tl.cluster_tree(clustered, keys)
+    edges = scc.tl.cluster_tree(clustered, keys=keys)
     assert len(ax.lines) == int((edges["in_prop"] >= 0.2).sum())
     assert [t.get_text() for t in ax.get_yticklabels()] == keys
     # rows top to bottom in the given order: every node of a key sits on its row
@@ -73,14 +73,14 @@ def test_clustree_draws_every_cluster_and_the_kept_edges(clustered):
     assert (nested["in_prop"] == 1).all() and nested["to_cluster"].is_unique
     pd.testing.assert_frame_equal(clustered.obs, before)
     with pytest.raises(ConfigError, match="min_in_prop"):
-        scc.pl.clustree(clustered, keys, min_in_prop=2)
+        scc.pl.clustree(clustered, keys=keys, min_in_prop=2)
 
 
 def test_graph_block_shows_the_graph_weights(pbmc):
     adata = pbmc.copy()
     scc.pp.neighbors(adata, use_rep="X_pca", n_neighbors=10, key_added="knn")
     scc.pp.neighbors(adata, use_rep="X_pca", n_neighbors=10, snn=True, key_added="snn")
-    fig = scc.pl.graph_block(adata, ["knn", "snn"], n_cells=150)
+    fig = scc.pl.graph_block(adata, neighbors_keys=["knn", "snn"], n_cells=150)
     panels = [ax for ax in fig.axes if ax.images]
     assert len(panels) == 2
     for ax, key in zip(panels, ["knn", "snn"], strict=True):
@@ -89,20 +89,48 @@ def test_graph_block_shows_the_graph_weights(pbmc):
         n_edges = np.count_nonzero(np.triu(block + block.T, k=1))  # undirected edges, each once
         assert ax.get_title().startswith(f"{key}: {n_edges} edges among the first 150 cells")
     with pytest.raises(MissingKeyError, match="not found"):
-        scc.pl.graph_block(adata, ["nope"])
+        scc.pl.graph_block(adata, neighbors_keys=["nope"])
 
 
 def test_clustree_with_a_subset_clustering_and_bad_keys(clustered):
     adata = clustered.copy()
     sub = adata.obs["kmeans6"].astype(str).where(adata.obs["hclust_3"] == adata.obs["hclust_3"].cat.categories[0])
     adata.obs["sub"] = pd.Categorical(sub)  # labels on one hclust_3 cluster only, NaN elsewhere
-    fig = scc.pl.clustree(adata, ["hclust_3", "sub"])
+    fig = scc.pl.clustree(adata, keys=["hclust_3", "sub"])
     sizes = adata.obs["hclust_3"].value_counts()
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert all(str(c) in texts for c in sizes.index)  # every parent cluster drawn, not only those with subclusters
     assert len(fig.axes[0].collections[0].get_offsets()) == adata.obs["hclust_3"].nunique() + adata.obs["sub"].nunique()
     adata.obs["none"] = pd.Categorical([np.nan] * adata.n_obs, categories=["a"])
     with pytest.raises(InputError, match="no labelled cell"):
-        scc.pl.clustree(adata, ["hclust_3", "none"])
+        scc.pl.clustree(adata, keys=["hclust_3", "none"])
     with pytest.raises(InputError, match="distinct"):
-        scc.pl.clustree(adata, ["hclust_3", "hclust_3"])
+        scc.pl.clustree(adata, keys=["hclust_3", "hclust_3"])
+
+
+def test_clustree_without_stability_names_both_ways_out(clustered):
+    keys = ["hclust_3", "hclust_6"]
+    with pytest.raises(MissingKeyError) as err:
+        scc.pl.clustree(clustered, keys=keys, stability="stability")
+    msg = str(err.value)
+    assert "run scclust.tl.stability(adata, ...) first" in msg and "stability=None" in msg and "\n" not in msg
+    assert scc.pl.clustree(clustered, keys=keys, stability=None).axes  # the way out draws
+
+
+def test_compare_and_graph_block_into_given_axes(clustered):
+    import matplotlib.pyplot as plt
+
+    adata = clustered.copy()
+    scc.pp.neighbors(adata, use_rep="X_pca", n_neighbors=10)
+    fig, (a1, a2) = plt.subplots(1, 2)
+    try:
+        res = scc.tl.compare(adata, keys=["kmeans3", "hclust_3"])
+        assert scc.pl.compare(adata, keys=["kmeans3", "hclust_3"], metrics=["nmi"], ax=a1) is fig
+        np.testing.assert_allclose(a1.images[0].get_array(), res["nmi"].to_numpy())
+        assert scc.pl.graph_block(adata, neighbors_keys=["neighbors"], n_cells=40, ax=a2) is fig
+        block = adata.obsp["connectivities"][:40, :40].toarray()
+        np.testing.assert_array_equal(a2.images[0].get_array(), block)
+        with pytest.raises(ConfigError, match="metrics= gives 2"):
+            scc.pl.compare(adata, keys=["kmeans3", "hclust_3"], ax=a1)
+    finally:
+        plt.close(fig)

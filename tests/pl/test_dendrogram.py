@@ -8,7 +8,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from scclust import pl, tl
-from scclust._errors import MissingKeyError, ScclustWarning
+from scclust._errors import ConfigError, InputError, MissingKeyError, ScclustWarning
 from scclust.datasets import LAB_MARKERS
 
 from ._helpers import assert_unchanged, snapshot
@@ -86,3 +86,50 @@ def test_dendrogram_figure(with_tree):
     first = ax.get_xticklabels()[0].get_text()
     assert first.endswith(f"(n={sizes[leaves[0]]})")
     assert_unchanged(with_tree, before)
+
+
+def test_missing_dendrogram_names_both_ways_out(pbmc):
+    a = pbmc.copy()
+    before = snapshot(a)
+    with pytest.raises(MissingKeyError) as err:
+        pl.dotplot(a, groupby="louvain", genes=["CD3E", "LYZ"])
+    msg = str(err.value)
+    assert "scclust.tl.dendrogram(adata, groupby='louvain')" in msg  # the call that makes it
+    assert "dendrogram=False" in msg  # the option that draws without it
+    assert "\n" not in msg
+    assert_unchanged(a, before)
+    fig = pl.dotplot(a, groupby="louvain", genes=["CD3E", "LYZ"], dendrogram=False)  # the way out works
+    rows = [t.get_text().split(" (n=")[0] for t in _dots(fig).get_yticklabels()]
+    assert rows == list(a.obs["louvain"].cat.categories)
+    # a dendrogram made for other groups: the same two ways out
+    tl.dendrogram(a, groupby="louvain", use_rep="X_pca")
+    a.obs["louvain"] = a.obs["louvain"].cat.rename_categories(lambda c: f"{c}_renamed")
+    with pytest.raises(
+        InputError, match=r"re-run scclust\.tl\.dendrogram\(adata, groupby='louvain'\), or pass dendrogram=False"
+    ):
+        pl.dotplot(a, groupby="louvain", genes=["CD3E"])
+    # pl.dendrogram has no way to draw without one: it names the call only
+    with pytest.raises(MissingKeyError, match=r"no dendrogram for 'sample'.*first$"):
+        pl.dendrogram(a, groupby="sample")
+
+
+def test_dotplot_into_given_axes_as_scanpy(pbmc):
+    import matplotlib.pyplot as plt
+
+    a = pbmc.copy()
+    tl.dendrogram(a, groupby="louvain", use_rep="X_pca")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    try:
+        got = pl.dotplot(a, groupby="louvain", genes=["CD3E", "LYZ", "MS4A1"], ax=right)
+        assert got is fig
+        dots = _dots(fig)
+        # the dots, the dendrogram and the legend share the cell of the given axes, left of it is untouched
+        x0 = left.get_position().x1
+        assert right not in fig.axes and len(fig.axes) >= 4
+        assert all(ax.get_position().x0 >= x0 for ax in fig.axes if ax is not left)
+        leaves = [t.get_text().split(" (n=")[0] for t in dots.get_yticklabels()]
+        assert leaves == list(a.uns["dendrogram_louvain"]["categories_ordered"])
+        with pytest.raises(ConfigError, match="needs axes on a grid"):
+            pl.dotplot(a, groupby="louvain", genes=["CD3E"], ax=fig.add_axes((0, 0, 0.1, 0.1)))
+    finally:
+        plt.close(fig)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
 from scclust import pl
-from scclust._errors import InputError, MissingKeyError
+from scclust._errors import ConfigError, InputError, MissingKeyError
 from scclust.pl._embedding import LABEL_ON_DATA_MIN
 
 from ._helpers import assert_unchanged, snapshot
@@ -76,7 +78,7 @@ def test_on_top_keeps_the_last_point_of_every_bin():
     order = rng.permutation(len(xy))
     kept = on_top(xy, order, bins=50)
     pos = {int(c): i for i, c in enumerate(order)}
-    assert all(pos[int(a)] < pos[int(b)] for a, b in zip(kept[:-1], kept[1:], strict=True))  # drawing order kept
+    assert all(pos[int(a)] < pos[int(b)] for a, b in itertools.pairwise(kept))  # drawing order kept
     lo, span = xy.min(axis=0), np.ptp(xy, axis=0)
     cell = [tuple(v) for v in np.minimum(((xy - lo) / span * 50).astype(int), 49)]
     last = {}
@@ -104,3 +106,26 @@ def test_many_points_draw_the_same_image(sim, monkeypatch, tmp_path):
         if limit == 0:
             assert n_drawn < big.n_obs  # fewer points ...
     assert compare_images(str(paths[0]), str(paths[1]), tol=3) is None  # ... the same picture
+
+
+def test_one_panel_into_given_axes_with_the_stored_colours(pbmc):
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    a = pbmc.copy()
+    before = snapshot(a)
+    fig, (left, right) = plt.subplots(1, 2)
+    try:
+        got = pl.embedding(a, basis="umap", color="louvain", ax=right, title="my title")
+        assert got is fig and len(fig.axes) == 2  # nothing added: the panel is the given axes
+        assert right.get_title() == "my title" and fig.get_suptitle() == "" and not left.has_data()
+        np.testing.assert_allclose(np.sort(right.collections[0].get_offsets()[:, 0]), np.sort(a.obsm["X_umap"][:, 0]))
+        drawn = {tuple(c) for c in right.collections[0].get_facecolors()}
+        assert drawn == {to_rgba(c) for c in a.uns["louvain_colors"]}  # scanpy's colours of the column
+        assert pl.embedding(a, basis="umap", color="CD3E", ax=left) is fig  # a gene: its colour bar joins the figure
+        assert len(fig.axes) == 3
+        with pytest.raises(ConfigError, match=r"^ax= draws one panel, but color= gives 2 \(2 panels\)"):
+            pl.embedding(a, basis="umap", color=["louvain", "CD3E"], ax=left)
+    finally:
+        plt.close(fig)
+    assert_unchanged(a, before)

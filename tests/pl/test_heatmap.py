@@ -18,7 +18,7 @@ from matplotlib.testing.compare import compare_images
 from scipy.cluster import hierarchy as sch
 
 import scclust as scc
-from scclust._errors import InputError, ScclustWarning
+from scclust._errors import ConfigError, InputError, ScclustWarning
 from scclust.datasets import heatmap_example
 
 BASELINE = Path(__file__).parent / "baseline"
@@ -32,8 +32,15 @@ def example():
 
 @pytest.fixture(scope="module")
 def levels(example):
-    return scc.tl.cluster_heatmap(example[0], scale="none", row_metric="euclidean", col_metric="euclidean",
-                                  optimal_ordering=True, row_k=3, n_boot=50)
+    return scc.tl.cluster_heatmap(
+        example[0],
+        scale="none",
+        row_metric="euclidean",
+        col_metric="euclidean",
+        optimal_ordering=True,
+        row_k=3,
+        n_boot=50,
+    )
 
 
 def _ax(fig: Figure, gid: str):
@@ -45,8 +52,9 @@ def _ax(fig: Figure, gid: str):
 
 def test_artists_and_order(example, levels):
     df, col, row = example
-    fig = scc.pl.clustered_heatmap(levels, row_annotations=row, col_annotations=col, annotation_colors=SEED_COLORS,
-                                   title="seed")
+    fig = scc.pl.clustered_heatmap(
+        levels, row_annotations=row, col_annotations=col, annotation_colors=SEED_COLORS, title="seed"
+    )
     assert isinstance(fig, Figure)
     heat = _ax(fig, "heatmap")
     np.testing.assert_array_equal(heat.images[0].get_array(), levels.ordered().to_numpy())
@@ -92,8 +100,15 @@ def test_zscore_uses_centred_diverging_map(example):
 
 
 def test_options_hide_parts(levels):
-    fig = scc.pl.clustered_heatmap(levels, show_row_dendrogram=False, show_col_dendrogram=False, show_groups=False,
-                                   show_legend=False, show_caption=False, label_cols=False)
+    fig = scc.pl.clustered_heatmap(
+        levels,
+        show_row_dendrogram=False,
+        show_col_dendrogram=False,
+        show_groups=False,
+        show_legend=False,
+        show_caption=False,
+        label_cols=False,
+    )
     gids = {ax.get_gid() for ax in fig.axes}
     assert gids == {"heatmap"} and not fig.texts
     assert len(_ax(fig, "heatmap").get_xticklabels()) == 0
@@ -105,8 +120,10 @@ def test_options_hide_parts(levels):
 
 def test_many_rows_hide_labels_or_label_chosen():
     rng = np.random.default_rng(0)
-    big = pd.DataFrame(rng.normal(size=(2000, 8)) + np.repeat(rng.normal(size=(4, 8)) * 2, 500, axis=0),
-                       index=[f"g{i}" for i in range(2000)])
+    big = pd.DataFrame(
+        rng.normal(size=(2000, 8)) + np.repeat(rng.normal(size=(4, 8)) * 2, 500, axis=0),
+        index=[f"g{i}" for i in range(2000)],
+    )
     res = scc.tl.cluster_heatmap(big, scale="zscore", row_k=4, n_boot=0)
     fig = scc.pl.clustered_heatmap(res)
     heat = _ax(fig, "heatmap")
@@ -142,9 +159,9 @@ def test_anndata_unchanged_end_to_end(pbmc):
 
 
 def test_errors(levels):
-    with pytest.raises(InputError, match="ClusteredHeatmap"):
+    with pytest.raises(ConfigError, match=r"^clustered_heatmap\(\): result: .*ClusteredHeatmap"):
         scc.pl.clustered_heatmap(levels.data)
-    with pytest.raises(InputError, match="label_rows 'some'"):
+    with pytest.raises(ConfigError, match="label_rows: .*'auto'"):
         scc.pl.clustered_heatmap(levels, label_rows="some")
     with pytest.raises(InputError, match="matches none"):
         scc.pl.clustered_heatmap(levels, col_annotations=pd.DataFrame({"a": [1, 2]}, index=["x", "y"]))
@@ -153,16 +170,27 @@ def test_errors(levels):
 # ------------------------------------------------------------------------------------------ images
 def _image_cases(example):
     df, col, row = example
-    levels = scc.tl.cluster_heatmap(df, scale="none", row_metric="euclidean", col_metric="euclidean",
-                                    row_method="ward", col_method="ward", optimal_ordering=True, row_k=3, n_boot=0)
+    levels = scc.tl.cluster_heatmap(
+        df,
+        scale="none",
+        row_metric="euclidean",
+        col_metric="euclidean",
+        row_method="ward",
+        col_method="ward",
+        optimal_ordering=True,
+        row_k=3,
+        n_boot=0,
+    )
     recipe = scc.tl.cluster_heatmap(df, row_k=3, n_boot=0)
     cells = scc.tl.cluster_heatmap(df, scale="standard", row_metric="cityblock", cluster_cols=False, n_boot=0)
-    quiet = dict(label_rows=False, label_cols=False, show_legend=False, show_caption=False, figsize=(4, 5))
+    quiet = {"label_rows": False, "label_cols": False, "show_legend": False, "show_caption": False, "figsize": (4, 5)}
     return {
-        "heatmap_seed_levels": lambda: scc.pl.clustered_heatmap(levels, row_annotations=row, col_annotations=col,
-                                                                annotation_colors=SEED_COLORS, **quiet),
-        "heatmap_seed_recipe": lambda: scc.pl.clustered_heatmap(recipe, col_annotations=col,
-                                                                annotation_colors=SEED_COLORS, **quiet),
+        "heatmap_seed_levels": lambda: scc.pl.clustered_heatmap(
+            levels, row_annotations=row, col_annotations=col, annotation_colors=SEED_COLORS, **quiet
+        ),
+        "heatmap_seed_recipe": lambda: scc.pl.clustered_heatmap(
+            recipe, col_annotations=col, annotation_colors=SEED_COLORS, **quiet
+        ),
         "heatmap_standard_rows_only": lambda: scc.pl.clustered_heatmap(cells, **quiet),
     }
 

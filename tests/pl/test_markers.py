@@ -47,8 +47,9 @@ def test_dendrogram_order_when_one_is_stored(with_markers):
     assert [t.get_text() for t in _dots(fig).get_xticklabels()] == list(dict.fromkeys(g for c in order for g in top[c]))
     assert len(fig.axes) >= 3  # dots, dendrogram, legend
     fig2 = pl.markers(adata, groupby="bulk_labels", n_genes=1, dendrogram=False)
-    assert [t.get_text().split(" (n=")[0] for t in _dots(fig2).get_yticklabels()] == \
-        list(adata.obs["bulk_labels"].cat.categories)
+    assert [t.get_text().split(" (n=")[0] for t in _dots(fig2).get_yticklabels()] == list(
+        adata.obs["bulk_labels"].cat.categories
+    )
 
 
 def test_nothing_is_computed_silently(pbmc):

@@ -40,32 +40,36 @@ def test_stability_curve(assessed):
 
 def test_stability_embedding_and_runs(assessed):
     a, res = assessed
-    fig = scc.pl.stability_embedding(a, "leiden_1.2", basis="X_umap_harmony")
+    fig = scc.pl.stability_embedding(a, key="leiden_1.2", basis="X_umap_harmony")
     sc = fig.axes[0].collections[0]
     np.testing.assert_allclose(np.sort(sc.get_array()), np.sort(a.obs["leiden_1.2_stability"].to_numpy()))
     with pytest.raises(MissingKeyError, match="run tl.stability"):
-        scc.pl.stability_embedding(a, "leiden_0.4", basis="X_umap_harmony")
-    fig = scc.pl.stability_runs(res, "leiden_1.2", max_cells=500)
+        scc.pl.stability_embedding(a, key="leiden_0.4", basis="X_umap_harmony")
+    fig = scc.pl.stability_runs(res, key="leiden_1.2", max_cells=500)
     im = fig.axes[0].images[0].get_array()
     assert im.shape == (1 + res.runs["leiden_1.2"].shape[1], 500)
     # the top row is the labels; a seed run identical to the labels would repeat it exactly
     labels_row = im[0]
     assert (np.diff(labels_row) >= 0).all()  # cells sorted by cluster
     with pytest.raises(MissingKeyError, match="assessed"):
-        scc.pl.stability_runs(res, "leiden_9")
+        scc.pl.stability_runs(res, key="leiden_9")
 
 
 def test_clustree_coloured_by_stability(assessed):
     a, res = assessed
     keys = ["leiden_0.2", "leiden_0.6", "leiden_1.2"]
-    default = scc.pl.clustree(a, keys)
-    coloured = scc.pl.clustree(a, keys, stability=res)
-    from_uns = scc.pl.clustree(a, keys, stability="stability")
+    default = scc.pl.clustree(a, keys=keys)
+    coloured = scc.pl.clustree(a, keys=keys, stability=res)
+    from_uns = scc.pl.clustree(a, keys=keys, stability="stability")
     c0 = default.axes[0].collections[0].get_facecolors()
     c1 = coloured.axes[0].collections[0].get_facecolors()
     c2 = from_uns.axes[0].collections[0].get_facecolors()
     assert c0.shape == c1.shape and not np.allclose(c0, c1)
     np.testing.assert_allclose(c1, c2)
     assert len(default.axes) == 1 and len(coloured.axes) == 2  # colour bar only when coloured
-    with pytest.raises(MissingKeyError, match="run tl.stability"):
-        scc.pl.clustree(a, keys, stability="nothing")
+    with pytest.raises(
+        MissingKeyError,
+        match=r"run scclust\.tl\.stability\(adata, \.\.\.\) first, or pass stability=None "
+        "to colour the nodes by row$",
+    ):
+        scc.pl.clustree(a, keys=keys, stability="nothing")  # both ways out: the call that makes it, drawing without it

@@ -15,8 +15,14 @@ def pair(sim):
     parent = sim.copy()
     scc.pp.neighbors(parent, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
     scc.tl.leiden(parent, resolutions=[0.4], flavor="leidenalg", n_iterations=-1)
-    sub, _ = scc.tl.subcluster(parent, name="tnk", groupby="leiden_0.4", select={"obs_query": "cell_type in ['CD4 T', 'CD8 T', 'NK']"},
-                               pca={"regress_out": ["total_counts", "pct_counts_mt"]}, leiden={"key_added": "tcells"})
+    sub, _ = scc.tl.subcluster(
+        parent,
+        name="tnk",
+        groupby="leiden_0.4",
+        select={"obs_query": "cell_type in ['CD4 T', 'CD8 T', 'NK']"},
+        pca={"regress_out": ["total_counts", "pct_counts_mt"]},
+        leiden={"key_added": "tcells"},
+    )
     return parent, sub
 
 
@@ -66,3 +72,24 @@ def test_errors_say_what_to_run(pair, sim):
         scc.pl.subcluster_overview(sim, parent=parent)
     with pytest.raises(MissingKeyError, match="NOTAGENE"):
         scc.pl.subcluster_markers(sub, genes=["NOTAGENE"])
+
+
+def test_one_marker_into_given_axes_and_short_basis_names(pair):
+    import matplotlib.pyplot as plt
+
+    from scclust._errors import ConfigError
+
+    parent, sub = pair
+    fig, ax = plt.subplots()
+    try:
+        assert scc.pl.subcluster_markers(sub, genes=["CD3E"], basis="umap", ax=ax) is fig
+        assert ax.get_title() == "CD3E"
+        np.testing.assert_allclose(np.sort(ax.collections[0].get_offsets()[:, 0]), np.sort(sub.obsm["X_umap"][:, 0]))
+        with pytest.raises(ConfigError, match="genes= gives 2"):
+            scc.pl.subcluster_markers(sub, genes=["CD3E", "CD4"], ax=ax)
+    finally:
+        plt.close(fig)
+    short = scc.pl.subcluster_overview(sub, parent=parent, basis="umap", parent_basis="umap_harmony")
+    full = scc.pl.subcluster_overview(sub, parent=parent, basis="X_umap", parent_basis="X_umap_harmony")
+    for a, b in zip(short.axes, full.axes, strict=True):
+        np.testing.assert_array_equal(a.collections[-1].get_offsets(), b.collections[-1].get_offsets())

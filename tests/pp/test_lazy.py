@@ -24,8 +24,9 @@ def store(tmp_path_factory):
     """4,000 simulated cells x 2,000 genes written in 500-cell blocks."""
     from scclust.datasets import simulate_counts_store
 
-    return simulate_counts_store(4000, tmp_path_factory.mktemp("store") / "counts.h5ad", n_genes=2000,
-                                 chunk_cells=500, seed=3)
+    return simulate_counts_store(
+        4000, tmp_path_factory.mktemp("store") / "counts.h5ad", n_genes=2000, chunk_cells=500, seed=3
+    )
 
 
 def _agreement(mem, ooc, n_pcs=10):
@@ -242,9 +243,13 @@ def test_subcluster_reads_subset_counts_from_store(client, store, monkeypatch, c
     assert ooc.raw.n_vars < mem.raw.n_vars and {"CD3E", "GNLY"} <= set(ooc.raw.var_names)
     assert ooc.uns["counts_store"]["raw_complete"] is False
     query = "cell_type in ['CD4 T', 'CD8 T', 'NK']"
-    kw = {"name": "tcells", "select": {"obs_query": query}, "groupby": "cell_type",
-          "pca": {"regress_out": ["total_counts", "pct_counts_mt"]},
-          "leiden": {"flavor": "igraph", "n_iterations": 2, "resolutions": [0.6]}}
+    kw = {
+        "name": "tcells",
+        "select": {"obs_query": query},
+        "groupby": "cell_type",
+        "pca": {"regress_out": ["total_counts", "pct_counts_mt"]},
+        "leiden": {"flavor": "igraph", "n_iterations": 2, "resolutions": [0.6]},
+    }
     sub_mem, _ = tl.subcluster(mem, **kw)
     with caplog.at_level(logging.INFO, logger="scclust"):
         sub_ooc, _ = tl.subcluster(ooc, **kw)

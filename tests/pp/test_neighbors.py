@@ -77,7 +77,7 @@ def test_snn_stored(small):
 def test_approximate_recall(sim):
     X = np.asarray(sim.obsm["X_pca_harmony"][:, :30])
     exact, dex, _ = knn(X, 20, backend="exact")
-    approx, dap, used = knn(X, 20, backend="hnsw")
+    approx, _, used = knn(X, 20, backend="hnsw")
     assert used == "hnsw"
     recall = np.mean([len(np.intersect1d(a, b)) / 20 for a, b in zip(exact, approx)])
     assert recall >= 0.98

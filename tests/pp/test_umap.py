@@ -7,7 +7,6 @@ import pytest
 import scanpy as sc
 
 from scclust import pp
-from scclust._errors import MissingKeyError
 from scclust.pp import _umap
 
 

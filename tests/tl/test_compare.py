@@ -3,6 +3,8 @@ contingency tables against pandas, errors, and the workflow stage's tables."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,9 +27,9 @@ def test_matrices_equal_sklearn(clustered):
     before = clustered.obs.copy()
     res = scc.tl.compare(clustered, reference="cell_type")
     keys = ["kmeans4", "kmeans8", "hclust_6", "hclust_8"]
-    assert list(res["ari"].index) == keys + ["cell_type"]  # None -> clusterings recorded in .uns
-    for a in keys + ["cell_type"]:
-        for b in keys + ["cell_type"]:
+    assert list(res["ari"].index) == [*keys, "cell_type"]  # None -> clusterings recorded in .uns
+    for a in [*keys, "cell_type"]:
+        for b in [*keys, "cell_type"]:
             la, lb = clustered.obs[a], clustered.obs[b]
             assert res["ari"].loc[a, b] == pytest.approx(adjusted_rand_score(la, lb), abs=1e-12)
             assert res["nmi"].loc[a, b] == pytest.approx(normalized_mutual_info_score(la, lb), abs=1e-12)
@@ -50,7 +52,7 @@ def test_missing_labels_are_left_out(clustered):
 
 
 def test_contingency_equals_crosstab(clustered):
-    t = scc.tl.contingency(clustered, "kmeans8", "cell_type")
+    t = scc.tl.contingency(clustered, key1="kmeans8", key2="cell_type")
     ref = pd.crosstab(clustered.obs["kmeans8"], clustered.obs["cell_type"])
     assert list(t.index) == [str(i) for i in range(8)]
     assert list(t.columns) == list(clustered.obs["cell_type"].cat.categories)
@@ -72,20 +74,27 @@ def test_errors(clustered):
 
 
 def test_compare_stage_writes_tables_and_figure(tmp_path):
-    cfg = scc.config.parse_config({
-        "input": "builtin:pbmc68k", "outdir": str(tmp_path), "write_h5ad": False,
-        "stages": ["neighbors", "leiden", "kmeans", "hclust", "compare"],
-        "neighbors": {"use_rep": "X_pca"}, "leiden": {"resolutions": [0.5, 1.0]},
-        "kmeans": {"n_clusters": [5, 10]}, "hclust": {"n_clusters": [5, 10], "method": "average", "metric": "correlation"},
-        "compare": {"reference": "cell_type"},
-    })
+    cfg = scc.config.parse_config(
+        {
+            "input": "builtin:pbmc68k",
+            "outdir": str(tmp_path),
+            "write_h5ad": False,
+            "stages": ["neighbors", "leiden", "kmeans", "hclust", "compare"],
+            "neighbors": {"use_rep": "X_pca"},
+            "leiden": {"resolutions": [0.5, 1.0]},
+            "kmeans": {"n_clusters": [5, 10]},
+            "hclust": {"n_clusters": [5, 10], "method": "average", "metric": "correlation"},
+            "compare": {"reference": "cell_type"},
+        }
+    )
     adata, manifest = scc.run(cfg)
     keys = ["leiden_0.5", "leiden_1.0", "kmeans5", "kmeans10", "hclust_5", "hclust_10"]
     assert manifest["clusterings"] == {"leiden": keys[:2], "kmeans": keys[2:4], "hclust": keys[4:]}
     ari = pd.read_csv(tmp_path / "tables" / "ari.csv", index_col=0)
-    assert list(ari.index) == keys + ["cell_type"]
+    assert list(ari.index) == [*keys, "cell_type"]
     assert ari.loc["kmeans5", "cell_type"] == pytest.approx(
-        adjusted_rand_score(adata.obs["kmeans5"], adata.obs["cell_type"]), abs=1e-6)
+        adjusted_rand_score(adata.obs["kmeans5"], adata.obs["cell_type"]), abs=1e-6
+    )
     assert (tmp_path / "tables" / "nmi.csv").is_file()
     tables = {p.name for p in (tmp_path / "tables").iterdir()}
     for k in keys:
@@ -101,9 +110,9 @@ def test_cluster_tree_is_the_stacked_crosstabs(pbmc):
     adata = pbmc.copy()
     scc.tl.kmeans(adata, n_clusters=[3, 5, 8], use_rep="X_pca", n_init=1)
     keys = ["kmeans3", "kmeans5", "kmeans8"]
-    edges = scc.tl.cluster_tree(adata, keys)
+    edges = scc.tl.cluster_tree(adata, keys=keys)
     assert list(edges["from_key"].unique()) == keys[:2] and list(edges["to_key"].unique()) == keys[1:]
-    for a, b in zip(keys[:-1], keys[1:], strict=True):
+    for a, b in itertools.pairwise(keys):
         ref = pd.crosstab(adata.obs[a].astype(str), adata.obs[b].astype(str)).stack()
         ref = ref[ref > 0]
         sub = edges[edges["from_key"] == a].set_index(["from_cluster", "to_cluster"])["n_cells"]
@@ -113,4 +122,4 @@ def test_cluster_tree_is_the_stacked_crosstabs(pbmc):
         np.testing.assert_allclose(part.groupby("to_cluster")["in_prop"].sum(), 1)
         np.testing.assert_allclose(part.groupby("from_cluster")["out_prop"].sum(), 1)
     with pytest.raises(InputError, match="at least two"):
-        scc.tl.cluster_tree(adata, ["kmeans3"])
+        scc.tl.cluster_tree(adata, keys=["kmeans3"])

@@ -67,8 +67,12 @@ def test_planted_one_sample_cluster_is_the_only_flag(clustered):
 
 
 def _obs_adata(cluster, sample):
-    return AnnData(obs=pd.DataFrame({"c": pd.Categorical(cluster), "sample": pd.Categorical(sample)},
-                                    index=[f"c{i}" for i in range(len(cluster))]))
+    return AnnData(
+        obs=pd.DataFrame(
+            {"c": pd.Categorical(cluster), "sample": pd.Categorical(sample)},
+            index=[f"c{i}" for i in range(len(cluster))],
+        )
+    )
 
 
 def test_a_sample_that_dominates_the_data_is_not_flagged_for_its_size():
@@ -90,7 +94,7 @@ def test_a_sample_that_dominates_the_data_is_not_flagged_for_its_size():
 def test_a_tiny_cluster_is_not_flagged_by_chance():
     sample = ["s1", "s2", "s3", "s4"] * 250
     cluster = ["a"] * 997 + ["tiny"] * 3
-    sample = sample[:997] + ["s1", "s1", "s2"]
+    sample = [*sample[:997], "s1", "s1", "s2"]
     diag = tl.composition_diagnostics(_obs_adata(cluster, sample), groupby="c")
     assert diag.loc["tiny", "top_share"] > 0.5
     assert not diag["flag_one_sample"].any()

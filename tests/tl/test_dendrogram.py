@@ -24,7 +24,10 @@ def clustered(sim):
     ("groupby", "kwargs"),
     [
         ("leiden_1.0", {}),
-        ("leiden_2.0", {"use_rep": "X_pca_harmony", "n_pcs": 10, "cor_method": "spearman", "linkage_method": "average"}),
+        (
+            "leiden_2.0",
+            {"use_rep": "X_pca_harmony", "n_pcs": 10, "cor_method": "spearman", "linkage_method": "average"},
+        ),
         ("cell_type", {"linkage_method": "single", "optimal_ordering": True}),
         ("leiden_2.0", {"cor_method": "kendall", "linkage_method": "weighted", "optimal_ordering": True}),
     ],
@@ -98,6 +101,9 @@ def test_cluster_means_equal_pandas(clustered):
 
 def test_cluster_means_suggests_the_data_s_gene_names(pbmc):
     # pbmc68k has no CD14 (nothing near it either); CD3E it has
-    with pytest.raises(MissingKeyError, match=r"gene\(s\) 'CD14', 'Cd3e' not found in .raw.var_names; "
-                       r"did you mean 'CD3E' for 'Cd3e'\?$"):
+    with pytest.raises(
+        MissingKeyError,
+        match=r"gene\(s\) 'CD14', 'Cd3e' not found in .raw.var_names; "
+        r"did you mean 'CD3E' for 'Cd3e'\?$",
+    ):
         tl.cluster_means(pbmc, groupby="bulk_labels", genes=["CD14", "Cd3e"])

@@ -90,11 +90,13 @@ def test_optimal_ordering_leaves_equal_scipy(small, method, metric):
         assert adjusted_rand_score(plain.obs[f"hclust_{k}"], adata.obs[f"hclust_{k}"]) == 1.0
 
 
-@pytest.mark.parametrize(("method", "metric"), [("ward", "euclidean"), ("centroid", "euclidean"),
-                                                ("median", "euclidean"), ("single", "correlation")])
+@pytest.mark.parametrize(
+    ("method", "metric"),
+    [("ward", "euclidean"), ("centroid", "euclidean"), ("median", "euclidean"), ("single", "correlation")],
+)
 def test_memory_saving_path_equals_matrix_path(sim, method, metric):
     adata = sim[:1200].copy()
-    kw = dict(use_rep="X_pca_harmony", n_pcs=30, method=method, metric=metric, n_clusters=KS)
+    kw = {"use_rep": "X_pca_harmony", "n_pcs": 30, "method": method, "metric": metric, "n_clusters": KS}
     vec = scc.tl.hclust(adata, backend="vector", copy=True, **kw)
     mat = scc.tl.hclust(adata, backend="matrix", copy=True, **kw)
     assert vec.uns["hclust"]["backend"] == "vector" and mat.uns["hclust"]["backend"] == "matrix"
@@ -133,7 +135,9 @@ def _one_line(exc) -> bool:
 def test_errors(small, monkeypatch):
     a = small.copy()
     for method in ("ward", "centroid", "median"):
-        with pytest.raises(ConfigError, match=rf"method '{method}' needs metric 'euclidean' \(got 'correlation'\)") as e:
+        with pytest.raises(
+            ConfigError, match=rf"method '{method}' needs metric 'euclidean' \(got 'correlation'\)"
+        ) as e:
             scc.tl.hclust(a, use_rep="X_pca_harmony", method=method, metric="correlation")
         assert _one_line(e)
     with pytest.raises(ConfigError, match=r"method: Input should be 'single'.*\(got 'upgma'\)"):
@@ -174,8 +178,15 @@ def test_ward_on_half_correlation_when_allowed_equals_r_style_scipy(small):
     adata = small.copy()
     with pytest.raises(ConfigError, match="allow_non_euclidean"):
         scc.tl.hclust(adata, use_rep="X_pca_harmony", n_pcs=30, method="ward", metric="correlation")
-    scc.tl.hclust(adata, use_rep="X_pca_harmony", n_pcs=30, method="ward", metric="correlation",
-                  allow_non_euclidean=True, n_clusters=KS)
+    scc.tl.hclust(
+        adata,
+        use_rep="X_pca_harmony",
+        n_pcs=30,
+        method="ward",
+        metric="correlation",
+        allow_non_euclidean=True,
+        n_clusters=KS,
+    )
     Z = _scipy_linkage(adata.obsm["X_pca_harmony"][:, :30], "ward", "correlation")
     np.testing.assert_allclose(adata.uns["hclust"]["linkage"][:, 2], Z[:, 2], rtol=1e-9)
     for k in KS:
@@ -236,20 +247,41 @@ def test_micro_path_agrees_with_exact_ward_and_is_per_cell():
         assert adata.obs[f"hclust_{k}"].nunique() == k
     scores = {k: adjusted_rand_score(adata.obs[f"exact_{k}"], adata.obs[f"hclust_{k}"]) for k in (5, 10, 15)}
     assert scores[5] >= 0.99 and scores[10] >= 0.9 and scores[15] >= 0.8, scores
-    again = scc.tl.hclust(adata, use_rep="X_pca_harmony", n_clusters=[5, 10, 15], backend="micro", n_micro_clusters=400, copy=True)
+    again = scc.tl.hclust(
+        adata, use_rep="X_pca_harmony", n_clusters=[5, 10, 15], backend="micro", n_micro_clusters=400, copy=True
+    )
     for k in (5, 10, 15):
         assert (again.obs[f"hclust_{k}"] == adata.obs[f"hclust_{k}"]).all()
 
 
-@pytest.mark.parametrize(("method", "metric"), [("average", "correlation"), ("complete", "cosine"), ("median", "euclidean")])
+@pytest.mark.parametrize(
+    ("method", "metric"), [("average", "correlation"), ("complete", "cosine"), ("median", "euclidean")]
+)
 def test_micro_path_every_method(small, method, metric):
-    a = scc.tl.hclust(small, use_rep="X_pca_harmony", method=method, metric=metric, n_clusters=[4, 8],
-                      heights=[0.05], backend="micro", n_micro_clusters=60, copy=True)
+    a = scc.tl.hclust(
+        small,
+        use_rep="X_pca_harmony",
+        method=method,
+        metric=metric,
+        n_clusters=[4, 8],
+        heights=[0.05],
+        backend="micro",
+        n_micro_clusters=60,
+        copy=True,
+    )
     assert a.uns["hclust"]["backend"] == "micro"
     assert a.obs["hclust_4"].nunique() <= 4 and a.obs["hclust_8"].nunique() <= 8
     # micro == exact when every cell is its own micro-cluster
-    b = scc.tl.hclust(small, use_rep="X_pca_harmony", method=method, metric=metric, n_clusters=[4, 8],
-                      backend="micro", n_micro_clusters=small.n_obs, copy=True)
+    b = scc.tl.hclust(
+        small,
+        use_rep="X_pca_harmony",
+        method=method,
+        metric=metric,
+        n_clusters=[4, 8],
+        backend="micro",
+        n_micro_clusters=small.n_obs,
+        copy=True,
+    )
     c = scc.tl.hclust(small, use_rep="X_pca_harmony", method=method, metric=metric, n_clusters=[4, 8], copy=True)
     for k in (4, 8):
         assert adjusted_rand_score(b.obs[f"hclust_{k}"], c.obs[f"hclust_{k}"]) == 1.0
@@ -261,8 +293,11 @@ def test_exact_time_estimate_refusal_and_auto_switch(small, caplog):
     est = _hclust.estimate_exact_seconds(1_000_000, 50, vector=True)
     assert est > 3600  # hours at atlas scale: never started silently
     assert _hclust.estimate_exact_seconds(2_000_000, 50, vector=True) == pytest.approx(4 * est)
-    with pytest.raises(ConfigError, match=r"exact ward tree on 500 cells x 50 dims \(backend 'vector'\) would take about .*"
-                       r"max_exact_seconds=1e-06.*'micro'") as e:
+    with pytest.raises(
+        ConfigError,
+        match=r"exact ward tree on 500 cells x 50 dims \(backend 'vector'\) would take about .*"
+        r"max_exact_seconds=1e-06.*'micro'",
+    ) as e:
         scc.tl.hclust(small, use_rep="X_pca_harmony", backend="vector", max_exact_seconds=1e-6)
     assert _one_line(e)
     with caplog.at_level(logging.INFO, logger="scclust.tl._hclust"):
@@ -292,3 +327,22 @@ def test_exact_time_estimate_is_the_right_order_of_magnitude():
     took = time.perf_counter() - t
     est = _hclust.estimate_exact_seconds(12_000, 30, vector=True)
     assert est / 10 < took < est * 10, (took, est)
+
+
+def test_writes_the_runs_colours_for_scanpy(pbmc):
+    from scclust.pl._style import tree_colors  # what a run wrote at the end of the hclust stage
+
+    ad = pbmc.copy()
+    scc.tl.hclust(ad, use_rep="X_pca", n_clusters=[4, 9], heights=[60.0])
+    keys = ["hclust_4", "hclust_9", "hclust_h60"]
+    expected = tree_colors(ad, keys)
+    for key in keys:
+        colours = list(ad.uns[f"{key}_colors"])
+        assert colours == expected[key]
+        assert len(colours) == len(set(colours)) == len(ad.obs[key].cat.categories)
+    # nested cuts of one tree: each cluster of hclust_4 keeps its colour in its largest piece at k = 9
+    table = pd.crosstab(ad.obs["hclust_9"], ad.obs["hclust_4"])
+    c4, c9 = list(ad.obs["hclust_4"].cat.categories), list(ad.obs["hclust_9"].cat.categories)
+    for parent in table.columns:
+        largest = table[parent].idxmax()
+        assert ad.uns["hclust_9_colors"][c9.index(largest)] == ad.uns["hclust_4_colors"][c4.index(parent)]

@@ -75,3 +75,22 @@ def test_errors(sim):
     with pytest.raises(ConfigError, match=">= 1|greater than or equal to 1"):
         scc.tl.kmeans(small, use_rep="X_pca_harmony", n_clusters=[0])
     assert "kmeans2" not in small.obs
+
+
+def test_writes_the_runs_colours_for_scanpy(pbmc, caplog):
+    import logging
+
+    from scclust.pl._style import tree_colors  # what a run wrote at the end of the kmeans stage
+
+    ad = pbmc.copy()
+    scc.tl.kmeans(ad, use_rep="X_pca", n_clusters=[3, 6], n_init=1)
+    expected = tree_colors(ad, ["kmeans3", "kmeans6"])
+    for key in ("kmeans3", "kmeans6"):
+        colours = list(ad.uns[f"{key}_colors"])
+        assert colours == expected[key]
+        assert len(colours) == len(set(colours)) == len(ad.obs[key].cat.categories)
+    with caplog.at_level(logging.INFO, logger="scclust"):
+        scc.tl.kmeans(ad, use_rep="X_pca", n_clusters=[3], n_init=1)
+    assert any(
+        r.getMessage() == "overwriting the existing .obs['kmeans3'] with new cluster labels" for r in caplog.records
+    )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 import numpy as np
+import pandas as pd
 import pytest
 import scanpy as sc
 from sklearn.metrics import adjusted_rand_score as ari
@@ -119,3 +123,77 @@ def test_parallel_survives_a_missing_worker_and_long_sweeps(pbmc, monkeypatch):
     tl.leiden(fallback, resolutions=res[::100], n_jobs=3)  # the resolutions run here instead
     for key in seq.uns["leiden"]["clusterings"]:
         assert seq.obs[key].equals(fallback.obs[key]), key
+
+
+# ------------------------------------------------------------------ scanpy's single-resolution call
+@pytest.fixture(scope="module")
+def pbmc_graph(pbmc):
+    ad = pbmc.copy()
+    pp.neighbors(ad, use_rep="X_pca", n_neighbors=10)
+    return ad
+
+
+def test_resolution_and_key_added_write_what_scanpy_writes(pbmc_graph):
+    ours, ref = pbmc_graph.copy(), pbmc_graph.copy()
+    tl.leiden(ours, resolution=0.6, key_added="my_leiden")
+    sc.tl.leiden(
+        ref, resolution=0.6, key_added="my_leiden", flavor="igraph", n_iterations=2, directed=False, random_state=0
+    )
+    new = set(ours.obs.columns) - set(pbmc_graph.obs.columns)
+    assert new == {"my_leiden"}  # one column named exactly key_added, no "my_leiden_0.6"
+    assert ari(ours.obs["my_leiden"], ref.obs["my_leiden"]) == 1.0
+    assert isinstance(ours.obs["my_leiden"].dtype, pd.CategoricalDtype)
+    # scanpy's .uns[key_added]["params"], same values
+    for name, value in ref.uns["my_leiden"]["params"].items():
+        assert ours.uns["my_leiden"]["params"][name] == value, name
+    # colours scanpy's plots read: one hex colour per category
+    colours = list(ours.uns["my_leiden_colors"])
+    assert len(colours) == len(ours.obs["my_leiden"].cat.categories) == len(set(colours))
+    assert all(re.fullmatch(r"#[0-9A-Fa-f]{6}", c) for c in colours)
+
+
+def test_resolution_alone_writes_the_leiden_column(pbmc_graph):
+    ad = pbmc_graph.copy()
+    tl.leiden(ad, resolution=1.0)
+    assert "leiden" in ad.obs and "leiden_1.0" not in ad.obs
+    assert ad.uns["leiden"]["params"]["resolution"] == 1.0
+    assert len(ad.uns["leiden_colors"]) == ad.obs["leiden"].nunique()
+    copy = tl.leiden(pbmc_graph, resolution=1.0, copy=True)  # copy=True: the same, on the copy only
+    assert copy.obs["leiden"].equals(ad.obs["leiden"]) and "leiden" not in pbmc_graph.obs
+
+
+def test_overwriting_a_column_is_logged_not_refused(pbmc_graph, caplog):
+    ad = pbmc_graph.copy()
+    tl.leiden(ad, resolution=1.0, key_added="my")
+    first = ad.obs["my"].copy()
+    with caplog.at_level(logging.INFO, logger="scclust"):
+        tl.leiden(ad, resolution=0.3, key_added="my")  # a notebook cell rerun with another value
+    assert [r.getMessage() for r in caplog.records if "overwriting" in r.getMessage()] == [
+        "overwriting the existing .obs['my'] with new cluster labels"
+    ]
+    assert ad.obs["my"].nunique() < first.nunique()
+    assert len(ad.uns["my_colors"]) == ad.obs["my"].nunique()  # the colours follow the new labels
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="scclust"):
+        tl.leiden(ad, resolutions=[0.4], key_added="fresh")
+    assert not [r for r in caplog.records if "overwriting" in r.getMessage()]
+
+
+def test_resolutions_keep_the_series_names_and_the_runs_colours(pbmc_graph):
+    from scclust.pl._style import tree_colors  # what a run wrote at the end of the leiden stage
+
+    ad = pbmc_graph.copy()
+    tl.leiden(ad, resolutions=[0.4, 1.0, 1.4])
+    keys = ["leiden_0.4", "leiden_1.0", "leiden_1.4"]
+    assert keys == [k for k in ad.obs.columns if k.startswith("leiden")]
+    assert "resolutions" in ad.uns["leiden"]["params"] and "resolution" not in ad.uns["leiden"]["params"]
+    expected = tree_colors(ad, keys)
+    for key in keys:
+        assert list(ad.uns[f"{key}_colors"]) == expected[key]
+    # matched across the series: of the leiden_1.0 clusters whose cells come mostly from leiden_0.4's
+    # cluster "0", the largest keeps its colour
+    table = pd.crosstab(ad.obs["leiden_1.0"], ad.obs["leiden_0.4"])
+    children = table.index[table.idxmax(axis=1) == "0"]
+    largest = table.loc[children].sum(axis=1).idxmax()
+    cats = list(ad.obs["leiden_1.0"].cat.categories)
+    assert ad.uns["leiden_1.0_colors"][cats.index(largest)] == ad.uns["leiden_0.4_colors"][0]

@@ -18,16 +18,24 @@ from scclust.datasets import CELL_TYPES
 
 PBMC_SETS = Path(__file__).resolve().parents[2] / "configs" / "markers_pbmc.yaml"
 #: muscat's Kang cell types -> the names of configs/markers_pbmc.yaml
-KANG_TYPES = {"CD4 T cells": "CD4 T", "CD8 T cells": "CD8 T", "NK cells": "NK", "B cells": "B",
-              "CD14+ Monocytes": "CD14 Mono", "FCGR3A+ Monocytes": "FCGR3A Mono", "Dendritic cells": "DC",
-              "Megakaryocytes": "Platelet"}
+KANG_TYPES = {
+    "CD4 T cells": "CD4 T",
+    "CD8 T cells": "CD8 T",
+    "NK cells": "NK",
+    "B cells": "B",
+    "CD14+ Monocytes": "CD14 Mono",
+    "FCGR3A+ Monocytes": "FCGR3A Mono",
+    "Dendritic cells": "DC",
+    "Megakaryocytes": "Platelet",
+}
 
 
 def compare_with_scanpy(adata, groupby, *, method="wilcoxon", reference="rest", **kw) -> pd.DataFrame:
     """Our table merged with scanpy's (one row per gene and cluster), both through sc.get."""
     tl.markers(adata, groupby=groupby, method=method, reference=reference, key_added="ours", **kw)
-    sc.tl.rank_genes_groups(adata, groupby, method=method, reference=reference, tie_correct=True, pts=True,
-                            key_added="scanpy", **kw)
+    sc.tl.rank_genes_groups(
+        adata, groupby, method=method, reference=reference, tie_correct=True, pts=True, key_added="scanpy", **kw
+    )
     ours = sc.get.rank_genes_groups_df(adata, None, key="ours")
     theirs = sc.get.rank_genes_groups_df(adata, None, key="scanpy")
     merged = ours.merge(theirs, on=["group", "names"], suffixes=("", "_sc"))
@@ -99,8 +107,19 @@ def test_auroc_and_fractions(pbmc):
         assert row["pct_in"] == pytest.approx((x[inside] > 0).mean())
         assert row["pct_out"] == pytest.approx((x[~inside] > 0).mean())
     assert table["passes"].dtype == bool and table.groupby("cluster", observed=True)["rank"].min().eq(1).all()
-    assert list(table.columns) == ["cluster", "rank", "gene", "score", "logfoldchange", "pval", "pval_adj", "auroc",
-                                   "pct_in", "pct_out", "passes"]
+    assert list(table.columns) == [
+        "cluster",
+        "rank",
+        "gene",
+        "score",
+        "logfoldchange",
+        "pval",
+        "pval_adj",
+        "auroc",
+        "pct_in",
+        "pct_out",
+        "passes",
+    ]
 
 
 def test_scanpy_readers_and_h5ad_round_trip(pbmc, tmp_path):
@@ -112,8 +131,9 @@ def test_scanpy_readers_and_h5ad_round_trip(pbmc, tmp_path):
     assert "mainplot_ax" in axes
     adata.write_h5ad(tmp_path / "m.h5ad")
     back = ad.read_h5ad(tmp_path / "m.h5ad")
-    pd.testing.assert_frame_equal(tl.marker_table(back, key="markers_bulk_labels"),
-                                  tl.marker_table(adata, key="markers_bulk_labels"))
+    pd.testing.assert_frame_equal(
+        tl.marker_table(back, key="markers_bulk_labels"), tl.marker_table(adata, key="markers_bulk_labels")
+    )
 
 
 # ------------------------------------------------------------------------------------------ truth
@@ -152,11 +172,18 @@ def test_store_path_equals_in_memory(store):
     kept[::7] = False  # genes the QC filter removed
     cells = lazy.obs_names[::2]  # cells the QC filter kept
     obs = lazy.obs.loc[cells, ["cell_type"]].copy()
-    on_store = ad.AnnData(X=sparse.csr_matrix((len(cells), 10), dtype=np.float32), obs=obs,
-                          var=pd.DataFrame(index=lazy.var_names[kept][:10]))
+    on_store = ad.AnnData(
+        X=sparse.csr_matrix((len(cells), 10), dtype=np.float32),
+        obs=obs,
+        var=pd.DataFrame(index=lazy.var_names[kept][:10]),
+    )
     on_store.raw = on_store.copy()  # an incomplete .raw
-    on_store.uns["counts_store"] = {**lazy.uns["counts_store"], "genes_kept": kept, "target_sum": 1e4,
-                                    "raw_complete": False}
+    on_store.uns["counts_store"] = {
+        **lazy.uns["counts_store"],
+        "genes_kept": kept,
+        "target_sum": 1e4,
+        "raw_complete": False,
+    }
     tl.markers(on_store, groupby="cell_type")
     tl.markers(on_store, groupby="cell_type", reference="B", key_added="vs_b")
     counts = ad.read_h5ad(store)[cells.to_numpy(), kept]
@@ -247,8 +274,9 @@ def test_counts_and_scaled_data_refused(pbmc):
 @pytest.fixture(scope="module")
 def kang(kang_path):
     raw = ad.read_h5ad(kang_path)
-    adata = pp.prepare(raw, batch_key="condition", pca={"n_comps": 50}, graph={"n_neighbors": 20, "n_pcs": 30},
-                       umap=None)
+    adata = pp.prepare(
+        raw, batch_key="condition", pca={"n_comps": 50}, graph={"n_neighbors": 20, "n_pcs": 30}, umap=None
+    )
     pp.neighbors(adata, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
     tl.leiden(adata, resolutions=[0.6, 1.4])  # CD8 T and NK cells share a cluster up to 1.0
     return adata

@@ -20,7 +20,9 @@ def clustered(sim):
 
 def test_medians_equal_pandas(clustered):
     s = tl.qc_summary(clustered, groupby="leiden_1.0")
-    ref = clustered.obs.groupby("leiden_1.0", observed=True)[["n_genes_by_counts", "total_counts", "pct_counts_mt"]].median()
+    ref = clustered.obs.groupby("leiden_1.0", observed=True)[
+        ["n_genes_by_counts", "total_counts", "pct_counts_mt"]
+    ].median()
     np.testing.assert_allclose(s[ref.columns].to_numpy(), ref.to_numpy(), rtol=1e-6)
     assert s["n_cells"].tolist() == clustered.obs["leiden_1.0"].value_counts(sort=False).tolist()
     assert s.attrs["bounds"]["pct_counts_mt"]["lower"] is None  # mito: upper side only
@@ -90,7 +92,11 @@ def test_planted_doublet_cluster_is_flagged_on_the_upper_side(clustered):
 def test_aliases(pbmc):
     a = pbmc.copy()
     a.obs = a.obs.drop(columns=["n_genes_by_counts", "total_counts", "pct_counts_mt"])
-    assert resolve_qc_keys(a) == {"n_genes_by_counts": "n_genes", "total_counts": "n_counts", "pct_counts_mt": "percent_mito"}
+    assert resolve_qc_keys(a) == {
+        "n_genes_by_counts": "n_genes",
+        "total_counts": "n_counts",
+        "pct_counts_mt": "percent_mito",
+    }
     s = tl.qc_summary(a, groupby="bulk_labels")
     assert {"n_genes", "n_counts", "percent_mito", "flag_qc"} <= set(s.columns)
     # and the other way: an alias asked for, the canonical column present
@@ -98,7 +104,9 @@ def test_aliases(pbmc):
 
 
 def test_errors(clustered):
-    with pytest.raises(MissingKeyError, match=r"QC key\(s\) 'doublet_score' not found.*numeric .obs columns: .*'total_counts'"):
+    with pytest.raises(
+        MissingKeyError, match=r"QC key\(s\) 'doublet_score' not found.*numeric .obs columns: .*'total_counts'"
+    ):
         tl.qc_summary(clustered, groupby="leiden_1.0", keys=["doublet_score"])
     a = clustered.copy()
     a.obs = a.obs[["sample", "leiden_1.0"]]
@@ -122,8 +130,10 @@ def _qc_obs(seed: int = 0):
     counts[labels == "5"] /= 4
     genes[labels == "4"] *= 3
     mt[labels == "6"] = 30
-    obs = pd.DataFrame({"leiden": pd.Categorical(labels), "n_genes_by_counts": genes, "total_counts": counts,
-                        "pct_counts_mt": mt}, index=[f"c{i}" for i in range(labels.size)])
+    obs = pd.DataFrame(
+        {"leiden": pd.Categorical(labels), "n_genes_by_counts": genes, "total_counts": counts, "pct_counts_mt": mt},
+        index=[f"c{i}" for i in range(labels.size)],
+    )
     return ad.AnnData(obs=obs)
 
 
@@ -136,10 +146,14 @@ def test_clusters_of_distinct_size_are_an_observation_not_a_warning(caplog):
     assert s.index[s["flag_qc"]].tolist() == ["4", "5", "6"]
     info = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
     warn = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert info == [("leiden: clusters 4, 5 differ in QC metrics from the rest (median n_genes_by_counts beyond 3 MADs "
-                     "of all cells: 5 lower, 4 higher; median total_counts beyond 3 MADs of all cells: 5 lower): small "
-                     "or large cell types (platelets, DCs) do; a cluster distinct only in QC metrics and without "
-                     "markers of its own may be low-quality cells or doublets")]
+    assert info == [
+        (
+            "leiden: clusters 4, 5 differ in QC metrics from the rest (median n_genes_by_counts beyond 3 MADs "
+            "of all cells: 5 lower, 4 higher; median total_counts beyond 3 MADs of all cells: 5 lower): small "
+            "or large cell types (platelets, DCs) do; a cluster distinct only in QC metrics and without "
+            "markers of its own may be low-quality cells or doublets"
+        )
+    ]
     assert len(warn) == 1 and warn[0].startswith("leiden: cluster 6: median pct_counts_mt above 3 MADs of all cells")
     caplog.clear()
     a.obs["pct_counts_mt"] = 3.0  # no data problem: nothing at WARNING level

@@ -45,7 +45,9 @@ def test_table_measures_equal_references():
         # best-match Jaccard from sets
         for ca in np.unique(a):
             sa = set(np.flatnonzero(a == ca))
-            ref = max(len(sa & set(np.flatnonzero(b == cb))) / len(sa | set(np.flatnonzero(b == cb))) for cb in np.unique(b))
+            ref = max(
+                len(sa & set(np.flatnonzero(b == cb))) / len(sa | set(np.flatnonzero(b == cb))) for cb in np.unique(b)
+            )
             assert best_jaccard(t)[ca] == pytest.approx(ref)
 
 
@@ -123,7 +125,9 @@ def test_stability_kmeans_hclust_and_medoid(clustered):
     a = clustered.copy()
     scc.tl.kmeans(a, n_clusters=[8], use_rep="X_pca_harmony", n_pcs=30, n_init=1)
     scc.tl.hclust(a, use_rep="X_pca_harmony", n_pcs=30, n_clusters=[8])
-    res = scc.tl.stability(a, keys=["kmeans8", "hclust_8", "leiden_1.0"], n_seeds=3, n_subsamples=2, medoid_labels="add", n_jobs=1)
+    res = scc.tl.stability(
+        a, keys=["kmeans8", "hclust_8", "leiden_1.0"], n_seeds=3, n_subsamples=2, medoid_labels="add", n_jobs=1
+    )
     assert res.summary.loc["kmeans8", "method"] == "kmeans" and res.summary.loc["kmeans8", "n_seed_runs"] == 3
     assert res.summary.loc["hclust_8", "n_seed_runs"] == 0 and res.summary.loc["hclust_8", "n_subsample_runs"] == 2
     assert np.isnan(res.summary.loc["hclust_8", "ari_seeds"])
@@ -132,7 +136,11 @@ def test_stability_kmeans_hclust_and_medoid(clustered):
     for key in ("kmeans8", "leiden_1.0"):
         medoid = res.summary.loc[key, "medoid"]
         got = a.obs[f"{key}_medoid"].to_numpy()
-        want = a.obs[key].to_numpy() if medoid == "label" else res.runs[key][:, list(res.run_info[key].index).index(medoid)]
+        want = (
+            a.obs[key].to_numpy()
+            if medoid == "label"
+            else res.runs[key][:, list(res.run_info[key].index).index(medoid)]
+        )
         assert adjusted_rand_score(got, want) == 1.0
         # the medoid is the partition with the highest mean ARI with the others
         pw = res.pairwise[key]
@@ -167,7 +175,9 @@ def test_stability_errors(clustered):
 
 def test_subsample_sizes(clustered):
     a = clustered.copy()
-    res = scc.tl.stability(a, keys=["leiden_0.2"], n_seeds=0, subsample_fractions=[], subsample_sizes=[500], n_subsamples=2, n_jobs=1)
+    res = scc.tl.stability(
+        a, keys=["leiden_0.2"], n_seeds=0, subsample_fractions=[], subsample_sizes=[500], n_subsamples=2, n_jobs=1
+    )
     assert list(res.run_info["leiden_0.2"]["n_cells"]) == [500, 500]
     assert ((res.runs["leiden_0.2"] >= 0).sum(axis=0) == 500).all()
 
@@ -252,7 +262,9 @@ def test_stage_params_match_signature():
     assert set(fields) - {"series"} == set(kw)  # series: the stage's choice of keys
     for name, default in kw.items():
         got = fields[name].default
-        assert (list(got) if isinstance(got, list) else got) == (list(default) if isinstance(default, tuple) else default), name
+        assert (list(got) if isinstance(got, list) else got) == (
+            list(default) if isinstance(default, tuple) else default
+        ), name
     with pytest.raises(Exception, match="n_seed"):
         StabilityParams(n_seed=3)
     with pytest.raises(Exception, match=r"less than 1"):
@@ -281,7 +293,9 @@ def test_draft_stage_runs(clustered, tmp_path):
     a = clustered.copy()
     ctx = Ctx()
     run_stability(a, StabilityParams(n_seeds=3, n_subsamples=1, n_jobs=1), ctx)
-    assert {"stability_recommendation", "stability_summary", "stability_clusters", "stability_n_clusters"} <= set(ctx.tables)
+    assert {"stability_recommendation", "stability_summary", "stability_clusters", "stability_n_clusters"} <= set(
+        ctx.tables
+    )
     assert list(ctx.tables["stability_summary"].index) == ["leiden_0.2", "leiden_1.0"]
     assert "stability_leiden" in ctx.figures and "stability_clustree_leiden" in ctx.figures
     shown = list(ctx.tables["stability_recommendation"]["key"]) or [ctx.tables["stability_summary"]["score"].idxmax()]
@@ -293,9 +307,13 @@ def test_draft_stage_runs(clustered, tmp_path):
 def test_subclustering_assessed_on_its_subset(sim):
     """A subclustering is re-run on the subset's own graph; in the parent (NaN outside) it is refused."""
     parent = sim.copy()
-    sub, _ = scc.tl.subcluster(parent, name="tnk", select={"obs_query": "cell_type in ['CD4 T', 'CD8 T', 'NK']"},
-                               pca={"regress_out": ["total_counts", "pct_counts_mt"]},
-                               leiden={"resolutions": [0.3, 1.0], "flavor": "igraph", "n_iterations": 2})
+    sub, _ = scc.tl.subcluster(
+        parent,
+        name="tnk",
+        select={"obs_query": "cell_type in ['CD4 T', 'CD8 T', 'NK']"},
+        pca={"regress_out": ["total_counts", "pct_counts_mt"]},
+        leiden={"resolutions": [0.3, 1.0], "flavor": "igraph", "n_iterations": 2},
+    )
     keys = list(sub.uns["subcluster"]["keys"])
     res = scc.tl.stability(sub, keys=keys, n_seeds=3, n_subsamples=1, n_jobs=1)
     assert list(res.summary.index) == keys and (res.summary["method"] == "leiden").all()
@@ -303,3 +321,32 @@ def test_subclustering_assessed_on_its_subset(sim):
     moved = scc.tl.transfer_subclusters(parent, subset=sub, name="tnk")
     with pytest.raises(InputError, match="part of the cells"):
         scc.tl.stability(parent, keys=moved[:1])
+
+
+@pytest.mark.parametrize("mode", ["add", "replace"])
+def test_medoid_labels_get_colours_that_follow_the_reported_clusters(pbmc, mode):
+    a = pbmc.copy()
+    scc.pp.neighbors(a, use_rep="X_pca", n_neighbors=10)
+    scc.tl.leiden(a, resolutions=[1.0])
+    reported = a.obs["leiden_1.0"].copy()
+    from scclust.pl._style import palette
+
+    colours = palette(30)[-len(reported.cat.categories) :]  # the user's own colours: the medoid's must follow them
+    a.uns["leiden_1.0_colors"] = colours
+    res = scc.tl.stability(a, keys=["leiden_1.0"], n_seeds=4, n_subsamples=0, medoid_labels=mode, n_jobs=1)
+    assert res.summary.loc["leiden_1.0", "medoid"] != "label"  # a medoid partition other than the labels
+    medoid_key = "leiden_1.0_medoid" if mode == "add" else "leiden_1.0"
+    if mode == "replace":
+        assert list(a.uns["leiden_1.0_original_colors"]) == colours
+    got = list(a.uns[f"{medoid_key}_colors"])
+    medoid = a.obs[medoid_key]
+    assert len(got) == len(set(got)) == len(medoid.cat.categories)
+    assert not medoid.equals(reported)
+    # each reported cluster's colour goes to the largest medoid cluster that takes most of its cells from it
+    table = pd.crosstab(medoid, reported)  # categories in order, as the colour rule reads them
+    parent = table.idxmax(axis=1)
+    sizes = table.sum(axis=1)
+    cats, ref = list(medoid.cat.categories), list(reported.cat.categories)
+    for p in parent.unique():
+        largest = sizes[parent == p].idxmax()
+        assert got[cats.index(largest)] == colours[ref.index(p)]

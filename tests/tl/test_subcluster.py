@@ -16,8 +16,12 @@ from scclust.tl._subcluster import NOT_IN_SUBSET
 TNK = ["CD4 T", "CD8 T", "NK"]
 #: the lab's T/NK subclustering (configs/tutorial.yaml)
 MARKERS = {"markers": {"T": ["CD3E"], "NK": ["GNLY", "NKG7"]}}
-LAB = {"groupby": "leiden_0.4", "select": MARKERS, "pca": {"regress_out": ["total_counts", "pct_counts_mt"]},
-       "leiden": {"key_added": "tcells"}}
+LAB = {
+    "groupby": "leiden_0.4",
+    "select": MARKERS,
+    "pca": {"regress_out": ["total_counts", "pct_counts_mt"]},
+    "leiden": {"key_added": "tcells"},
+}
 
 
 def _lab(**kw):
@@ -150,7 +154,10 @@ def test_marker_rule_equals_truth_majority_clusters(small):
 
 def test_obs_selection_and_options(small):
     sub, rep = scc.tl.subcluster(
-        small, name="nk", select={"obs_query": "cell_type == 'NK'"}, batch_key=None,
+        small,
+        name="nk",
+        select={"obs_query": "cell_type == 'NK'"},
+        batch_key=None,
         leiden={"resolutions": [0.3, 0.8], "flavor": "igraph", "n_iterations": 2},
     )
     assert (sub.obs["cell_type"] == "NK").all() and sub.n_obs == int((small.obs["cell_type"] == "NK").sum())
@@ -223,9 +230,17 @@ def test_subcluster_on_small_real_data_end_to_end(pbmc):
     """The fast lane's subclustering: select one cell type of the embedded PBMC set by a query,
     re-process it (HVG, scale, PCA, graph, Leiden, UMAP), map the labels back and draw both figures."""
     parent = pbmc.copy()
-    sub, rep = scc.tl.subcluster(parent, name="dc", select={"obs_query": "bulk_labels == 'Dendritic'"},
-                                 groupby="louvain", batch_key=None, min_cells=20, graph={"n_pcs": 20},
-                                 pca={"n_comps": 30}, leiden={"flavor": "igraph", "n_iterations": 2, "resolutions": 0.5})
+    sub, rep = scc.tl.subcluster(
+        parent,
+        name="dc",
+        select={"obs_query": "bulk_labels == 'Dendritic'"},
+        groupby="louvain",
+        batch_key=None,
+        min_cells=20,
+        graph={"n_pcs": 20},
+        pca={"n_comps": 30},
+        leiden={"flavor": "igraph", "n_iterations": 2, "resolutions": 0.5},
+    )
     n_dc = int((parent.obs["bulk_labels"] == "Dendritic").sum())
     assert sub.n_obs == n_dc and rep.keys == ["dc_0.5"] and "X_umap" in sub.obsm
     assert set(sub.var_names) <= set(parent.raw.var_names)

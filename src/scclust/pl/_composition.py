@@ -10,9 +10,11 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ._style import category_colors, new_axes
+from .._params import validated
+from ._style import category_colors, finish_figure, new_axes
 
 
+@validated
 def proportions(
     adata: AnnData,
     *,
@@ -22,7 +24,8 @@ def proportions(
     horizontal: bool | None = None,
     table: pd.DataFrame | None = None,
     ax: Axes | None = None,
-) -> Figure:
+    show: bool | None = None,
+) -> Figure | None:
     """Stacked bars: one bar per ``groupby`` value, split by the shares of ``by`` values.
 
     Computes :func:`scclust.tl.proportions` (pure) and draws it. ``groupby="leiden_0.6",
@@ -49,10 +52,14 @@ def proportions(
         computes it.
     ax
         Draw into these axes (of a figure you made) instead of a new figure.
+    show
+        ``True``: show the figure (:func:`matplotlib.pyplot.show`) and return ``None``, as scanpy's
+        ``show=True``. ``None`` / ``False`` (default): return the figure, show nothing.
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure`.
+    The :class:`~matplotlib.figure.Figure` (the figure of ``ax`` when given), or ``None`` with
+    ``show=True``.
     """
     from ..tl._composition import proportions as compute
 
@@ -67,7 +74,7 @@ def proportions(
     long_side = max(4.0, 0.32 * n_bars + 1.5)
     legend_w = 1.6 if n_seg <= 20 else 3.0
     size = (5.0 + legend_w, long_side) if horizontal else (long_side + legend_w, 4.2)
-    fig, ax = new_axes(ax, size)
+    fig, ax = new_axes(ax, size, show=show)
     pos = np.arange(n_bars)
     start = np.zeros(n_bars)
     F = frac.to_numpy()
@@ -95,10 +102,18 @@ def proportions(
             ax.set_ylim(0, 1.08)
             for x, n in zip(pos, totals, strict=True):
                 ax.text(x, 1.01, f"{n}", ha="center", va="bottom", fontsize=6, rotation=90 if n_bars > 12 else 0)
-    ax.set_title(f"{by} composition of {groupby}" if normalize == "index" else f"{groupby} share of each {by}",
-                 fontsize=10)
+    ax.set_title(
+        f"{by} composition of {groupby}" if normalize == "index" else f"{groupby} share of each {by}", fontsize=10
+    )
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.legend(title=by, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8, title_fontsize=8,
-              ncols=1 if n_seg <= 20 else 2)
-    return fig
+    ax.legend(
+        title=by,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+        fontsize=8,
+        title_fontsize=8,
+        ncols=1 if n_seg <= 20 else 2,
+    )
+    return finish_figure(fig, show)

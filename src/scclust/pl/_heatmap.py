@@ -4,18 +4,20 @@ legends, colour bar and caption, laid out on one matplotlib GridSpec."""
 from __future__ import annotations
 
 import textwrap
-import warnings
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
-from .._errors import InputError, ScclustWarning, choices
+from .._errors import InputError, choices, warn
+from .._params import validated
 from ..tl._heatmap import ClusteredHeatmap
 from ._style import ANNOTATION_PALETTE as PALETTE
-from ._style import CMAP_CONTINUOUS, CMAP_DIVERGING
+from ._style import CMAP_CONTINUOUS, CMAP_DIVERGING, finish_figure, new_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: With ``label_rows="auto"`` (``label_cols="auto"``) labels are drawn up to this many rows (columns).
 MAX_ROW_LABELS = 80
@@ -24,6 +26,7 @@ _GREY = "#555555"
 _BAR = 0.2  # inches per annotation bar
 
 
+@validated
 def clustered_heatmap(
     result: ClusteredHeatmap,
     *,
@@ -41,7 +44,8 @@ def clustered_heatmap(
     cmap: str | None = None,
     figsize: tuple[float, float] | None = None,
     title: str | None = None,
-) -> Figure:
+    show: bool | None = None,
+) -> Figure | None:
     """Draw a :class:`~scclust.tl.ClusteredHeatmap` (from :func:`scclust.tl.cluster_heatmap`).
 
     Layout, left to right: row dendrogram, row annotation bars (then the row groups, numbered, with
@@ -81,13 +85,19 @@ def clustered_heatmap(
         Figure size in inches; ``None`` sizes it from the matrix.
     title
         Figure title.
+    show
+        ``True``: show the figure (:func:`matplotlib.pyplot.show`) and return ``None``, as scanpy's
+        ``show=True``. ``None`` / ``False`` (default): return the figure, show nothing.
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure`.
+    The :class:`~matplotlib.figure.Figure` (several axes on one grid, so no ``ax=``), or ``None``
+    with ``show=True``.
     """
     if not isinstance(result, ClusteredHeatmap):
-        raise InputError(f"result must be a ClusteredHeatmap from scclust.tl.cluster_heatmap; got {type(result).__name__}")
+        raise InputError(
+            f"result must be a ClusteredHeatmap from scclust.tl.cluster_heatmap; got {type(result).__name__}"
+        )
     mat = result.ordered()
     n_rows, n_cols = mat.shape
     rows, cols = mat.index, mat.columns
@@ -115,18 +125,39 @@ def clustered_heatmap(
     bar_names = [*map(str, row_bars.columns), *(["group"] if groups is not None else [])]
     if bar_names:  # the row bars' names are written below them
         col_lab_h = max(col_lab_h, 0.07 * max(map(len, bar_names)) + 0.15)
-    widths = [1.0 if row_tree else 0.0, _BAR * len(row_bars.columns) + (0.35 if groups is not None else 0.0),
-              heat_w, lab_w, 2.0 if show_legend else 0.0]
-    heights = [0.45 if title else 0.0, 0.8 if col_tree else 0.0, _BAR * len(col_bars.columns), heat_h, col_lab_h,
-               0.6 if show_caption else 0.0]
+    widths = [
+        1.0 if row_tree else 0.0,
+        _BAR * len(row_bars.columns) + (0.35 if groups is not None else 0.0),
+        heat_w,
+        lab_w,
+        2.0 if show_legend else 0.0,
+    ]
+    heights = [
+        0.45 if title else 0.0,
+        0.8 if col_tree else 0.0,
+        _BAR * len(col_bars.columns),
+        heat_h,
+        col_lab_h,
+        0.6 if show_caption else 0.0,
+    ]
     W, H = sum(widths) + 0.2, sum(heights) + 0.2
     if figsize is not None:
         W, H = figsize
-    fig = Figure(figsize=(W, H))
+    fig = new_figure((W, H), show=show, layout=None)
     wr = [max(w, 1e-3) for w in widths]
     hr = [max(h, 1e-3) for h in heights]
-    gs = fig.add_gridspec(len(hr), len(wr), width_ratios=wr, height_ratios=hr, wspace=0.0, hspace=0.0,
-                          left=0.1 / W, right=1 - 0.1 / W, bottom=0.1 / H, top=1 - 0.1 / H)
+    gs = fig.add_gridspec(
+        len(hr),
+        len(wr),
+        width_ratios=wr,
+        height_ratios=hr,
+        wspace=0.0,
+        hspace=0.0,
+        left=0.1 / W,
+        right=1 - 0.1 / W,
+        bottom=0.1 / H,
+        top=1 - 0.1 / H,
+    )
 
     # ---- heatmap
     ax = fig.add_subplot(gs[3, 2])
@@ -138,8 +169,9 @@ def clustered_heatmap(
     else:
         vmin, vmax = float(np.nanmin(vals)), float(np.nanmax(vals))
     cmap = cmap or (CMAP_DIVERGING if diverging else CMAP_CONTINUOUS)
-    im = ax.imshow(vals, aspect="auto", interpolation="nearest", cmap=cmap, vmin=vmin, vmax=vmax,
-                   extent=(0, n_cols, n_rows, 0))
+    im = ax.imshow(
+        vals, aspect="auto", interpolation="nearest", cmap=cmap, vmin=vmin, vmax=vmax, extent=(0, n_cols, n_rows, 0)
+    )
     ax.set_xlim(0, n_cols)
     ax.set_ylim(n_rows, 0)
     ax.yaxis.tick_right()
@@ -180,12 +212,18 @@ def clustered_heatmap(
         widths_b = [_BAR] * n_b + ([0.35] if groups is not None else [])
         edges = np.concatenate([[0], np.cumsum(widths_b)])
         for j in range(img.shape[1]):
-            bax.imshow(img[:, j:j + 1], aspect="auto", interpolation="nearest", extent=(edges[j], edges[j + 1], n_rows, 0))
+            bax.imshow(
+                img[:, j : j + 1], aspect="auto", interpolation="nearest", extent=(edges[j], edges[j + 1], n_rows, 0)
+            )
         bax.set_xlim(0, edges[-1])
         bax.set_ylim(n_rows, 0)
         bax.set_yticks([])
-        bax.set_xticks((edges[:-1] + edges[1:]) / 2, [*row_bars.columns, *(["group"] if groups is not None else [])],
-                       rotation=90, fontsize=7)
+        bax.set_xticks(
+            (edges[:-1] + edges[1:]) / 2,
+            [*row_bars.columns, *(["group"] if groups is not None else [])],
+            rotation=90,
+            fontsize=7,
+        )
         bax.tick_params(length=0)
         for spine in bax.spines.values():
             spine.set_visible(False)
@@ -200,8 +238,16 @@ def clustered_heatmap(
             ends = np.concatenate([bounds, [n_rows]])
             x = (edges[n_b] + edges[-1]) / 2
             for s, e in zip(starts, ends, strict=True):
-                bax.text(x, (s + e) / 2, str(groups.iloc[s]), ha="center", va="center", fontsize=7, fontweight="bold",
-                         color="black")
+                bax.text(
+                    x,
+                    (s + e) / 2,
+                    str(groups.iloc[s]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    fontweight="bold",
+                    color="black",
+                )
             stab = result.stability if show_stability else None
             entries = []
             for g in cats:
@@ -235,8 +281,18 @@ def clustered_heatmap(
         y = 1.0
         for name, entries in legend_items:
             handles = [Patch(facecolor=c, edgecolor="none", label=lab) for lab, c in entries]
-            leg = lax.legend(handles=handles, title=name, loc="upper left", bbox_to_anchor=(0.05, y), frameon=False,
-                             fontsize=7, title_fontsize=7, handlelength=1.0, handleheight=1.0, borderaxespad=0)
+            leg = lax.legend(
+                handles=handles,
+                title=name,
+                loc="upper left",
+                bbox_to_anchor=(0.05, y),
+                frameon=False,
+                fontsize=7,
+                title_fontsize=7,
+                handlelength=1.0,
+                handleheight=1.0,
+                borderaxespad=0,
+            )
             leg._legend_box.align = "left"
             lax.add_artist(leg)
             y -= (len(entries) + 1.6) * 0.16 / max(sum(heights[1:4]), 1.0)
@@ -249,11 +305,18 @@ def clustered_heatmap(
 
     if show_caption and result.caption:
         width_chars = max(int(W * 13), 40)
-        fig.text(0.1 / W, (0.1 + heights[-1] - 0.1) / H, textwrap.fill(result.caption, width_chars), fontsize=7,
-                 va="top", ha="left", gid="caption")
+        fig.text(
+            0.1 / W,
+            (0.1 + heights[-1] - 0.1) / H,
+            textwrap.fill(result.caption, width_chars),
+            fontsize=7,
+            va="top",
+            ha="left",
+            gid="caption",
+        )
     if title:
         fig.suptitle(title, y=1 - 0.12 / H, va="top", fontsize=10)
-    return fig
+    return finish_figure(fig, show)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -268,14 +331,18 @@ def _bars(table: pd.DataFrame | None, index: pd.Index, what: str) -> pd.DataFram
     tab.index = tab.index.astype(str)
     names = index.astype(str)
     if not names.isin(tab.index).any():
-        raise InputError(f"{what} index matches none of the heatmap's names (e.g. {choices(names[:3])}; "
-                         f"{what} has {choices(tab.index[:3])})")
+        raise InputError(
+            f"{what} index matches none of the heatmap's names (e.g. {choices(names[:3])}; "
+            f"{what} has {choices(tab.index[:3])})"
+        )
     out = tab.reindex(names)
     out.index = index
     return out
 
 
-def _colorize(bars: pd.DataFrame, colors: dict[str, dict[str, str]], shared: dict[str, str]) -> dict[str, tuple[np.ndarray, list]]:
+def _colorize(
+    bars: pd.DataFrame, colors: dict[str, dict[str, str]], shared: dict[str, str]
+) -> dict[str, tuple[np.ndarray, list]]:
     """annotation -> (RGBA per position, legend entries); a value keeps its colour across bars."""
     import matplotlib as mpl
 
@@ -291,7 +358,11 @@ def _colorize(bars: pd.DataFrame, colors: dict[str, dict[str, str]], shared: dic
             rgba[~np.isfinite(x)] = _rgba("#DDDDDD")
             out[name] = (rgba, [(f"{lo:.3g}", mpl.colors.to_hex(cm(0.0))), (f"{hi:.3g}", mpl.colors.to_hex(cm(1.0)))])
             continue
-        cats = list(v.cat.categories) if isinstance(v.dtype, pd.CategoricalDtype) else sorted(v.dropna().astype(str).unique())
+        cats = (
+            list(v.cat.categories)
+            if isinstance(v.dtype, pd.CategoricalDtype)
+            else sorted(v.dropna().astype(str).unique())
+        )
         cats = [c for c in cats if (v.astype(str) == str(c)).any()]
         given = colors.get(name, {})
         lut = {}
@@ -336,18 +407,26 @@ def _which_row_labels(label_rows, rows: pd.Index) -> np.ndarray:
     names = rows.astype(str)
     missing = [r for r in wanted if r not in set(names)]
     if missing:
-        warnings.warn(f"label_rows: {len(missing)} name(s) not among the rows: {choices(missing, 10)}", ScclustWarning, stacklevel=3)
+        warn(f"label_rows: {len(missing)} name(s) not among the rows: {choices(missing, 10)}")
     return np.flatnonzero(names.isin(wanted))
 
 
-def _dendrogram(ax, Z: np.ndarray, orientation: str, n: int, groups: pd.Series | None, all_groups: pd.Series | None) -> None:
+def _dendrogram(
+    ax, Z: np.ndarray, orientation: str, n: int, groups: pd.Series | None, all_groups: pd.Series | None
+) -> None:
     """scipy's dendrogram on ``ax``; with groups, branches inside one group take its colour."""
     from scipy.cluster.hierarchy import dendrogram
 
     colored = groups is not None and all_groups is not None
-    dendrogram(Z, ax=ax, orientation=orientation, no_labels=True,
-               link_color_func=_group_link_colors(Z, all_groups) if colored else None,
-               color_threshold=None if colored else 0, above_threshold_color=_GREY)
+    dendrogram(
+        Z,
+        ax=ax,
+        orientation=orientation,
+        no_labels=True,
+        link_color_func=_group_link_colors(Z, all_groups) if colored else None,
+        color_threshold=None if colored else 0,
+        above_threshold_color=_GREY,
+    )
     if orientation == "left":
         ax.set_ylim(10 * n, 0)
     else:

@@ -10,7 +10,8 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._errors import ConfigError, InputError, MissingKeyError, choices
-from ._style import point_size, scatter_cells
+from .._params import validated
+from ._style import basis_key, finish_figure, new_axes, point_size, scatter_cells
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -20,25 +21,22 @@ if TYPE_CHECKING:
 _STABLE, _UNSTABLE = "#0072B2", "#D55E00"
 
 
-def _figure_or_ax(ax, size):
-    if ax is not None:
-        return ax.figure, ax
-    fig = Figure(figsize=size, layout="constrained")
-    return fig, fig.subplots()
-
-
 def _check_key(result: StabilityResult, key: str) -> None:
     if key not in result.summary.index:
-        raise MissingKeyError(f"key {key!r} was not assessed by tl.stability; assessed: {choices(result.summary.index)}")
+        raise MissingKeyError(
+            f"key {key!r} was not assessed by tl.stability; assessed: {choices(result.summary.index)}"
+        )
 
 
+@validated
 def stability(
     result: StabilityResult,
     *,
     group: str | None = None,
     metric: Literal["ari", "ic"] = "ari",
     ax: Axes | None = None,
-) -> Figure:
+    show: bool | None = None,
+) -> Figure | None:
     """Agreement between runs against the resolution (or k), with the number of clusters.
 
     Left axis: ``metric="ari"`` draws the mean pairwise ARI among seed runs (solid) and the mean ARI
@@ -57,10 +55,14 @@ def stability(
         ``"ari"`` or ``"ic"``.
     ax
         Draw into this axes (one panel); a new figure otherwise.
+    show
+        ``True``: show the figure (:func:`matplotlib.pyplot.show`) and return ``None``, as scanpy's
+        ``show=True``. ``None`` / ``False`` (default): return the figure, show nothing.
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure`.
+    The :class:`~matplotlib.figure.Figure` (the figure of ``ax`` when given), or ``None`` with
+    ``show=True``.
     """
     if metric not in ("ari", "ic"):
         raise ConfigError(f"metric {metric!r} is not one of 'ari', 'ic'")
@@ -71,13 +73,21 @@ def stability(
     elif group not in groups:
         raise MissingKeyError(f"group {group!r} not in the stability result; available: {choices(groups)}")
     d = s[s["group"] == group].sort_values("param")
-    fig, ax = _figure_or_ax(ax, (6.5, 3.8))
+    fig, ax = new_axes(ax, (6.5, 3.8), show=show)
     x = d["param"].to_numpy(dtype=float)
     stable = d["stable"].to_numpy(dtype=bool)
     if metric == "ari":
         ax.plot(x, d["ari_seeds"], "-", color="#333333", lw=1.2, label="ARI between seed runs", zorder=2)
         if d["ari_subsample"].notna().any():
-            ax.plot(x, d["ari_subsample"], "--", color="#777777", lw=1.2, label="ARI of subsample runs with the labels", zorder=2)
+            ax.plot(
+                x,
+                d["ari_subsample"],
+                "--",
+                color="#777777",
+                lw=1.2,
+                label="ARI of subsample runs with the labels",
+                zorder=2,
+            )
         y = d["score"].to_numpy(dtype=float)
         ax.axhline(result.params["min_ari"], color="#999999", lw=0.8, ls=":", zorder=1)
         ax.set_ylabel("agreement between runs (ARI)")
@@ -88,31 +98,55 @@ def stability(
         ax.axhline(1.0, color="#999999", lw=0.8, ls=":", zorder=1)
         ax.set_ylabel("inconsistency coefficient (1 = consistent)")
     ax.scatter(x[stable], y[stable], s=46, color=_STABLE, zorder=3, label="stable")
-    ax.scatter(x[~stable], y[~stable], s=46, facecolors="white", edgecolors=_UNSTABLE, linewidths=1.5, zorder=3, label="unstable")
+    ax.scatter(
+        x[~stable],
+        y[~stable],
+        s=46,
+        facecolors="white",
+        edgecolors=_UNSTABLE,
+        linewidths=1.5,
+        zorder=3,
+        label="unstable",
+    )
     method = d["method"].iloc[0] if len(d) else ""
     ax.set_xlabel({"leiden": "resolution", "kmeans": "k", "hclust": "k (tree cut)"}.get(method, "parameter"))
     ax2 = ax.twinx()
     nc = d["n_clusters"].to_numpy(dtype=float)
     lo, hi = d["n_clusters_min"].to_numpy(dtype=float), d["n_clusters_max"].to_numpy(dtype=float)
-    ax2.errorbar(x, nc, yerr=[nc - np.minimum(lo, nc), np.maximum(hi, nc) - nc], fmt="s", ms=4, color="#009E73",
-                 ecolor="#009E73", elinewidth=1, capsize=2, alpha=0.8, zorder=1)
+    ax2.errorbar(
+        x,
+        nc,
+        yerr=[nc - np.minimum(lo, nc), np.maximum(hi, nc) - nc],
+        fmt="s",
+        ms=4,
+        color="#009E73",
+        ecolor="#009E73",
+        elinewidth=1,
+        capsize=2,
+        alpha=0.8,
+        zorder=1,
+    )
     ax2.set_ylabel("clusters (labels; range over runs)", color="#009E73")
     ax2.tick_params(axis="y", colors="#009E73")
     for xi, ni in zip(x, nc, strict=True):
-        ax2.annotate(f"{int(ni)}", (xi, ni), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7, color="#009E73")
+        ax2.annotate(
+            f"{int(ni)}", (xi, ni), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7, color="#009E73"
+        )
     ax.legend(loc="best", fontsize=7, frameon=False)
     ax.set_title(f"Stability of {group}: {int(stable.sum())} of {len(d)} stable", fontsize=10)
-    return fig
+    return finish_figure(fig, show)
 
 
+@validated
 def stability_embedding(
     adata: AnnData,
-    key: str,
     *,
+    key: str,
     basis: str = "X_umap",
     key_added: str = "stability",
     ax: Axes | None = None,
-) -> Figure:
+    show: bool | None = None,
+) -> Figure | None:
     """Cells on an embedding coloured by the stability of their cluster (0-1), labels at the centres.
 
     Reads ``.obs[f"{key}_{key_added}"]`` written by :func:`scclust.tl.stability`.
@@ -124,50 +158,66 @@ def stability_embedding(
     key
         The clustering, e.g. ``"leiden_1.0"``.
     basis
-        Embedding in ``.obsm``.
+        Embedding in ``.obsm``; scanpy's short names work too (``"umap"`` is ``X_umap``: ``basis`` is
+        looked up as given, then as ``f"X_{basis}"``).
     key_added
         As given to :func:`scclust.tl.stability`.
     ax
         Draw into this axes; a new figure otherwise.
+    show
+        ``True``: show the figure (:func:`matplotlib.pyplot.show`) and return ``None``, as scanpy's
+        ``show=True``. ``None`` / ``False`` (default): return the figure, show nothing.
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure`.
+    The :class:`~matplotlib.figure.Figure` (the figure of ``ax`` when given), or ``None`` with
+    ``show=True``.
     """
     col = f"{key}_{key_added}"
     if col not in adata.obs.columns:
         raise MissingKeyError(f".obs[{col!r}] not found; run tl.stability(adata, keys=[{key!r}]) first")
-    if basis not in adata.obsm:
-        raise MissingKeyError(f"basis {basis!r} not in .obsm; available: {choices(adata.obsm.keys())}")
+    basis = basis_key(adata, basis)
     xy = np.asarray(adata.obsm[basis])[:, :2]
     v = adata.obs[col].to_numpy(dtype=float)
-    fig, ax = _figure_or_ax(ax, (5.2, 4.4))
+    fig, ax = new_axes(ax, (5.2, 4.4), show=show)
     order = np.argsort(-np.nan_to_num(v, nan=2.0))  # least stable on top
     sc = scatter_cells(ax, xy, order, c=v, cmap="RdYlBu", vmin=0, vmax=1, s=point_size(adata.n_obs))
     labels = adata.obs[key]
-    for c in (labels.cat.categories if isinstance(labels.dtype, pd.CategoricalDtype) else sorted(labels.dropna().unique())):
+    for c in (
+        labels.cat.categories if isinstance(labels.dtype, pd.CategoricalDtype) else sorted(labels.dropna().unique())
+    ):
         m = (labels == c).to_numpy()
         if m.any():
             cx, cy = np.median(xy[m], axis=0)
-            ax.text(cx, cy, f"{c}\n{np.nanmean(v[m]):.2f}", ha="center", va="center", fontsize=7, fontweight="bold",
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.6})
+            ax.text(
+                cx,
+                cy,
+                f"{c}\n{np.nanmean(v[m]):.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                fontweight="bold",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.6},
+            )
     fig.colorbar(sc, ax=ax, shrink=0.7, label="cluster stability (best-match Jaccard)")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_xlabel(f"{basis.removeprefix('X_')} 1")
     ax.set_ylabel(f"{basis.removeprefix('X_')} 2")
     ax.set_title(f"{key}: per-cluster stability", fontsize=10)
-    return fig
+    return finish_figure(fig, show)
 
 
+@validated
 def stability_runs(
     result: StabilityResult,
-    key: str,
     *,
+    key: str,
     max_cells: int = 3000,
     seed: int = 0,
     ax: Axes | None = None,
-) -> Figure:
+    show: bool | None = None,
+) -> Figure | None:
     """Cells x runs agreement for one clustering: does each run put each cell in its cluster?
 
     Columns are cells (at most ``max_cells``, drawn at random, sorted by their reported cluster);
@@ -188,10 +238,14 @@ def stability_runs(
         Seed of that subset.
     ax
         Draw into this axes; a new figure otherwise.
+    show
+        ``True``: show the figure (:func:`matplotlib.pyplot.show`) and return ``None``, as scanpy's
+        ``show=True``. ``None`` / ``False`` (default): return the figure, show nothing.
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure`.
+    The :class:`~matplotlib.figure.Figure` (the figure of ``ax`` when given), or ``None`` with
+    ``show=True``.
     """
     from matplotlib.colors import ListedColormap
 
@@ -220,7 +274,7 @@ def stability_runs(
         to_ref = np.argmax(t, axis=1)  # each run cluster -> the reported cluster it shares most cells with
         sel = col[pick]
         mat[j + 1] = np.where(sel >= 0, to_ref[np.maximum(sel, 0)], -1)
-    fig, ax = _figure_or_ax(ax, (8, 0.16 * mat.shape[0] + 1.8))
+    fig, ax = new_axes(ax, (8, 0.16 * mat.shape[0] + 1.8), show=show)
     cmap = ListedColormap(["white", *palette(k)])
     ax.imshow(mat + 1, aspect="auto", interpolation="nearest", cmap=cmap, vmin=-0.5, vmax=k + 0.5)
     names = ["labels", *info.index]
@@ -234,5 +288,9 @@ def stability_runs(
     ax.set_xticks((starts + ends) / 2 - 0.5, [cats[c] for c in codes[pick][starts.astype(int)]], fontsize=7)
     ax.set_xlabel(f"cells ({pick.size} of {n}), by {key} cluster")
     r = result.summary.loc[key]
-    ax.set_title(f"{key}: each run's clusters mapped to the labels (ARI seeds {r['ari_seeds']:.3f}, subsamples {r['ari_subsample']:.3f})", fontsize=9)
-    return fig
+    ax.set_title(
+        f"{key}: each run's clusters mapped to the labels (ARI seeds {r['ari_seeds']:.3f}, subsamples "
+        f"{r['ari_subsample']:.3f})",
+        fontsize=9,
+    )
+    return finish_figure(fig, show)

@@ -17,12 +17,28 @@ from ._prepare import (
     qc_metrics,
     reprocess,
     scale_pca,
-    umap_key,
 )
 from ._umap import umap
 
 __all__ = [
-    "HVG", "PCA", "PREPARE_OBSM", "QC", "QC_COLUMNS", "Graph", "Umap", "filter_cells_genes", "harmony",
-    "highly_variable_genes", "is_lazy", "neighbors", "normalize", "prepare", "qc_metrics", "read_counts",
-    "read_counts_lazy", "reprocess", "scale_pca", "umap", "umap_key",
+    "HVG",
+    "PCA",
+    "PREPARE_OBSM",
+    "QC",
+    "QC_COLUMNS",
+    "Graph",
+    "Umap",
+    "filter_cells_genes",
+    "harmony",
+    "highly_variable_genes",
+    "is_lazy",
+    "neighbors",
+    "normalize",
+    "prepare",
+    "qc_metrics",
+    "read_counts",
+    "read_counts_lazy",
+    "reprocess",
+    "scale_pca",
+    "umap",
 ]

@@ -1,31 +1,28 @@
-"""Nearest-neighbour search backends.
+"""Nearest-neighbour search backends of :func:`scclust.pp.neighbors`.
 
-``exact`` is scikit-learn's brute force (the same call scanpy makes below 8,192 cells, so the
-neighbours and distances are identical); ``ivf`` is faiss's inverted-file index: the cells are
-partitioned by a k-means trained on a seeded subsample, and each cell searches the ``nprobe``
-partitions nearest to it, scanning 4-bit codes of the cells (``IndexIVFPQFastScan``, one
-sub-quantizer per dimension) and re-ranking its ``k x REFINE_K_FACTOR`` best with exact distances
-(``IndexRefineFlat``). Every query is answered on its own from a fixed index, so the
-graph does not depend on the number of threads (tested); ``nprobe`` is raised until the recall
-measured on a seeded sample of cells against brute force reaches ``min_recall``. ``flat`` is
-faiss's exact brute force (``IndexFlatL2``: BLAS distance blocks and a heap per query; 2x faster
-than scikit-learn's at 200,000 cells), the distances of the neighbours found recomputed in
-float64. ``hnsw`` is hnswlib's approximate graph index, built on one thread (a multi-threaded
-build is not reproducible; single-threaded it took 905 s at 1,000,000 cells).
+Every backend returns, for each cell, itself and its ``k - 1`` nearest other cells with their
+distances, and answers each query on its own from a fixed index, so the graph does not depend on
+the number of threads.
 
-``auto`` picks exact up to :data:`EXACT_MAX_CELLS` cells. Above, it calibrates ivf and keeps it
-unless the recall needs more than :data:`IVF_MAX_PROBE_FRACTION` of the lists probed per cell:
-then ivf, scanning half of the cells per query, is about as slow as brute force
-with BLAS, and ``flat`` is taken instead (logged and recorded with the ivf calibration that
-decided it). Measured on one embedding (below, 200,000 cells, k = 20, 2 cores): with exact
-distances in the lists (``IndexIVFFlat``, before the codes) ivf probing 1/16, 1/8, 1/4 of the
-lists took 15.1 / 32.1 / 66.0 s (recall 0.920 / 0.977 / 0.998) and flat 93-124 s; with the codes,
-the search probing 150 of 894 lists takes 27.8 s instead of 77.6 s (recall 0.989 / 0.986; the same
-neighbours with 1 or 2 threads), ~165 s per unit of the probed fraction, as much as flat at a
-fraction of ~0.7: hence the switch at 1/2. How many lists a
-cell must probe depends on the embedding, not on its size: 71 of 2,000 on the scale simulator
-(clusters in a few dimensions), 230 of 894 on the Harmony embedding of 200,000 simulated counts
-cells, whose 30 dimensions include 17 of pure noise with equal variance.
+- ``exact``: scikit-learn's brute force, the call scanpy makes below 8,192 cells (the same
+  neighbours and distances).
+- ``flat``: faiss's exact brute force (``IndexFlatL2``), distances of the neighbours found
+  recomputed in float64; exact, faster than ``exact`` on large data.
+- ``ivf``: faiss's inverted-file index, approximate. The cells are partitioned by a k-means trained
+  on a seeded subsample; each query scans the ``nprobe`` nearest partitions using 4-bit codes of
+  the cells (``IndexIVFPQFastScan``) and re-ranks its ``k x REFINE_K_FACTOR`` best by exact
+  distance (``IndexRefineFlat``), so the neighbours returned are ranked exactly. ``nprobe`` is
+  raised until the recall against brute force, measured on :data:`RECALL_SAMPLE` seeded cells,
+  reaches ``min_recall``, then bisected down to within 5 % of the fewest probes that reach it.
+- ``hnsw``: hnswlib's graph index, approximate, built on one thread (reproducible).
+
+``auto`` takes ``exact`` up to :data:`EXACT_MAX_CELLS` cells. Above, it calibrates ``ivf`` and
+keeps it unless reaching ``min_recall`` needs more than :data:`IVF_MAX_PROBE_FRACTION` of the lists
+probed per cell, where ``flat`` is as fast and is taken instead (logged, and recorded with the
+calibration that decided it). The recall reached, the lists and the probes are returned in
+``info``.
+
+Measured speed and recall of each backend: :doc:`/benchmarks` (kNN backends).
 """
 
 from __future__ import annotations
@@ -45,9 +42,8 @@ EXACT_MAX_CELLS = 50_000
 IVF_MAX_PROBE_FRACTION = 1 / 2
 #: Cells whose exact neighbours are computed to measure the recall of an approximate backend.
 RECALL_SAMPLE = 1000
-#: ivf re-ranks each query's ``k x REFINE_K_FACTOR`` best by code distance with exact distances.
-#: On the out-of-core Harmony embedding of 200,000 cells (probing 150 of 894 lists): recall 0.9845
-#: with 10, 0.9889 with 20 (exact distances at every probe: 0.99).
+#: ivf re-ranks each query's ``k x REFINE_K_FACTOR`` best by code distance with exact distances
+#: (the factor's effect on the recall is on the benchmarks page).
 REFINE_K_FACTOR = 16
 #: Queries per ivf search call (bounds the re-ranking's candidate arrays: ~250 MB at k = 20).
 SEARCH_BATCH = 65_536
@@ -80,12 +76,19 @@ def knn(
         info.update(recall=1.0, recall_sample=n)
     elif backend == "ivf":
         Y = _prepared(X, metric)
-        index, quantizer = _ivf_calibrate(Y, k, random_state, min_recall, info,
-                                          max_probe_fraction=IVF_MAX_PROBE_FRACTION if auto else 1.0)
+        index, quantizer = _ivf_calibrate(
+            Y, k, random_state, min_recall, info, max_probe_fraction=IVF_MAX_PROBE_FRACTION if auto else 1.0
+        )
         if index is None:
-            logger.info("kNN: ivf would probe more than %d of %d lists per cell for recall %.3f (%.4f at %d): "
-                        "brute force (flat) instead", int(IVF_MAX_PROBE_FRACTION * info["nlist"]), info["nlist"],
-                        min_recall, info["recall"], info["nprobe"])
+            logger.info(
+                "kNN: ivf would probe more than %d of %d lists per cell for recall %.3f (%.4f at %d): "
+                "brute force (flat) instead",
+                int(IVF_MAX_PROBE_FRACTION * info["nlist"]),
+                info["nlist"],
+                min_recall,
+                info["recall"],
+                info["nprobe"],
+            )
             info.update({f"ivf_{key}": info.pop(key) for key in ("nlist", "nprobe", "recall")})
             backend = "flat"
             idx, dist = _flat(Y, k, metric)
@@ -158,8 +161,9 @@ def ivf_nlist(n: int) -> int:
     return int(min(8192, max(16, round(2 * np.sqrt(n)))))
 
 
-def _ivf_calibrate(Y: np.ndarray, k: int, random_state: int, min_recall: float, info: dict,
-                   max_probe_fraction: float = 1.0):
+def _ivf_calibrate(
+    Y: np.ndarray, k: int, random_state: int, min_recall: float, info: dict, max_probe_fraction: float = 1.0
+):
     """faiss ivf (fast-scan codes, exact re-ranking) on the prepared rows ``Y``, ``nprobe`` raised until ``min_recall``.
 
     The cells are partitioned into :func:`ivf_nlist` lists by a faiss k-means (10 iterations,
@@ -186,8 +190,9 @@ def _ivf_calibrate(Y: np.ndarray, k: int, random_state: int, min_recall: float, 
     rng = np.random.default_rng([random_state, 3])
     n_train = min(n, 64 * nlist)
     train = Y[np.sort(rng.choice(n, n_train, replace=False))] if n_train < n else Y
-    km = faiss.Kmeans(d, nlist, niter=10, seed=int(random_state), max_points_per_centroid=64,
-                      min_points_per_centroid=1, verbose=False)
+    km = faiss.Kmeans(
+        d, nlist, niter=10, seed=int(random_state), max_points_per_centroid=64, min_points_per_centroid=1, verbose=False
+    )
     km.train(train)
     # lists of 4-bit codes, one sub-quantizer per dimension (faiss's fast-scan: SIMD look-ups, ~3x
     # faster per probed list than exact distances), each query's k x REFINE_K_FACTOR best re-ranked
@@ -320,7 +325,10 @@ def _hnsw(X: np.ndarray, k: int, metric: str, random_state: int) -> tuple[np.nda
         Y = Y - Y.mean(axis=1, keepdims=True)
         space = "cosine"
     else:
-        raise ConfigError(f"metric {metric!r} is not supported by the hnsw backend; use 'euclidean', 'cosine', 'correlation' or backend='exact'")
+        raise ConfigError(
+            f"metric {metric!r} is not supported by the hnsw backend; use 'euclidean', 'cosine', 'correlation' or "
+            "backend='exact'"
+        )
     n, d = Y.shape
     index = hnswlib.Index(space=space, dim=d)
     # M=16, ef_construction=100: recall 0.999 at k=20 on 100k cells x 30 dims (benchmarks/bench_knn.py)

@@ -30,6 +30,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._errors import InputError, MissingFileError
+from .._params import validated
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,20 @@ CHUNK_NNZ = 20_000_000
 #: counts, .layers["counts"], .raw and the dense scaled HVG matrix: ~40 bytes per non-zero + 8 kB per cell)
 AUTO_NNZ = 150_000_000
 
-__all__ = ["choose_backend", "is_lazy", "pca_implicit", "qc_normalize_lazy", "read_counts", "read_counts_lazy", "reduce_lazy", "store_nnz"]
+__all__ = [
+    "choose_backend",
+    "is_lazy",
+    "pca_implicit",
+    "qc_normalize_lazy",
+    "read_counts",
+    "read_counts_lazy",
+    "reduce_lazy",
+    "store_nnz",
+]
 
 
 # ------------------------------------------------------------------------------------------ reading
+@validated
 def is_lazy(adata: AnnData) -> bool:
     """Whether ``adata.X`` is a Dask array (read out of core)."""
     return type(adata.X).__module__.startswith("dask.")
@@ -93,7 +104,11 @@ def choose_backend(spec: Any, backend: str) -> tuple[str, str]:
     if backend != "auto":
         return backend, "set in the config (prepare.backend)"
     if spec.is_builtin:
-        return ("dask", "built-in counts store (read lazily)") if spec.name == "counts_store" else ("memory", "built-in dataset")
+        return (
+            ("dask", "built-in counts store (read lazily)")
+            if spec.name == "counts_store"
+            else ("memory", "built-in dataset")
+        )
     path = spec.path
     try:
         n_obs, n_vars, nnz = store_nnz(path)
@@ -111,10 +126,17 @@ def _chunk_rows(n_obs: int, nnz: int, chunk_cells: int | None) -> int:
     return int(np.clip(CHUNK_NNZ / per_cell, 1_000, 100_000))
 
 
+@validated
 def read_counts_lazy(path: str | Path, *, chunk_cells: int | None = None) -> AnnData:
     """An AnnData whose ``.X`` is a Dask array of CSR row chunks read lazily from ``path``;
     ``.obs`` / ``.var`` in memory. ``.h5ad`` and ``.zarr`` stay on disk; a 10x ``.h5`` is read into
-    memory (small inputs) and wrapped. ``chunk_cells``: rows per chunk (default: ~20 M non-zeros)."""
+    memory (small inputs) and wrapped. ``chunk_cells``: rows per chunk (default: ~20 M non-zeros).
+
+    Parameters
+    ----------
+    chunk_cells
+        Cells per chunk (default: ~20 million non-zeros per chunk).
+    """
     import anndata as ad
     from anndata.experimental import read_elem_lazy
 
@@ -146,37 +168,57 @@ def read_counts_lazy(path: str | Path, *, chunk_cells: int | None = None) -> Ann
                 if isinstance(f["X"], h5py.Dataset):
                     raise InputError(f"{path}: .X is dense; the out-of-core path reads sparse (CSR) counts")
                 if f["X"].attrs.get("encoding-type") != "csr_matrix":
-                    raise InputError(f"{path}: .X is {f['X'].attrs.get('encoding-type')}; the out-of-core path "
-                                     "reads CSR (rows = cells); rewrite it as CSR")
+                    raise InputError(
+                        f"{path}: .X is {f['X'].attrs.get('encoding-type')}; the out-of-core path "
+                        "reads CSR (rows = cells); rewrite it as CSR"
+                    )
                 X = read_elem_lazy(f["X"], chunks=(rows, -1))  # chunks reopen the file by path
     except (InputError, MissingFileError):
         raise
-    except Exception as err:  # noqa: BLE001 - any reader failure is a bad input
+    except Exception as err:
         raise InputError(f"cannot read {path} lazily: {type(err).__name__}: {err}") from None
     adata = AnnData(X=X, obs=obs, var=var)
-    adata.uns["counts_store"] = {"path": str(path.resolve()), "format": kind, "n_obs": int(n_obs),
-                                 "n_vars": int(adata.n_vars), "nnz": int(nnz)}
+    adata.uns["counts_store"] = {
+        "path": str(path.resolve()),
+        "format": kind,
+        "n_obs": int(n_obs),
+        "n_vars": int(adata.n_vars),
+        "nnz": int(nnz),
+    }
     return adata
 
 
 def _wrap_csr(X: sparse.csr_matrix, rows: int):
     import dask.array as da
 
-    return da.from_array(X, chunks=(rows, -1), asarray=False, fancy=False, meta=sparse.csr_matrix((0, 0), dtype=X.dtype))
+    return da.from_array(
+        X, chunks=(rows, -1), asarray=False, fancy=False, meta=sparse.csr_matrix((0, 0), dtype=X.dtype)
+    )
 
 
+@validated
 def read_counts(adata: AnnData, *, chunk_cells: int | None = None) -> AnnData:
     """The raw counts of ``adata``'s cells (all genes of the store), lazily, from the store that
-    ``adata.uns["counts_store"]`` references (written by the out-of-core ``prepare``)."""
+    ``adata.uns["counts_store"]`` references (written by the out-of-core ``prepare``).
+
+    Parameters
+    ----------
+    chunk_cells
+        Cells per chunk (default: ~20 million non-zeros per chunk).
+    """
     info = adata.uns.get("counts_store")
     if not info:
-        raise InputError("no .uns['counts_store']: this AnnData does not reference a counts store (its counts, if "
-                         "any, are in .raw or .layers)")
+        raise InputError(
+            "no .uns['counts_store']: this AnnData does not reference a counts store (its counts, if "
+            "any, are in .raw or .layers)"
+        )
     store = read_counts_lazy(info["path"], chunk_cells=chunk_cells)
     pos = store.obs_names.get_indexer(adata.obs_names)
     if (pos < 0).any():
-        raise InputError(f"{int((pos < 0).sum())} cell(s) of this AnnData are not in the counts store {info['path']} "
-                         f"(first: {adata.obs_names[pos < 0][0]!r}); was the store replaced?")
+        raise InputError(
+            f"{int((pos < 0).sum())} cell(s) of this AnnData are not in the counts store {info['path']} "
+            f"(first: {adata.obs_names[pos < 0][0]!r}); was the store replaced?"
+        )
     same = pos.size == store.n_obs and np.array_equal(pos, np.arange(pos.size))
     X = store.X if same else store.X[pos]  # Dask reads only the chunks that hold these rows
     out = AnnData(X=X, obs=adata.obs.copy(), var=store.var.copy())
@@ -233,8 +275,8 @@ def _moments_block(X: sparse.csr_matrix, C: np.ndarray) -> np.ndarray:
     g, p = X.shape[1], C.shape[1]
     out = np.zeros((1 + 2 * p, max(g, p)))
     out[0, :g] = X.multiply(X).sum(axis=0).A1
-    out[1:1 + p, :g] = np.asarray((X.T @ C).T)
-    out[1 + p:, :p] = C.T @ C
+    out[1 : 1 + p, :g] = np.asarray((X.T @ C).T)
+    out[1 + p :, :p] = C.T @ C
     return out[None]
 
 
@@ -265,8 +307,9 @@ def _clipped_score_block(X, C, B, std, max_value, mean_z, V) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ PCA
-def pca_implicit(X, *, covariates: np.ndarray | None = None, n_comps: int = 50,
-                 max_value: float | None = None) -> dict[str, Any]:
+def pca_implicit(
+    X, *, covariates: np.ndarray | None = None, n_comps: int = 50, max_value: float | None = None
+) -> dict[str, Any]:
     """PCA of ``scale(regress_out(X, covariates), max_value)`` without ever forming it.
 
     ``X``: a cells x genes Dask array of CSR (or dense) chunks (the HVG block); ``covariates``:
@@ -292,22 +335,48 @@ def pca_implicit(X, *, covariates: np.ndarray | None = None, n_comps: int = 50,
     from .._dask import compute
 
     n, g = X.shape
-    C = np.ones((n, 1)) if covariates is None else np.hstack([np.ones((n, 1)), np.asarray(covariates, dtype=np.float64)])
+    C = (
+        np.ones((n, 1))
+        if covariates is None
+        else np.hstack([np.ones((n, 1)), np.asarray(covariates, dtype=np.float64)])
+    )
     p = C.shape[1]
     Cd = da.from_array(C, chunks=(X.chunks[0], p))
     if max_value is None:
         m = g + p
-        grams = da.blockwise(_gram_block, "bxy", X, "bg", Cd, "bc", new_axes={"x": m, "y": m}, adjust_chunks={"b": 1},
-                             dtype=np.float64, concatenate=True, meta=np.empty((0, 0, 0)))
+        grams = da.blockwise(
+            _gram_block,
+            "bxy",
+            X,
+            "bg",
+            Cd,
+            "bc",
+            new_axes={"x": m, "y": m},
+            adjust_chunks={"b": 1},
+            dtype=np.float64,
+            concatenate=True,
+            meta=np.empty((0, 0, 0)),
+        )
         (G,) = compute(grams.sum(axis=0), what="PCA: cross-products of the HVG matrix (pass 4 over the counts)")
         XtX, XtC, CtC = G[:g, :g], G[:g, g:], G[g:, g:]
         sumsq = np.diag(XtX)
     else:
         w = max(g, p)
-        mom = da.blockwise(_moments_block, "bkx", X, "bg", Cd, "bc", new_axes={"k": 1 + 2 * p, "x": w},
-                           adjust_chunks={"b": 1}, dtype=np.float64, concatenate=True, meta=np.empty((0, 0, 0)))
+        mom = da.blockwise(
+            _moments_block,
+            "bkx",
+            X,
+            "bg",
+            Cd,
+            "bc",
+            new_axes={"k": 1 + 2 * p, "x": w},
+            adjust_chunks={"b": 1},
+            dtype=np.float64,
+            concatenate=True,
+            meta=np.empty((0, 0, 0)),
+        )
         (M,) = compute(mom.sum(axis=0), what="PCA: per-gene moments of the HVG matrix (pass 4 over the counts)")
-        sumsq, XtC, CtC = M[0, :g], M[1:1 + p, :g].T, M[1 + p:, :p]
+        sumsq, XtC, CtC = M[0, :g], M[1 : 1 + p, :g].T, M[1 + p :, :p]
     B = np.linalg.lstsq(CtC, XtC.T, rcond=None)[0]  # p x g: regression coefficients (incl. the intercept)
     mean = XtC[:, 0] / n
     resid_ss = sumsq - np.einsum("gp,pg->g", XtC, B)  # diag of X^T X - X^T C B
@@ -317,10 +386,28 @@ def pca_implicit(X, *, covariates: np.ndarray | None = None, n_comps: int = 50,
         R = ((XtX - XtC @ B) / np.outer(std, std)) / (n - 1)
         mean_z = None
     else:
-        grams = da.blockwise(_clipped_gram_block, "bxy", X, "bg", Cd, "bc", B, None, std, None, max_value, None,
-                             new_axes={"x": g + 1, "y": g}, adjust_chunks={"b": 1}, dtype=np.float64, concatenate=True,
-                             meta=np.empty((0, 0, 0)))
-        (G,) = compute(grams.sum(axis=0), what="PCA: cross-products of the clipped scaled HVG matrix (pass 5 over the counts)")
+        grams = da.blockwise(
+            _clipped_gram_block,
+            "bxy",
+            X,
+            "bg",
+            Cd,
+            "bc",
+            B,
+            None,
+            std,
+            None,
+            max_value,
+            None,
+            new_axes={"x": g + 1, "y": g},
+            adjust_chunks={"b": 1},
+            dtype=np.float64,
+            concatenate=True,
+            meta=np.empty((0, 0, 0)),
+        )
+        (G,) = compute(
+            grams.sum(axis=0), what="PCA: cross-products of the clipped scaled HVG matrix (pass 5 over the counts)"
+        )
         mean_z = G[-1] / n
         R = (G[:-1] - n * np.outer(mean_z, mean_z)) / (n - 1)
     evals, evecs = np.linalg.eigh(R)
@@ -330,20 +417,68 @@ def pca_implicit(X, *, covariates: np.ndarray | None = None, n_comps: int = 50,
     V *= np.sign(V[np.abs(V).argmax(axis=0), np.arange(V.shape[1])])
     if max_value is None:
         W = V / std[:, None]
-        scores = da.blockwise(_score_block, "bk", X, "bg", Cd, "bc", W, None, B @ W, None, new_axes={"k": V.shape[1]},
-                              dtype=np.float32, concatenate=True, meta=np.empty((0, 0), dtype=np.float32))
+        scores = da.blockwise(
+            _score_block,
+            "bk",
+            X,
+            "bg",
+            Cd,
+            "bc",
+            W,
+            None,
+            B @ W,
+            None,
+            new_axes={"k": V.shape[1]},
+            dtype=np.float32,
+            concatenate=True,
+            meta=np.empty((0, 0), dtype=np.float32),
+        )
     else:
-        scores = da.blockwise(_clipped_score_block, "bk", X, "bg", Cd, "bc", B, None, std, None, max_value, None,
-                              mean_z, None, V, None, new_axes={"k": V.shape[1]}, dtype=np.float32, concatenate=True,
-                              meta=np.empty((0, 0), dtype=np.float32))
-    return {"scores_lazy": scores, "loadings": V, "variance": evals, "variance_ratio": evals / np.trace(R),
-            "mean": mean, "std": std}
+        scores = da.blockwise(
+            _clipped_score_block,
+            "bk",
+            X,
+            "bg",
+            Cd,
+            "bc",
+            B,
+            None,
+            std,
+            None,
+            max_value,
+            None,
+            mean_z,
+            None,
+            V,
+            None,
+            new_axes={"k": V.shape[1]},
+            dtype=np.float32,
+            concatenate=True,
+            meta=np.empty((0, 0), dtype=np.float32),
+        )
+    return {
+        "scores_lazy": scores,
+        "loadings": V,
+        "variance": evals,
+        "variance_ratio": evals / np.trace(R),
+        "mean": mean,
+        "std": std,
+    }
 
 
 # ------------------------------------------------------------------------------------------ the chain
-def qc_filter_lazy(adata: AnnData, *, min_genes: int, max_genes: int | None, max_pct_mt: float | None,
-                   min_cells: int, batch_key: str | None, mt_prefix: str = "MT-",
-                   ribo_prefixes: Sequence[str] = ("RPS", "RPL"), hb_pattern: str = r"^HB[^(P)]") -> tuple[AnnData, pd.DataFrame]:
+def qc_filter_lazy(
+    adata: AnnData,
+    *,
+    min_genes: int,
+    max_genes: int | None,
+    max_pct_mt: float | None,
+    min_cells: int,
+    batch_key: str | None,
+    mt_prefix: str = "MT-",
+    ribo_prefixes: Sequence[str] = ("RPS", "RPL"),
+    hb_pattern: str = r"^HB[^(P)]",
+) -> tuple[AnnData, pd.DataFrame]:
     """QC metrics, cell and gene filters in one pass over the counts. Same columns, rules and
     removed-per-batch table as :func:`~scclust.pp.qc_metrics` + :func:`~scclust.pp.filter_cells_genes`."""
     import dask.array as da
@@ -366,11 +501,24 @@ def qc_filter_lazy(adata: AnnData, *, min_genes: int, max_genes: int | None, max
     for j, key in enumerate(("mt", "ribo", "hb")):
         obs[f"total_counts_{key}"] = qc[:, 2 + j].astype(np.float32)
         obs[f"pct_counts_{key}"] = np.divide(100 * qc[:, 2 + j], qc[:, 1], out=np.zeros(len(qc)), where=qc[:, 1] > 0)
-    table, drop = _filter_table(obs, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt, batch_key=batch_key)
+    table, drop = _filter_table(
+        obs, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt, batch_key=batch_key
+    )
     keep = ~drop
     keep_d = da.from_array(keep, chunks=(X.chunks[0],))
-    genes_lazy = da.blockwise(_gene_block, "bkg", X, "bg", keep_d, "b", new_axes={"k": 3}, adjust_chunks={"b": 1},
-                              dtype=np.float64, concatenate=True, meta=np.empty((0, 0, 0)))
+    genes_lazy = da.blockwise(
+        _gene_block,
+        "bkg",
+        X,
+        "bg",
+        keep_d,
+        "b",
+        new_axes={"k": 3},
+        adjust_chunks={"b": 1},
+        dtype=np.float64,
+        concatenate=True,
+        meta=np.empty((0, 0, 0)),
+    )
     (gstats,) = compute(genes_lazy.sum(axis=0), what="gene filter (pass 2 over the counts)")
     var["n_cells_by_counts"] = gstats[0].astype(np.int64)
     var["mean_counts"] = gstats[1] / adata.n_obs
@@ -391,8 +539,9 @@ def qc_filter_lazy(adata: AnnData, *, min_genes: int, max_genes: int | None, max
     return out, table
 
 
-def qc_normalize_lazy(adata: AnnData, *, batch_key: str | None, qc: Any, target_sum: float,
-                      seconds: dict[str, float] | None = None) -> tuple[AnnData, pd.DataFrame, bool]:
+def qc_normalize_lazy(
+    adata: AnnData, *, batch_key: str | None, qc: Any, target_sum: float, seconds: dict[str, float] | None = None
+) -> tuple[AnnData, pd.DataFrame, bool]:
     """Steps 1-2 of the module docstring on ``adata`` (``.X`` a Dask array of counts): QC metrics and
     filters in one pass, then normalize_total + log1p per chunk (lazy).
 
@@ -413,8 +562,15 @@ def qc_normalize_lazy(adata: AnnData, *, batch_key: str | None, qc: Any, target_
     return ln, table, nnz_est <= AUTO_NNZ
 
 
-def reduce_lazy(ln: AnnData, *, hvg: Any, pca: Any, raw_genes: Sequence[str] | None,
-                seconds: dict[str, float] | None = None, what: str = "prepare") -> AnnData:
+def reduce_lazy(
+    ln: AnnData,
+    *,
+    hvg: Any,
+    pca: Any,
+    raw_genes: Sequence[str] | None,
+    seconds: dict[str, float] | None = None,
+    what: str = "prepare",
+) -> AnnData:
     """Steps 2-4 of the module docstring on log-normalized expression (``ln.X`` a Dask array):
     HVGs (scanpy on Dask), regress out + scale + PCA implicitly (:func:`pca_implicit`), then the
     scores and the log-normalized matrix for ``.raw`` in one last pass.
@@ -429,9 +585,15 @@ def reduce_lazy(ln: AnnData, *, hvg: Any, pca: Any, raw_genes: Sequence[str] | N
     from ._prepare import _step
 
     if hvg.flavor == "seurat_v3":
-        raise InputError("hvg.flavor 'seurat_v3' is not offered out of core (it needs a second copy of the counts); "
-                         "use 'seurat' or 'cell_ranger', or prepare.backend: memory")
-    kw = {"min_mean": hvg.min_mean, "max_mean": hvg.max_mean, "min_disp": hvg.min_disp} if hvg.n_top_genes is None else {}
+        raise InputError(
+            "hvg.flavor 'seurat_v3' is not offered out of core (it needs a second copy of the counts); "
+            "use 'seurat' or 'cell_ranger', or prepare.backend: memory"
+        )
+    kw = (
+        {"min_mean": hvg.min_mean, "max_mean": hvg.max_mean, "min_disp": hvg.min_disp}
+        if hvg.n_top_genes is None
+        else {}
+    )
     logger.info("Dask: highly variable genes (one pass over the counts)")
     with _step(seconds, "hvg"):
         if hvg.batch_key is not None and hvg.batch_key not in ln.obs:
@@ -441,8 +603,9 @@ def reduce_lazy(ln: AnnData, *, hvg: Any, pca: Any, raw_genes: Sequence[str] | N
         sc.pp.highly_variable_genes(ln, flavor=hvg.flavor, n_top_genes=hvg.n_top_genes, batch_key=hvg.batch_key, **kw)
     hv = ln.var["highly_variable"].to_numpy(dtype=bool)
     if hv.sum() < 2:
-        raise InputError(f"{what}: only {int(hv.sum())} highly variable gene(s) found; relax min_mean / min_disp or "
-                         "set n_top_genes")
+        raise InputError(
+            f"{what}: only {int(hv.sum())} highly variable gene(s) found; relax min_mean / min_disp or set n_top_genes"
+        )
     logger.info("%d highly variable genes", int(hv.sum()))
     table = ln.var[[c for c in ("means", "dispersions_norm", "highly_variable") if c in ln.var]].copy()
     lognorm = ln.X
@@ -454,19 +617,33 @@ def reduce_lazy(ln: AnnData, *, hvg: Any, pca: Any, raw_genes: Sequence[str] | N
         res = pca_implicit(lognorm[:, np.flatnonzero(hv)], covariates=cov, n_comps=n_eff, max_value=pca.max_value)
     keep_raw = np.ones(ln.n_vars, bool) if raw_genes is None else hv | ln.var_names.isin(list(raw_genes))
     with _step(seconds, "scores_raw"):
-        scores, Xraw = compute_rows(res["scores_lazy"], lognorm[:, np.flatnonzero(keep_raw)],
-                                    what=f"{what}: PCA scores and the log-normalized matrix for .raw (last pass)")
+        scores, Xraw = compute_rows(
+            res["scores_lazy"],
+            lognorm[:, np.flatnonzero(keep_raw)],
+            what=f"{what}: PCA scores and the log-normalized matrix for .raw (last pass)",
+        )
     Xraw = sparse.csr_matrix(Xraw)
     raw = AnnData(X=Xraw, obs=ln.obs[[]], var=ln.var.loc[keep_raw].copy())
     out = AnnData(X=Xraw[:, np.flatnonzero(hv[keep_raw])], obs=ln.obs.copy(), var=ln.var.loc[hv].copy())
     out.raw = raw
-    logger.info("%s: .raw holds %s (%d genes)", what, "every gene" if keep_raw.all() else "the HVGs and the genes "
-                "named", int(keep_raw.sum()))
+    logger.info(
+        "%s: .raw holds %s (%d genes)",
+        what,
+        "every gene" if keep_raw.all() else "the HVGs and the genes named",
+        int(keep_raw.sum()),
+    )
     out.obsm["X_pca"] = scores
     out.varm["PCs"] = res["loadings"].astype(np.float32)
-    out.uns["pca"] = {"variance": res["variance"], "variance_ratio": res["variance_ratio"],
-                      "params": {"zero_center": True, "implicit_scale": True, "max_value": pca.max_value,
-                                 "regress_out": list(pca.regress_out)}}
+    out.uns["pca"] = {
+        "variance": res["variance"],
+        "variance_ratio": res["variance_ratio"],
+        "params": {
+            "zero_center": True,
+            "implicit_scale": True,
+            "max_value": pca.max_value,
+            "regress_out": list(pca.regress_out),
+        },
+    }
     out.uns["log1p"] = {"base": None}
     out.uns["hvg_table"] = table
     return out
@@ -477,8 +654,10 @@ def _check_counts(X) -> None:
     block = X.blocks[0].compute(scheduler="synchronous")
     data = block.data if sparse.issparse(block) else np.asarray(block)
     if data.size and (np.any(data < 0) or not np.allclose(data[:100_000], np.round(data[:100_000]))):
-        raise InputError("prepare expects raw counts in .X (non-negative integers); this .X looks normalized. "
-                         "Drop the 'prepare' stage for an already integrated AnnData")
+        raise InputError(
+            "prepare expects raw counts in .X (non-negative integers); this .X looks normalized. "
+            "Drop the 'prepare' stage for an already integrated AnnData"
+        )
 
 
 def _covariates(obs: pd.DataFrame, keys: Sequence[str]) -> np.ndarray | None:

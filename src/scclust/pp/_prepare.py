@@ -20,9 +20,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse
-
 from pydantic import Field
+from scipy import sparse
 
 from .._checks import check_n_obs, check_obs, get_rep
 from .._errors import ConfigError, InputError, MissingKeyError
@@ -32,7 +31,6 @@ from ._neighbors import neighbors
 from ._umap import umap
 
 logger = logging.getLogger(__name__)
-
 
 
 @contextlib.contextmanager
@@ -49,6 +47,7 @@ def _is_dask(X: Any) -> bool:
     return type(X).__module__.startswith("dask.")
 
 
+@validated
 def qc_metrics(
     adata: AnnData,
     *,
@@ -60,6 +59,17 @@ def qc_metrics(
 
     Writes ``.var["mt"|"ribo"|"hb"]`` and ``.obs`` columns ``n_genes_by_counts``, ``total_counts``,
     ``total_counts_{mt,ribo,hb}``, ``pct_counts_{mt,ribo,hb}`` (the lab's names).
+
+    Parameters
+    ----------
+    adata
+        Raw counts.
+    mt_prefix
+        Prefix of mitochondrial genes (case-insensitive).
+    ribo_prefixes
+        Prefixes of ribosomal genes (case-insensitive).
+    hb_pattern
+        Regular expression of haemoglobin genes.
     """
     import scanpy as sc
 
@@ -70,6 +80,7 @@ def qc_metrics(
     sc.pp.calculate_qc_metrics(adata, qc_vars=["mt", "ribo", "hb"], percent_top=None, log1p=False, inplace=True)
 
 
+@validated
 def normalize(adata: AnnData, *, target_sum: float = 1e4) -> None:
     """Keep counts in ``.layers["counts"]``, ``normalize_total`` + ``log1p``, and set ``.raw``.
 
@@ -84,7 +95,7 @@ def normalize(adata: AnnData, *, target_sum: float = 1e4) -> None:
 
     X = adata.X
     data = X.data if sparse.issparse(X) else np.asarray(X)
-    if data.size and (np.any(data < 0) or not np.allclose(data[: 100_000], np.round(data[: 100_000]))):
+    if data.size and (np.any(data < 0) or not np.allclose(data[:100_000], np.round(data[:100_000]))):
         raise InputError(
             "prepare expects raw counts in .X (non-negative integers); this .X looks normalized. "
             "Drop the 'prepare' stage for an already integrated AnnData"
@@ -95,6 +106,7 @@ def normalize(adata: AnnData, *, target_sum: float = 1e4) -> None:
     adata.raw = adata
 
 
+@validated
 def highly_variable_genes(
     adata: AnnData,
     *,
@@ -142,6 +154,7 @@ def highly_variable_genes(
     logger.info("%d highly variable genes", n_hvg)
 
 
+@validated
 def scale_pca(
     adata: AnnData,
     *,
@@ -191,6 +204,7 @@ def scale_pca(
     return sub
 
 
+@validated
 def harmony(
     adata: AnnData,
     *,
@@ -206,6 +220,25 @@ def harmony(
 
     harmonypy 2.x returns ``Z_corr`` as cells x dims, 0.0.x as dims x cells: both are handled.
     Batches smaller than ``min_cells_per_batch`` are an error (Harmony's clustering is unstable there).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with the embedding ``use_rep``.
+    batch_key
+        ``.obs`` column of the batches to integrate.
+    use_rep
+        The embedding corrected (``.obsm`` key).
+    key_added
+        ``.obsm`` key of the corrected embedding.
+    max_iter_harmony
+        Harmony's iterations (harmonypy's ``max_iter_harmony``).
+    theta
+        Diversity penalty (harmonypy's ``theta``).
+    min_cells_per_batch
+        Fewest cells a batch needs (an error names smaller ones).
+    random_state
+        Seed of Harmony's k-means.
     """
     import harmonypy
 
@@ -228,13 +261,21 @@ def harmony(
     # harmonypy orders the batches as pandas' get_dummies does: a categorical's own order (scanpy's
     # harmony_integrate passes .obs as it is), else sorted. The same order gives the lab's numbers to
     # the last bit; another order the same result up to float rounding.
-    meta[batch_key] = col.cat.remove_unused_categories() if isinstance(col.dtype, pd.CategoricalDtype) else batches.to_numpy()
+    meta[batch_key] = (
+        col.cat.remove_unused_categories() if isinstance(col.dtype, pd.CategoricalDtype) else batches.to_numpy()
+    )
     hlog = logging.getLogger("harmonypy")
     level = hlog.level
     hlog.setLevel(logging.WARNING)
     try:
         ho = harmonypy.run_harmony(
-            X, meta, [batch_key], max_iter_harmony=max_iter_harmony, theta=theta, random_state=random_state, verbose=False
+            X,
+            meta,
+            [batch_key],
+            max_iter_harmony=max_iter_harmony,
+            theta=theta,
+            random_state=random_state,
+            verbose=False,
         )
     finally:
         hlog.setLevel(level)
@@ -246,8 +287,9 @@ def harmony(
     adata.obsm[key_added] = np.ascontiguousarray(Z)
 
 
-def _filter_table(obs: pd.DataFrame, *, min_genes: int, max_genes: int | None, max_pct_mt: float | None,
-                  batch_key: str | None) -> tuple[pd.DataFrame, np.ndarray]:
+def _filter_table(
+    obs: pd.DataFrame, *, min_genes: int, max_genes: int | None, max_pct_mt: float | None, batch_key: str | None
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The cells the QC lab's cell filters remove (a mask) and the removed-per-batch table
     (see :func:`filter_cells_genes`); shared by the in-memory and the out-of-core chains."""
     n = len(obs)
@@ -255,7 +297,8 @@ def _filter_table(obs: pd.DataFrame, *, min_genes: int, max_genes: int | None, m
     fails = {
         "removed_min_genes": n_genes < min_genes,
         "removed_max_genes": n_genes > max_genes if max_genes is not None else np.zeros(n, bool),
-        "removed_max_pct_mt": obs["pct_counts_mt"].to_numpy() > max_pct_mt if max_pct_mt is not None
+        "removed_max_pct_mt": obs["pct_counts_mt"].to_numpy() > max_pct_mt
+        if max_pct_mt is not None
         else np.zeros(n, bool),
     }
     drop = np.logical_or.reduce(list(fails.values()))
@@ -264,11 +307,14 @@ def _filter_table(obs: pd.DataFrame, *, min_genes: int, max_genes: int | None, m
     table.insert(0, "n_cells", pd.Series(groups).value_counts().reindex(table.index).to_numpy())
     table["kept"] = table["n_cells"] - table["removed"]
     if drop.all():
-        raise InputError(f"the QC filters remove all {n} cells (min_genes={min_genes}, max_genes={max_genes}, "
-                         f"max_pct_mt={max_pct_mt}); relax them")
+        raise InputError(
+            f"the QC filters remove all {n} cells (min_genes={min_genes}, max_genes={max_genes}, "
+            f"max_pct_mt={max_pct_mt}); relax them"
+        )
     return table, drop
 
 
+@validated
 def filter_cells_genes(
     adata: AnnData,
     *,
@@ -305,8 +351,9 @@ def filter_cells_genes(
     several filters counts under each), ``removed`` (cells removed), ``kept``; and the number of genes removed in
     ``df.attrs["genes_removed"]``.
     """
-    table, drop = _filter_table(adata.obs, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
-                                batch_key=batch_key)
+    table, drop = _filter_table(
+        adata.obs, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt, batch_key=batch_key
+    )
     if drop.any():
         adata._inplace_subset_obs(~drop)
         logger.info("prepare: QC filters removed %d of %d cells", int(drop.sum()), drop.size)
@@ -329,15 +376,25 @@ HVG = params_model(highly_variable_genes, name="HVG", base=Group)
 #: regress out, scale and PCA (:func:`scale_pca`; the seed is the caller's ``random_state``)
 PCA = params_model(scale_pca, name="PCA", base=Group, exclude=("random_state",))
 #: the kNN graph of the (Harmony) embedding (:func:`scclust.pp.neighbors`)
-Graph = params_model(neighbors, name="Graph", base=Group, include=("n_neighbors", "n_pcs", "metric", "backend", "min_recall"))
+Graph = params_model(
+    neighbors, name="Graph", base=Group, include=("n_neighbors", "n_pcs", "metric", "backend", "min_recall")
+)
 #: the UMAP layout (:func:`scclust.pp.umap`)
 Umap = params_model(umap, name="Umap", base=Group, include=("min_dist", "n_epochs", "init"))
 #: prepare's graph: 20 neighbours on 30 Harmony dimensions (the lab's)
 PrepareGraph = Graph.with_defaults("PrepareGraph", n_neighbors=20, n_pcs=30)
 
 
-def _embed(out: AnnData, *, batch_key: str | None, min_cells_per_batch: int, graph: Graph, random_state: int,
-           seconds: dict[str, float] | None, what: str) -> str:
+def _embed(
+    out: AnnData,
+    *,
+    batch_key: str | None,
+    min_cells_per_batch: int,
+    graph: Graph,
+    random_state: int,
+    seconds: dict[str, float] | None,
+    what: str,
+) -> str:
     """Harmony on ``batch_key`` (skipped, logged, for None or one batch) and the kNN graph on the
     result; returns the embedding the graph was built on (``X_pca_harmony`` or ``X_pca``)."""
     n_batches = out.obs[batch_key].nunique() if batch_key is not None else 1
@@ -346,7 +403,9 @@ def _embed(out: AnnData, *, batch_key: str | None, min_cells_per_batch: int, gra
             harmony(out, batch_key=batch_key, min_cells_per_batch=min_cells_per_batch, random_state=random_state)
             rep = "X_pca_harmony"
         else:
-            logger.info("%s: %s; Harmony skipped", what, "no batch_key" if batch_key is None else f"one batch in {batch_key!r}")
+            logger.info(
+                "%s: %s; Harmony skipped", what, "no batch_key" if batch_key is None else f"one batch in {batch_key!r}"
+            )
             rep = "X_pca"
     dims = out.obsm[rep].shape[1]
     n_pcs = graph.n_pcs if graph.n_pcs is not None else dims
@@ -357,8 +416,16 @@ def _embed(out: AnnData, *, batch_key: str | None, min_cells_per_batch: int, gra
     return rep
 
 
-def _reduce(adata: AnnData, *, hvg: HVG, pca: PCA, random_state: int, raw_genes: Sequence[str] | None,
-            seconds: dict[str, float] | None, what: str) -> AnnData:
+def _reduce(
+    adata: AnnData,
+    *,
+    hvg: HVG,
+    pca: PCA,
+    random_state: int,
+    raw_genes: Sequence[str] | None,
+    seconds: dict[str, float] | None,
+    what: str,
+) -> AnnData:
     """HVGs -> (regress out) scale -> PCA of log-normalized expression (``.X``, in memory or a Dask
     array). Returns the HVG AnnData with ``.raw`` (every gene in memory; out of core the HVGs and
     ``raw_genes``, or every gene when ``raw_genes`` is None), ``X_pca`` and ``.uns["hvg_table"]``."""
@@ -420,8 +487,15 @@ def reprocess(
     ``.uns["hvg_table"]`` (every gene's mean, normalized dispersion and HVG flag).
     """
     out = _reduce(adata, hvg=hvg, pca=pca, random_state=random_state, raw_genes=None, seconds=None, what="reprocess")
-    _embed(out, batch_key=batch_key, min_cells_per_batch=min_cells_per_batch, graph=graph, random_state=random_state,
-           seconds=None, what="reprocess")
+    _embed(
+        out,
+        batch_key=batch_key,
+        min_cells_per_batch=min_cells_per_batch,
+        graph=graph,
+        random_state=random_state,
+        seconds=None,
+        what="reprocess",
+    )
     return out
 
 
@@ -512,19 +586,36 @@ def prepare(
 
         if not _is_dask(adata.X):
             X = sparse.csr_matrix(adata.X)
-            adata = AnnData(X=_wrap_csr(X, _chunk_rows(X.shape[0], X.nnz, chunk_cells)), obs=adata.obs, var=adata.var,
-                            uns=dict(adata.uns))
-        ln, filtered, keep_all = qc_normalize_lazy(adata, batch_key=batch_key, qc=qc, target_sum=target_sum,
-                                                   seconds=seconds)
-        out = _reduce(ln, hvg=hvg, pca=pca, random_state=random_state, raw_genes=None if keep_all else list(raw_genes or ()),
-                      seconds=seconds, what="prepare")
+            adata = AnnData(
+                X=_wrap_csr(X, _chunk_rows(X.shape[0], X.nnz, chunk_cells)),
+                obs=adata.obs,
+                var=adata.var,
+                uns=dict(adata.uns),
+            )
+        ln, filtered, keep_all = qc_normalize_lazy(
+            adata, batch_key=batch_key, qc=qc, target_sum=target_sum, seconds=seconds
+        )
+        out = _reduce(
+            ln,
+            hvg=hvg,
+            pca=pca,
+            random_state=random_state,
+            raw_genes=None if keep_all else list(raw_genes or ()),
+            seconds=seconds,
+            what="prepare",
+        )
         if "counts_store" in adata.uns:
-            out.uns["counts_store"] = {**adata.uns["counts_store"], "genes_kept": adata.var_names.isin(ln.var_names),
-                                       "target_sum": float(target_sum), "raw_complete": bool(keep_all)}
+            out.uns["counts_store"] = {
+                **adata.uns["counts_store"],
+                "genes_kept": adata.var_names.isin(ln.var_names),
+                "target_sum": float(target_sum),
+                "raw_complete": bool(keep_all),
+            }
     else:
         if _is_dask(adata.X):
-            raise ConfigError("prepare: backend 'memory' needs .X in memory; this .X is a Dask array (use backend "
-                              "'dask' or 'auto')")
+            raise ConfigError(
+                "prepare: backend 'memory' needs .X in memory; this .X is a Dask array (use backend 'dask' or 'auto')"
+            )
         with _step(seconds, "qc_filter"):
             adata = adata.copy()
             qc_metrics(adata)
@@ -532,11 +623,19 @@ def prepare(
             check_n_obs(adata, 20, what="prepare after the QC filters")
         with _step(seconds, "normalize"):
             normalize(adata, target_sum=target_sum)
-        out = _reduce(adata, hvg=hvg, pca=pca, random_state=random_state, raw_genes=None, seconds=seconds,
-                      what="prepare")
+        out = _reduce(
+            adata, hvg=hvg, pca=pca, random_state=random_state, raw_genes=None, seconds=seconds, what="prepare"
+        )
     hvg_table = out.uns.pop("hvg_table")
-    rep = _embed(out, batch_key=batch_key, min_cells_per_batch=10, graph=graph, random_state=random_state,
-                 seconds=seconds, what="prepare")
+    rep = _embed(
+        out,
+        batch_key=batch_key,
+        min_cells_per_batch=10,
+        graph=graph,
+        random_state=random_state,
+        seconds=seconds,
+        what="prepare",
+    )
     harmonized = rep == "X_pca_harmony"
     if not harmonized:  # configs written for integrated data name X_pca_harmony: the same embedding
         out.obsm["X_pca_harmony"] = out.obsm["X_pca"].copy()
@@ -546,9 +645,14 @@ def prepare(
             pp_umap(out, key_added=key, **umap.model_dump(), random_state=random_state)
             if not harmonized:
                 out.obsm["X_umap_harmony"] = out.obsm[key]
-    out.uns["prepare"] = {"filtered": filtered.reset_index(), "genes_removed": filtered.attrs["genes_removed"],
-                          "harmony": harmonized, "hvg": hvg_table.rename_axis("gene").reset_index(), "backend": backend,
-                          "seconds": seconds}
+    out.uns["prepare"] = {
+        "filtered": filtered.reset_index(),
+        "genes_removed": filtered.attrs["genes_removed"],
+        "harmony": harmonized,
+        "hvg": hvg_table.rename_axis("gene").reset_index(),
+        "backend": backend,
+        "seconds": seconds,
+    }
     return out
 
 

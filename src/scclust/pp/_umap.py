@@ -71,19 +71,40 @@ def umap(
     ``None``, having written ``.obsm[key_added]`` and ``.uns[key_added]`` (scanpy's parameters and
     ``init``, the start used).
     """
-    obsm, uns, caught = umap_job(graph_only(adata, neighbors_key), umap_kwargs(
-        adata, neighbors_key=neighbors_key, key_added=key_added, min_dist=min_dist, random_state=random_state,
-        n_epochs=n_epochs, init=init))
+    obsm, uns, caught = umap_job(
+        graph_only(adata, neighbors_key),
+        umap_kwargs(
+            adata,
+            neighbors_key=neighbors_key,
+            key_added=key_added,
+            min_dist=min_dist,
+            random_state=random_state,
+            n_epochs=n_epochs,
+            init=init,
+        ),
+    )
     write_umap(adata, obsm, uns, caught)
 
 
-def umap_kwargs(adata: AnnData, *, neighbors_key: str, key_added: str, min_dist: float, random_state: int,
-                n_epochs: int | None, init: str) -> dict[str, Any]:
+def umap_kwargs(
+    adata: AnnData,
+    *,
+    neighbors_key: str,
+    key_added: str,
+    min_dist: float,
+    random_state: int,
+    n_epochs: int | None,
+    init: str,
+) -> dict[str, Any]:
     """``sc.tl.umap``'s arguments for :func:`umap`'s options (``init`` resolved, its start array made)."""
     if neighbors_key not in adata.uns or "connectivities_key" not in adata.uns[neighbors_key]:
         raise MissingKeyError(f"graph {neighbors_key!r} not found in .uns; run the neighbors stage first")
-    kwargs: dict[str, Any] = {"neighbors_key": neighbors_key, "min_dist": min_dist, "random_state": random_state,
-                              "key_added": key_added}
+    kwargs: dict[str, Any] = {
+        "neighbors_key": neighbors_key,
+        "min_dist": min_dist,
+        "random_state": random_state,
+        "key_added": key_added,
+    }
     if n_epochs is not None:
         kwargs["maxiter"] = n_epochs
     if init == "auto":
@@ -91,11 +112,18 @@ def umap_kwargs(adata: AnnData, *, neighbors_key: str, key_added: str, min_dist:
     if init == "pca":
         rep = adata.uns[neighbors_key].get("params", {}).get("use_rep") or "X_pca"
         if rep not in adata.obsm:
-            raise MissingKeyError(f"init 'pca' needs the graph's representation {rep!r} in .obsm; available: "
-                                  f"{', '.join(map(repr, adata.obsm)) or 'none'}")
+            raise MissingKeyError(
+                f"init 'pca' needs the graph's representation {rep!r} in .obsm; available: "
+                f"{', '.join(map(repr, adata.obsm)) or 'none'}"
+            )
         kwargs["init_pos"] = np.ascontiguousarray(np.asarray(adata.obsm[rep])[:, :2], dtype=np.float32)
-        logger.info("UMAP of %d cells: layout started from the first two dimensions of %s (init 'pca'; 'auto' "
-                    "takes it above %d cells), not the spectral embedding", adata.n_obs, rep, SPECTRAL_MAX_CELLS)
+        logger.info(
+            "UMAP of %d cells: layout started from the first two dimensions of %s (init 'pca'; 'auto' "
+            "takes it above %d cells), not the spectral embedding",
+            adata.n_obs,
+            rep,
+            SPECTRAL_MAX_CELLS,
+        )
     kwargs["_init"] = init
     return kwargs
 
@@ -106,7 +134,7 @@ def write_umap(adata: AnnData, obsm: dict, uns: dict, caught: list) -> None:
 
     for message, category in caught:
         warn(message, category)
-    adata.obsm.update({k: v for k, v in obsm.items()})
+    adata.obsm.update(dict(obsm.items()))
     adata.uns.update({k: v for k, v in uns.items() if k != "_init"})
     key = next(iter(obsm))
     adata.uns.setdefault(key, {})["init"] = uns["_init"]
@@ -154,5 +182,3 @@ def _warm_up() -> None:
     tiny.obsm["X_pca"] = np.vstack([rng.normal(c, 1, (20, 5)) for c in (0, 6, 12)]).astype(np.float32)
     neighbors(tiny, use_rep="X_pca", n_neighbors=10)
     umap_job(tiny, {"neighbors_key": "neighbors", "min_dist": 0.5, "random_state": 0, "key_added": "X_umap"})
-
-

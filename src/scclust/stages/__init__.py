@@ -30,21 +30,24 @@ from ._base import Makes, Params, Ref, RunContext, Stage
 __all__ = ["REGISTRY", "Makes", "Params", "Ref", "RunContext", "Stage"]
 
 #: every stage, in run order (``report`` stays last)
-REGISTRY: dict[str, Stage] = {s.name: s for s in (
-    prepare.STAGE,
-    neighbors.STAGE,
-    leiden.STAGE,
-    kmeans.STAGE,
-    hclust.STAGE,
-    compare.STAGE,
-    relationships.STAGE,
-    embedding.STAGE,
-    composition.STAGE,
-    qc.STAGE,
-    heatmap.STAGE,
-    subcluster.STAGE,
-    stability.STAGE,  # after every clustering, subclusterings included
-    markers.STAGE,  # after stability: its recommended keys
-    annotate.STAGE,
-    report.STAGE,
-)}
+REGISTRY: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        prepare.STAGE,
+        neighbors.STAGE,
+        leiden.STAGE,
+        kmeans.STAGE,
+        hclust.STAGE,
+        compare.STAGE,
+        relationships.STAGE,
+        embedding.STAGE,
+        composition.STAGE,
+        qc.STAGE,
+        heatmap.STAGE,
+        subcluster.STAGE,
+        stability.STAGE,  # after every clustering, subclusterings included
+        markers.STAGE,  # after stability: its recommended keys
+        annotate.STAGE,
+        report.STAGE,
+    )
+}

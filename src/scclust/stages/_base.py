@@ -1,8 +1,10 @@
 """What a stage is: one :class:`Stage` declaration, and the :class:`RunContext` it runs in.
 
-A stage module holds its ``*Params`` model, its run function and one ``STAGE = Stage(...)``
-object. Everything the runner, the config, the pre-flight check, the JSON schema and the report
-need to know about a stage is read from that object; nothing else in the package names a stage.
+A stage module holds its ``*Params`` model (generated from the signature and docstring of the
+function it calls: :func:`scclust._params.params_model`; stage-only keys are declared there too),
+its run function and one ``STAGE = Stage(...)`` object. Everything the runner, the config, the
+pre-flight check, the JSON schema and the report need to know about a stage is read from that
+object; nothing else in the package names a stage.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._params import Params
-
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,8 +91,10 @@ class Stage:
     reads
         Parameters that name input keys (checked before any stage runs).
     makes
-        ``makes(params) -> Makes``: the keys an entry writes, from the same naming functions the
-        tools use (so the pre-flight check cannot drift from the tools).
+        ``makes(params) -> Makes`` (``makes(params, name)`` for a named stage's entries): the keys
+        an entry writes, from the same naming functions the tools use (so the pre-flight check
+        cannot drift from the tools). A key computed in the background is promised for it
+        (:meth:`RunContext.promise`) and resolved before a later stage that reads it.
     computes_umap
         The stage computes a UMAP (the runner then warms umap-learn up in its background process); a
         callable ``computes_umap(params) -> bool`` when that depends on the parameters.
@@ -121,7 +124,7 @@ class Stage:
     run: Callable[..., Any]
     repeat: Literal["single", "list", "named"] = "single"
     reads: tuple[Ref, ...] = ()
-    makes: Callable[[Any], Makes] | None = None
+    makes: Callable[..., Makes] | None = None
     computes_umap: bool | Callable[[Any], bool] = False
     rebuilds_data: bool = False
     finish: Callable[..., Any] | None = None
@@ -172,8 +175,9 @@ class RunContext:
     #: manifest records of the background jobs resolved so far
     background: list[dict] = field(default_factory=list)
 
-    def umap(self, adata, *, key_added: str, params: Any, random_state: int, wait: bool = True,
-             aliases: tuple[str, ...] = ()) -> None:
+    def umap(
+        self, adata, *, key_added: str, params: Any, random_state: int, wait: bool = True, aliases: tuple[str, ...] = ()
+    ) -> None:
         """The UMAP of ``adata``'s graph with the options of a :data:`scclust.pp.Umap` group, computed
         in the run's background process: written into ``adata`` now (``wait``), or promised for
         ``key_added`` (the runner writes it in before a later stage that reads it); ``aliases`` are
@@ -181,13 +185,16 @@ class RunContext:
         with a promised layout is computed here (same coordinates)."""
         from ..pp._umap import graph_only, umap_kwargs
 
-        kwargs = umap_kwargs(adata, neighbors_key="neighbors", key_added=key_added, random_state=random_state,
-                             **params.model_dump())
+        kwargs = umap_kwargs(
+            adata, neighbors_key="neighbors", key_added=key_added, random_state=random_state, **params.model_dump()
+        )
         if wait and self.executor.busy():
             import logging
 
-            logging.getLogger(__name__).info("UMAP of %d cells computed in this process: the background process is "
-                                             "busy with another layout", adata.n_obs)
+            logging.getLogger(__name__).info(
+                "UMAP of %d cells computed in this process: the background process is busy with another layout",
+                adata.n_obs,
+            )
             from ..pp._umap import umap_job, write_umap
 
             write_umap(adata, *umap_job(graph_only(adata, "neighbors"), kwargs))
@@ -227,10 +234,17 @@ class RunContext:
                 adata.obsm[alias] = adata.obsm[job.keys[0]]
             waited = time.perf_counter() - t0
             if waited > 1:
-                logging.getLogger(__name__).info("%s: waited %.1f s for the background %s", self.stage or "outputs",
-                                                 waited, key)
-            self.background.append({"stage": f"{entry} (background {key})", "seconds": round(job.seconds or 0.0, 3),
-                                    "waited_seconds": round(waited, 3), "waited_in": self.stage or "outputs"})
+                logging.getLogger(__name__).info(
+                    "%s: waited %.1f s for the background %s", self.stage or "outputs", waited, key
+                )
+            self.background.append(
+                {
+                    "stage": f"{entry} (background {key})",
+                    "seconds": round(job.seconds or 0.0, 3),
+                    "waited_seconds": round(waited, 3),
+                    "waited_in": self.stage or "outputs",
+                }
+            )
 
     def save_figure(self, fig, name: str) -> list[Path]:
         """Write ``figures/{name}.{fmt}`` for every configured format; close the figure."""
@@ -239,7 +253,13 @@ class RunContext:
         paths = []
         for fmt in self.cfg.figures.formats:
             path = self.outdir / "figures" / f"{name}.{fmt}"
-            meta = {"Software": None} if fmt == "png" else {"Creator": None, "CreationDate": None} if fmt == "pdf" else {"Date": None}
+            meta = (
+                {"Software": None}
+                if fmt == "png"
+                else {"Creator": None, "CreationDate": None}
+                if fmt == "pdf"
+                else {"Date": None}
+            )
             with atomic_path(path) as tmp:
                 fig.savefig(tmp, format=fmt, dpi=self.cfg.figures.dpi, bbox_inches="tight", metadata=meta)
             paths.append(self.record(path))
@@ -269,7 +289,8 @@ class RunContext:
         keys = self.all_clusterings()
         if not keys:
             logging.getLogger(__name__).warning(
-                "%s: no clustering made in this run and no 'groupby' given; nothing to do", stage)
+                "%s: no clustering made in this run and no 'groupby' given; nothing to do", stage
+            )
         return keys
 
     def present_genes(self, genes: Iterable[str]) -> list[str]:
@@ -281,4 +302,3 @@ class RunContext:
         if rel not in self.files:
             self.files.append(rel)
         return path
-

@@ -28,18 +28,20 @@ def run(adata, p: CompareParams, ctx) -> None:
     ctx.save_table(res["summary"], "compare_summary")
     compared = [k for k in res["ari"].index if k != p.reference]
     plan = tl.comparison_plan(compared, series=ctx.clusterings, reference=p.reference)
-    tables = {(a, b): tl.contingency(adata, a, b) for a, b in plan.pairs}
+    tables = {(a, b): tl.contingency(adata, key1=a, key2=b) for a, b in plan.pairs}
     for (a, b), table in tables.items():
         ctx.save_table(table, f"contingency_{a}_vs_{b}")
     ctx.save_figure(pl.compare(adata, keys=compared, reference=p.reference, result=res), "compare")
     for group, members in plan.trees.items():  # a clustering tree per series (resolutions, k, tree cuts)
-        tree = tl.cluster_tree(adata, members, tables=tables)
+        tree = tl.cluster_tree(adata, keys=members, tables=tables)
         ctx.save_table(tree, f"clustree_{group}", index=False)
-        ctx.save_figure(pl.clustree(adata, members, edges=tree), f"clustree_{group}")
+        ctx.save_figure(pl.clustree(adata, keys=members, edges=tree), f"clustree_{group}")
 
 
 STAGE = Stage(
-    name="compare", params=CompareParams, run=run,
+    name="compare",
+    params=CompareParams,
+    run=run,
     reads=(Ref("keys", "obs"), Ref("reference", "obs")),
     description="ARI / NMI between clusterings, contingency tables, clustering trees",
     obsm_reads="declared",

@@ -13,13 +13,19 @@ logger = logging.getLogger(__name__)
 
 
 class EmbeddingParams(Params):
-    """Embedding panels (:func:`scclust.pl.embedding`): one figure per clustering stage, plus genes."""
+    """Embedding panels (:func:`scclust.pl.embedding`): one figure per clustering series, plus genes."""
 
-    basis: str = "X_umap"
-    groups: KeyList | None = None
-    genes: GeneList = []
-    use_raw: bool | None = None
-    ncols: int = Field(4, ge=1)
+    basis: str = Field(
+        "X_umap",
+        description="the .obsm embedding drawn (first two dimensions), e.g. X_umap_harmony; "
+        "scanpy's short names work (umap)",
+    )
+    groups: KeyList | None = Field(
+        None, description="clusterings drawn, one figure per series; null: every clustering made in this run"
+    )
+    genes: GeneList = Field([], description="genes drawn on the embedding, one panel each (figures/umap_genes)")
+    use_raw: bool | None = Field(None, description="gene expression from .raw; null: when present")
+    ncols: int = Field(4, ge=1, description="panels per row")
 
 
 def run(adata, p: EmbeddingParams, ctx) -> None:
@@ -42,7 +48,11 @@ def run(adata, p: EmbeddingParams, ctx) -> None:
 
 
 STAGE = Stage(
-    name="embedding", params=EmbeddingParams, run=run, repeat="list", default=True,
+    name="embedding",
+    params=EmbeddingParams,
+    run=run,
+    repeat="list",
+    default=True,
     reads=(Ref("basis", "basis"), Ref("groups", "obs"), Ref("genes", "genes")),
     description="UMAP panels of every clustering and of marker genes",
 )

@@ -12,7 +12,10 @@ HclustParams = params_model(tl.hclust, name="HclustParams")
 
 
 STAGE = Stage(
-    name="hclust", params=HclustParams, run=clustering_run("hclust"), repeat="list",
+    name="hclust",
+    params=HclustParams,
+    run=clustering_run("hclust"),
+    repeat="list",
     reads=(Ref("use_rep", "rep"),),
     makes=lambda p: Makes(obs=hclust_keys(p.key_added, p.n_clusters, p.heights)),
     record=lambda adata, p: {k: adata.uns[p.key_added].get(k) for k in ("backend", "estimated_exact_seconds")},

@@ -5,70 +5,107 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
+import pandas as pd
 from pydantic import Field, model_validator
 
-from .._errors import ConfigError
-from .._types import Distance, Linkage, check_linkage_metric
+from .. import pl, tl
+from .._errors import ConfigError, InputError, MissingFileError
+from .._params import params_model
 from ._base import Params, Ref, Stage
 
 logger = logging.getLogger(__name__)
 
 
-class HeatmapParams(Params):
-    """A clustered heatmap: the matrix (:func:`scclust.tl.heatmap_matrix`), its clustering
-    (:func:`scclust.tl.cluster_heatmap`) and the figure (:func:`scclust.pl.clustered_heatmap`).
-
-    Each field is a keyword argument of one of those three functions, with the same default.
-    """
-
-    name: str = Field("heatmap", description="output name: figures/{name}.png, tables/{name}_*.csv")
-    # matrix
-    source: Literal["cluster_means", "cells", "table"] = "cluster_means"
-    table: str | None = Field(None, description="source table: a CSV path (rows x columns, row names first) or builtin:heatmap_example")
-    table_annotations: str | None = Field(None, description="CSV of column annotations of the table (one row per table column)")
-    column_pattern: str | None = Field(None, description="regex with named groups on the table's column names, e.g. (?P<condition>ctrl|stim)_.*")
-    groupby: str | list[str] | None = Field(None, description=".obs column(s); None = the first clustering made in this run")
-    genes: list[str] | None = Field(None, description="rows; None = top markers per group (sc.tl.rank_genes_groups)")
-    n_top_genes: int = Field(5, ge=1)
-    use_raw: bool | None = None
-    max_cells: int = Field(2000, ge=2)
-    annotations: list[str] = Field([], description="further .obs columns drawn as column colour bars")
-    # clustering
-    scale: Literal["zscore", "standard", "none"] = "zscore"
-    row_metric: Distance = "correlation"
-    row_method: Linkage = "average"
-    col_metric: Distance = "correlation"
-    col_method: Linkage = "average"
-    cluster_rows: bool = True
-    cluster_cols: bool = True
-    optimal_ordering: bool = False
-    row_k: int | None = Field(None, ge=1)
-    n_boot: int = Field(100, ge=0)
-    nonfinite: Literal["raise", "drop"] = "raise"
-    random_state: int = 0
-    # figure
-    annotation_colors: dict[str, dict[str, str]] | None = None
-    label_rows: bool | Literal["auto"] | list[str] = "auto"
-    label_cols: bool | Literal["auto"] = "auto"
-    show_row_dendrogram: bool = True
-    show_col_dendrogram: bool = True
-    show_groups: bool = True
-    show_stability: bool = True
-    cmap: str | None = None
-
+class _Files(Params):
     @model_validator(mode="after")
-    def _consistent(self) -> HeatmapParams:
-        for axis in ("row", "col"):
-            check_linkage_metric(getattr(self, f"{axis}_method"), getattr(self, f"{axis}_metric"),
-                                 allow_non_euclidean=None, prefix=f"{axis}_")
+    def _source(self) -> Any:
         if self.source == "table" and self.table is None:
             raise ValueError("source 'table' needs table: a CSV path or builtin:heatmap_example")
         if self.source != "table" and (self.table or self.table_annotations or self.column_pattern):
-            raise ValueError(f"table, table_annotations and column_pattern need source 'table' (source is {self.source!r})")
+            raise ValueError(
+                f"table, table_annotations and column_pattern need source 'table' (source is {self.source!r})"
+            )
         return self
 
+
+#: every option of the matrix (:func:`scclust.tl.heatmap_matrix`), its clustering
+#: (:func:`scclust.tl.cluster_heatmap`) and the figure (:func:`scclust.pl.clustered_heatmap`), and the
+#: files the stage reads for ``source: table``
+HeatmapParams = params_model(
+    tl.heatmap_matrix,
+    tl.cluster_heatmap,
+    pl.clustered_heatmap,
+    name="HeatmapParams",
+    base=_Files,
+    exclude=(
+        "table",
+        "table_annotations",
+        "row_annotations",
+        "col_annotations",
+        "title",
+        "show_legend",
+        "show_caption",
+        "figsize",
+        "name",
+    ),
+    fields={
+        "name": (str, Field("heatmap", description="output name: figures/{name}.png, tables/{name}_*.csv")),
+        "table": (
+            str | None,
+            Field(
+                None,
+                description="source table: a CSV path (rows x columns, row names first) or builtin:heatmap_example",
+            ),
+        ),
+        "table_annotations": (
+            str | None,
+            Field(
+                None, description="CSV of column annotations of the table (one row per table column, its name first)"
+            ),
+        ),
+    },
+    doc="A clustered heatmap: the matrix, its clustering and the figure.",
+)
+
+
+def _read_csv(path: str, what: str) -> pd.DataFrame:
+    p = Path(path)
+    if not p.is_file():
+        raise MissingFileError(f"{what} file not found: {path}")
+    try:
+        return pd.read_csv(p, index_col=0)
+    except Exception as err:
+        raise InputError(f"cannot read {what} {path} as CSV: {type(err).__name__}: {err}") from None
+
+
+def _table(p) -> tuple[pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None]:
+    """``(table, column annotations, row annotations)`` named by the config (files, or the built-in example)."""
+    from .._input import parse_input
+
+    if p.source != "table":
+        return None, None, None
+    spec = parse_input(p.table)
+    row_ann = None
+    if spec.is_builtin:
+        from ..datasets import heatmap_example
+
+        if spec.name != "heatmap_example":
+            raise ConfigError(f"unknown built-in table {p.table!r}; available: 'builtin:heatmap_example'")
+        data, col_ann, row_ann = heatmap_example()
+    else:
+        data, col_ann = _read_csv(p.table, "table"), None
+    if p.table_annotations is not None:
+        extra = _read_csv(p.table_annotations, "table_annotations")
+        extra.index = extra.index.astype(str)
+        if col_ann is not None:  # the example's own annotations, then the file's
+            extra = col_ann.join(
+                extra.reindex([str(c) for c in col_ann.index]).set_axis(col_ann.index), rsuffix="_file"
+            )
+        col_ann = extra
+    return data, col_ann, row_ann
 
 
 def run(adata, p: HeatmapParams, ctx) -> None:
@@ -76,9 +113,7 @@ def run(adata, p: HeatmapParams, ctx) -> None:
     ``{name}_row_linkage`` / ``{name}_col_linkage``, ``{name}_row_order`` / ``{name}_col_order``
     (leaf orders), ``{name}_row_groups``, ``{name}_stability`` and ``{name}_dropped`` (when any).
     ``groupby`` unset: the first clustering made in this run."""
-    from .. import pl, tl
-
-    kw = p.model_dump()
+    kw = p.model_dump(exclude={"table", "table_annotations"})
     if p.source != "table" and kw["groupby"] is None:
         made = ctx.all_clusterings()
         if not made:
@@ -90,10 +125,20 @@ def run(adata, p: HeatmapParams, ctx) -> None:
         names = inspect.signature(func).parameters
         return {k: v for k, v in kw.items() if k in names}
 
-    inp = tl.heatmap_matrix(adata if p.source != "table" else None, **args(tl.heatmap_matrix))
+    table, col_ann, row_ann = _table(p)
+    inp = tl.heatmap_matrix(
+        adata if p.source != "table" else None, table=table, table_annotations=col_ann, **args(tl.heatmap_matrix)
+    )
+    if row_ann is not None:
+        inp.row_annotations = row_ann
     res = tl.cluster_heatmap(inp.data, **args(tl.cluster_heatmap))
-    fig = pl.clustered_heatmap(res, row_annotations=inp.row_annotations, col_annotations=inp.col_annotations,
-                               title=p.name, **args(pl.clustered_heatmap))
+    fig = pl.clustered_heatmap(
+        res,
+        row_annotations=inp.row_annotations,
+        col_annotations=inp.col_annotations,
+        title=p.name,
+        **args(pl.clustered_heatmap),
+    )
     ctx.save_figure(fig, p.name)
     ctx.save_table(res.ordered(), f"{p.name}_matrix")
     for axis, short in (("rows", "row"), ("columns", "col")):
@@ -109,7 +154,10 @@ def run(adata, p: HeatmapParams, ctx) -> None:
 
 
 STAGE = Stage(
-    name="heatmap", params=HeatmapParams, run=run, repeat="list",
+    name="heatmap",
+    params=HeatmapParams,
+    run=run,
+    repeat="list",
     reads=(Ref("groupby", "obs"), Ref("annotations", "obs")),
     description="clustered heatmaps with dendrograms and annotation bars",
     obsm_reads="declared",

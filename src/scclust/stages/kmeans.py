@@ -12,7 +12,10 @@ KMeansParams = params_model(tl.kmeans, name="KMeansParams")
 
 
 STAGE = Stage(
-    name="kmeans", params=KMeansParams, run=clustering_run("kmeans"), repeat="list",
+    name="kmeans",
+    params=KMeansParams,
+    run=clustering_run("kmeans"),
+    repeat="list",
     reads=(Ref("use_rep", "rep"),),
     makes=lambda p: Makes(obs=kmeans_keys(p.key_added, p.n_clusters)),
     description="k-means at several k, several starts",

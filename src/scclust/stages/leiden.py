@@ -13,7 +13,11 @@ LeidenParams = params_model(tl.leiden, name="LeidenParams", exclude=("resolution
 
 
 STAGE = Stage(
-    name="leiden", params=LeidenParams, run=clustering_run("leiden"), repeat="list", default=True,
+    name="leiden",
+    params=LeidenParams,
+    run=clustering_run("leiden"),
+    repeat="list",
+    default=True,
     reads=(Ref("neighbors_key", "graph"),),
     makes=lambda p: Makes(obs=leiden_keys(p.key_added, p.resolutions)),
     record=lambda adata, p: {"edges": adata.uns[p.key_added].get("edges")},

@@ -27,13 +27,24 @@ from ._base import Ref, Stage
 
 logger = logging.getLogger(__name__)
 
-MarkersParams = params_model(tl.markers, name="MarkersParams", exclude=("groupby", "key_added"), fields={
-    "groupby": (KeyList | None, Field(None, description="clusterings; null: the stability stage's recommended keys "
-                                      "when it ran, else the Leiden keys of this run, else every clustering of this run")),
-    "n_genes": (int, Field(25, ge=1, description="genes per cluster in the marker table")),
-    "n_plot": (int, Field(3, ge=1, description="markers per cluster in the dot plot and the heatmap")),
-    "basis": (str | None, Field(None, description="embedding of the marker panels; null: the first UMAP in .obsm")),
-})
+MarkersParams = params_model(
+    tl.markers,
+    name="MarkersParams",
+    exclude=("groupby", "key_added"),
+    fields={
+        "groupby": (
+            KeyList | None,
+            Field(
+                None,
+                description="clusterings; null: the stability stage's recommended keys "
+                "when it ran, else the Leiden keys of this run, else every clustering of this run",
+            ),
+        ),
+        "n_genes": (int, Field(25, ge=1, description="genes per cluster in the marker table")),
+        "n_plot": (int, Field(3, ge=1, description="markers per cluster in the dot plot and the heatmap")),
+        "basis": (str | None, Field(None, description="embedding of the marker panels; null: the first UMAP in .obsm")),
+    },
+)
 
 
 def groups(adata, p: Any, ctx: Any) -> list[str]:
@@ -79,17 +90,23 @@ def run(adata, p: Any, ctx: Any) -> None:
         res = adata.uns[mk]
         small = adata if res["params"]["source"] in (".raw", ".X") else tl.marker_expression(adata, key=mk, genes=genes)
         use_raw = res["params"]["source"] == ".raw" if small is adata else False
-        ctx.save_figure(pl.markers(small, groupby=key, key=mk, n_genes=p.n_plot, use_raw=use_raw), f"markers_dotplot_{key}")
+        ctx.save_figure(
+            pl.markers(small, groupby=key, key=mk, n_genes=p.n_plot, use_raw=use_raw), f"markers_dotplot_{key}"
+        )
         means = res["means"].loc[genes]
         if means.shape[0] >= 2 and means.shape[1] >= 2:
             hm = tl.cluster_heatmap(means, scale="zscore", n_boot=0, name=f"markers_{key}")
-            marker_of = pd.DataFrame({"marker of": [next(c for c, gs in top.items() if g in gs) for g in genes]},
-                                     index=genes)
-            ctx.save_figure(pl.clustered_heatmap(hm, row_annotations=marker_of, title=f"Top markers of {key}"),
-                            f"markers_heatmap_{key}")
+            marker_of = pd.DataFrame(
+                {"marker of": [next(c for c, gs in top.items() if g in gs) for g in genes]}, index=genes
+            )
+            ctx.save_figure(
+                pl.clustered_heatmap(hm, row_annotations=marker_of, title=f"Top markers of {key}"),
+                f"markers_heatmap_{key}",
+            )
         if basis is not None and basis in adata.obsm:
-            fig = pl.embedding(small, basis=basis, color=best, use_raw=use_raw,
-                               title=f"Best marker of each cluster of {key}")
+            fig = pl.embedding(
+                small, basis=basis, color=best, use_raw=use_raw, title=f"Best marker of each cluster of {key}"
+            )
             for ax in fig.axes:  # each panel names the cluster(s) its gene marks best
                 if ax.get_title() in best:
                     gene = ax.get_title()
@@ -105,14 +122,23 @@ def summary(adata, key: str, *, top: int = 5) -> pd.DataFrame:
     rows = []
     for c, df in table.groupby("cluster", observed=True, sort=False):
         ok = df[df["passes"]]
-        rows.append({"cluster": str(c), "n_cells": int(sizes.get(str(c), 0)), "n_markers": len(ok),
-                     "top_markers": ", ".join(ok["gene"].head(top)),
-                     "top_by_score": ", ".join(df["gene"].head(top)), "flag_no_marker": ok.empty})
+        rows.append(
+            {
+                "cluster": str(c),
+                "n_cells": int(sizes.get(str(c), 0)),
+                "n_markers": len(ok),
+                "top_markers": ", ".join(ok["gene"].head(top)),
+                "top_by_score": ", ".join(df["gene"].head(top)),
+                "flag_no_marker": ok.empty,
+            }
+        )
     return pd.DataFrame(rows).set_index("cluster")
 
 
 STAGE = Stage(
-    name="markers", params=MarkersParams, run=run,
+    name="markers",
+    params=MarkersParams,
+    run=run,
     reads=(Ref("groupby", "obs"), Ref("basis", "basis")),
     description="marker genes of every cluster (Wilcoxon / t-test, AUROC, fractions): tables, dot plot, heatmap, UMAP",
 )

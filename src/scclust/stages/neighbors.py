@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
+import logging
+
 from .. import pp
 from .._params import params_model
 from ._base import Makes, Ref, Stage
 
+logger = logging.getLogger(__name__)
+
 NeighborsParams = params_model(pp.neighbors, name="NeighborsParams")
 
 
-def run(adata, p: NeighborsParams, ctx) -> None:
-    from .. import pl, pp
+def run(adata, p, ctx) -> None:
+    from .. import pl
+    from .._checks import get_rep
+    from ..pp._neighbors import options_json, rep_digest
 
+    made = adata.uns.get(p.key_added, {})
+    if made:  # e.g. prepare's, which its UMAP was computed on
+        same = "options_json" in made and made["options_json"] == options_json(
+            data=rep_digest(get_rep(adata, p.use_rep, p.n_pcs)), **p.model_dump())
+        logger.info("neighbors: the graph %r (%s) is rebuilt with this stage's options%s; prepare's UMAP was computed "
+                    "on the earlier one (its options: prepare.graph)", p.key_added,
+                    ", ".join(f"{k}={v}" for k, v in made.get("params", {}).items() if k in ("n_neighbors", "use_rep")),
+                    " (the same)" if same else "")
     pp.neighbors(adata, **p.model_dump())
     if ctx.cfg.figures.graph_block:
-        ctx.save_figure(pl.graph_block(adata, [p.key_added], n_cells=ctx.cfg.figures.graph_block), f"graph_{p.key_added}")
+        ctx.save_figure(
+            pl.graph_block(adata, neighbors_keys=[p.key_added], n_cells=ctx.cfg.figures.graph_block),
+            f"graph_{p.key_added}",
+        )
 
 
 STAGE = Stage(
-    name="neighbors", params=NeighborsParams, run=run, repeat="list", default=True,
+    name="neighbors",
+    params=NeighborsParams,
+    run=run,
+    repeat="list",
+    default=True,
     reads=(Ref("use_rep", "rep"),),
     makes=lambda p: Makes(graphs=[p.key_added]),
     record=lambda adata, p: {"knn": adata.uns[p.key_added].get("knn")},  # backend chosen, measured recall

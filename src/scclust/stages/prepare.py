@@ -7,17 +7,23 @@ import logging
 from .. import pp
 from .._keys import PREPARE_OBSM, QC_COLUMNS
 from .._params import params_model
+from ..pp._prepare import umap_key
 from ._base import Makes, Ref, Stage, moved_keys
 
 #: keys of the flat layout and where they live now
 MOVED = {
     **{k: f"qc.{k}" for k in ("min_genes", "max_genes", "max_pct_mt", "min_cells")},
-    "hvg_flavor": "hvg.flavor", "hvg_batch_key": "hvg.batch_key",
+    "hvg_flavor": "hvg.flavor",
+    "hvg_batch_key": "hvg.batch_key",
     **{k: f"hvg.{k}" for k in ("min_mean", "max_mean", "min_disp", "n_top_genes")},
     **{k: f"pca.{k}" for k in ("regress_out", "max_value", "n_comps")},
-    "n_neighbors": "graph.n_neighbors", "n_pcs": "graph.n_pcs", "knn_backend": "graph.backend",
+    "n_neighbors": "graph.n_neighbors",
+    "n_pcs": "graph.n_pcs",
+    "knn_backend": "graph.backend",
     "knn_min_recall": "graph.min_recall",
-    "umap_min_dist": "umap.min_dist", "umap_n_epochs": "umap.n_epochs", "umap_init": "umap.init",
+    "umap_min_dist": "umap.min_dist",
+    "umap_n_epochs": "umap.n_epochs",
+    "umap_init": "umap.init",
     "compute_umap": "umap (umap: null for no UMAP)",
 }
 
@@ -35,8 +41,11 @@ def run(adata, p, ctx):
     logging.getLogger(__name__).info("prepare: backend %s (%s)", backend, reason)
     batch_key = p.batch_key
     if batch_key is not None and batch_key not in adata.obs and "batch_key" not in p.model_fields_set:
-        logging.getLogger(__name__).info("prepare: the default batch_key %r is not a column of the input: one batch, "
-                                         "Harmony skipped (name your batch column in prepare.batch_key)", batch_key)
+        logging.getLogger(__name__).info(
+            "prepare: the default batch_key %r is not a column of the input: one batch, "
+            "Harmony skipped (name your batch column in prepare.batch_key)",
+            batch_key,
+        )
         batch_key = None
     # the layout runs in the run's background process while the next stages run (promised for its key)
     kw = p.model_dump(exclude={"backend", "umap", "batch_key"}) | {"batch_key": batch_key, "umap": None}
@@ -47,10 +56,16 @@ def run(adata, p, ctx):
         out = pp.prepare(adata, **kw, backend="memory")
     if p.umap is not None:
         harmonized = out.uns["prepare"]["harmony"]
-        key = pp.umap_key(harmonized)
+        key = umap_key(harmonized)
         # configs written for integrated data name X_umap_harmony: without Harmony, the same layout
-        ctx.umap(out, key_added=key, params=p.umap, random_state=p.random_state, wait=False,
-                 aliases=() if harmonized else ("X_umap_harmony",))
+        ctx.umap(
+            out,
+            key_added=key,
+            params=p.umap,
+            random_state=p.random_state,
+            wait=False,
+            aliases=() if harmonized else ("X_umap_harmony",),
+        )
     out.uns["prepare"]["backend_reason"] = reason
     info = out.uns["prepare"]
     ctx.save_table(info["filtered"], "prepare_qc_filtered", index=False)
@@ -62,9 +77,12 @@ def run(adata, p, ctx):
 
 def _record(adata, p) -> dict:
     info = adata.uns.get("prepare", {})
-    out = {"backend": info.get("backend"), "backend_reason": info.get("backend_reason"),
-           "step_seconds": dict(info.get("seconds", {})),
-           "knn": dict(adata.uns.get("neighbors", {}).get("knn", {}))}
+    out = {
+        "backend": info.get("backend"),
+        "backend_reason": info.get("backend_reason"),
+        "step_seconds": dict(info.get("seconds", {})),
+        "knn": dict(adata.uns.get("neighbors", {}).get("knn", {})),
+    }
     if "counts_store" in adata.uns:
         from ..pp._lazy import lazy_info
 
@@ -88,8 +106,14 @@ def _makes(p) -> Makes:
 
 
 STAGE = Stage(
-    name="prepare", params=PrepareParams, run=run,
+    name="prepare",
+    params=PrepareParams,
+    run=run,
     reads=(Ref("batch_key", "batch", explicit_only=True), Ref("hvg.batch_key", "batch"), Ref("pca.regress_out", "obs")),
-    makes=_makes, record=_record, lazy_input=_lazy_input, computes_umap=lambda p: p.umap is not None, rebuilds_data=True,
+    makes=_makes,
+    record=_record,
+    lazy_input=_lazy_input,
+    computes_umap=lambda p: p.umap is not None,
+    rebuilds_data=True,
     description="QC filters and metrics, normalize, HVG, PCA, Harmony, UMAP",
 )

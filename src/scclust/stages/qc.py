@@ -5,16 +5,24 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from .. import tl
+from .._params import params_model
 from .._types import KeyList
-from ._base import Params, Ref, Stage
+from ._base import Ref, Stage
 
-
-class QCParams(Params):
-    """QC violins per cluster (:func:`scclust.pl.qc_violin`) and medians with flags (:func:`scclust.tl.qc_summary`)."""
-
-    groupby: KeyList | None = Field(None, description="clusterings; None = every clustering made in this run")
-    keys: KeyList | None = Field(None, description="QC .obs columns or aliases; None = n_genes_by_counts, total_counts, pct_counts_mt")
-    n_mads: float = Field(3.0, gt=0)
+#: the QC summary's options (:func:`scclust.tl.qc_summary`; the violins use the same), and the clusterings
+QCParams = params_model(
+    tl.qc_summary,
+    name="QCParams",
+    exclude=("groupby",),
+    fields={
+        "groupby": (
+            KeyList | None,
+            Field(None, description="clusterings to draw; null: every clustering made in this run"),
+        ),
+    },
+    doc="QC violins per cluster and medians with flags.",
+)
 
 
 def run(adata, p: QCParams, ctx) -> None:
@@ -28,7 +36,9 @@ def run(adata, p: QCParams, ctx) -> None:
 
 
 STAGE = Stage(
-    name="qc", params=QCParams, run=run,
+    name="qc",
+    params=QCParams,
+    run=run,
     reads=(Ref("groupby", "obs"),),
     description="QC metrics per cluster: violins, and clusters that differ in QC metrics flagged",
     obsm_reads="declared",

@@ -3,28 +3,30 @@ order (:func:`scclust.pl.dotplot`) and mean expression per cluster (:func:`scclu
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from .._types import GeneList, KeyList, Linkage
-from ._base import Params, Ref, Stage
+from .. import tl
+from .._params import params_model
+from .._types import KeyList
+from ..datasets import LAB_MARKERS
+from ._base import Ref, Stage
 
-
-class RelationshipsParams(Params):
-    """Cluster dendrogram, marker dot plot ordered by it and mean expression per cluster."""
-
-    groupby: KeyList | None = Field(None, description="clusterings; None = every clustering made in this run")
-    use_rep: str = "X_pca"
-    n_pcs: int | None = Field(None, ge=1)
-    cor_method: Literal["pearson", "kendall", "spearman"] = "pearson"
-    linkage_method: Linkage = "complete"
-    optimal_ordering: bool = False
-    genes: GeneList = Field(
-        ["CD3E", "CD4", "CD8A", "GNLY", "NKG7", "MS4A1", "FCGR3A", "CD14", "LYZ", "CST3", "MS4A7", "FCGR1A"],
-        description="dot plot and mean-expression genes (default: the lab's 12 markers, datasets.LAB_MARKERS)",
-    )
-    use_raw: bool | None = Field(None, description="expression from .raw; None = when present")
+#: the dendrogram's options (:func:`scclust.tl.dendrogram`), the genes of the dot plot and mean table
+#: (:func:`scclust.tl.cluster_means`), and the clusterings drawn
+RelationshipsParams = params_model(
+    tl.dendrogram,
+    tl.cluster_means,
+    name="RelationshipsParams",
+    exclude=("groupby", "key_added"),
+    defaults={"genes": list(LAB_MARKERS)},
+    fields={
+        "groupby": (
+            KeyList | None,
+            Field(None, description="clusterings to draw; null: every clustering made in this run"),
+        ),
+    },
+    doc="Cluster dendrogram, marker dot plot ordered by it and mean expression per cluster.",
+)
 
 
 def run(adata, p: RelationshipsParams, ctx) -> None:
@@ -34,8 +36,15 @@ def run(adata, p: RelationshipsParams, ctx) -> None:
 
     genes = ctx.present_genes(p.genes)
     for g in ctx.groups("relationships", p.groupby):
-        tl.dendrogram(adata, groupby=g, use_rep=p.use_rep, n_pcs=p.n_pcs, cor_method=p.cor_method,
-                      linkage_method=p.linkage_method, optimal_ordering=p.optimal_ordering)
+        tl.dendrogram(
+            adata,
+            groupby=g,
+            use_rep=p.use_rep,
+            n_pcs=p.n_pcs,
+            cor_method=p.cor_method,
+            linkage_method=p.linkage_method,
+            optimal_ordering=p.optimal_ordering,
+        )
         ctx.save_figure(pl.dendrogram(adata, groupby=g), f"dendrogram_{g}")
         means = tl.cluster_means(adata, groupby=g, genes=genes, use_raw=p.use_raw)
         ctx.save_figure(pl.dotplot(adata, groupby=g, genes=genes, use_raw=p.use_raw), f"dotplot_{g}")
@@ -45,7 +54,9 @@ def run(adata, p: RelationshipsParams, ctx) -> None:
 
 
 STAGE = Stage(
-    name="relationships", params=RelationshipsParams, run=run,
+    name="relationships",
+    params=RelationshipsParams,
+    run=run,
     reads=(Ref("groupby", "obs"), Ref("use_rep", "rep"), Ref("genes", "genes")),
     description="cluster dendrogram, marker dot plot, mean expression per cluster",
     obsm_reads="declared",

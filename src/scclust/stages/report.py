@@ -8,10 +8,10 @@ from ._base import Params, Stage
 
 
 class ReportParams(Params):
-    """The HTML report (:func:`scclust.report.write_report`); runs after everything else."""
+    """The HTML report (:func:`scclust.report.write_report`); written after every other output."""
 
-    title: str = "scclust report"
-    max_rows: int = Field(50, ge=1)
+    title: str = Field("scclust report", description="the report's title")
+    max_rows: int = Field(50, ge=1, description="rows shown per table (the CSV files hold all of them)")
 
 
 def run(adata, p: ReportParams, ctx) -> None:

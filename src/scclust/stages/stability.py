@@ -2,9 +2,10 @@
 (:func:`scclust.tl.stability`, :func:`scclust.pl.stability`).
 
 ``StabilityParams`` is generated from :func:`scclust.tl.stability`'s signature and docstring
-(plus the stage's ``series``), so the stage runs ``tl.stability(adata, **p.model_dump())``. :func:`run_stability` takes the clusterings this run made
-from ``ctx.clusterings`` when ``keys`` is not given, assesses subclusterings on their saved subset,
-and writes tables and figures. Nothing is applied to the labels unless ``medoid_labels`` says so.
+(plus the stage's ``series``), so the stage runs ``tl.stability(adata, **p.model_dump())``.
+:func:`run_stability` takes the clusterings this run made from ``ctx.clusterings`` when ``keys``
+is not given, assesses subclusterings on their saved subset, and writes tables and figures.
+Nothing is applied to the labels unless ``medoid_labels`` says so.
 
 Outputs (``ctx.save_table`` / ``ctx.save_figure`` names):
 
@@ -21,7 +22,7 @@ Outputs (``ctx.save_table`` / ``ctx.save_figure`` names):
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
@@ -32,10 +33,20 @@ from ._base import Ref, Stage
 
 logger = logging.getLogger(__name__)
 
-StabilityParams = params_model(tl.stability, name="StabilityParams", fields={
-    "series": (KeyList | None, Field(None, description="with keys null: only these series of this run (their "
-                                     "key_added, e.g. leiden), whatever their resolutions / k; null: every series")),
-})
+StabilityParams = params_model(
+    tl.stability,
+    name="StabilityParams",
+    fields={
+        "series": (
+            KeyList | None,
+            Field(
+                None,
+                description="with keys null: only these series of this run (their "
+                "key_added, e.g. leiden), whatever their resolutions / k; null: every series",
+            ),
+        ),
+    },
+)
 
 
 def run(adata, p: StabilityParams, ctx: Any) -> None:
@@ -91,16 +102,21 @@ def _outputs(adata, res, ctx, *, prefix: str, basis: str | None) -> None:
         ctx.save_figure(pl.stability(res, group=group), f"{prefix}_{group}")
         gkeys = list(s[s["group"] == group].sort_values("param").index)
         if len(gkeys) >= 2:
-            ctx.save_figure(pl.clustree(adata, gkeys, stability=res), f"{prefix}_clustree_{group}")
+            ctx.save_figure(pl.clustree(adata, keys=gkeys, stability=res), f"{prefix}_clustree_{group}")
     shown = list(res.recommendation["key"]) or [s["score"].idxmax()]
     for key in shown:
         if basis is not None:
-            ctx.save_figure(pl.stability_embedding(adata, key, basis=basis, key_added=res.params.get("key_added", "stability")), f"{prefix}_umap_{key}")
-        ctx.save_figure(pl.stability_runs(res, key), f"{prefix}_runs_{key}")
+            ctx.save_figure(
+                pl.stability_embedding(adata, key=key, basis=basis, key_added=res.params.get("key_added", "stability")),
+                f"{prefix}_umap_{key}",
+            )
+        ctx.save_figure(pl.stability_runs(res, key=key), f"{prefix}_runs_{key}")
 
 
 STAGE = Stage(
-    name="stability", params=StabilityParams, run=run,
+    name="stability",
+    params=StabilityParams,
+    run=run,
     reads=(Ref("keys", "obs"),),
     description="stability of every clustering under other seeds and subsamples; stable resolutions / k recommended",
 )

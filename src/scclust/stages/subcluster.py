@@ -18,14 +18,24 @@ logger = logging.getLogger(__name__)
 
 #: keys of the flat layout and where they live now
 MOVED = {
-    "hvg_flavor": "hvg.flavor", "hvg_batch_key": "hvg.batch_key",
+    "hvg_flavor": "hvg.flavor",
+    "hvg_batch_key": "hvg.batch_key",
     **{k: f"hvg.{k}" for k in ("min_mean", "max_mean", "min_disp", "n_top_genes")},
     **{k: f"pca.{k}" for k in ("regress_out", "max_value", "n_comps", "svd_solver")},
-    "n_neighbors": "graph.n_neighbors", "n_pcs": "graph.n_pcs", "knn_backend": "graph.backend",
-    "knn_min_recall": "graph.min_recall", "resolutions": "leiden.resolutions", "leiden_flavor": "leiden.flavor",
-    "key_added": "leiden.key_added", "umap_min_dist": "umap.min_dist", "umap_n_epochs": "umap.n_epochs",
-    "umap_init": "umap.init", "markers": "select.markers", "clusters": "select.clusters",
-    "obs_query": "select.obs_query", "min_score": "select.min_score",
+    "n_neighbors": "graph.n_neighbors",
+    "n_pcs": "graph.n_pcs",
+    "knn_backend": "graph.backend",
+    "knn_min_recall": "graph.min_recall",
+    "resolutions": "leiden.resolutions",
+    "leiden_flavor": "leiden.flavor",
+    "key_added": "leiden.key_added",
+    "umap_min_dist": "umap.min_dist",
+    "umap_n_epochs": "umap.n_epochs",
+    "umap_init": "umap.init",
+    "markers": "select.markers",
+    "clusters": "select.clusters",
+    "obs_query": "select.obs_query",
+    "min_score": "select.min_score",
 }
 
 
@@ -34,17 +44,34 @@ class _Base(moved_keys(MOVED)):
     @classmethod
     def _select_string(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("select"), str):
-            raise ValueError("select is a rule now: select: {markers: {T: [CD3E], NK: [GNLY, NKG7]}}, "
-                             "select: {clusters: [1, 3]} or select: {obs_query: \"cell_type == 'NK'\"}")
+            raise ValueError(
+                "select is a rule now: select: {markers: {T: [CD3E], NK: [GNLY, NKG7]}}, "
+                "select: {clusters: [1, 3]} or select: {obs_query: \"cell_type == 'NK'\"}"
+            )
         return data
 
 
-SubclusterParams = params_model(tl.subcluster, name="SubclusterParams", exclude=("name",), base=_Base, fields={
-    "plot_genes": (GeneList, Field(["CD3E", "CD4", "CD8A", "GNLY"], description="genes drawn on the subset's UMAP "
-                                   "(figures/subcluster_{name}_markers)")),
-    "plot_parent_key": (str | None, Field(None, description="parent clustering drawn beside the subclusters in the "
-                                          "overview figure; null: groupby")),
-})
+SubclusterParams = params_model(
+    tl.subcluster,
+    name="SubclusterParams",
+    exclude=("name",),
+    base=_Base,
+    fields={
+        "plot_genes": (
+            GeneList,
+            Field(
+                ["CD3E", "CD4", "CD8A", "GNLY"],
+                description="genes drawn on the subset's UMAP (figures/subcluster_{name}_markers)",
+            ),
+        ),
+        "plot_parent_key": (
+            str | None,
+            Field(
+                None, description="parent clustering drawn beside the subclusters in the overview figure; null: groupby"
+            ),
+        ),
+    },
+)
 
 
 def run(adata, p, ctx) -> None:
@@ -61,8 +88,9 @@ def run(adata, p, ctx) -> None:
         if _from_store(adata):  # the subset's counts are read from the store on the Dask cluster
             stack.enter_context(dask_client(**ctx.cfg.dask.model_dump()))
         # the layout is computed in the run's background process (warm), not in tl.subcluster
-        sub, rep = tl.subcluster(adata, name=name, **p.model_dump(exclude={"plot_genes", "plot_parent_key", "umap"}),
-                                 umap=None)
+        sub, rep = tl.subcluster(
+            adata, name=name, **p.model_dump(exclude={"plot_genes", "plot_parent_key", "umap"}), umap=None
+        )
     if p.umap is not None:
         ctx.umap(sub, key_added="X_umap", params=p.umap, random_state=p.random_state)
     keys = tl.transfer_subclusters(adata, subset=sub, name=name)
@@ -86,10 +114,20 @@ def _makes(p, name: str) -> Makes:
 
 
 STAGE = Stage(
-    name="subcluster", params=SubclusterParams, run=run, repeat="named",
-    reads=(Ref("groupby", "obs"), Ref("batch_key", "batch", explicit_only=True), Ref("pca.regress_out", "obs"),
-           Ref("plot_parent_key", "obs"), Ref("select.markers", "genes"), Ref("plot_genes", "genes")),
-    makes=_makes, computes_umap=lambda p: p.umap is not None,
+    name="subcluster",
+    params=SubclusterParams,
+    run=run,
+    repeat="named",
+    reads=(
+        Ref("groupby", "obs"),
+        Ref("batch_key", "batch", explicit_only=True),
+        Ref("pca.regress_out", "obs"),
+        Ref("plot_parent_key", "obs"),
+        Ref("select.markers", "genes"),
+        Ref("plot_genes", "genes"),
+    ),
+    makes=_makes,
+    computes_umap=lambda p: p.umap is not None,
     description="select cells by rule, re-process, cluster again, map labels back",
     obsm_reads="declared",
 )

@@ -32,8 +32,10 @@ def load_marker_sets(sets: Mapping[str, list[str]] | str | Path) -> dict[str, li
     if isinstance(sets, str | Path):
         path = Path(sets)
         if not path.is_file():
-            raise MissingFileError(f"marker set file not found: {str(path)!r} (a YAML mapping of cell types to gene "
-                                   "lists, e.g. configs/markers_pbmc.yaml)")
+            raise MissingFileError(
+                f"marker set file not found: {str(path)!r} (a YAML mapping of cell types to gene "
+                "lists, e.g. configs/markers_pbmc.yaml)"
+            )
         data = yaml.safe_load(path.read_text())
         if isinstance(data, dict) and isinstance(data.get("sets"), dict):
             data = data["sets"]
@@ -102,20 +104,31 @@ def annotate(
     ``assignment`` (per cluster: ``label``, ``best``, ``score``, ``second``, ``margin``) and ``params``.
     """
     if sets is None:
-        raise ConfigError("annotate: no marker sets; give sets: a mapping of cell types to genes ({B: [MS4A1, "
-                          "CD79A], ...}) or a YAML file of them (configs/markers_pbmc.yaml)")
+        raise ConfigError(
+            "annotate: no marker sets; give sets: a mapping of cell types to genes ({B: [MS4A1, "
+            "CD79A], ...}) or a YAML file of them (configs/markers_pbmc.yaml)"
+        )
     sets = load_marker_sets(sets)
     key = key or markers_key(groupby)
     res = _result(adata, key)
     if res["params"].get("groupby") != groupby:
         raise ConfigError(f".uns[{key!r}] holds the markers of {res['params'].get('groupby')!r}, not {groupby!r}")
     if res["params"].get("reference", "rest") != "rest" or "auroc" not in res:
-        raise ConfigError(f".uns[{key!r}]: annotation needs markers of each cluster against the rest (reference='rest')")
+        raise ConfigError(
+            f".uns[{key!r}]: annotation needs markers of each cluster against the rest (reference='rest')"
+        )
     universe = res["pts"].index
     clusters = list(res["names"].dtype.names)
     if score == "auroc":
-        stat = pd.DataFrame({c: pd.Series(np.asarray(res["auroc"][c], dtype=np.float64),
-                                          index=np.asarray(res["names"][c], dtype=object).astype(str)) for c in clusters})
+        stat = pd.DataFrame(
+            {
+                c: pd.Series(
+                    np.asarray(res["auroc"][c], dtype=np.float64),
+                    index=np.asarray(res["names"][c], dtype=object).astype(str),
+                )
+                for c in clusters
+            }
+        )
     else:
         means = res["means"][clusters]
         span = (means.max(axis=1) - means.min(axis=1)).replace(0, np.nan)  # a flat gene tells nothing
@@ -125,14 +138,21 @@ def annotate(
     absent_all = [name for name, genes in sets.items() if not any(g in universe for g in genes)]
     if absent_all:
         hint = did_you_mean([g for n in absent_all for g in sets[n]], universe)
-        raise MissingKeyError(f"marker set(s) {choices(absent_all)}: none of their genes is in the data "
-                              f"({', '.join(g for n in absent_all for g in sets[n])})" + (f"; {hint}" if hint else ""))
+        raise MissingKeyError(
+            f"marker set(s) {choices(absent_all)}: none of their genes is in the data "
+            f"({', '.join(g for n in absent_all for g in sets[n])})" + (f"; {hint}" if hint else "")
+        )
     missing = {n: [g for g in gs if g not in universe] for n, gs in sets.items()}
     missing = {n: gs for n, gs in missing.items() if gs}
     if missing:
-        warn("annotate: gene(s) not in the data, left out: " + "; ".join(f"{n}: {', '.join(g)}" for n, g in missing.items()))
-    scores = pd.DataFrame({n: stat.loc[[g for g in gs if g in universe]].mean(axis=0) for n, gs in sets.items()},
-                          index=pd.Index(clusters, name="cluster")).fillna(0.0)
+        warn(
+            "annotate: gene(s) not in the data, left out: "
+            + "; ".join(f"{n}: {', '.join(g)}" for n, g in missing.items())
+        )
+    scores = pd.DataFrame(
+        {n: stat.loc[[g for g in gs if g in universe]].mean(axis=0) for n, gs in sets.items()},
+        index=pd.Index(clusters, name="cluster"),
+    ).fillna(0.0)
     rows = []
     values = scores.to_numpy()
     for i, c in enumerate(clusters):
@@ -140,18 +160,35 @@ def annotate(
         best, score = scores.columns[order[0]], float(values[i, order[0]])
         second = float(values[i, order[1]]) if len(order) > 1 else 0.0
         ok = score >= min_score and score - second >= min_margin
-        rows.append({"cluster": c, "label": best if ok else UNASSIGNED, "best": best, "score": score,
-                     "second": scores.columns[order[1]] if len(order) > 1 else "", "second_score": second,
-                     "margin": score - second})
+        rows.append(
+            {
+                "cluster": c,
+                "label": best if ok else UNASSIGNED,
+                "best": best,
+                "score": score,
+                "second": scores.columns[order[1]] if len(order) > 1 else "",
+                "second_score": second,
+                "margin": score - second,
+            }
+        )
     assignment = pd.DataFrame(rows).set_index("cluster")
     out_key = key_added or f"{groupby}_annotation"
     labels = adata.obs[groupby].astype(str).map(assignment["label"].to_dict())
     cats = [n for n in sets if n in set(assignment["label"])] + [UNASSIGNED]
     adata.obs[out_key] = pd.Categorical(labels.fillna(UNASSIGNED), categories=cats)
-    adata.uns[out_key] = {"scores": scores, "assignment": assignment,
-                          "params": {"groupby": groupby, "key": key, "score": score, "min_score": min_score,
-                                     "min_margin": min_margin,
-                                     "sets": {n: list(g) for n, g in sets.items()}}}
+    adata.uns[out_key] = {
+        "scores": scores,
+        "assignment": assignment,
+        "params": {
+            "groupby": groupby,
+            "key": key,
+            "score": score,
+            "min_score": min_score,
+            "min_margin": min_margin,
+            "sets": {n: list(g) for n, g in sets.items()},
+        },
+    }
     n_un = int((assignment["label"] == UNASSIGNED).sum())
-    logger.info("annotation of %s: %d clusters named, %d unassigned: .obs[%r]", groupby, len(clusters) - n_un, n_un,
-                out_key)
+    logger.info(
+        "annotation of %s: %d clusters named, %d unassigned: .obs[%r]", groupby, len(clusters) - n_un, n_un, out_key
+    )

@@ -13,8 +13,8 @@ from anndata import AnnData
 
 from .._checks import check_obs
 from .._errors import InputError, MissingKeyError
-from .._types import KeyList
 from .._params import validated
+from .._types import KeyList
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ def compare(
         keys = recorded_clusterings(adata)
         if not keys:
             raise MissingKeyError(
-                "no clustering recorded in .uns; run a clustering stage (leiden, kmeans, hclust) first "
-                "or pass keys"
+                "no clustering recorded in .uns; run a clustering stage (leiden, kmeans, hclust) first or pass keys"
             )
     keys = list(dict.fromkeys(keys))
     cols = keys + ([reference] if reference is not None and reference not in keys else [])
@@ -108,6 +107,7 @@ class ComparisonPlan:
     trees: dict[str, list[str]]
 
 
+@validated
 def comparison_plan(
     keys: Sequence[str], *, series: Mapping[str, Sequence[str]] | None = None, reference: str | None = None
 ) -> ComparisonPlan:
@@ -117,6 +117,13 @@ def comparison_plan(
     ``leiden_0.6``). Trees: one per series with at least two of the keys. ``series`` maps a name
     to the keys of one series in order (a run's clustering stages, e.g. ``{"leiden": [...]}``);
     ``None`` takes ``keys`` as one series.
+
+    Parameters
+    ----------
+    series
+        Clustering series by name (``{leiden: [leiden_0.4, ...]}``); default: from the key names.
+    reference
+        A reference labelling (e.g. known cell types) each clustering is compared with.
     """
     keys = list(keys)
     pairs = [(k, reference) for k in keys] if reference is not None else []
@@ -129,11 +136,19 @@ def comparison_plan(
     return ComparisonPlan(pairs=list(dict.fromkeys(pairs)), trees=trees)
 
 
-def contingency(adata: AnnData, key1: str, key2: str) -> pd.DataFrame:
+@validated
+def contingency(adata: AnnData, *, key1: str, key2: str) -> pd.DataFrame:
     """Cells per pair of labels: rows the labels of ``key1``, columns those of ``key2``.
 
     Categories keep their order (natsorted for scclust's labels); empty categories are kept; cells
     with a missing label in either column are left out.
+
+    Parameters
+    ----------
+    key1
+        ``.obs`` column of the rows.
+    key2
+        ``.obs`` column of the columns.
 
     Returns
     -------
@@ -151,8 +166,9 @@ def contingency(adata: AnnData, key1: str, key2: str) -> pd.DataFrame:
     return table.astype(np.int64)
 
 
+@validated
 def cluster_tree(
-    adata: AnnData, keys: Sequence[str], *, tables: Mapping[tuple[str, str], pd.DataFrame] | None = None
+    adata: AnnData, *, keys: KeyList, tables: Mapping[tuple[str, str], pd.DataFrame] | None = None
 ) -> pd.DataFrame:
     """The clustree graph of a series of clusterings (e.g. Leiden at increasing resolution).
 
@@ -163,6 +179,13 @@ def cluster_tree(
     ``in_prop`` >= ~0.5 is made of cells from several parents, the sign of an unstable split.
 
     ``tables``: :func:`contingency` tables the caller already has, by ``(key1, key2)`` (not recomputed).
+
+    Parameters
+    ----------
+    keys
+        The series of clusterings, coarse to fine (at least two).
+    tables
+        Contingency tables already computed, by ``(key1, key2)`` (computed here otherwise).
 
     Returns
     -------
@@ -180,12 +203,14 @@ def cluster_tree(
         raise InputError(f"clustering(s) with no labelled cell: {empty}")
     rows = []
     for a, b in itertools.pairwise(keys):
-        table = tables[(a, b)] if tables is not None and (a, b) in tables else contingency(adata, a, b)
+        table = tables[(a, b)] if tables is not None and (a, b) in tables else contingency(adata, key1=a, key2=b)
         from_size, to_size = table.sum(axis=1), table.sum(axis=0)
         for (ca, cb), n in table.stack().items():
             if n > 0:
                 rows.append((a, str(ca), int(from_size[ca]), b, str(cb), int(to_size[cb]), int(n)))
-    edges = pd.DataFrame(rows, columns=["from_key", "from_cluster", "from_size", "to_key", "to_cluster", "to_size", "n_cells"])
+    edges = pd.DataFrame(
+        rows, columns=["from_key", "from_cluster", "from_size", "to_key", "to_cluster", "to_size", "n_cells"]
+    )
     edges["in_prop"] = edges["n_cells"] / edges["to_size"]
     edges["out_prop"] = edges["n_cells"] / edges["from_size"]
     return edges

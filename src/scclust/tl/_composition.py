@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from pydantic import Field
 
 from .._checks import check_obs
 from .._errors import ConfigError, InputError, choices
+from .._params import validated
 
 logger = logging.getLogger(__name__)
 
 _NORMALIZE = ("index", "columns", "all")
 
 
+@validated
 def proportions(
     adata: AnnData,
     *,
@@ -63,7 +66,9 @@ class Composition:
     by: str
     counts: pd.DataFrame
 
-    def proportions(self, normalize: Literal["index", "columns", "all"] = "index", *, transpose: bool = False) -> pd.DataFrame:
+    def proportions(
+        self, normalize: Literal["index", "columns", "all"] = "index", *, transpose: bool = False
+    ) -> pd.DataFrame:
         """The long table of :func:`proportions` (``transpose``: as if ``groupby`` and ``by`` were swapped)."""
         counts = self.counts.T if transpose else self.counts
         if transpose:
@@ -78,12 +83,14 @@ class Composition:
                 frac = c / c.sum()
         frac = np.nan_to_num(frac, nan=0.0)
         rows, cols = counts.index, counts.columns
-        return pd.DataFrame({
-            rows.name: pd.Categorical(np.repeat(rows, len(cols)), categories=rows),
-            cols.name: pd.Categorical(np.tile(cols, len(rows)), categories=cols),
-            "count": c.ravel(),
-            "fraction": frac.ravel(),
-        })
+        return pd.DataFrame(
+            {
+                rows.name: pd.Categorical(np.repeat(rows, len(cols)), categories=rows),
+                cols.name: pd.Categorical(np.tile(cols, len(rows)), categories=cols),
+                "count": c.ravel(),
+                "fraction": frac.ravel(),
+            }
+        )
 
     def table(self) -> pd.DataFrame:
         """One row per pair: ``count``, ``fraction_within_{groupby}``, ``fraction_within_{by}``."""
@@ -92,10 +99,18 @@ class Composition:
         return table
 
 
+@validated
 def composition(adata: AnnData, *, groupby: str, by: str) -> Composition:
     """Cross-tabulate two ``.obs`` columns once (pure); see :class:`Composition` for the views.
 
     Cells with a missing value in either column are not counted.
+
+    Parameters
+    ----------
+    groupby
+        The clustering (``.obs`` column).
+    by
+        The ``.obs`` column the clusters are broken down by (e.g. sample).
     """
     if groupby == by:
         raise ConfigError(f"groupby and by must differ; both are {groupby!r}")
@@ -106,17 +121,23 @@ def composition(adata: AnnData, *, groupby: str, by: str) -> Composition:
     na, nb = len(a.cat.categories), len(b.cat.categories)
     counts = np.zeros((na, nb), dtype=np.int64)
     np.add.at(counts, (codes_a[ok], codes_b[ok]), 1)
-    return Composition(groupby, by, pd.DataFrame(counts, index=pd.Index(a.cat.categories, name=groupby),
-                                                 columns=pd.Index(b.cat.categories, name=by)))
+    return Composition(
+        groupby,
+        by,
+        pd.DataFrame(
+            counts, index=pd.Index(a.cat.categories, name=groupby), columns=pd.Index(b.cat.categories, name=by)
+        ),
+    )
 
 
+@validated
 def composition_diagnostics(
     adata: AnnData,
     *,
     groupby: str,
     sample_key: str = "sample",
-    max_share: float = 0.5,
-    alpha: float = 0.01,
+    max_share: Annotated[float, Field(gt=0, lt=1)] = 0.5,
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.01,
     counts: Composition | None = None,
 ) -> pd.DataFrame:
     """Per-cluster sample diversity, and a flag for clusters made mostly of one sample.

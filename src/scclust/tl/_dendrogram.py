@@ -14,7 +14,7 @@ from scipy import sparse
 from .._checks import check_groupby, gene_source, get_rep, use_raw_for
 from .._errors import ConfigError, InputError, MissingKeyError, choices, did_you_mean
 from .._params import validated
-from .._types import GeneList
+from .._types import GeneList, Linkage, PositiveInt
 
 logger = logging.getLogger(__name__)
 
@@ -22,14 +22,15 @@ _LINKAGES = ("single", "complete", "average", "weighted", "centroid", "median", 
 _COR = ("pearson", "kendall", "spearman")
 
 
+@validated
 def dendrogram(
     adata: AnnData,
     *,
     groupby: str,
     use_rep: str = "X_pca",
-    n_pcs: int | None = None,
+    n_pcs: PositiveInt | None = None,
     cor_method: Literal["pearson", "kendall", "spearman"] = "pearson",
-    linkage_method: Literal["single", "complete", "average", "weighted", "centroid", "median", "ward"] = "complete",
+    linkage_method: Linkage = "complete",
     optimal_ordering: bool = False,
     key_added: str | None = None,
 ) -> None:
@@ -105,14 +106,15 @@ def dendrogram(
     logger.info("dendrogram of %s (%d groups) stored in .uns[%r]", groupby, len(categories), key)
 
 
-def get_dendrogram(adata: AnnData, groupby: str, key: str | None = None) -> dict:
+def get_dendrogram(adata: AnnData, groupby: str, key: str | None = None, *, instead: str | None = None) -> dict:
     """The stored dendrogram of ``groupby``, checked against the current labels, or an error saying
-    what to run first."""
+    what to run first (and, when the caller can do without it, ``instead``: how)."""
     key = key or f"dendrogram_{groupby}"
+    other_way = f", or {instead}" if instead else ""
     if key not in adata.uns or "categories_ordered" not in adata.uns[key]:
         raise MissingKeyError(
             f"no dendrogram for {groupby!r} in .uns[{key!r}]; run scclust.tl.dendrogram(adata, groupby={groupby!r}) "
-            "(the 'relationships' stage) first"
+            f"(the 'relationships' stage) first{other_way}"
         )
     dend = adata.uns[key]
     stored = [str(c) for c in dend["categories_ordered"]]
@@ -121,7 +123,8 @@ def get_dendrogram(adata: AnnData, groupby: str, key: str | None = None) -> dict
     if set(stored) != present:
         raise InputError(
             f"the dendrogram in .uns[{key!r}] was made for other groups than the current {groupby!r} "
-            f"({len(stored)} vs {len(present)} groups); re-run scclust.tl.dendrogram"
+            f"({len(stored)} vs {len(present)} groups); re-run scclust.tl.dendrogram(adata, "
+            f"groupby={groupby!r}){other_way}"
         )
     return dend
 
@@ -153,7 +156,9 @@ def cluster_means(
     if missing:
         names = adata.raw.var_names if use_raw_for(adata, use_raw) else adata.var_names
         hint = did_you_mean(missing, names)
-        raise MissingKeyError(f"gene(s) {choices(missing)} not found in {gene_source(adata, use_raw)}" + (f"; {hint}" if hint else ""))
+        raise MissingKeyError(
+            f"gene(s) {choices(missing)} not found in {gene_source(adata, use_raw)}" + (f"; {hint}" if hint else "")
+        )
     return means
 
 

@@ -12,18 +12,19 @@ from anndata import AnnData
 from pydantic import Field
 
 from .._checks import get_rep
+from .._colors import write_colors
 from .._errors import ConfigError, InputError, choices
 from .._keys import hclust_keys
+from .._params import validated
 from .._types import (
     EUCLIDEAN_LINKAGES,
     ClusterCounts,
-    PositiveInt,
     HclustMetric,
     Heights,
     Linkage,
+    PositiveInt,
     check_linkage_metric,
 )
-from .._params import validated
 from ._kmeans import _check_ks
 from ._labels import store_labels
 
@@ -67,66 +68,35 @@ def hclust(
 ) -> AnnData | None:
     """Hierarchical clustering of cells on an embedding: one tree, cut at several k and heights.
 
-    The tree is built once with fastcluster (same merges as :func:`scipy.cluster.hierarchy.linkage`,
-    faster) and cut with :func:`scipy.cluster.hierarchy.fcluster`, so every cut equals fcluster on
-    scipy's linkage; a Ward cut at k equals ``AgglomerativeClustering(n_clusters=k,
-    linkage="ward")``, which refits the whole tree for each k.
+    The tree is built once and cut at every ``n_clusters`` and ``heights``; the cuts are those of
+    :func:`scipy.cluster.hierarchy.fcluster` on scipy's linkage of the same data (``maxclust`` at k,
+    ``distance`` at a height), and a Ward cut at k equals
+    ``AgglomerativeClustering(n_clusters=k, linkage="ward")``.
 
-    Distances: ``"euclidean"``, ``"cosine"``, ``"cityblock"`` as in :func:`scipy.spatial.distance.pdist`,
-    and ``"correlation"`` = ``(1 - r) / 2`` (the Seurat lab's ``as.dist((1 - cor) / 2)``; scipy's
-    correlation distance is ``1 - r``). Halving every distance halves every merge height and keeps
-    the tree: each method's update (minimum, maximum, (weighted) mean, and the Lance-Williams
-    formulas of centroid / median / ward) is homogeneous of degree one in the distances, and a
-    factor of 1/2 is exact in floating point, so the merges, ties included, are identical. Only
-    the heights, hence height cuts, differ from scipy's ``"correlation"``.
+    Distances are those of :func:`scipy.spatial.distance.pdist`, except ``"correlation"``, which is
+    ``(1 - r) / 2`` (the Seurat lab's ``as.dist((1 - cor) / 2)``): the same tree as scipy's
+    ``1 - r``, with every merge height halved. ``centroid``, ``median`` and ``ward`` need Euclidean
+    distances unless ``allow_non_euclidean=True`` (R's ``hclust`` behaviour: the Lance-Williams
+    update applied to any dissimilarity, no longer a variance criterion). Centroid and median trees
+    can have inversions, where a cut at k gives fewer than k clusters; the number obtained is
+    recorded.
 
-    ``centroid``, ``median`` and ``ward`` are defined for Euclidean distances only; another metric
-    is an error unless ``allow_non_euclidean=True``, which applies the method's Lance-Williams
-    update to the given dissimilarities as R's ``hclust`` does: that reproduces the Seurat lab's
-    ``hclust(as.dist((1 - cor) / 2), method = "ward.D2")``, but the tree no longer minimises a
-    within-cluster variance.
+    Backends:
 
-    Backends: ``"matrix"`` computes the condensed n x n distance matrix (O(n^2) memory; allowed up
-    to :data:`MATRIX_MAX_CELLS` cells). ``"vector"`` is fastcluster's memory-saving
-    ``linkage_vector`` (O(n x dims) memory, O(n^2 x dims) time): ward, centroid and median with
-    Euclidean distance and single linkage with any metric; it is what makes Ward on 100,000 cells
-    possible (the n x n matrix would take 40 GB), in about 8 minutes on 2 cores. The trade-off is rounding only: on the 7,332-cell
-    simulated ``X_pca_harmony`` (50 dims) ward, centroid and median gave the same merges as the
-    matrix path, heights within a relative 4e-15, and identical cuts at every k from 2 to 50
-    (tests check the same on 1,200 cells), so partitions could differ only at exact ties. ``"auto"`` takes
-    ``"vector"`` whenever the method allows it (measured with Ward: 2.4 s vs 2.0 s for the matrix
-    path at 7,332 x 50, 9 s vs 18 s at 20,000 x 30; tens of MB instead of 40 GB at 100,000 cells)
-    and ``"matrix"`` otherwise.
+    - ``"matrix"``: the condensed n x n distance matrix (O(n^2) memory; at most
+      :data:`MATRIX_MAX_CELLS` cells).
+    - ``"vector"``: fastcluster's memory-saving path, O(n x dims) memory (ward, centroid and median
+      on Euclidean distances, single linkage on any metric); the same merges as ``"matrix"``.
+    - ``"micro"``: the exact agglomeration of ``n_micro_clusters`` k-means micro-clusters weighted
+      by their sizes (every method; for ward and centroid the exact tree from that partition); each
+      cell gets its micro-cluster's cluster. An approximation of the exact tree, for data too large
+      for it; with at most ``n_micro_clusters`` cells it is the exact tree.
+    - ``"auto"``: ``"vector"`` when the method allows it, else ``"matrix"``; ``"micro"`` when the
+      exact tree's estimated time (:func:`estimate_exact_seconds`) exceeds ``max_exact_seconds`` or
+      the matrix would exceed :data:`MATRIX_MAX_CELLS` cells (logged).
 
-    Both exact paths take O(n^2) time: hours at 1,000,000 cells. Before starting, the time is
-    estimated from the sizes (:func:`estimate_exact_seconds`, calibrated on 2 cores); above
-    ``max_exact_seconds`` ``"auto"`` takes the scalable path below and says so in the log, and an
-    explicitly requested exact backend raises an error with the estimate and the alternatives.
-    ``"auto"`` also takes it when the method needs the matrix and there are more than
-    :data:`MATRIX_MAX_CELLS` cells.
-
-    ``"micro"`` (scalable, every method): the cells are first partitioned into
-    ``n_micro_clusters`` k-means micro-clusters (faiss, seeded; :func:`micro_clusters`), and the
-    method's exact Lance-Williams agglomeration then runs on the micro-clusters with their sizes as
-    weights (:func:`weighted_linkage`): for ``ward`` and ``centroid`` that is the exact tree from
-    that starting partition (Ward's first dissimilarities are ``2 n_a n_b / (n_a + n_b)
-    ||c_a - c_b||^2``, each merge the least increase of the within-cluster sum of squares), for
-    ``average`` UPGMA on the size-weighted micro-clusters; ``single`` / ``complete`` / ``weighted``
-    / ``median`` start from the distances between micro-cluster means. Every cut is per cell (a
-    cell gets its micro-cluster's cluster). Measured against the exact Ward tree (fastcluster's
-    vector path, 37 min on 2 loaded cores) on 100,000 cells of
-    :func:`scclust.datasets.simulate_integrated` (50 dims): ARI 1.00 / 0.94 / 0.79 at k = 5 / 10 /
-    15 (500 to 4,000 micro-clusters, two seeds: all within 0.01), 16 s instead of 37 min. The
-    deeper cuts split overlapping states, where the exact tree is itself fragile: on 20,000 such
-    cells, exact Ward against exact Ward with 0.1% noise added gave ARI 1.00 / 0.96 / 0.89, and
-    with 1% of the cells left out 1.00 / 0.96 / 0.86. For ``correlation`` and ``cosine``
-    the micro-clusters are made on the centred / unit-length rows, so that they are compact in
-    that metric. Needs ``max(n_clusters) <= n_micro_clusters``; with at most ``n_micro_clusters``
-    cells it is the exact tree.
-
-    Cuts: at k with fcluster's ``maxclust`` rule and at a height with its ``distance`` rule.
-    Centroid and median trees can have inversions (a merge lower than an earlier one); there a cut
-    at k can give fewer than k clusters (scipy's rule); the number obtained is recorded.
+    Measured speed, memory and agreement of the backends: :doc:`/benchmarks` (hierarchical
+    clustering).
 
     Parameters
     ----------
@@ -140,7 +110,7 @@ def hclust(
         Linkage: ``single``, ``complete``, ``average``, ``weighted`` (WPGMA, R's ``mcquitty``),
         ``centroid``, ``median``, ``ward`` (R's ``ward.D2``).
     metric
-        Distance between cells, see above.
+        Distance between cells (``"correlation"`` is ``(1 - r) / 2``).
     n_clusters
         Cut the tree into (at most) k clusters for each k.
     heights
@@ -150,15 +120,18 @@ def hclust(
         (:func:`scipy.cluster.hierarchy.optimal_leaf_ordering`; needs the n x n matrix, so at most
         :data:`MATRIX_MAX_CELLS` cells). Changes the drawing order only, not the clusters.
     backend
-        ``"auto"``, ``"matrix"`` or ``"vector"``, see above.
+        How the tree is built: ``"matrix"`` (the n x n distances), ``"vector"`` (fastcluster's
+        memory-saving path, same merges), ``"micro"`` (exact linkage of k-means micro-clusters, an
+        approximation for large data) or ``"auto"`` (chosen from the method, the size and
+        ``max_exact_seconds``).
     allow_non_euclidean
-        Let ``centroid`` / ``median`` / ``ward`` run on a non-Euclidean metric (R's behaviour), see above.
+        Let ``centroid`` / ``median`` / ``ward`` run on a non-Euclidean metric (R's behaviour).
     n_micro_clusters
-        Micro-clusters of the ``"micro"`` path (>= 2; memory of its m x m matrix: 8 MB at 1,000).
-        Measured on 100,000 cells: 500, 1,000, 2,000 and 4,000 gave the same agreement with the
-        exact Ward tree; 1,000 is the fastest of the accurate ones.
+        Micro-clusters of the ``"micro"`` path (its m x m matrix takes 8 MB at 1,000); at least
+        ``max(n_clusters)``.
     max_exact_seconds
-        Longest estimated time an exact tree may take (> 0), see above.
+        Longest estimated time an exact tree may take: above it ``"auto"`` takes ``"micro"`` and an
+        explicit ``"matrix"`` / ``"vector"`` raises an error with the estimate.
     random_state
         Seed of the micro-clusters (the exact paths are deterministic).
     key_added
@@ -170,7 +143,10 @@ def hclust(
     -------
     ``None`` (or the copy), having written ``.obs[f"{key_added}_{k}"]`` for each k and
     ``.obs[f"{key_added}_h{height:g}"]`` for each height (categorical labels ``"0"``, ``"1"``, ...
-    numbered by decreasing cluster size, natsorted categories), and ``.uns[key_added]`` with
+    numbered by decreasing cluster size, natsorted categories; an existing column is overwritten,
+    named in an INFO log line), ``.uns[f"{key}_colors"]`` for each of these columns (one hex colour
+    per category, the colours of scclust's figures; they follow the clustering tree across the
+    cuts, k first, then heights) and ``.uns[key_added]`` with
     ``params``, ``linkage`` (the (n - 1) x 4 scipy linkage matrix, heights in the metric's units,
     for dendrograms), ``leaves`` (leaf order of the tree), ``monotonic`` (no inversions),
     ``backend`` (the one used: ``"matrix"``, ``"vector"`` or ``"micro"``), ``estimated_exact_seconds``
@@ -178,6 +154,17 @@ def hclust(
     With ``"micro"`` also ``micro``: ``n_micro_clusters`` (non-empty), ``linkage`` (the micro
     tree), ``sizes``; the cell-level ``linkage`` then joins each micro-cluster's cells at height 0
     below the micro tree.
+
+    Raises
+    ------
+    ConfigError
+        An invalid argument or combination: a method that needs Euclidean distances on another
+        metric, ``backend="vector"`` with a method it does not support, an exact backend or
+        ``optimal_ordering`` beyond :data:`MATRIX_MAX_CELLS` cells or ``max_exact_seconds``, more
+        clusters asked than micro-clusters, a negative or non-finite height.
+    InputError
+        Fewer than two cells, or data the metric is undefined on (all-zero rows for cosine,
+        constant rows for correlation).
     """
     from scipy.cluster.hierarchy import fcluster, is_monotonic, leaves_list
 
@@ -204,12 +191,19 @@ def hclust(
             use_micro = True
             why = (
                 f"the n x n matrix ({n * (n - 1) / 2 * 8 / 1e9:.0f} GB) is over the limit of {MATRIX_MAX_CELLS} cells"
-                if too_big else f"the exact tree would take about {_fmt_seconds(estimate)} (max_exact_seconds={max_exact_seconds:g})"
+                if too_big
+                else f"the exact tree would take about {_fmt_seconds(estimate)} "
+                f"(max_exact_seconds={max_exact_seconds:g})"
             )
             logger.info(
                 "hclust: %s on %d cells x %d dims: %s; using the micro-cluster approximation "
                 "(exact %s linkage on %d k-means micro-clusters weighted by size)",
-                method, n, dims, why, method, min(n_micro_clusters, n),
+                method,
+                n,
+                dims,
+                why,
+                method,
+                min(n_micro_clusters, n),
             )
     elif not use_micro:
         if (not use_vector or optimal_ordering) and n > MATRIX_MAX_CELLS:
@@ -254,7 +248,10 @@ def hclust(
         Z = expand_linkage(Zm, cells_micro)
         logger.info(
             "hclust: %d micro-clusters in %.1f s, %s tree on them in %.1f s",
-            Zm.shape[0] + 1, t1 - t0, method, time.perf_counter() - t1,
+            Zm.shape[0] + 1,
+            t1 - t0,
+            method,
+            time.perf_counter() - t1,
         )
         micro_info = {"n_micro_clusters": int(Zm.shape[0] + 1), "linkage": Zm, "sizes": sizes.astype(np.int64)}
     else:
@@ -267,6 +264,7 @@ def hclust(
 
     adata = adata.copy() if copy else adata
     summary = {}
+
     def cut(t: float, criterion: str) -> np.ndarray:
         if micro_info is None:
             return fcluster(Z, t, criterion=criterion)
@@ -276,9 +274,7 @@ def hclust(
         key = hclust_keys(key_added, n_clusters=[k])[0]
         found = store_labels(adata, key, cut(k, "maxclust"))
         if found != k:
-            logger.warning(
-                "%s: the %s tree gives %d clusters at k=%d (inversions or ties)", key, method, found, k
-            )
+            logger.warning("%s: the %s tree gives %d clusters at k=%d (inversions or ties)", key, method, found, k)
         summary[key] = {"n_clusters": found, "k": k}
     for h in hs:
         key = hclust_keys(key_added, heights=[h])[0]
@@ -288,10 +284,18 @@ def hclust(
         logger.info("%s: %d clusters", key, info["n_clusters"])
     adata.uns[key_added] = {
         "params": {
-            "use_rep": use_rep, "n_pcs": n_pcs, "method": method, "metric": metric, "n_clusters": ks,
-            "heights": hs, "optimal_ordering": optimal_ordering, "backend": backend,
-            "allow_non_euclidean": allow_non_euclidean, "n_micro_clusters": n_micro_clusters,
-            "max_exact_seconds": max_exact_seconds, "random_state": random_state,
+            "use_rep": use_rep,
+            "n_pcs": n_pcs,
+            "method": method,
+            "metric": metric,
+            "n_clusters": ks,
+            "heights": hs,
+            "optimal_ordering": optimal_ordering,
+            "backend": backend,
+            "allow_non_euclidean": allow_non_euclidean,
+            "n_micro_clusters": n_micro_clusters,
+            "max_exact_seconds": max_exact_seconds,
+            "random_state": random_state,
         },
         "linkage": Z,
         "leaves": leaves_list(Z).astype(np.int64),
@@ -301,6 +305,7 @@ def hclust(
         "clusterings": summary,
         **({"micro": micro_info} if micro_info is not None else {}),
     }
+    write_colors(adata, list(summary))
     return adata if copy else None
 
 
@@ -408,7 +413,9 @@ def micro_clusters(X: np.ndarray, m: int, *, random_state: int = 0) -> np.ndarra
     rng = np.random.default_rng([random_state, 5])
     n_train = min(n, 64 * m)
     train = Y[np.sort(rng.choice(n, n_train, replace=False))] if n_train < n else Y
-    km = faiss.Kmeans(d, m, niter=10, seed=int(random_state), max_points_per_centroid=64, min_points_per_centroid=1, verbose=False)
+    km = faiss.Kmeans(
+        d, m, niter=10, seed=int(random_state), max_points_per_centroid=64, min_points_per_centroid=1, verbose=False
+    )
     km.train(train)
     labels = km.index.search(Y, 1)[1].ravel()
     _, labels = np.unique(labels, return_inverse=True)  # drop empty clusters, keep the order

@@ -12,26 +12,25 @@ import logging
 import re
 import typing
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from pydantic import Field
 from scipy import sparse
 
 from .._errors import (
     ConfigError,
     InputError,
-    MissingFileError,
     MissingKeyError,
-    ScclustWarning,
     choices,
     did_you_mean,
+    warn,
 )
-from .._types import EUCLIDEAN_LINKAGES, Distance, Linkage
+from .._params import validated
+from .._types import Distance, GeneList, KeyList, Linkage, PositiveInt, check_linkage_metric
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +40,6 @@ __all__ = ["METHODS", "METRICS", "ClusteredHeatmap", "HeatmapInput", "cluster_he
 METHODS = typing.get_args(Linkage)
 #: distances offered (:func:`scipy.spatial.distance.pdist` names)
 METRICS = typing.get_args(Distance)
-EUCLIDEAN_ONLY = EUCLIDEAN_LINKAGES
 SCALES = ("zscore", "standard", "none")
 SOURCES = ("cluster_means", "cells", "table")
 #: fpc::clusterboot's thresholds (Hennig 2007): Jaccard <= 0.5 "dissolved", > 0.75 "recovered"
@@ -119,26 +117,29 @@ class ClusteredHeatmap:
         (position in ``data``) and, for rows, ``group``."""
         order = self.row_order if axis == "rows" else self.col_order
         labels = (self.data.index if axis == "rows" else self.data.columns)[order]
-        df = pd.DataFrame({"label": labels.astype(str), "index": order}, index=pd.RangeIndex(len(order), name="position"))
+        df = pd.DataFrame(
+            {"label": labels.astype(str), "index": order}, index=pd.RangeIndex(len(order), name="position")
+        )
         if axis == "rows" and self.row_groups is not None:
             df["group"] = self.row_groups.iloc[order].to_numpy()
         return df
 
 
 # ------------------------------------------------------------------------------------------ matrix
+@validated
 def heatmap_matrix(
     adata: AnnData | None,
     *,
     source: Literal["cluster_means", "cells", "table"] = "cluster_means",
-    table: str | None = None,
-    table_annotations: str | None = None,
+    table: pd.DataFrame | None = None,
+    table_annotations: pd.DataFrame | None = None,
     column_pattern: str | None = None,
-    groupby: str | Sequence[str] | None = None,
-    genes: Sequence[str] | None = None,
-    n_top_genes: int = 5,
+    groupby: str | list[str] | None = None,
+    genes: GeneList | None = None,
+    n_top_genes: PositiveInt = 5,
     use_raw: bool | None = None,
-    max_cells: int = 2000,
-    annotations: Sequence[str] = (),
+    max_cells: Annotated[int, Field(ge=2)] = 2000,
+    annotations: KeyList = (),
     random_state: int = 0,
 ) -> HeatmapInput:
     """The matrix of a clustered heatmap, with column (and row) annotations.
@@ -147,9 +148,9 @@ def heatmap_matrix(
     each group of ``groupby`` (a list of ``.obs`` columns gives one column per observed combination,
     e.g. cluster x condition). ``source="cells"``: genes x cells; when there are more than
     ``max_cells`` cells a subsample stratified by the first ``groupby`` column is taken (each group
-    proportionally, at least one cell). ``source="table"``: any numeric CSV table (first column =
-    row names, header = column names), or ``"builtin:heatmap_example"`` (the seed's 24 x 6 example,
-    :func:`scclust.datasets.heatmap_example`); ``adata`` is not used and may be ``None``.
+    proportionally, at least one cell). ``source="table"``: any numeric table (rows x columns; the
+    heatmap stage reads it from a CSV file or takes :func:`scclust.datasets.heatmap_example`);
+    ``adata`` is not used and may be ``None``.
 
     Genes: ``genes`` when given (absent ones are warned about and skipped), else the top
     ``n_top_genes`` markers of each group of the first ``groupby`` column by
@@ -164,10 +165,10 @@ def heatmap_matrix(
     source
         Which matrix, see above.
     table
-        CSV path or ``builtin:heatmap_example`` (``source="table"``).
+        The numeric table (``source="table"``).
     table_annotations
-        CSV of column annotations for a table: one row per table column (first column = the
-        table's column names), one annotation per CSV column.
+        Column annotations of a table: one row per table column (indexed by the table's column
+        names), one annotation per column.
     column_pattern
         Regular expression with named groups applied to the table's column names; each group
         becomes a column annotation (e.g. ``"(?P<condition>ctrl|stim)_(?P<donor>\\d+)"``).
@@ -196,13 +197,18 @@ def heatmap_matrix(
     if source not in SOURCES:
         raise ConfigError(f"source {source!r} is not valid; choose from {choices(SOURCES)}")
     if source == "table":
-        return _read_table(table, table_annotations, column_pattern)
+        return _table_input(table, table_annotations, column_pattern)
     if adata is None:
         raise InputError(f"source {source!r} needs an AnnData; pass one or use source='table'")
     if table is not None or table_annotations is not None or column_pattern is not None:
-        raise ConfigError(f"table, table_annotations and column_pattern apply to source='table' only (source is {source!r})")
+        raise ConfigError(
+            f"table, table_annotations and column_pattern apply to source='table' only (source is {source!r})"
+        )
     if groupby is None:
-        raise ConfigError(f"source {source!r} needs groupby (an .obs column such as a clustering); .obs has: {choices(adata.obs.columns)}")
+        raise ConfigError(
+            f"source {source!r} needs groupby (an .obs column such as a clustering); .obs has: "
+            f"{choices(adata.obs.columns)}"
+        )
     keys = [groupby] if isinstance(groupby, str) else list(groupby)
     if not keys:
         raise ConfigError("groupby must name at least one .obs column")
@@ -227,17 +233,22 @@ def heatmap_matrix(
         missing = [g for g in genes if g not in var_names]
         hint = did_you_mean(missing, var_names) if missing else ""
         if len(present) < 2:
-            raise InputError("fewer than 2 of the given genes are in the data" + (f"; {hint}" if hint else
-                             f" (its {len(var_names)} genes are named like {choices(var_names[:3])})"))
+            raise InputError(
+                "fewer than 2 of the given genes are in the data"
+                + (f"; {hint}" if hint else f" (its {len(var_names)} genes are named like {choices(var_names[:3])})")
+            )
         if missing:
-            warnings.warn(f"{len(missing)} gene(s) not found and skipped: {choices(missing, 10)}" + (f"; {hint}" if hint else ""),
-                          ScclustWarning, stacklevel=2)
+            warn(
+                f"{len(missing)} gene(s) not found and skipped: {choices(missing, 10)}" + (f"; {hint}" if hint else "")
+            )
         rows = present
     else:
         marker_of = _top_markers(adata, X, var_names, labels, keys[0], n_top_genes, use_raw=raw is not None)
         rows = list(marker_of)
-        row_ann = pd.DataFrame({"marker_of": pd.Categorical(list(marker_of.values()), categories=list(labels.cat.categories))},
-                               index=pd.Index(rows, name=None))
+        row_ann = pd.DataFrame(
+            {"marker_of": pd.Categorical(list(marker_of.values()), categories=list(labels.cat.categories))},
+            index=pd.Index(rows, name=None),
+        )
     cols = var_names.get_indexer(rows)
     sub = X[:, cols]
     sub = sub.toarray() if sparse.issparse(sub) else np.asarray(sub, dtype=np.float64)
@@ -296,8 +307,9 @@ def _top_markers(adata, X, var_names, labels, key, n_top, *, use_raw) -> dict[st
     else:
         if labels.cat.categories.size < 2:
             raise InputError(f"groupby {key!r} has one group only; markers need at least two")
-        tmp = AnnData(X=X, obs=pd.DataFrame({key: labels.to_numpy()}, index=adata.obs_names),
-                      var=pd.DataFrame(index=var_names))
+        tmp = AnnData(
+            X=X, obs=pd.DataFrame({key: labels.to_numpy()}, index=adata.obs_names), var=pd.DataFrame(index=var_names)
+        )
         tmp.obs[key] = tmp.obs[key].astype("category")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -314,32 +326,26 @@ def _top_markers(adata, X, var_names, labels, key, n_top, *, use_raw) -> dict[st
     return out
 
 
-def _read_table(table: str | None, table_annotations: str | None, column_pattern: str | None) -> HeatmapInput:
-    if table is None:
-        raise ConfigError("source 'table' needs table (a CSV path or 'builtin:heatmap_example')")
-    row_ann = None
-    if table.startswith("builtin:"):
-        from ..datasets import heatmap_example
-
-        if table != "builtin:heatmap_example":
-            raise ConfigError(f"unknown built-in table {table!r}; available: 'builtin:heatmap_example'")
-        data, col_ann, row_ann = heatmap_example()
-    else:
-        data = _read_csv(table, "table")
-        col_ann = None
-        non_numeric = [c for c in data.columns if not pd.api.types.is_numeric_dtype(data[c])]
-        if non_numeric:
-            raise InputError(f"table {table} has non-numeric column(s) {choices(non_numeric, 5)}; keep only values (row names first)")
-        data = data.astype(np.float64)
+def _table_input(
+    data: pd.DataFrame | None, table_annotations: pd.DataFrame | None, column_pattern: str | None
+) -> HeatmapInput:
+    if data is None:
+        raise ConfigError("source 'table' needs table (a numeric DataFrame)")
+    non_numeric = [c for c in data.columns if not pd.api.types.is_numeric_dtype(data[c])]
+    if non_numeric:
+        raise InputError(
+            f"the table has non-numeric column(s) {choices(non_numeric, 5)}; keep only values (row names first)"
+        )
+    data = data.astype(np.float64)
+    col_ann = None
     if table_annotations is not None:
-        ann = _read_csv(table_annotations, "table_annotations")
+        ann = table_annotations.copy()
         ann.index = ann.index.astype(str)
         missing = [c for c in data.columns if str(c) not in ann.index]
         if missing:
-            raise InputError(f"table_annotations {table_annotations} has no row for column(s) {choices(missing, 5)}")
-        extra = ann.loc[[str(c) for c in data.columns]]
-        extra.index = data.columns
-        col_ann = extra if col_ann is None else col_ann.join(extra, rsuffix="_file")
+            raise InputError(f"table_annotations has no row for column(s) {choices(missing, 5)}")
+        col_ann = ann.loc[[str(c) for c in data.columns]]
+        col_ann.index = data.columns
     if column_pattern is not None:
         try:
             rx = re.compile(column_pattern)
@@ -355,33 +361,32 @@ def _read_table(table: str | None, table_annotations: str | None, column_pattern
             parsed[c] = m.groupdict()
         extra = pd.DataFrame.from_dict(parsed, orient="index")
         col_ann = extra if col_ann is None else col_ann.join(extra, rsuffix="_pattern")
-    return HeatmapInput(data=data, col_annotations=col_ann, row_annotations=row_ann)
-
-
-def _read_csv(path: str, what: str) -> pd.DataFrame:
-    p = Path(path)
-    if not p.is_file():
-        raise MissingFileError(f"{what} file not found: {path}")
-    try:
-        return pd.read_csv(p, index_col=0)
-    except Exception as err:  # noqa: BLE001 - any parser failure is a bad input file
-        raise InputError(f"cannot read {what} {path} as CSV: {type(err).__name__}: {err}") from None
+    return HeatmapInput(data=data, col_annotations=col_ann, row_annotations=None)
 
 
 # ------------------------------------------------------------------------------------------ cluster
+def _check(args: dict) -> None:
+    """Cross-parameter rule (a call's arguments and a config section alike)."""
+    for axis in ("row", "col"):
+        check_linkage_metric(
+            args[f"{axis}_method"], args[f"{axis}_metric"], allow_non_euclidean=None, prefix=f"{axis}_"
+        )
+
+
+@validated(check=_check)
 def cluster_heatmap(
     data: pd.DataFrame,
     *,
     scale: Literal["zscore", "standard", "none"] = "zscore",
-    row_metric: str = "correlation",
-    row_method: str = "average",
-    col_metric: str = "correlation",
-    col_method: str = "average",
+    row_metric: Distance = "correlation",
+    row_method: Linkage = "average",
+    col_metric: Distance = "correlation",
+    col_method: Linkage = "average",
     cluster_rows: bool = True,
     cluster_cols: bool = True,
     optimal_ordering: bool = False,
-    row_k: int | None = None,
-    n_boot: int = 100,
+    row_k: PositiveInt | None = None,
+    n_boot: Annotated[int, Field(ge=0)] = 100,
     nonfinite: Literal["raise", "drop"] = "raise",
     random_state: int = 0,
     name: str = "heatmap",
@@ -443,11 +448,12 @@ def cluster_heatmap(
     """
     from scipy.cluster.hierarchy import fcluster, leaves_list, linkage
 
-    _check_params(scale, row_metric, row_method, col_metric, col_method, nonfinite, row_k, n_boot)
     if not isinstance(data, pd.DataFrame):
         data = pd.DataFrame(data)
     if data.shape[0] < 2 or data.shape[1] < 2:
-        raise InputError(f"a clustered heatmap needs at least 2 rows and 2 columns; got {data.shape[0]} x {data.shape[1]}")
+        raise InputError(
+            f"a clustered heatmap needs at least 2 rows and 2 columns; got {data.shape[0]} x {data.shape[1]}"
+        )
     try:
         values = data.astype(np.float64)
     except (TypeError, ValueError):
@@ -466,24 +472,35 @@ def cluster_heatmap(
         values = values.loc[finite]
 
     scaled, invalid = _scale(values.to_numpy(), scale)
-    reason = {"zscore": "zero variance (z-score undefined)", "standard": "zero range (scaling undefined)"}.get(scale, "")
+    reason = {"zscore": "zero variance (z-score undefined)", "standard": "zero range (scaling undefined)"}.get(
+        scale, ""
+    )
     dropped += [("row", str(r), reason) for r in values.index[invalid]]
     keep = ~invalid
     if cluster_rows:
         bad_rows = _undefined(scaled, row_metric) & keep
-        dropped += [("row", str(r), f"{_undefined_reason(row_metric)} ({row_metric} undefined)") for r in values.index[bad_rows]]
+        dropped += [
+            ("row", str(r), f"{_undefined_reason(row_metric)} ({row_metric} undefined)") for r in values.index[bad_rows]
+        ]
         keep &= ~bad_rows
     values = values.loc[keep]
     scaled = scaled[keep]
     if cluster_cols and len(values) >= 2:
         bad_cols = _undefined(scaled.T, col_metric)
-        dropped += [("column", str(c), f"{_undefined_reason(col_metric)} ({col_metric} undefined)") for c in values.columns[bad_cols]]
+        dropped += [
+            ("column", str(c), f"{_undefined_reason(col_metric)} ({col_metric} undefined)")
+            for c in values.columns[bad_cols]
+        ]
         values = values.loc[:, ~bad_cols]
         scaled = scaled[:, ~bad_cols]
     dropped_df = pd.DataFrame(dropped, columns=["axis", "label", "reason"])
     if len(dropped_df):
-        logger.warning("heatmap %s: dropped %d row(s) / column(s): %s", name, len(dropped_df),
-                       "; ".join(f"{a} {lab!r}: {r}" for a, lab, r in dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
+        logger.warning(
+            "heatmap %s: dropped %d row(s) / column(s): %s",
+            name,
+            len(dropped_df),
+            "; ".join(f"{a} {lab!r}: {r}" for a, lab, r in dropped[:5]) + (" ..." if len(dropped) > 5 else ""),
+        )
     if scaled.shape[0] < 2 or scaled.shape[1] < 2:
         raise InputError(f"fewer than 2 rows or columns left after dropping {len(dropped_df)} (see the reasons logged)")
     if row_k is not None and row_k > scaled.shape[0]:
@@ -507,40 +524,51 @@ def cluster_heatmap(
         cut = fcluster(row_Z, row_k, criterion="maxclust")
         groups = _number_top_down(cut, row_order)
         if n_boot > 0:
-            stability = _bootstrap(values.to_numpy(), groups, scale=scale, metric=row_metric, method=row_method,
-                                   k=row_k, n_boot=n_boot, random_state=random_state)
-        groups = pd.Series(pd.Categorical(groups.astype(str), categories=[str(g) for g in range(1, groups.max() + 1)]),
-                           index=values.index, name="group")
-
-    params = {"scale": scale, "row_metric": row_metric, "row_method": row_method, "col_metric": col_metric,
-              "col_method": col_method, "cluster_rows": cluster_rows, "cluster_cols": cluster_cols,
-              "optimal_ordering": optimal_ordering, "row_k": row_k, "n_boot": n_boot, "nonfinite": nonfinite,
-              "random_state": random_state}
-    caption = _caption(params, scaled.shape, dropped_df, stability)
-    return ClusteredHeatmap(data=scaled_df, values=values, row_linkage=row_Z, col_linkage=col_Z, row_order=row_order,
-                            col_order=col_order, row_groups=groups, stability=stability, dropped=dropped_df,
-                            params=params, caption=caption, name=name)
-
-
-def _check_params(scale, row_metric, row_method, col_metric, col_method, nonfinite, row_k, n_boot) -> None:
-    if scale not in SCALES:
-        raise ConfigError(f"scale {scale!r} is not valid; choose from {choices(SCALES)}")
-    if nonfinite not in ("raise", "drop"):
-        raise ConfigError(f"nonfinite {nonfinite!r} is not valid; choose from 'raise', 'drop'")
-    for axis, metric, method in (("row", row_metric, row_method), ("col", col_metric, col_method)):
-        if metric not in METRICS:
-            raise ConfigError(f"{axis}_metric {metric!r} is not valid; choose from {choices(METRICS)}")
-        if method not in METHODS:
-            raise ConfigError(f"{axis}_method {method!r} is not valid; choose from {choices(METHODS)}")
-        if method in EUCLIDEAN_ONLY and metric != "euclidean":
-            raise ConfigError(
-                f"{axis}_method {method!r} needs {axis}_metric 'euclidean' (got {metric!r}); "
-                "with other metrics use 'single', 'complete', 'average' or 'weighted'"
+            stability = _bootstrap(
+                values.to_numpy(),
+                groups,
+                scale=scale,
+                metric=row_metric,
+                method=row_method,
+                k=row_k,
+                n_boot=n_boot,
+                random_state=random_state,
             )
-    if row_k is not None and row_k < 1:
-        raise ConfigError(f"row_k must be >= 1 or None; got {row_k}")
-    if n_boot < 0:
-        raise ConfigError(f"n_boot must be >= 0; got {n_boot}")
+        groups = pd.Series(
+            pd.Categorical(groups.astype(str), categories=[str(g) for g in range(1, groups.max() + 1)]),
+            index=values.index,
+            name="group",
+        )
+
+    params = {
+        "scale": scale,
+        "row_metric": row_metric,
+        "row_method": row_method,
+        "col_metric": col_metric,
+        "col_method": col_method,
+        "cluster_rows": cluster_rows,
+        "cluster_cols": cluster_cols,
+        "optimal_ordering": optimal_ordering,
+        "row_k": row_k,
+        "n_boot": n_boot,
+        "nonfinite": nonfinite,
+        "random_state": random_state,
+    }
+    caption = _caption(params, scaled.shape, dropped_df, stability)
+    return ClusteredHeatmap(
+        data=scaled_df,
+        values=values,
+        row_linkage=row_Z,
+        col_linkage=col_Z,
+        row_order=row_order,
+        col_order=col_order,
+        row_groups=groups,
+        stability=stability,
+        dropped=dropped_df,
+        params=params,
+        caption=caption,
+        name=name,
+    )
 
 
 def _scale(X: np.ndarray, scale: str) -> tuple[np.ndarray, np.ndarray]:
@@ -592,7 +620,9 @@ def _number_top_down(cut: np.ndarray, order: np.ndarray) -> np.ndarray:
     return np.array([first[int(c)] for c in cut], dtype=np.int64)
 
 
-def _bootstrap(values: np.ndarray, groups: np.ndarray, *, scale, metric, method, k, n_boot, random_state) -> pd.DataFrame:
+def _bootstrap(
+    values: np.ndarray, groups: np.ndarray, *, scale, metric, method, k, n_boot, random_state
+) -> pd.DataFrame:
     """Per group: best-match Jaccard over column-bootstrap replicates (see :func:`cluster_heatmap`)."""
     from scipy.cluster.hierarchy import fcluster, linkage
 
@@ -619,28 +649,40 @@ def _bootstrap(values: np.ndarray, groups: np.ndarray, *, scale, metric, method,
         union = sizes[:, None] + B.sum(axis=1)[None, :] - inter
         jac.append((inter / union).max(axis=1))
     if skipped:
-        logger.warning("heatmap stability: %d of %d bootstrap replicates skipped (a row became constant)", skipped, n_boot)
+        logger.warning(
+            "heatmap stability: %d of %d bootstrap replicates skipped (a row became constant)", skipped, n_boot
+        )
     J = np.array(jac).reshape(-1, n_groups)
     used = J.shape[0]
     with np.errstate(invalid="ignore"):
-        df = pd.DataFrame({
-            "group": [str(g) for g in range(1, n_groups + 1)],
-            "n_rows": sizes.astype(int),
-            "mean_jaccard": J.mean(axis=0) if used else np.nan,
-            "recovered": (J > RECOVERED).mean(axis=0) if used else np.nan,
-            "dissolved": (J <= DISSOLVED).mean(axis=0) if used else np.nan,
-            "n_boot": used,
-        })
+        df = pd.DataFrame(
+            {
+                "group": [str(g) for g in range(1, n_groups + 1)],
+                "n_rows": sizes.astype(int),
+                "mean_jaccard": J.mean(axis=0) if used else np.nan,
+                "recovered": (J > RECOVERED).mean(axis=0) if used else np.nan,
+                "dissolved": (J <= DISSOLVED).mean(axis=0) if used else np.nan,
+                "n_boot": used,
+            }
+        )
     return df.set_index("group")
 
 
-def _caption(params: dict[str, Any], shape: tuple[int, int], dropped: pd.DataFrame, stability: pd.DataFrame | None) -> str:
+def _caption(
+    params: dict[str, Any], shape: tuple[int, int], dropped: pd.DataFrame, stability: pd.DataFrame | None
+) -> str:
     opt = ", optimal leaf ordering" if params["optimal_ordering"] else ""
     parts = [f"{shape[0]} rows x {shape[1]} columns, {_SCALE_TEXT[params['scale']]}."]
-    parts.append(f"Rows: {params['row_metric']} distance, {params['row_method']} linkage{opt}." if params["cluster_rows"]
-                 else "Rows: input order.")
-    parts.append(f"Columns: {params['col_metric']} distance, {params['col_method']} linkage{opt}." if params["cluster_cols"]
-                 else "Columns: input order.")
+    parts.append(
+        f"Rows: {params['row_metric']} distance, {params['row_method']} linkage{opt}."
+        if params["cluster_rows"]
+        else "Rows: input order."
+    )
+    parts.append(
+        f"Columns: {params['col_metric']} distance, {params['col_method']} linkage{opt}."
+        if params["cluster_cols"]
+        else "Columns: input order."
+    )
     if params["row_k"] is not None:
         parts.append(f"Row tree cut into {params['row_k']} groups.")
     if stability is not None:

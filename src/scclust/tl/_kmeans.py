@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from anndata import AnnData
-
-from .._checks import get_rep
-from .._errors import ConfigError, InputError
-from .._keys import kmeans_keys
 from pydantic import Field
 
-from .._types import ClusterCounts, PositiveInt
+from .._checks import get_rep
+from .._colors import write_colors
+from .._errors import ConfigError, InputError
+from .._keys import kmeans_keys
 from .._params import validated
+from .._types import ClusterCounts, PositiveInt
 from ._labels import store_labels
 
 logger = logging.getLogger(__name__)
@@ -67,9 +67,11 @@ def kmeans(
     Returns
     -------
     ``None`` (or the copy), having written ``.obs[f"{key_added}{k}"]`` for each k (categorical
-    labels ``"0"``, ``"1"``, ... numbered by decreasing cluster size, natsorted categories) and
-    ``.uns[key_added]`` with ``params`` and ``clusterings``: per label key ``n_clusters``,
-    ``inertia`` (within-cluster sum of squares of the best start) and ``n_iter``.
+    labels ``"0"``, ``"1"``, ... numbered by decreasing cluster size, natsorted categories; an
+    existing column is overwritten, named in an INFO log line), ``.uns[f"{key_added}{k}_colors"]``
+    (one hex colour per category, the colours of scclust's figures; they follow the clustering
+    tree across the values of k) and ``.uns[key_added]`` with ``params`` and ``clusterings``: per
+    label key ``n_clusters``, ``inertia`` (within-cluster sum of squares of the best start) and ``n_iter``.
     """
     from sklearn.cluster import KMeans
 
@@ -84,11 +86,16 @@ def kmeans(
         logger.info("%s: %d clusters, inertia %.6g, %d iterations", key, found, km.inertia_, km.n_iter_)
     adata.uns[key_added] = {
         "params": {
-            "n_clusters": ks, "use_rep": use_rep, "n_pcs": n_pcs, "n_init": n_init, "max_iter": max_iter,
+            "n_clusters": ks,
+            "use_rep": use_rep,
+            "n_pcs": n_pcs,
+            "n_init": n_init,
+            "max_iter": max_iter,
             "random_state": random_state,
         },
         "clusterings": summary,
     }
+    write_colors(adata, list(summary))
     return adata if copy else None
 
 

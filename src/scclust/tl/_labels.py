@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from natsort import natsorted
+
+logger = logging.getLogger(__name__)
 
 
 def relabel_by_size(labels: np.ndarray) -> np.ndarray:
@@ -24,7 +28,12 @@ def relabel_by_size(labels: np.ndarray) -> np.ndarray:
 
 
 def store_labels(adata: AnnData, key: str, labels: np.ndarray) -> int:
-    """Write ``labels`` (any ids, relabelled by size) as a natsorted categorical; return the count."""
+    """Write ``labels`` (any ids, relabelled by size) as a natsorted categorical; return the count.
+
+    An existing column ``key`` is overwritten (as scanpy does: notebook cells are rerun), with an
+    INFO log line naming it."""
+    if key in adata.obs.columns:
+        logger.info("overwriting the existing .obs[%r] with new cluster labels", key)
     ids = relabel_by_size(labels).astype(str)
     cats = natsorted(np.unique(ids))
     adata.obs[key] = pd.Categorical(ids, categories=cats)

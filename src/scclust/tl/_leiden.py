@@ -11,10 +11,11 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from .._colors import write_colors
 from .._errors import ConfigError, MissingKeyError, choices
 from .._keys import leiden_keys
-from .._types import NJobs, Resolutions
 from .._params import validated
+from .._types import NJobs, Resolutions
 from .._worker import available_cpus
 from ._labels import store_labels
 
@@ -37,7 +38,7 @@ def leiden(
     copy: bool = False,
     resolution: float | None = None,
 ) -> AnnData | None:
-    """Leiden clustering of a neighbour graph at several resolutions.
+    """Leiden clustering of a neighbour graph at several resolutions, or at one as :func:`scanpy.tl.leiden`.
 
     The graph is converted to igraph once per process (from NumPy buffers, no Python object per
     edge) and reused for every resolution; the time of each resolution is logged. ``flavor="igraph"`` is
@@ -55,7 +56,9 @@ def leiden(
     neighbors_key
         Name of the graph in ``.uns``.
     key_added
-        Prefix of the label columns: ``f"{key_added}_{resolution}"`` (e.g. ``leiden_0.4``).
+        With ``resolutions``: the prefix of the label columns, ``f"{key_added}_{resolution}"`` (e.g.
+        ``leiden_0.4``). With ``resolution`` (scanpy's call): the name of the one label column, as
+        ``sc.tl.leiden`` (``"leiden"`` by default).
     flavor
         Implementation, see above.
     n_iterations
@@ -83,15 +86,27 @@ def leiden(
     copy
         Return a modified copy.
     resolution
-        scanpy's name: one resolution (same as ``resolutions=[resolution]``; give one of the two).
+        scanpy's call: one clustering at this resolution, written where ``sc.tl.leiden`` writes it
+        (``.obs[key_added]``, not ``f"{key_added}_{resolution}"``). Give ``resolution`` or
+        ``resolutions``, not both.
 
     Returns
     -------
-    ``None`` (or the copy), having written ``.obs[f"{key_added}_{r}"]`` (categorical labels
-    ``"0"``, ``"1"``, ... numbered by decreasing cluster size) for each resolution ``r`` and
-    ``.uns[key_added]`` with ``params`` and per-resolution ``n_clusters`` and ``modularity``.
+    ``None`` (or the copy), having written (labels are categorical ``"0"``, ``"1"``, ... numbered by
+    decreasing cluster size, natsorted categories; an existing column of the same name is
+    overwritten, as scanpy does, and named in an INFO log line):
+
+    - with ``resolutions``: ``.obs[f"{key_added}_{r}"]`` for each resolution ``r``, and
+      ``.uns[f"{key_added}_{r}_colors"]`` (one hex colour per category; colours follow the
+      clustering tree across the resolutions, as in a run's figures);
+    - with ``resolution``: ``.obs[key_added]`` and ``.uns[f"{key_added}_colors"]`` (the colours
+      scclust's figures use, so ``sc.pl.umap(adata, color=key_added)`` draws the same);
+    - ``.uns[key_added]``: ``params`` (with ``resolution``: scanpy's ``resolution``,
+      ``random_state``, ``n_iterations``, plus this function's other arguments) and
+      ``clusterings``, per label column ``n_clusters``, ``resolution`` and ``modularity``.
     """
-    if resolution is not None:
+    single = resolution is not None
+    if single:
         if list(resolutions) != [1.0]:
             raise ConfigError("give either resolution (one value, scanpy's name) or resolutions, not both")
         if not resolution > 0:
@@ -105,24 +120,44 @@ def leiden(
     graph = _edges(adjacency, directed=flavor == "leidenalg", once=edges_used == "once")
     # scanpy's graph: scanpy's random numbers (identical labels); otherwise igraph draws from Python's
     # C generator (the labels differ from scanpy's anyway; 1.4x faster)
-    options = {"flavor": flavor, "n_iterations": n_iterations, "use_weights": use_weights,
-               "random_state": random_state, "fast_rng": edges_used == "once"}
+    options = {
+        "flavor": flavor,
+        "n_iterations": n_iterations,
+        "use_weights": use_weights,
+        "random_state": random_state,
+        "fast_rng": edges_used == "once",
+    }
     del adjacency
     results = _partitions_in_workers(graph, res, options, n_proc) if n_proc > 1 else _partitions(graph, res, options)
     summary = {}
-    for r, key, (membership, modularity, seconds) in zip(res, leiden_keys(key_added, res), results, strict=True):
+    keys = [key_added] if single else leiden_keys(key_added, res)
+    for r, key, (membership, modularity, seconds) in zip(res, keys, results, strict=True):
         n_clusters = store_labels(adata, key, membership)
         summary[key] = {"resolution": r, "n_clusters": n_clusters, "modularity": modularity}
         logger.info("%s: %d clusters (modularity %.3f) in %.1f s", key, n_clusters, modularity, seconds)
+    params = {
+        "resolutions": res,
+        "neighbors_key": neighbors_key,
+        "flavor": flavor,
+        "n_iterations": n_iterations,
+        "use_weights": use_weights,
+        "random_state": random_state,
+        "n_jobs": n_jobs,
+        "edges": edges,
+    }
+    if single:  # scanpy's params first: resolution, random_state, n_iterations
+        params = {
+            "resolution": res[0],
+            "random_state": random_state,
+            "n_iterations": n_iterations,
+            **{k: v for k, v in params.items() if k != "resolutions"},
+        }
     adata.uns[key_added] = {
-        "params": {
-            "resolutions": res, "neighbors_key": neighbors_key, "flavor": flavor,
-            "n_iterations": n_iterations, "use_weights": use_weights, "random_state": random_state,
-            "n_jobs": n_jobs, "edges": edges,
-        },
+        "params": params,
         "edges": "directed" if flavor == "leidenalg" else edges_used,
         "clusterings": summary,
     }
+    write_colors(adata, keys)
     return adata if copy else None
 
 
@@ -215,7 +250,9 @@ def _partitions(graph: tuple, res: list[float], options: dict) -> list[tuple[np.
     return out
 
 
-def _find_partition(g, r: float, options: dict, seed: int, *, weights: np.ndarray | None = None, fast_rng: bool = False):
+def _find_partition(
+    g, r: float, options: dict, seed: int, *, weights: np.ndarray | None = None, fast_rng: bool = False
+):
     """One partition of igraph graph ``g`` at resolution ``r`` with ``seed`` (``options``: flavor,
     n_iterations, use_weights); shared by :func:`leiden` and the stability runs. ``weights``: the edge
     weights (default the ``weight`` edge attribute). ``fast_rng``: igraph draws from
@@ -229,12 +266,18 @@ def _find_partition(g, r: float, options: dict, seed: int, *, weights: np.ndarra
         import leidenalg
 
         return leidenalg.find_partition(
-            g, leidenalg.RBConfigurationVertexPartition, weights=weights,
-            n_iterations=options["n_iterations"], seed=seed, resolution_parameter=r,
+            g,
+            leidenalg.RBConfigurationVertexPartition,
+            weights=weights,
+            n_iterations=options["n_iterations"],
+            seed=seed,
+            resolution_parameter=r,
         )
     with _igraph_seed(seed, fast=fast_rng):
         if flavor == "igraph":
-            return g.community_leiden(objective_function="modularity", weights=weights, resolution=r, n_iterations=options["n_iterations"])
+            return g.community_leiden(
+                objective_function="modularity", weights=weights, resolution=r, n_iterations=options["n_iterations"]
+            )
         return g.community_multilevel(weights=weights, resolution=r)
 
 

@@ -56,6 +56,7 @@ def markers_key(groupby: str) -> str:
 # integer (32 bits: float32 bits flipped so that integer order is value order) | its group (16 bits).
 # One sort of a block's keys orders every gene's values; a run of equal (gene, value) is a tie.
 
+
 def _ordered_bits(values: np.ndarray) -> np.ndarray:
     """float32 values as unsigned integers in the same order (uint64, 32 bits used)."""
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
@@ -87,10 +88,7 @@ def _kernels():
                 if c < g0 or c >= g1 or v == 0:
                     continue
                 u = np.uint64(np.float32(v).view(np.uint32))
-                if u >> np.uint64(31):
-                    u = ~u & np.uint64(0xFFFFFFFF)
-                else:
-                    u = u | np.uint64(0x80000000)
+                u = ~u & np.uint64(0xFFFFFFFF) if u >> np.uint64(31) else u | np.uint64(0x80000000)
                 g = c - g0
                 keys[k] = (np.uint64(g) << np.uint64(48)) | (u << np.uint64(16)) | np.uint64(grp)
                 k += 1
@@ -145,21 +143,27 @@ def _kernels():
 
 
 def _new_stats(n_groups: int, n_genes: int, sums: bool = True) -> dict[str, np.ndarray]:
-    out = {"ranksum": np.zeros((n_groups, n_genes)), "nnz": np.zeros((n_groups, n_genes), np.int64),
-           "ties": np.zeros(n_genes), "zero_rank": np.zeros(n_genes)}
+    out = {
+        "ranksum": np.zeros((n_groups, n_genes)),
+        "nnz": np.zeros((n_groups, n_genes), np.int64),
+        "ties": np.zeros(n_genes),
+        "zero_rank": np.zeros(n_genes),
+    }
     if sums:
         out["sum"] = np.zeros((n_groups, n_genes))
         out["sumsq"] = np.zeros((n_groups, n_genes))
     return out
 
 
-def _rank_block(keys: np.ndarray, n_genes: int, group_of: np.ndarray, n_groups: int, n_cells: int,
-                zero: np.uint64) -> dict[str, np.ndarray]:
+def _rank_block(
+    keys: np.ndarray, n_genes: int, group_of: np.ndarray, n_groups: int, n_cells: int, zero: np.uint64
+) -> dict[str, np.ndarray]:
     """:func:`_kernels`' ``ranks`` on one block's sorted keys."""
     out = _new_stats(n_groups, n_genes, sums=False)
     gene_start = np.searchsorted(keys, np.arange(n_genes + 1, dtype=np.uint64) << np.uint64(48))
-    _kernels()[1](keys, gene_start, group_of, n_cells, np.uint64(zero), out["ranksum"], out["ties"], out["zero_rank"],
-                  out["nnz"])
+    _kernels()[1](
+        keys, gene_start, group_of, n_cells, np.uint64(zero), out["ranksum"], out["ties"], out["zero_rank"], out["nnz"]
+    )
     return out
 
 
@@ -209,12 +213,15 @@ def _gene_blocks(nnz_per_gene: np.ndarray, budget: int) -> list[tuple[int, int]]
     return blocks
 
 
-def _comparisons_stats(keys: np.ndarray, B: int, comparisons: list[tuple[np.ndarray, int]], zero: np.uint64) -> list[dict]:
+def _comparisons_stats(
+    keys: np.ndarray, B: int, comparisons: list[tuple[np.ndarray, int]], zero: np.uint64
+) -> list[dict]:
     return [_rank_block(keys, B, group_of, 2, n_sub, zero) for group_of, n_sub in comparisons]
 
 
-def _stats_memory(X: Any, codes: np.ndarray, n_groups: int, comparisons: list[tuple[np.ndarray, int]],
-                  block_nnz: int) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
+def _stats_memory(
+    X: Any, codes: np.ndarray, n_groups: int, comparisons: list[tuple[np.ndarray, int]], block_nnz: int
+) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
     """Statistics of every gene of an in-memory matrix (cells x genes): over all cells (``codes``:
     group per cell, ``n_groups`` with the unlabelled cells) and, per entry of ``comparisons``
     (``(group_of, n_cells)``: codes mapped to 0 / 1 / -1 = left out), over a subset of them."""
@@ -243,8 +250,17 @@ def _stats_memory(X: Any, codes: np.ndarray, n_groups: int, comparisons: list[tu
 
 
 # ------------------------------------------------------------------------------------------ out of core
-def _store_chunk(X: sparse.csr_matrix, rows0: int, kept: np.ndarray | None, target_sum: float,
-                 blocks: list[tuple[int, int]], codes: np.ndarray, n_groups: int, folder: str, chunk: int) -> dict:
+def _store_chunk(
+    X: sparse.csr_matrix,
+    rows0: int,
+    kept: np.ndarray | None,
+    target_sum: float,
+    blocks: list[tuple[int, int]],
+    codes: np.ndarray,
+    n_groups: int,
+    folder: str,
+    chunk: int,
+) -> dict:
     """One row chunk of raw counts, read once: log-normalized as the out-of-core ``prepare`` did
     (totals over the kept genes), its keys written per gene block to ``{folder}/{block}/{chunk}``;
     returns the group x gene sums, sums of squares and non-zeros, and the keys per block."""
@@ -254,10 +270,14 @@ def _store_chunk(X: sparse.csr_matrix, rows0: int, kept: np.ndarray | None, targ
     if kept is not None:
         X = X[:, kept]
     X = _lognorm_block(X, target_sum)
-    codes = codes[rows0:rows0 + X.shape[0]]
+    codes = codes[rows0 : rows0 + X.shape[0]]
     G = X.shape[1]
-    out = {"sum": np.zeros((n_groups, G)), "sumsq": np.zeros((n_groups, G)), "nnz": np.zeros((n_groups, G), np.int64),
-           "n_keys": []}
+    out = {
+        "sum": np.zeros((n_groups, G)),
+        "sumsq": np.zeros((n_groups, G)),
+        "nnz": np.zeros((n_groups, G), np.int64),
+        "n_keys": [],
+    }
     for j, (g0, g1) in enumerate(blocks):
         keys, _, sums = _block_keys(X, codes, n_groups, g0, g1)
         for k in ("sum", "sumsq", "nnz"):
@@ -267,8 +287,15 @@ def _store_chunk(X: sparse.csr_matrix, rows0: int, kept: np.ndarray | None, targ
     return out
 
 
-def _store_block(n_keys: list[int], folder: str, j: int, n_genes: int, n_groups: int, n_cells: int,
-                 comparisons: list[tuple[np.ndarray, int]]) -> tuple[dict, list[dict]]:
+def _store_block(
+    n_keys: list[int],
+    folder: str,
+    j: int,
+    n_genes: int,
+    n_groups: int,
+    n_cells: int,
+    comparisons: list[tuple[np.ndarray, int]],
+) -> tuple[dict, list[dict]]:
     """One gene block: the chunks' keys read into one array (deleted from the scratch folder),
     sorted once, ranked."""
     import os
@@ -277,7 +304,7 @@ def _store_block(n_keys: list[int], folder: str, j: int, n_genes: int, n_groups:
     at = 0
     for chunk, n in enumerate(n_keys):
         path = f"{folder}/{j}/{chunk}"
-        keys[at:at + n] = np.fromfile(path, dtype=np.uint64, count=n)
+        keys[at : at + n] = np.fromfile(path, dtype=np.uint64, count=n)
         at += n
         os.remove(path)
     keys.sort()
@@ -285,8 +312,16 @@ def _store_block(n_keys: list[int], folder: str, j: int, n_genes: int, n_groups:
     return total, _comparisons_stats(keys, n_genes, comparisons, _ZERO32)
 
 
-def _stats_store(adata: AnnData, codes: np.ndarray, n_groups: int, comparisons: list, *, chunk_cells: int | None,
-                 block_nnz: int, scratch_dir: str | None) -> tuple[pd.Index, dict, list[dict]]:
+def _stats_store(
+    adata: AnnData,
+    codes: np.ndarray,
+    n_groups: int,
+    comparisons: list,
+    *,
+    chunk_cells: int | None,
+    block_nnz: int,
+    scratch_dir: str | None,
+) -> tuple[pd.Index, dict, list[dict]]:
     """The statistics of every kept gene from the counts store, in two Dask steps: one pass over
     the store (each row chunk read once, its sort keys written per gene block to a scratch folder),
     then one task per gene block (its keys sorted once and ranked)."""
@@ -309,8 +344,14 @@ def _stats_store(adata: AnnData, codes: np.ndarray, n_groups: int, comparisons: 
     blocks = [(g0, min(g0 + width, G)) for g0 in range(0, G, width)]
     root = scratch_dir or dask.config.get("temporary-directory", None) or None
     folder = tempfile.mkdtemp(prefix="scclust-markers-", dir=root)
-    logger.info("markers: %d genes of %s: one pass over the store, then %d block(s) of %d genes (scratch %s)", G,
-                info["path"], len(blocks), width, folder)
+    logger.info(
+        "markers: %d genes of %s: one pass over the store, then %d block(s) of %d genes (scratch %s)",
+        G,
+        info["path"],
+        len(blocks),
+        width,
+        folder,
+    )
     try:
         for j in range(len(blocks)):
             Path(folder, str(j)).mkdir()
@@ -319,12 +360,16 @@ def _stats_store(adata: AnnData, codes: np.ndarray, n_groups: int, comparisons: 
         codes_d = dask.delayed(codes, pure=True)
         kept_d = dask.delayed(None if kept.all() else kept, pure=True)
         comps_d = dask.delayed(comparisons, pure=True)
-        parts = [dask.delayed(_store_chunk, pure=True)(d, int(o), kept_d, target_sum, blocks, codes_d, n_groups, folder, i)
-                 for i, (d, o) in enumerate(zip(chunks, offsets, strict=True))]
+        parts = [
+            dask.delayed(_store_chunk, pure=True)(d, int(o), kept_d, target_sum, blocks, codes_d, n_groups, folder, i)
+            for i, (d, o) in enumerate(zip(chunks, offsets, strict=True))
+        ]
         sizes = dask.delayed(lambda *ps: [[p["n_keys"][j] for p in ps] for j in range(len(blocks))])(*parts)
         sums = dask.delayed(lambda *ps: {k: sum(p[k] for p in ps) for k in ("sum", "sumsq", "nnz")})(*parts)
-        ranked = [dask.delayed(_store_block)(sizes[j], folder, j, g1 - g0, n_groups, n_cells, comps_d)
-                  for j, (g0, g1) in enumerate(blocks)]
+        ranked = [
+            dask.delayed(_store_block)(sizes[j], folder, j, g1 - g0, n_groups, n_cells, comps_d)
+            for j, (g0, g1) in enumerate(blocks)
+        ]
         total = _new_stats(n_groups, G)
         pairs = [_new_stats(2, G, sums=False) for _ in comparisons]
         client = _client()
@@ -356,7 +401,7 @@ def _stats_store(adata: AnnData, codes: np.ndarray, n_groups: int, comparisons: 
 # ------------------------------------------------------------------------------------------ inputs
 def _looks_like_counts(X: Any) -> bool:
     data = X.data if sparse.issparse(X) else np.asarray(X).ravel()
-    sample = data[: 100_000]
+    sample = data[:100_000]
     return sample.size > 0 and bool(np.all(sample == np.round(sample))) and float(sample.max()) > 1
 
 
@@ -382,16 +427,22 @@ def _source(adata: AnnData, use_raw: bool | None, layer: str | None) -> tuple[An
 
 def _check_expression(X: Any, where: str) -> None:
     if type(X).__module__.startswith("dask."):
-        raise InputError(f"{where} is a Dask array; markers read expression in memory, or from the counts store "
-                         "that .uns['counts_store'] names")
+        raise InputError(
+            f"{where} is a Dask array; markers read expression in memory, or from the counts store "
+            "that .uns['counts_store'] names"
+        )
     data = X.data if sparse.issparse(X) else np.asarray(X)
     if data.size and _looks_like_counts(X):
-        raise InputError(f"markers need log-normalized expression; {where} holds integer counts: normalize and "
-                         "log-transform first (sc.pp.normalize_total + sc.pp.log1p, or the prepare stage), or "
-                         "name a log-normalized layer")
+        raise InputError(
+            f"markers need log-normalized expression; {where} holds integer counts: normalize and "
+            "log-transform first (sc.pp.normalize_total + sc.pp.log1p, or the prepare stage), or "
+            "name a log-normalized layer"
+        )
     if data.size and float(np.nanmin(data)) < 0:
-        raise InputError(f"markers need log-normalized expression (>= 0); {where} has negative values (scaled "
-                         "data?): use .raw or a log-normalized layer")
+        raise InputError(
+            f"markers need log-normalized expression (>= 0); {where} has negative values (scaled "
+            "data?): use .raw or a log-normalized layer"
+        )
 
 
 def _groups(adata: AnnData, groupby: str) -> tuple[np.ndarray, list[str]]:
@@ -401,12 +452,16 @@ def _groups(adata: AnnData, groupby: str) -> tuple[np.ndarray, list[str]]:
     codes = labels.cat.codes.to_numpy().astype(np.int64)
     sizes = np.bincount(codes[codes >= 0], minlength=len(cats))
     if len(cats) > 1000 or len(cats) > adata.n_obs / 2:
-        raise InputError(f"groupby {groupby!r} has {len(cats)} groups for {adata.n_obs} cells: not a clustering "
-                         "(name a column of cluster labels, e.g. leiden_0.6)")
+        raise InputError(
+            f"groupby {groupby!r} has {len(cats)} groups for {adata.n_obs} cells: not a clustering "
+            "(name a column of cluster labels, e.g. leiden_0.6)"
+        )
     single = [c for c, s in zip(cats, sizes, strict=True) if s == 1]
     if single:
-        raise InputError(f"groupby {groupby!r}: cluster(s) {choices(single)} hold a single cell; markers need at least "
-                         "2 cells per cluster (merge or remove them)")
+        raise InputError(
+            f"groupby {groupby!r}: cluster(s) {choices(single)} hold a single cell; markers need at least "
+            "2 cells per cluster (merge or remove them)"
+        )
     if (sizes == 0).any():
         logger.info("markers: empty categories of %s left out: %s", groupby, choices(np.asarray(cats)[sizes == 0]))
     present = [c for c, s in zip(cats, sizes, strict=True) if s > 0]
@@ -518,7 +573,8 @@ def markers(
     ``layer``, ``corr_method``, ``tie_correct``, the three filters, ``source``), per cluster
     structured arrays sorted by decreasing score ``names``, ``scores``, ``logfoldchanges``,
     ``pvals``, ``pvals_adj`` and ``auroc``, and genes x clusters DataFrames ``pts``, ``means``
-    (mean log-expression) and (against the rest) ``pts_rest``. ``sc.get.rank_genes_groups_df(adata, group=None, key=key_added)`` and
+    (mean log-expression) and (against the rest) ``pts_rest``.
+    ``sc.get.rank_genes_groups_df(adata, group=None, key=key_added)`` and
     ``sc.pl.rank_genes_groups_dotplot(adata, key=key_added)`` read it; :func:`marker_table` gives
     the table with the filters applied.
     """
@@ -533,8 +589,9 @@ def markers(
     if K > _MAX_GROUPS:
         raise InputError(f"groupby {groupby!r} has {K} clusters; at most {_MAX_GROUPS}")
     if reference != "rest" and reference not in groups:
-        raise ConfigError(f"reference {reference!r} is not a cluster of {groupby!r}; choose from {choices(groups)} "
-                          "or 'rest'")
+        raise ConfigError(
+            f"reference {reference!r} is not a cluster of {groupby!r}; choose from {choices(groups)} or 'rest'"
+        )
     X, var_names, where, from_store = _source(adata, use_raw, layer)
     if not from_store:
         _check_expression(X, where)
@@ -551,8 +608,15 @@ def markers(
             group_of[k], group_of[ref] = 0, 1
             comparisons.append((group_of, int(sizes[k] + sizes[ref])))
     if from_store:
-        var_names, st, pairs = _stats_store(adata, codes_all, n_groups, comparisons, chunk_cells=chunk_cells,
-                                            block_nnz=DASK_BLOCK_NNZ, scratch_dir=scratch_dir)
+        var_names, st, pairs = _stats_store(
+            adata,
+            codes_all,
+            n_groups,
+            comparisons,
+            chunk_cells=chunk_cells,
+            block_nnz=DASK_BLOCK_NNZ,
+            scratch_dir=scratch_dir,
+        )
     else:
         st, pairs = _stats_memory(X, codes_all, n_groups, comparisons, BLOCK_NNZ)
     G = len(var_names)
@@ -564,9 +628,9 @@ def markers(
         means = S / sizes[:, None]
         pts = N / sizes[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):  # scanpy's formula (the same rounding)
-        var = (Q / sizes[:, None] - means ** 2) * (sizes[:, None] / (sizes[:, None] - 1))
+        var = (Q / sizes[:, None] - means**2) * (sizes[:, None] / (sizes[:, None] - 1))
     var = np.maximum(var, 0)
-    tc_all = 1 - st["ties"] / (n ** 3 - n) if tie_correct else np.ones(G)
+    tc_all = 1 - st["ties"] / (n**3 - n) if tie_correct else np.ones(G)
     res: dict[str, dict[str, np.ndarray]] = {f: {} for f in ("scores", "pvals", "pvals_adj", "logfoldchanges", "auroc")}
     pts_rest = {}
     for j, k in enumerate(tested):
@@ -574,7 +638,7 @@ def markers(
         if ref is None:
             n0 = n - n1
             m0 = (tot_s - S[k]) / n0
-            v0 = np.maximum(((tot_q - Q[k]) / n0 - m0 ** 2) * (n0 / (n0 - 1)), 0)
+            v0 = np.maximum(((tot_q - Q[k]) / n0 - m0**2) * (n0 / (n0 - 1)), 0)
             pts_rest[groups[k]] = (tot_n - N[k]) / n0
             R, nn, tc = st["ranksum"][k] + (n1 - N[k]) * st["zero_rank"], n, tc_all
         else:
@@ -583,7 +647,7 @@ def markers(
             p = pairs[j]
             nn = n1 + n0
             R = p["ranksum"][0] + (n1 - p["nnz"][0]) * p["zero_rank"]
-            tc = 1 - p["ties"] / (nn ** 3 - nn) if tie_correct else np.ones(G)
+            tc = 1 - p["ties"] / (nn**3 - nn) if tie_correct else np.ones(G)
         with np.errstate(invalid="ignore", divide="ignore"):
             auroc = (R - n1 * (n1 + 1) / 2) / (n1 * n0)
             if method == "wilcoxon":
@@ -592,8 +656,15 @@ def markers(
                 pv = 2 * stats.distributions.norm.sf(np.abs(z))
             else:
                 n_rest = n0 if method == "t-test" else n1
-                z, pv = stats.ttest_ind_from_stats(mean1=means[k], std1=np.sqrt(var[k]), nobs1=n1, mean2=m0,
-                                                   std2=np.sqrt(v0), nobs2=n_rest, equal_var=False)
+                z, pv = stats.ttest_ind_from_stats(
+                    mean1=means[k],
+                    std1=np.sqrt(var[k]),
+                    nobs1=n1,
+                    mean2=m0,
+                    std2=np.sqrt(v0),
+                    nobs2=n_rest,
+                    equal_var=False,
+                )
                 z[np.isnan(z)] = 0
                 pv[np.isnan(pv)] = 1
         lfc = np.log2((expm1(means[k]) + 1e-9) / (expm1(m0) + 1e-9))
@@ -602,35 +673,58 @@ def markers(
         res["logfoldchanges"][name], res["auroc"][name] = lfc, auroc
     names = [groups[k] for k in tested]
     order = {g: np.argsort(-res["scores"][g], kind="stable") for g in names}
-    out: dict[str, Any] = {"params": {
-        "groupby": groupby, "reference": reference, "method": method, "use_raw": where == ".raw", "layer": layer,
-        "corr_method": "benjamini-hochberg", "tie_correct": bool(tie_correct), "source": where,
-        "min_in_group_fraction": float(min_in_group_fraction), "max_out_group_fraction": float(max_out_group_fraction),
-        "min_fold_change": float(min_fold_change),
-    }}
+    out: dict[str, Any] = {
+        "params": {
+            "groupby": groupby,
+            "reference": reference,
+            "method": method,
+            "use_raw": where == ".raw",
+            "layer": layer,
+            "corr_method": "benjamini-hochberg",
+            "tie_correct": bool(tie_correct),
+            "source": where,
+            "min_in_group_fraction": float(min_in_group_fraction),
+            "max_out_group_fraction": float(max_out_group_fraction),
+            "min_fold_change": float(min_fold_change),
+        }
+    }
     gene_arr = np.asarray(var_names, dtype=object)
     out["names"] = np.rec.fromarrays([gene_arr[order[g]] for g in names], names=names)
-    dtypes = {"scores": np.float32, "logfoldchanges": np.float32, "pvals": np.float64, "pvals_adj": np.float64,
-              "auroc": np.float32}
+    dtypes = {
+        "scores": np.float32,
+        "logfoldchanges": np.float32,
+        "pvals": np.float64,
+        "pvals_adj": np.float64,
+        "auroc": np.float32,
+    }
     for field, dt in dtypes.items():
-        out[field] = np.rec.fromarrays([res[field][g][order[g]].astype(dt) for g in names],
-                                       names=names)
+        out[field] = np.rec.fromarrays([res[field][g][order[g]].astype(dt) for g in names], names=names)
     out["pts"] = pd.DataFrame(pts[:K].T, index=pd.Index(var_names), columns=groups)
     out["means"] = pd.DataFrame(means[:K].T, index=pd.Index(var_names), columns=groups)
     if ref is None:
         out["pts_rest"] = pd.DataFrame(pts_rest, index=pd.Index(var_names))
     key = key_added or markers_key(groupby)
     adata.uns[key] = out
-    logger.info("markers of %s (%d clusters, %d genes of %s, %s) in %.1f s: .uns[%r]", groupby, K, G, where, method,
-                time.perf_counter() - t0, key)
+    logger.info(
+        "markers of %s (%d clusters, %d genes of %s, %s) in %.1f s: .uns[%r]",
+        groupby,
+        K,
+        G,
+        where,
+        method,
+        time.perf_counter() - t0,
+        key,
+    )
     return adata if copy else None
 
 
 def _result(adata: AnnData, key: str) -> dict:
     if key not in adata.uns or "names" not in adata.uns[key]:
         made = [k for k, v in adata.uns.items() if isinstance(v, dict) and "names" in v and "params" in v]
-        raise MissingKeyError(f"no markers in .uns[{key!r}]; run scclust.tl.markers (the 'markers' stage) first "
-                              f"(markers available: {choices(made)})")
+        raise MissingKeyError(
+            f"no markers in .uns[{key!r}]; run scclust.tl.markers (the 'markers' stage) first "
+            f"(markers available: {choices(made)})"
+        )
     return adata.uns[key]
 
 
@@ -668,14 +762,23 @@ def marker_table(
     parts = []
     for cl in res["names"].dtype.names:
         genes = pd.Index(np.asarray(res["names"][cl], dtype=object).astype(str))
-        df = pd.DataFrame({"cluster": cl, "rank": np.arange(1, len(genes) + 1), "gene": genes,
-                           "score": np.asarray(res["scores"][cl], dtype=np.float64),
-                           "logfoldchange": np.asarray(res["logfoldchanges"][cl], dtype=np.float64),
-                           "pval": res["pvals"][cl], "pval_adj": res["pvals_adj"][cl],
-                           "auroc": np.asarray(res["auroc"][cl], dtype=np.float64) if "auroc" in res else np.nan,
-                           "pct_in": res["pts"][cl].reindex(genes).to_numpy()})
+        df = pd.DataFrame(
+            {
+                "cluster": cl,
+                "rank": np.arange(1, len(genes) + 1),
+                "gene": genes,
+                "score": np.asarray(res["scores"][cl], dtype=np.float64),
+                "logfoldchange": np.asarray(res["logfoldchanges"][cl], dtype=np.float64),
+                "pval": res["pvals"][cl],
+                "pval_adj": res["pvals_adj"][cl],
+                "auroc": np.asarray(res["auroc"][cl], dtype=np.float64) if "auroc" in res else np.nan,
+                "pct_in": res["pts"][cl].reindex(genes).to_numpy(),
+            }
+        )
         df["pct_out"] = res["pts_rest"][cl].reindex(genes).to_numpy() if "pts_rest" in res else np.nan
-        passes = (df["pct_in"] > p.get("min_in_group_fraction", 0.25)) & (df["logfoldchange"] > p.get("min_fold_change", 1.0))
+        passes = (df["pct_in"] > p.get("min_in_group_fraction", 0.25)) & (
+            df["logfoldchange"] > p.get("min_fold_change", 1.0)
+        )
         if "pts_rest" in res:
             passes &= df["pct_out"] < p.get("max_out_group_fraction", 0.5)
         df["passes"] = passes.to_numpy()
@@ -689,8 +792,9 @@ def marker_table(
     return out
 
 
-def top_markers(adata: AnnData, *, key: str, n_genes: int = 5, passing: bool = True,
-                clusters: Sequence[str] | None = None) -> dict[str, list[str]]:
+def top_markers(
+    adata: AnnData, *, key: str, n_genes: int = 5, passing: bool = True, clusters: Sequence[str] | None = None
+) -> dict[str, list[str]]:
     """``{cluster: [gene, ...]}``: the ``n_genes`` best markers of each cluster (passing the
     filters when ``passing``; a cluster with none gets an empty list)."""
     table = marker_table(adata, key=key, passing=passing)
@@ -731,5 +835,7 @@ def marker_expression(adata: AnnData, *, key: str, genes: Sequence[str]) -> AnnD
     out = AnnData(X=X, obs=adata.obs.copy(), var=pd.DataFrame(index=pd.Index(genes)))
     for k, v in adata.obsm.items():
         out.obsm[k] = v
-    out.uns.update({k: v for k, v in adata.uns.items() if k.startswith("dendrogram_") or k.endswith("_colors") or k == key})
+    out.uns.update(
+        {k: v for k, v in adata.uns.items() if k.startswith("dendrogram_") or k.endswith("_colors") or k == key}
+    )
     return out

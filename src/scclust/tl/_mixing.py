@@ -8,16 +8,34 @@ from anndata import AnnData
 
 from .._checks import check_obs, get_rep
 from .._errors import InputError
+from .._params import validated
 
 
+@validated
 def mixing_entropy(
-    adata: AnnData, *, key: str = "sample", use_rep: str = "X_pca_harmony", n_pcs: int | None = None, n_neighbors: int = 30
+    adata: AnnData,
+    *,
+    key: str = "sample",
+    use_rep: str = "X_pca_harmony",
+    n_pcs: int | None = None,
+    n_neighbors: int = 30,
 ) -> pd.Series:
     """Per-cell normalised Shannon entropy of ``key`` among each cell's ``n_neighbors`` nearest cells.
 
     1 means the neighbourhood holds every value of ``key`` in equal shares, 0 a single value. The
     mean over cells is a batch-mixing score (a simple relative of iLISI): compare it on an
     embedding before and after integration. Neighbours are exact (scikit-learn).
+
+    Parameters
+    ----------
+    key
+        ``.obs`` column whose mixing is measured (e.g. sample).
+    use_rep
+        Embedding the neighbours are found in.
+    n_pcs
+        Use its first ``n_pcs`` dimensions (all when ``None``).
+    n_neighbors
+        Neighbours per cell.
 
     Returns
     -------

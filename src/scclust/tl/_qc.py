@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from pydantic import Field
 
 from .._checks import check_obs
 from .._errors import ConfigError, InputError, MissingKeyError, choices
-from .._types import KeyList
 from .._params import validated
+from .._types import KeyList
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +26,15 @@ DEFAULT_QC_KEYS = ["n_genes_by_counts", "total_counts", "pct_counts_mt"]
 QC_ALIASES: dict[str, list[str]] = {
     "n_genes_by_counts": ["n_genes", "nFeature_RNA", "n_features", "detected", "nGene"],
     "total_counts": ["n_counts", "nCount_RNA", "nUMI", "sum", "total_umis"],
-    "pct_counts_mt": ["percent_mito", "percent.mt", "percent_mt", "pct_mito", "percent.mito", "subsets_Mito_percent", "mito_percent"],
+    "pct_counts_mt": [
+        "percent_mito",
+        "percent.mt",
+        "percent_mt",
+        "pct_mito",
+        "percent.mito",
+        "subsets_Mito_percent",
+        "mito_percent",
+    ],
 }
 #: Names of the mitochondrial share: above its bound is a quality problem (dying cells), not a cell size.
 MITO_KEYS = frozenset(["pct_counts_mt", *QC_ALIASES["pct_counts_mt"]])
@@ -63,10 +73,15 @@ def resolve_qc_keys(adata: AnnData, keys: Sequence[str] | None = None) -> dict[s
             missing.append(key)
         else:
             found[key] = col
-    numeric = [c for c in adata.obs.columns if pd.api.types.is_numeric_dtype(adata.obs[c]) and not pd.api.types.is_bool_dtype(adata.obs[c])]
+    numeric = [
+        c
+        for c in adata.obs.columns
+        if pd.api.types.is_numeric_dtype(adata.obs[c]) and not pd.api.types.is_bool_dtype(adata.obs[c])
+    ]
     if (explicit and missing) or not found:
         raise MissingKeyError(
-            f"QC key(s) {choices(missing)} not found in .obs (aliases tried too); numeric .obs columns: {choices(numeric)}"
+            f"QC key(s) {choices(missing)} not found in .obs (aliases tried too); numeric .obs columns: "
+            f"{choices(numeric)}"
         )
     if missing:
         logger.warning("QC key(s) %s not in .obs; using %s", ", ".join(missing), ", ".join(found.values()))
@@ -79,7 +94,7 @@ def qc_summary(
     *,
     groupby: str,
     keys: KeyList | None = None,
-    n_mads: float = 3.0,
+    n_mads: Annotated[float, Field(gt=0)] = 3.0,
 ) -> pd.DataFrame:
     """Median QC metrics per cluster, with clusters whose typical cell would fail per-cell QC flagged.
 
@@ -156,9 +171,16 @@ def describe_qc_flags(summary: pd.DataFrame, *, n_mads: float = 3.0) -> list[tup
         if not len(flagged):
             continue
         if col in MITO_KEYS:
-            out.append((logging.WARNING, (f"{_clusters(list(flagged))}: median {col} above {n_mads:g} MADs of all cells, "
-                                          "most cells would fail a per-cell mitochondrial filter (dying or broken cells); "
-                                          "filter them (prepare's max_pct_mt) or check the markers")))
+            out.append(
+                (
+                    logging.WARNING,
+                    (
+                        f"{_clusters(list(flagged))}: median {col} above {n_mads:g} MADs of all cells, "
+                        "most cells would fail a per-cell mitochondrial filter (dying or broken cells); "
+                        "filter them (prepare's max_pct_mt) or check the markers"
+                    ),
+                )
+            )
             continue
         lower = [c for c in flagged if b["lower"] is not None and summary.loc[c, col] < b["lower"]]
         higher = [c for c in flagged if c not in lower]
@@ -167,16 +189,33 @@ def describe_qc_flags(summary: pd.DataFrame, *, n_mads: float = 3.0) -> list[tup
         size_ids += [c for c in flagged if c not in size_ids]
     if size:
         ids = [c for c in summary.index if c in size_ids]
-        parts = [f"median {', '.join(cols)} beyond {n_mads:g} MADs of all cells: {sides}" for sides, cols in size.items()]
-        out.insert(0, (logging.INFO, (f"{_clusters(ids)} differ{'' if len(ids) > 1 else 's'} in QC metrics from the rest "
-                                      f"({'; '.join(parts)}): small or large cell types (platelets, DCs) do; a cluster "
-                                      "distinct only in QC metrics and without markers of its own may be low-quality "
-                                      "cells or doublets")))
+        parts = [
+            f"median {', '.join(cols)} beyond {n_mads:g} MADs of all cells: {sides}" for sides, cols in size.items()
+        ]
+        out.insert(
+            0,
+            (
+                logging.INFO,
+                (
+                    f"{_clusters(ids)} differ{'' if len(ids) > 1 else 's'} in QC metrics from the rest "
+                    f"({'; '.join(parts)}): small or large cell types (platelets, DCs) do; a cluster "
+                    "distinct only in QC metrics and without markers of its own may be low-quality "
+                    "cells or doublets"
+                ),
+            ),
+        )
     if "flag_doublet_like" in summary and summary["flag_doublet_like"].any():
         ids = list(summary.index[summary["flag_doublet_like"]])
-        out.append((logging.INFO, (f"{_clusters(ids)}: about {DOUBLET_RATIO:g}x or more the median genes and counts of "
-                                   "all cells, as doublets have, and large cells; markers of two cell types in one "
-                                   "cluster point to doublets")))
+        out.append(
+            (
+                logging.INFO,
+                (
+                    f"{_clusters(ids)}: about {DOUBLET_RATIO:g}x or more the median genes and counts of "
+                    "all cells, as doublets have, and large cells; markers of two cell types in one "
+                    "cluster point to doublets"
+                ),
+            )
+        )
     return out
 
 
@@ -185,7 +224,11 @@ def summarize_qc(adata: AnnData, *, groupby: str, keys: Sequence[str] | None, n_
     if not n_mads > 0:
         raise ConfigError(f"n_mads must be > 0; got {n_mads}")
     labels = check_obs(adata, groupby, what="groupby")
-    labels = labels.cat.remove_unused_categories() if isinstance(labels.dtype, pd.CategoricalDtype) else labels.astype("category")
+    labels = (
+        labels.cat.remove_unused_categories()
+        if isinstance(labels.dtype, pd.CategoricalDtype)
+        else labels.astype("category")
+    )
     resolved = resolve_qc_keys(adata, keys)
     out = pd.DataFrame(index=pd.Index([str(c) for c in labels.cat.categories], name=groupby))
     out["n_cells"] = labels.value_counts(sort=False).reindex(labels.cat.categories).to_numpy()
@@ -196,7 +239,7 @@ def summarize_qc(adata: AnnData, *, groupby: str, keys: Sequence[str] | None, n_
         if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             raise InputError(f"QC key {col!r} is not numeric (dtype {values.dtype})")
         v = values.to_numpy(dtype=float)
-        canonical = next((k for k in _SIDE if k == key or k == col or key in QC_ALIASES[k] or col in QC_ALIASES[k]), None)
+        canonical = next((k for k in _SIDE if k in (key, col) or key in QC_ALIASES[k] or col in QC_ALIASES[k]), None)
         side = _SIDE.get(canonical, "both")
         log = canonical in LOG_SCALE_METRICS
         t = np.log1p(np.clip(v, 0, None)) if log else v
@@ -229,10 +272,21 @@ def summarize_qc(adata: AnnData, *, groupby: str, keys: Sequence[str] | None, n_
             "lower": float(back(lo)) if side in ("lower", "both") else None,
             "upper": float(back(hi)) if side in ("higher", "both") else None,
         }
-    genes, counts = (next((c for k, c in resolved.items() if k == name or c == name or k in QC_ALIASES[name]
-                           or c in QC_ALIASES[name]), None) for name in ("n_genes_by_counts", "total_counts"))
+    genes, counts = (
+        next(
+            (
+                c
+                for k, c in resolved.items()
+                if k == name or c == name or k in QC_ALIASES[name] or c in QC_ALIASES[name]
+            ),
+            None,
+        )
+        for name in ("n_genes_by_counts", "total_counts")
+    )
     if genes is not None and counts is not None:
-        ratio = np.minimum(out[genes] / float(np.median(adata.obs[genes])), out[counts] / float(np.median(adata.obs[counts])))
+        ratio = np.minimum(
+            out[genes] / float(np.median(adata.obs[genes])), out[counts] / float(np.median(adata.obs[counts]))
+        )
         out["flag_doublet_like"] = (ratio >= DOUBLET_RATIO).to_numpy()
         flags.append(out["flag_doublet_like"].to_numpy())
     out["flag_qc"] = np.any(flags, axis=0)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -22,9 +21,9 @@ from anndata import AnnData
 from pydantic import Field
 from scipy import sparse
 
-from .._errors import ConfigError, InputError, MissingKeyError, choices
-from .._types import KeyList, NJobs
+from .._errors import InputError, MissingKeyError, choices
 from .._params import validated
+from .._types import KeyList, NJobs
 from .._worker import available_cpus
 
 logger = logging.getLogger(__name__)
@@ -178,7 +177,9 @@ def stability(
     -------
     A :class:`StabilityResult`, having written ``.obs[f"{key}_{key_added}"]`` (the stability of
     each cell's cluster) for each key, ``.obs[f"{key}_medoid"]`` (``medoid_labels="add"``) or
-    ``.obs[key]`` and ``.obs[f"{key}_original"]`` (``"replace"``), and ``.uns[key_added]`` with
+    ``.obs[key]`` and ``.obs[f"{key}_original"]`` (``"replace"``), each of these label columns with
+    its ``.uns[f"{column}_colors"]`` (a medoid partition's clusters take the colour of the reported
+    cluster they share most cells with), and ``.uns[key_added]`` with
     ``params``, ``summary`` (per key, the columns of :attr:`StabilityResult.summary`),
     ``clusters`` (per key, cluster -> stability) and ``recommended`` (the stable keys).
     """
@@ -190,7 +191,9 @@ def stability(
     if keys is None:
         keys = recorded_clusterings(adata)
         if not keys:
-            raise MissingKeyError("no clustering recorded in .uns; run a clustering stage (leiden, kmeans, hclust) first or pass keys")
+            raise MissingKeyError(
+                "no clustering recorded in .uns; run a clustering stage (leiden, kmeans, hclust) first or pass keys"
+            )
         given = False
     else:
         keys = list(dict.fromkeys(keys))
@@ -205,7 +208,9 @@ def stability(
             continue
         plans[key] = plan
     if not plans:
-        raise InputError(f"none of the clusterings {keys} can be re-run (made by leiden, kmeans or hclust on this AnnData)")
+        raise InputError(
+            f"none of the clusterings {keys} can be re-run (made by leiden, kmeans or hclust on this AnnData)"
+        )
 
     n = adata.n_obs
     sizes = [(f"sub{f:g}", round(f * n)) for f in subsample_fractions] + [(f"sub{s}", int(s)) for s in subsample_sizes]
@@ -216,13 +221,13 @@ def stability(
     runs: dict[str, np.ndarray] = {}
     run_info: dict[str, pd.DataFrame] = {}
     leiden_groups: dict[str, list[str]] = {}
-    for key, (group, method, params, info) in plans.items():
+    for key, (_, method, params, _) in plans.items():
         if method == "leiden":
             leiden_groups.setdefault(params["neighbors_key"] + "\0" + repr(_leiden_options(params)), []).append(key)
     for gkeys in leiden_groups.values():
         _, _, params, _ = plans[gkeys[0]]
         _run_leiden(adata, gkeys, plans, params, seeds, sub_specs, n_jobs, runs, run_info)
-    for key, (group, method, params, info) in plans.items():
+    for key, (_, method, params, info) in plans.items():
         if method == "kmeans":
             _run_kmeans(adata, key, params, info, seeds, sub_specs, runs, run_info)
         elif method == "hclust":
@@ -230,7 +235,7 @@ def stability(
 
     # measure
     rows, cluster_rows, pairwise, labels, ncl = {}, [], {}, {}, {}
-    for key, (group, method, params, info) in plans.items():
+    for key, (group, method, _, info) in plans.items():
         codes, cats = _codes(adata, key)
         labels[key] = (codes, cats)
         row, crows, pw = _measure(codes, cats, runs[key], run_info[key])
@@ -238,20 +243,41 @@ def stability(
         rows[key] = row
         cluster_rows += [{"key": key, **c} for c in crows]
         pairwise[key] = pw
-        ncl[key] = pd.Series([_n_clusters(runs[key][:, j]) for j in range(runs[key].shape[1])], index=run_info[key].index)
+        ncl[key] = pd.Series(
+            [_n_clusters(runs[key][:, j]) for j in range(runs[key].shape[1])], index=run_info[key].index
+        )
     summary = pd.DataFrame.from_dict(rows, orient="index").rename_axis("key")
     summary["score"] = summary[["ari_seeds", "ari_subsample"]].min(axis=1, skipna=True)
     summary["stable"] = (summary["score"] >= min_ari) & (summary["cluster_stability_min"] >= min_cluster_stability)
-    clusters = pd.DataFrame(cluster_rows, columns=["key", "cluster", "n_cells", "stability", "stability_seeds", "stability_subsample", "frac_recovered", "frac_dissolved"])
+    clusters = pd.DataFrame(
+        cluster_rows,
+        columns=[
+            "key",
+            "cluster",
+            "n_cells",
+            "stability",
+            "stability_seeds",
+            "stability_subsample",
+            "frac_recovered",
+            "frac_dissolved",
+        ],
+    )
     recommendation = _recommend(summary, min_ari, min_cluster_stability)
     n_clusters = pd.DataFrame(ncl).T.rename_axis("key")
 
     # write
     params_used = {
-        "keys": list(plans), "n_seeds": n_seeds, "subsample_fractions": [float(f) for f in subsample_fractions],
-        "subsample_sizes": [int(s) for s in subsample_sizes], "n_subsamples": n_subsamples, "min_ari": min_ari,
+        "keys": list(plans),
+        "n_seeds": n_seeds,
+        "subsample_fractions": [float(f) for f in subsample_fractions],
+        "subsample_sizes": [int(s) for s in subsample_sizes],
+        "n_subsamples": n_subsamples,
+        "min_ari": min_ari,
         "min_cluster_stability": min_cluster_stability,
-        "medoid_labels": medoid_labels, "n_jobs": n_jobs, "random_state": random_state, "key_added": key_added,
+        "medoid_labels": medoid_labels,
+        "n_jobs": n_jobs,
+        "random_state": random_state,
+        "key_added": key_added,
     }
     for key in plans:
         codes, cats = labels[key]
@@ -265,17 +291,33 @@ def stability(
     adata.uns[key_added] = {
         "params": params_used,
         "summary": {k: {c: _plain(v) for c, v in r.items()} for k, r in summary.to_dict(orient="index").items()},
-        "clusters": {k: {str(c): float(s) for c, s in df[["cluster", "stability"]].itertuples(index=False)} for k, df in clusters.groupby("key", sort=False)},
+        "clusters": {
+            k: {str(c): float(s) for c, s in df[["cluster", "stability"]].itertuples(index=False)}
+            for k, df in clusters.groupby("key", sort=False)
+        },
         "recommended": list(recommendation["key"]),
     }
     for key, r in summary.iterrows():
         logger.info(
-            "%s: %s (ARI seeds %.3f, subsamples %.3f, IC %.4f, %d-%d clusters)", key, "stable" if r["stable"] else "unstable",
-            r["ari_seeds"], r["ari_subsample"], r["ic"], r["n_clusters_min"], r["n_clusters_max"],
+            "%s: %s (ARI seeds %.3f, subsamples %.3f, IC %.4f, %d-%d clusters)",
+            key,
+            "stable" if r["stable"] else "unstable",
+            r["ari_seeds"],
+            r["ari_subsample"],
+            r["ic"],
+            r["n_clusters_min"],
+            r["n_clusters_max"],
         )
     return StabilityResult(
-        summary=summary, clusters=clusters, recommendation=recommendation, n_clusters=n_clusters, runs=runs,
-        run_info=run_info, pairwise=pairwise, labels=labels, params=params_used,
+        summary=summary,
+        clusters=clusters,
+        recommendation=recommendation,
+        n_clusters=n_clusters,
+        runs=runs,
+        run_info=run_info,
+        pairwise=pairwise,
+        labels=labels,
+        params=params_used,
     )
 
 
@@ -283,7 +325,10 @@ def stability(
 def _plan(adata: AnnData, key: str):
     """(group, method, group params, key info), or a sentence saying why the key cannot be re-run."""
     if key not in adata.obs.columns:
-        return f"clustering {key!r} not in .obs; available: {choices(c for c in adata.obs.columns if isinstance(adata.obs[c].dtype, pd.CategoricalDtype))}"
+        return (
+            f"clustering {key!r} not in .obs; available: "
+            f"{choices(c for c in adata.obs.columns if isinstance(adata.obs[c].dtype, pd.CategoricalDtype))}"
+        )
     for group, value in adata.uns.items():
         if not (isinstance(value, dict) and isinstance(value.get("clusterings"), dict) and key in value["clusterings"]):
             continue
@@ -298,13 +343,19 @@ def _plan(adata: AnnData, key: str):
         else:
             return f"{key!r} (group {group!r}) was not made by {', '.join(METHODS)}; it cannot be re-run"
         if adata.obs[key].isna().any():
-            return f"{key!r} labels only part of the cells; assess it on the AnnData it was computed on (e.g. the subcluster subset)"
+            return (
+                f"{key!r} labels only part of the cells; assess it on the AnnData it was computed on (e.g. the "
+                "subcluster subset)"
+            )
         return group, method, params, info
     from ._subcluster import NOT_IN_SUBSET
 
     values = adata.obs[key]
     if values.isna().any() or (values.astype(str) == NOT_IN_SUBSET).any():
-        return f"{key!r} labels only part of the cells and was not made on this AnnData; assess it on the AnnData it was computed on (e.g. the subcluster subset)"
+        return (
+            f"{key!r} labels only part of the cells and was not made on this AnnData; assess it on the AnnData "
+            "it was computed on (e.g. the subcluster subset)"
+        )
     return f"{key!r} is not recorded by a clustering stage in .uns (leiden, kmeans, hclust); it cannot be re-run"
 
 
@@ -326,12 +377,18 @@ def _subsample(n: int, size: int, seed: int) -> np.ndarray:
 
 
 def _run_names(seeds: list[int], sub_specs: list) -> pd.DataFrame:
-    rows = [(f"seed_{s}", "seed", s) for s in seeds] + [(f"{name}_{j}", "subsample", seed) for name, _, j, seed in sub_specs]
+    rows = [(f"seed_{s}", "seed", s) for s in seeds] + [
+        (f"{name}_{j}", "subsample", seed) for name, _, j, seed in sub_specs
+    ]
     return pd.DataFrame(rows, columns=["run", "kind", "seed"]).set_index("run")
 
 
 def _leiden_options(params: dict) -> dict:
-    return {"flavor": params.get("flavor", "igraph"), "n_iterations": params.get("n_iterations", 2), "use_weights": params.get("use_weights", True)}
+    return {
+        "flavor": params.get("flavor", "igraph"),
+        "n_iterations": params.get("n_iterations", 2),
+        "use_weights": params.get("use_weights", True),
+    }
 
 
 # ---------------------------------------------------------------------------------------- runs
@@ -354,7 +411,7 @@ def _run_leiden(adata, keys, plans, params, seeds, sub_specs, n_jobs, runs, run_
         runs[key] = np.full((n, cols), -1, dtype=np.int32)
         info = _run_names(seeds, sub_specs)
         if sub_specs:
-            info.loc[info["kind"] == "subsample", "seed"] = [t[3] for t in tasks[-len(sub_specs):]]
+            info.loc[info["kind"] == "subsample", "seed"] = [t[3] for t in tasks[-len(sub_specs) :]]
         info["n_cells"] = [n] * len(seeds) + [size for _, size, _, _ in sub_specs]
         run_info[key] = info
     n_proc = min(len(tasks), available_cpus() if n_jobs == -1 else n_jobs)
@@ -473,13 +530,22 @@ def _run_hclust(adata, key, params, info, sub_specs, runs, run_info) -> None:
     from ._hclust import _linkage
 
     X = get_rep(adata, params.get("use_rep", "X_pca"), params.get("n_pcs")).astype(np.float64, copy=False)
-    vector = adata.uns[next(g for g, v in adata.uns.items() if isinstance(v, dict) and key in v.get("clusterings", {}))].get("backend") == "vector"
+    vector = (
+        adata.uns[next(g for g, v in adata.uns.items() if isinstance(v, dict) and key in v.get("clusterings", {}))].get(
+            "backend"
+        )
+        == "vector"
+    )
     n = adata.n_obs
     out = np.full((n, len(sub_specs)), -1, dtype=np.int32)
     for c, (_, size, _, sseed) in enumerate(sub_specs):
         idx = _subsample(n, size, sseed)
         Z, _ = _linkage(X[idx], params["method"], params["metric"], vector=vector, need_matrix=False)
-        cut = fcluster(Z, int(info["k"]), criterion="maxclust") if "k" in info else fcluster(Z, float(info["height"]), criterion="distance")
+        cut = (
+            fcluster(Z, int(info["k"]), criterion="maxclust")
+            if "k" in info
+            else fcluster(Z, float(info["height"]), criterion="distance")
+        )
         out[idx, c] = cut - 1
     runs[key] = out
     infodf = _run_names([], sub_specs)
@@ -513,7 +579,10 @@ def ari_from_table(table: np.ndarray) -> float:
     """Adjusted Rand index (Hubert & Arabie) from a contingency table; equals sklearn's."""
     t = table.astype(np.float64)
     n = t.sum()
-    comb = lambda x: x * (x - 1) / 2
+
+    def comb(x):
+        return x * (x - 1) / 2
+
     sum_ij = comb(t).sum()
     sum_a, sum_b = comb(t.sum(axis=1)).sum(), comb(t.sum(axis=0)).sum()
     expected = sum_a * sum_b / comb(n) if n > 1 else 0.0
@@ -583,7 +652,7 @@ def _measure(codes: np.ndarray, cats: list[str], runs: np.ndarray, info: pd.Data
             t = contingency_table(parts[i], parts[j])
             ari[i, j] = ari[j, i] = ari_from_table(t)
             ecs[i, j] = ecs[j, i] = ecs_from_table(t)
-    names = ["label"] + list(info.index[seed_cols])
+    names = ["label", *list(info.index[seed_cols])]
     if m > 1:
         off = ~np.eye(m, dtype=bool)
         ari_seeds, ari_seeds_min, ecs_seeds = float(ari[off].mean()), float(ari[off].min()), float(ecs[off].mean())
@@ -611,13 +680,21 @@ def _measure(codes: np.ndarray, cats: list[str], runs: np.ndarray, info: pd.Data
     for i, cl in enumerate(cats):
         row = jac[i]
         valid = ~np.isnan(row)
-        crows.append({
-            "cluster": cl, "n_cells": int(sizes[i]), "stability": float(stab[i]),
-            "stability_seeds": float(np.nanmean(row[seed_cols])) if len(seed_cols) and valid[seed_cols].any() else np.nan,
-            "stability_subsample": float(np.nanmean(row[sub_cols])) if len(sub_cols) and valid[sub_cols].any() else np.nan,
-            "frac_recovered": float((row[valid] >= 0.5).mean()) if valid.any() else np.nan,
-            "frac_dissolved": float((row[valid] < 0.5).mean()) if valid.any() else np.nan,
-        })
+        crows.append(
+            {
+                "cluster": cl,
+                "n_cells": int(sizes[i]),
+                "stability": float(stab[i]),
+                "stability_seeds": float(np.nanmean(row[seed_cols]))
+                if len(seed_cols) and valid[seed_cols].any()
+                else np.nan,
+                "stability_subsample": float(np.nanmean(row[sub_cols]))
+                if len(sub_cols) and valid[sub_cols].any()
+                else np.nan,
+                "frac_recovered": float((row[valid] >= 0.5).mean()) if valid.any() else np.nan,
+                "frac_dissolved": float((row[valid] < 0.5).mean()) if valid.any() else np.nan,
+            }
+        )
     ncl = np.array([_n_clusters(runs[:, c]) for c in range(runs.shape[1])])
     if ncl.size:
         _vals, cnt = np.unique(ncl, return_counts=True)
@@ -626,54 +703,106 @@ def _measure(codes: np.ndarray, cats: list[str], runs: np.ndarray, info: pd.Data
         mode_frac = np.nan
     weights = sizes / max(sizes.sum(), 1)
     row = {
-        "n_clusters": k, "n_runs": int(runs.shape[1]), "n_seed_runs": len(seed_cols), "n_subsample_runs": len(sub_cols),
-        "ari_seeds": ari_seeds, "ari_seeds_min": ari_seeds_min, "ecs_seeds": ecs_seeds, "ic": ic,
+        "n_clusters": k,
+        "n_runs": int(runs.shape[1]),
+        "n_seed_runs": len(seed_cols),
+        "n_subsample_runs": len(sub_cols),
+        "ari_seeds": ari_seeds,
+        "ari_seeds_min": ari_seeds_min,
+        "ecs_seeds": ecs_seeds,
+        "ic": ic,
         "ari_subsample": float(np.mean(sub_ari)) if sub_ari else np.nan,
         "n_clusters_median": float(np.median(ncl)) if ncl.size else np.nan,
-        "n_clusters_min": int(ncl.min()) if ncl.size else k, "n_clusters_max": int(ncl.max()) if ncl.size else k,
+        "n_clusters_min": int(ncl.min()) if ncl.size else k,
+        "n_clusters_max": int(ncl.max()) if ncl.size else k,
         "n_clusters_mode_frac": mode_frac,
         "cluster_stability_min": float(np.nanmin(stab)) if k else np.nan,
         "cluster_stability_mean": float(np.nansum(stab * weights)),
-        "medoid": names[medoid], "ari_medoid": float(ari[0, medoid]),
+        "medoid": names[medoid],
+        "ari_medoid": float(ari[0, medoid]),
     }
     pw = pd.DataFrame(ari, index=names, columns=names)
     return row, crows, pw
 
 
 def _recommend(summary: pd.DataFrame, min_ari: float, min_cluster_stability: float) -> pd.DataFrame:
-    cols = ["key", "group", "param", "n_clusters", "score", "ari_seeds", "ari_subsample", "ic", "cluster_stability_min", "evidence"]
+    cols = [
+        "key",
+        "group",
+        "param",
+        "n_clusters",
+        "score",
+        "ari_seeds",
+        "ari_subsample",
+        "ic",
+        "cluster_stability_min",
+        "evidence",
+    ]
     rows = []
     for key, r in summary[summary["stable"]].iterrows():
         sub = f", subsamples {r['ari_subsample']:.3f}" if not np.isnan(r["ari_subsample"]) else ""
-        same = f"{r['n_clusters_min']}" if r["n_clusters_min"] == r["n_clusters_max"] else f"{r['n_clusters_min']}-{r['n_clusters_max']}"
-        rows.append({
-            "key": key, "group": r["group"], "param": r["param"], "n_clusters": r["n_clusters"], "score": r["score"],
-            "ari_seeds": r["ari_seeds"], "ari_subsample": r["ari_subsample"], "ic": r["ic"],
-            "cluster_stability_min": r["cluster_stability_min"],
-            "evidence": (
-                f"{r['n_clusters']} clusters; mean ARI between runs: seeds {r['ari_seeds']:.3f}{sub} (>= {min_ari:g}); "
-                f"IC {r['ic']:.4f}; {same} clusters in {r['n_runs']} runs; least stable cluster: Jaccard {r['cluster_stability_min']:.2f} (>= {min_cluster_stability:g})"
-            ),
-        })
+        same = (
+            f"{r['n_clusters_min']}"
+            if r["n_clusters_min"] == r["n_clusters_max"]
+            else f"{r['n_clusters_min']}-{r['n_clusters_max']}"
+        )
+        rows.append(
+            {
+                "key": key,
+                "group": r["group"],
+                "param": r["param"],
+                "n_clusters": r["n_clusters"],
+                "score": r["score"],
+                "ari_seeds": r["ari_seeds"],
+                "ari_subsample": r["ari_subsample"],
+                "ic": r["ic"],
+                "cluster_stability_min": r["cluster_stability_min"],
+                "evidence": (
+                    f"{r['n_clusters']} clusters; mean ARI between runs: seeds {r['ari_seeds']:.3f}{sub} (>= "
+                    f"{min_ari:g}); "
+                    f"IC {r['ic']:.4f}; {same} clusters in {r['n_runs']} runs; least stable cluster: Jaccard "
+                    f"{r['cluster_stability_min']:.2f} (>= {min_cluster_stability:g})"
+                ),
+            }
+        )
     rec = pd.DataFrame(rows, columns=cols)
     if rec.empty:
-        logger.warning("stability: no clustering reaches min_ari=%g and min_cluster_stability=%g; none is recommended", min_ari, min_cluster_stability)
+        logger.warning(
+            "stability: no clustering reaches min_ari=%g and min_cluster_stability=%g; none is recommended",
+            min_ari,
+            min_cluster_stability,
+        )
     return rec.sort_values(["group", "param"], kind="stable").reset_index(drop=True)
 
 
 def _write_medoid(adata, key, medoid, runs, info, mode) -> None:
+    """The medoid partition as ``.obs[f"{key}_medoid"]`` (``"add"``) or in place of ``key`` (``"replace"``;
+    the reported labels kept as ``f"{key}_original"``), each with ``.uns[...colors]``: the copy keeps
+    the labels' colours, a new partition takes the colour of the reported cluster it shares most cells with."""
+    from .._colors import categories, category_colors, matched_colors
     from ._labels import store_labels
 
+    colours = category_colors(adata, key, len(categories(adata.obs[key])))
     if medoid == "label":  # the reported labels are the medoid: nothing changes
-        adata.obs[f"{key}_medoid" if mode == "add" else f"{key}_original"] = adata.obs[key].copy()
+        copy_key = f"{key}_medoid" if mode == "add" else f"{key}_original"
+        adata.obs[copy_key] = adata.obs[key].copy()
+        adata.uns[f"{copy_key}_colors"] = colours
         return
     labels = runs[:, list(info.index).index(medoid)]
     if mode == "add":
         store_labels(adata, f"{key}_medoid", labels)
+        adata.uns[f"{key}_medoid_colors"] = matched_colors(adata, f"{key}_medoid", key)
     else:
         adata.obs[f"{key}_original"] = adata.obs[key].copy()
+        adata.uns[f"{key}_original_colors"] = colours
         store_labels(adata, key, labels)
-        logger.info("stability: %s replaced by its medoid partition (%s); the reported labels are in %s_original", key, medoid, key)
+        adata.uns[f"{key}_colors"] = matched_colors(adata, key, f"{key}_original")
+        logger.info(
+            "stability: %s replaced by its medoid partition (%s); the reported labels are in %s_original",
+            key,
+            medoid,
+            key,
+        )
 
 
 def _plain(v):

@@ -18,9 +18,8 @@ from typing import Annotated, Literal
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse
-
 from pydantic import BeforeValidator, Field, model_validator
+from scipy import sparse
 
 from .._checks import check_obs
 from .._errors import ConfigError, InputError, MissingKeyError, choices, warn
@@ -81,21 +80,29 @@ class Selection(Group):
     """Which cells a subclustering takes: exactly one of ``markers``, ``clusters`` or ``obs_query``."""
 
     markers: dict[str, GeneList] | None = Field(
-        None, description="marker sets {name: [genes]}: a cluster of groupby is selected when its scaled mean "
-        "expression of any set reaches min_score (e.g. {T: [CD3E], NK: [GNLY, NKG7]})")
+        None,
+        description="marker sets {name: [genes]}: a cluster of groupby is selected when its scaled mean "
+        "expression of any set reaches min_score (e.g. {T: [CD3E], NK: [GNLY, NKG7]})",
+    )
     clusters: Annotated[list[str], BeforeValidator(lambda v: [str(c) for c in as_list(v)])] | None = Field(
-        None, description="cluster ids of groupby to take (e.g. [1, 3, 4])")
-    obs_query: str | None = Field(None, description="a condition on .obs columns (pandas eval), e.g. "
-                                  "\"cell_type in ['CD4 T', 'CD8 T']\"")
+        None, description="cluster ids of groupby to take (e.g. [1, 3, 4])"
+    )
+    obs_query: str | None = Field(
+        None, description="a condition on .obs columns (pandas eval), e.g. \"cell_type in ['CD4 T', 'CD8 T']\""
+    )
     min_score: Annotated[float, Field(gt=0, le=1)] = Field(
-        0.5, description="markers: scaled score (0-1, between the least and the most expressing cluster) a cluster "
-        "needs in at least one set")
+        0.5,
+        description="markers: scaled score (0-1, between the least and the most expressing cluster) a cluster "
+        "needs in at least one set",
+    )
 
     @model_validator(mode="after")
     def _one_rule(self) -> Selection:
         given = [k for k in ("markers", "clusters", "obs_query") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of markers, clusters or obs_query" + (f" (got {', '.join(given)})" if given else ""))
+            raise ValueError(
+                "give exactly one of markers, clusters or obs_query" + (f" (got {', '.join(given)})" if given else "")
+            )
         return self
 
     @property
@@ -107,10 +114,12 @@ class Selection(Group):
 SubclusterGraph = Graph.with_defaults("SubclusterGraph", n_neighbors=10, n_pcs=30)
 #: the subset's Leiden: leidenalg to convergence (``sc.tl.leiden``'s default); labels ``{key_added}_{r}``
 #: with ``key_added`` the subclustering's name unless given
-SubclusterLeiden = params_model(tl_leiden, name="SubclusterLeiden", base=Group,
-                                include=("resolutions", "flavor", "n_iterations", "key_added"))
-SubclusterLeiden = SubclusterLeiden.with_defaults("SubclusterLeiden", resolutions=[0.6], flavor="leidenalg",
-                                                  n_iterations=-1, key_added=None)
+SubclusterLeiden = params_model(
+    tl_leiden, name="SubclusterLeiden", base=Group, include=("resolutions", "flavor", "n_iterations", "key_added")
+)
+SubclusterLeiden = SubclusterLeiden.with_defaults(
+    "SubclusterLeiden", resolutions=[0.6], flavor="leidenalg", n_iterations=-1, key_added=None
+)
 
 
 def _check(args: dict) -> None:
@@ -119,7 +128,9 @@ def _check(args: dict) -> None:
     if args["hvg"].flavor == "seurat_v3":
         raise ValueError("hvg.flavor 'seurat_v3' needs counts, which .raw does not hold; use 'seurat' or 'cell_ranger'")
     if args["min_cells"] < args["graph"].n_neighbors:
-        raise ValueError(f"min_cells ({args['min_cells']}) must be at least graph.n_neighbors ({args['graph'].n_neighbors})")
+        raise ValueError(
+            f"min_cells ({args['min_cells']}) must be at least graph.n_neighbors ({args['graph'].n_neighbors})"
+        )
 
 
 @validated(check=_check)
@@ -222,11 +233,21 @@ def subcluster(
     from .. import pp
     from .._keys import leiden_keys
 
-    params = {"name": name, "select": select.model_dump(), "groupby": groupby, "min_cells": min_cells,
-              "batch_key": batch_key, "min_cells_per_batch": min_cells_per_batch, "small_batches": small_batches,
-              "hvg": hvg.model_dump(), "pca": pca.model_dump(), "graph": graph.model_dump(),
-              "leiden": leiden.model_dump(), "umap": umap.model_dump() if umap is not None else None,
-              "random_state": random_state}
+    params = {
+        "name": name,
+        "select": select.model_dump(),
+        "groupby": groupby,
+        "min_cells": min_cells,
+        "batch_key": batch_key,
+        "min_cells_per_batch": min_cells_per_batch,
+        "small_batches": small_batches,
+        "hvg": hvg.model_dump(),
+        "pca": pca.model_dump(),
+        "graph": graph.model_dump(),
+        "leiden": leiden.model_dump(),
+        "umap": umap.model_dump() if umap is not None else None,
+        "random_state": random_state,
+    }
     if adata.raw is None and not _from_store(adata):
         raise InputError(
             "subcluster needs .raw (log-normalized expression of all genes) to re-process the subset; "
@@ -237,12 +258,20 @@ def subcluster(
     if hvg.batch_key is not None:
         check_obs(adata, hvg.batch_key, what="hvg.batch_key")
     if batch_key is not None and batch_key not in adata.obs:
-        logger.info("subcluster %r: batch_key %r is not a column of the data: one batch, Harmony skipped", name, batch_key)
+        logger.info(
+            "subcluster %r: batch_key %r is not a column of the data: one batch, Harmony skipped", name, batch_key
+        )
         batch_key = None
 
     sub, table, selected, dropped = _select_subset(
-        adata, name=name, groupby=groupby, select=select, min_cells=min_cells, batch_key=batch_key,
-        min_cells_per_batch=min_cells_per_batch, small_batches=small_batches,
+        adata,
+        name=name,
+        groupby=groupby,
+        select=select,
+        min_cells=min_cells,
+        batch_key=batch_key,
+        min_cells_per_batch=min_cells_per_batch,
+        small_batches=small_batches,
     )
     key_added = leiden.key_added or name
     # ---- HVGs, scale, PCA, Harmony, graph (the chain prepare runs), then Leiden and UMAP
@@ -250,17 +279,37 @@ def subcluster(
     if pp.is_lazy(sub):
         sub = _lognorm_lazy(adata, sub, name)
     raw_genes = list(adata.raw.var_names) if pp.is_lazy(sub) and adata.raw is not None else None
-    out = _reduce(sub, hvg=hvg, pca=pca.model_copy(update={"regress_out": regressed}), random_state=random_state,
-                  raw_genes=raw_genes, seconds=None, what=f"subcluster {name!r}")
+    out = _reduce(
+        sub,
+        hvg=hvg,
+        pca=pca.model_copy(update={"regress_out": regressed}),
+        random_state=random_state,
+        raw_genes=raw_genes,
+        seconds=None,
+        what=f"subcluster {name!r}",
+    )
     hvg_overlap, hvg_genes = _hvg_overlap(adata, out.raw)
     out.uns.pop("hvg_table", None)
     if "counts_store" in adata.uns and pp.is_lazy(sub):
         out.uns["counts_store"] = dict(adata.uns["counts_store"])
-    _embed(out, batch_key=batch_key, min_cells_per_batch=min_cells_per_batch, graph=graph, random_state=random_state,
-           seconds=None, what=f"subcluster {name!r}")
+    _embed(
+        out,
+        batch_key=batch_key,
+        min_cells_per_batch=min_cells_per_batch,
+        graph=graph,
+        random_state=random_state,
+        seconds=None,
+        what=f"subcluster {name!r}",
+    )
     sub = out
-    tl_leiden(sub, resolutions=leiden.resolutions, key_added=key_added, flavor=leiden.flavor,
-              n_iterations=leiden.n_iterations, random_state=random_state)
+    tl_leiden(
+        sub,
+        resolutions=leiden.resolutions,
+        key_added=key_added,
+        flavor=leiden.flavor,
+        n_iterations=leiden.n_iterations,
+        random_state=random_state,
+    )
     keys = leiden_keys(key_added, leiden.resolutions)
     if umap is not None:
         pp.umap(sub, key_added="X_umap", **umap.model_dump(), random_state=random_state)
@@ -274,25 +323,46 @@ def subcluster(
             contingency[key] = pd.crosstab(sub.obs[groupby], sub.obs[key]).rename_axis(index=groupby, columns=key)
     n_hvg = hvg_overlap.set_index("set")["n_genes"]
     sub.uns["subcluster"] = {
-        "name": name, "groupby": groupby or "", "select": select.by, "selected": list(selected), "keys": keys,
-        "batch_key": batch_key or "", "regressed": regressed,
-        "n_hvg_parent": int(n_hvg["parent"]), "n_hvg_subset": int(n_hvg["subset"]), "n_hvg_both": int(n_hvg["both"]),
+        "name": name,
+        "groupby": groupby or "",
+        "select": select.by,
+        "selected": list(selected),
+        "keys": keys,
+        "batch_key": batch_key or "",
+        "regressed": regressed,
+        "n_hvg_parent": int(n_hvg["parent"]),
+        "n_hvg_subset": int(n_hvg["subset"]),
+        "n_hvg_both": int(n_hvg["both"]),
         "params_json": json.dumps(params),
     }
     report = SubclusterReport(
-        name=name, selection=table, selected=list(selected), n_cells=sub.n_obs, cells_per_sample=cells_per_sample,
-        hvg_overlap=hvg_overlap, hvg_genes=hvg_genes, contingency=contingency, regressed=regressed,
-        dropped_batches=dropped, keys=keys,
+        name=name,
+        selection=table,
+        selected=list(selected),
+        n_cells=sub.n_obs,
+        cells_per_sample=cells_per_sample,
+        hvg_overlap=hvg_overlap,
+        hvg_genes=hvg_genes,
+        contingency=contingency,
+        regressed=regressed,
+        dropped_batches=dropped,
+        keys=keys,
     )
     logger.info(
-        "subcluster %r: %d cells, HVGs parent/subset/both %d/%d/%d, %s", name, sub.n_obs, n_hvg["parent"],
-        n_hvg["subset"], n_hvg["both"], ", ".join(f"{k}: {sub.obs[k].cat.categories.size} clusters" for k in keys),
+        "subcluster %r: %d cells, HVGs parent/subset/both %d/%d/%d, %s",
+        name,
+        sub.n_obs,
+        n_hvg["parent"],
+        n_hvg["subset"],
+        n_hvg["both"],
+        ", ".join(f"{k}: {sub.obs[k].cat.categories.size} clusters" for k in keys),
     )
     return sub, report
 
 
-def _select_subset(adata: AnnData, *, name, groupby, select: Selection, min_cells, batch_key, min_cells_per_batch,
-                   small_batches) -> tuple[AnnData, pd.DataFrame, list[str], dict[str, int]]:
+def _select_subset(
+    adata: AnnData, *, name, groupby, select: Selection, min_cells, batch_key, min_cells_per_batch, small_batches
+) -> tuple[AnnData, pd.DataFrame, list[str], dict[str, int]]:
     """The selected cells with all genes from ``.raw`` (small batches dropped when asked)."""
     # ---- selection
     if select.by == "markers":
@@ -302,7 +372,12 @@ def _select_subset(adata: AnnData, *, name, groupby, select: Selection, min_cell
     else:
         mask, table, selected = _select_by_query(adata, groupby, select.obs_query)
     n_sel = int(mask.sum())
-    logger.info("subcluster %r: %d cells selected%s", name, n_sel, f" (clusters {', '.join(selected)} of {groupby})" if selected else "")
+    logger.info(
+        "subcluster %r: %d cells selected%s",
+        name,
+        n_sel,
+        f" (clusters {', '.join(selected)} of {groupby})" if selected else "",
+    )
     if n_sel < min_cells:
         raise InputError(
             f"subcluster {name!r}: too few cells selected: {n_sel} (need at least min_cells={min_cells}); "
@@ -320,10 +395,14 @@ def _select_subset(adata: AnnData, *, name, groupby, select: Selection, min_cell
 
         counts = read_counts(adata[idx])
         kept = np.asarray(adata.uns["counts_store"].get("genes_kept", np.ones(counts.n_vars, bool)), dtype=bool)
-        sub = AnnData(X=counts.X[:, np.flatnonzero(kept)] if not kept.all() else counts.X, obs=obs,
-                      var=counts.var.loc[kept].copy())
-        logger.info("subcluster %r: counts of %d cells read lazily from %s", name, sub.n_obs,
-                    adata.uns["counts_store"]["path"])
+        sub = AnnData(
+            X=counts.X[:, np.flatnonzero(kept)] if not kept.all() else counts.X,
+            obs=obs,
+            var=counts.var.loc[kept].copy(),
+        )
+        logger.info(
+            "subcluster %r: counts of %d cells read lazily from %s", name, sub.n_obs, adata.uns["counts_store"]["path"]
+        )
     else:
         raw = adata.raw
         X = raw.X[idx]
@@ -371,12 +450,18 @@ def _regressable(sub: AnnData, name: str, regress_out) -> list[str]:
         if pd.api.types.is_numeric_dtype(vals):
             v = vals.to_numpy(dtype=float)
             if not np.isfinite(v).all():
-                raise InputError(f"regress_out key {key!r} has NaN or inf values in {int((~np.isfinite(v)).sum())} selected cell(s)")
+                raise InputError(
+                    f"regress_out key {key!r} has NaN or inf values in {int((~np.isfinite(v)).sum())} selected cell(s)"
+                )
             if np.ptp(v) == 0:
-                logger.warning("subcluster %r: regress_out key %r is constant in the subset (%g); not regressed", name, key, v[0])
+                logger.warning(
+                    "subcluster %r: regress_out key %r is constant in the subset (%g); not regressed", name, key, v[0]
+                )
                 continue
         elif vals.nunique() < 2:
-            logger.warning("subcluster %r: regress_out key %r has a single value in the subset; not regressed", name, key)
+            logger.warning(
+                "subcluster %r: regress_out key %r has a single value in the subset; not regressed", name, key
+            )
             continue
         regressed.append(key)
     return regressed
@@ -399,7 +484,10 @@ def _lognorm_lazy(adata: AnnData, sub: AnnData, name: str) -> AnnData:
     return ln
 
 
-def transfer_subclusters(adata: AnnData, *, subset: AnnData, name: str | None = None, keys: Sequence[str] | None = None) -> list[str]:
+@validated
+def transfer_subclusters(
+    adata: AnnData, *, subset: AnnData, name: str | None = None, keys: Sequence[str] | None = None
+) -> list[str]:
     """Write a subset's cluster labels back into the parent.
 
     Parameters
@@ -426,12 +514,17 @@ def transfer_subclusters(adata: AnnData, *, subset: AnnData, name: str | None = 
         raise ConfigError("name is required: the subset has no .uns['subcluster'] (run tl.subcluster first)")
     keys = list(keys) if keys is not None else list(info.get("keys", []))
     if not keys:
-        raise MissingKeyError("no subclustering keys given and none recorded in .uns['subcluster']; run tl.subcluster first")
+        raise MissingKeyError(
+            "no subclustering keys given and none recorded in .uns['subcluster']; run tl.subcluster first"
+        )
     for key in keys:
         check_obs(subset, key, what="subclustering key")
     missing = subset.obs_names.difference(adata.obs_names)
     if len(missing):
-        raise InputError(f"{len(missing)} subset cell(s) are not in the parent (first: {missing[0]!r}); pass the parent the subset was taken from")
+        raise InputError(
+            f"{len(missing)} subset cell(s) are not in the parent (first: {missing[0]!r}); pass the parent the "
+            "subset was taken from"
+        )
     prefix = f"{name}:"
     for key in keys:
         if key in adata.obs:
@@ -444,7 +537,11 @@ def transfer_subclusters(adata: AnnData, *, subset: AnnData, name: str | None = 
     pos = adata.obs_names.get_indexer(subset.obs_names)
     for key in keys:
         labels = subset.obs[key]
-        cats = list(labels.cat.categories) if isinstance(labels.dtype, pd.CategoricalDtype) else sorted(labels.astype(str).unique())
+        cats = (
+            list(labels.cat.categories)
+            if isinstance(labels.dtype, pd.CategoricalDtype)
+            else sorted(labels.astype(str).unique())
+        )
         values = np.full(adata.n_obs, NOT_IN_SUBSET, dtype=object)
         values[pos] = [prefix + str(v) for v in labels.astype(str)]
         adata.obs[key] = pd.Categorical(values, categories=[prefix + str(c) for c in cats] + [NOT_IN_SUBSET])
@@ -461,7 +558,9 @@ def _groups(adata: AnnData, groupby: str) -> pd.Series:
     return labels
 
 
-def _select_by_clusters(adata: AnnData, groupby: str, clusters: Sequence[str] | None) -> tuple[np.ndarray, pd.DataFrame, list[str]]:
+def _select_by_clusters(
+    adata: AnnData, groupby: str, clusters: Sequence[str] | None
+) -> tuple[np.ndarray, pd.DataFrame, list[str]]:
     labels = _groups(adata, groupby)
     cats = [str(c) for c in labels.cat.categories]
     if not clusters:
@@ -473,8 +572,10 @@ def _select_by_clusters(adata: AnnData, groupby: str, clusters: Sequence[str] | 
     lab = labels.astype(str).to_numpy()
     mask = np.isin(lab, wanted)
     sizes = pd.Series(lab).value_counts()
-    table = pd.DataFrame({"n_cells": [int(sizes.get(c, 0)) for c in cats], "selected": [c in wanted for c in cats]},
-                         index=pd.Index(cats, name=groupby))
+    table = pd.DataFrame(
+        {"n_cells": [int(sizes.get(c, 0)) for c in cats], "selected": [c in wanted for c in cats]},
+        index=pd.Index(cats, name=groupby),
+    )
     return mask, table, [c for c in cats if c in wanted]
 
 
@@ -483,9 +584,10 @@ def _select_by_query(adata: AnnData, groupby: str, obs_query: str | None) -> tup
         raise ConfigError("select='obs' needs obs_query, a condition on .obs columns (e.g. \"cell_type == 'NK'\")")
     try:
         res = adata.obs.eval(obs_query)
-    except Exception as err:  # noqa: BLE001 - any failure of the user's expression is a config error
+    except Exception as err:
         raise ConfigError(
-            f"obs_query {obs_query!r} cannot be evaluated on .obs ({type(err).__name__}: {err}); columns: {choices(adata.obs.columns)}"
+            f"obs_query {obs_query!r} cannot be evaluated on .obs ({type(err).__name__}: {err}); columns: "
+            f"{choices(adata.obs.columns)}"
         ) from None
     res = pd.Series(res, index=adata.obs_names) if not isinstance(res, pd.Series) else res
     if res.dtype != bool:
@@ -493,7 +595,9 @@ def _select_by_query(adata: AnnData, groupby: str, obs_query: str | None) -> tup
     mask = res.to_numpy()
     if groupby in adata.obs:
         lab = adata.obs[groupby].astype(str)
-        table = pd.DataFrame({"n_cells": lab.value_counts(), "n_selected": lab[mask].value_counts()}).fillna(0).astype(int)
+        table = (
+            pd.DataFrame({"n_cells": lab.value_counts(), "n_selected": lab[mask].value_counts()}).fillna(0).astype(int)
+        )
         table = table.loc[[c for c in _groups(adata, groupby).cat.categories.astype(str) if c in table.index]]
         table.index.name = groupby
     else:
@@ -543,7 +647,13 @@ def _select_by_markers(
         score = table[[f"mean_{g}" for g in gs]].to_numpy().mean(axis=1)
         lo, hi = np.nanmin(score[nonempty]), np.nanmax(score[nonempty])
         if hi - lo < MIN_SCORE_RANGE:
-            logger.warning("marker set %r does not separate the clusters of %r (scores %.3g-%.3g); it selects nothing", set_name, groupby, lo, hi)
+            logger.warning(
+                "marker set %r does not separate the clusters of %r (scores %.3g-%.3g); it selects nothing",
+                set_name,
+                groupby,
+                lo,
+                hi,
+            )
             scaled = np.zeros(k)
         else:
             scaled = (score - lo) / (hi - lo)
@@ -557,7 +667,10 @@ def _select_by_markers(
     table["selected_by"] = [",".join(b) for b in by]
     selected = [c for c, s in zip(cats, chosen, strict=True) if s]
     if not selected:
-        raise InputError(f"no cluster of {groupby!r} passes the marker rule (min_score={min_score}); see the scores or use select='clusters'")
+        raise InputError(
+            f"no cluster of {groupby!r} passes the marker rule (min_score={min_score}); see the scores or use "
+            "select='clusters'"
+        )
     mask = np.isin(codes, np.flatnonzero(chosen)) & ok
     logger.info("marker rule on %r selected clusters %s", groupby, ", ".join(selected))
     return mask, table, selected
@@ -574,17 +687,30 @@ def _hvg_overlap(parent: AnnData, sub: AnnData) -> tuple[pd.DataFrame, pd.DataFr
     p, s = set(parent_hvg), set(sub_hvg)
     overlap = pd.DataFrame({"set": ["parent", "subset", "both"], "n_genes": [len(p), len(s), len(p & s)]})
     union = [g for g in sub.var_names if g in p or g in s] + sorted(p - set(sub.var_names))
-    genes = pd.DataFrame({"parent": [g in p for g in union], "subset": [g in s for g in union]}, index=pd.Index(union, name="gene"))
+    genes = pd.DataFrame(
+        {"parent": [g in p for g in union], "subset": [g in s for g in union]}, index=pd.Index(union, name="gene")
+    )
     return overlap, genes
 
 
 def _cells_per_sample(parent: AnnData, sub: AnnData, key: str | None) -> pd.DataFrame:
     if key is None:
-        return pd.DataFrame({"n_parent": [parent.n_obs], "n_subset": [sub.n_obs]}, index=pd.Index(["all"], name="sample"))
+        return pd.DataFrame(
+            {"n_parent": [parent.n_obs], "n_subset": [sub.n_obs]}, index=pd.Index(["all"], name="sample")
+        )
     par = parent.obs[key].astype(str).value_counts()
     sb = sub.obs[key].astype(str).value_counts()
-    order = [str(c) for c in (parent.obs[key].cat.categories if isinstance(parent.obs[key].dtype, pd.CategoricalDtype) else sorted(par.index))]
-    df = pd.DataFrame({"n_parent": par.reindex(order).fillna(0).astype(int), "n_subset": sb.reindex(order).fillna(0).astype(int)})
+    order = [
+        str(c)
+        for c in (
+            parent.obs[key].cat.categories
+            if isinstance(parent.obs[key].dtype, pd.CategoricalDtype)
+            else sorted(par.index)
+        )
+    ]
+    df = pd.DataFrame(
+        {"n_parent": par.reindex(order).fillna(0).astype(int), "n_subset": sb.reindex(order).fillna(0).astype(int)}
+    )
     df["fraction"] = df["n_subset"] / df["n_parent"].where(df["n_parent"] > 0)
     df.index.name = key
     return df

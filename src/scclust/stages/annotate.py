@@ -1,7 +1,8 @@
 """``annotate``: cell types of clusters from marker gene sets (:func:`scclust.tl.annotate`), scored on
 the statistics of the ``markers`` stage (scaled mean expression per cluster, or AUROC). Per
-clustering: ``.obs[f"{key}_annotation"]``, tables ``annotation_{key}`` (per cluster: label, best set, its score, the runner-up, the margin) and
-``annotation_{key}_scores`` (clusters x sets), figure ``annotation_umap_{key}``."""
+clustering: ``.obs[f"{key}_annotation"]``, tables ``annotation_{key}`` (per cluster: label, best
+set, its score, the runner-up, the margin) and ``annotation_{key}_scores`` (clusters x sets),
+figure ``annotation_umap_{key}``."""
 
 from __future__ import annotations
 

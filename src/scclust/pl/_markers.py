@@ -6,15 +6,18 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._errors import InputError
+from .._params import validated
+from .._types import PositiveInt
 from ..tl._markers import _result, markers_key, top_markers
 
 
+@validated
 def markers(
     adata: AnnData,
     *,
     groupby: str,
     key: str | None = None,
-    n_genes: int = 3,
+    n_genes: PositiveInt = 3,
     passing: bool = True,
     use_raw: bool | None = None,
     dendrogram: bool | None = None,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +27,7 @@ from scipy import sparse
 from .._checks import check_groupby
 from .._errors import ConfigError, InputError, MissingKeyError, choices
 from .._params import validated
+from .._types import GeneList, KeyList
 
 logger = logging.getLogger(__name__)
 
@@ -728,11 +728,12 @@ def _result(adata: AnnData, key: str) -> dict:
     return adata.uns[key]
 
 
+@validated
 def marker_table(
     adata: AnnData,
     *,
     key: str,
-    n_genes: int | None = None,
+    n_genes: Annotated[int, Field(ge=1)] | None = None,
     passing: bool = False,
 ) -> pd.DataFrame:
     """The markers stored by :func:`markers` as one long table.
@@ -792,21 +793,61 @@ def marker_table(
     return out
 
 
+@validated
 def top_markers(
-    adata: AnnData, *, key: str, n_genes: int = 5, passing: bool = True, clusters: Sequence[str] | None = None
+    adata: AnnData,
+    *,
+    key: str,
+    n_genes: Annotated[int, Field(ge=1)] = 5,
+    passing: bool = True,
+    clusters: KeyList | None = None,
 ) -> dict[str, list[str]]:
-    """``{cluster: [gene, ...]}``: the ``n_genes`` best markers of each cluster (passing the
-    filters when ``passing``; a cluster with none gets an empty list)."""
+    """The best markers of each cluster, from :func:`markers`' results.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with ``.uns[key]``.
+    key
+        ``.uns`` key of the markers (``markers_{groupby}``).
+    n_genes
+        Markers per cluster (highest score first).
+    passing
+        Only genes that pass the marker filters (a cluster with none gets an empty list).
+    clusters
+        These clusters, in this order (default: all, in the stored order).
+
+    Returns
+    -------
+    ``{cluster: [gene, ...]}``; ``adata`` is not modified.
+    """
     table = marker_table(adata, key=key, passing=passing)
     names = list(_result(adata, key)["names"].dtype.names) if clusters is None else list(clusters)
     return {c: list(table.loc[table["cluster"] == c, "gene"].head(n_genes)) for c in names}
 
 
-def marker_expression(adata: AnnData, *, key: str, genes: Sequence[str]) -> AnnData:
+@validated
+def marker_expression(adata: AnnData, *, key: str, genes: GeneList) -> AnnData:
     """Log-normalized expression of ``genes`` for every cell, from where :func:`markers` read it
-    (``.raw``, ``.X``, a layer, or the counts store: one Dask pass over it), as a small AnnData
-    (cells x these genes, sparse) with ``adata``'s ``.obs``, ``.obsm`` and ``.uns`` (dendrograms,
-    colours, the markers of ``key``), for the figures of markers that the in-memory matrices do not hold."""
+    (``.raw``, ``.X``, a layer, or the counts store: one Dask pass over it).
+
+    For the figures of markers that the in-memory matrices do not hold (a run whose ``.raw`` has
+    only some genes).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with ``.uns[key]``.
+    key
+        ``.uns`` key of the markers (``markers_{groupby}``).
+    genes
+        Genes (of those the markers were computed on).
+
+    Returns
+    -------
+    A small AnnData (cells x these genes, sparse) with ``adata``'s ``.obs``, ``.obsm`` and ``.uns``
+    entries for dendrograms, colours and the markers of ``key``; ``adata`` is not modified.
+    """
     res = _result(adata, key)
     p = res["params"]
     genes = list(dict.fromkeys(genes))

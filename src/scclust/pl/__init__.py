@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 _FUNCTIONS = {
     "clustered_heatmap": "_heatmap", "clustree": "_compare", "compare": "_compare", "dendrogram": "_dendrogram",
     "dotplot": "_dendrogram", "embedding": "_embedding", "graph_block": "_graph", "highly_variable_genes": "_prepare",
-    "markers": "_markers", "pca_variance": "_prepare", "proportions": "_composition", "qc_violin": "_qc", "stability": "_stability",
+    "markers": "_markers",
+    "pca_variance": "_prepare", "proportions": "_composition", "qc_violin": "_qc", "stability": "_stability",
     "stability_embedding": "_stability", "stability_runs": "_stability", "subcluster_markers": "_subcluster",
     "subcluster_overview": "_subcluster",
 }

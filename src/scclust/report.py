@@ -121,6 +121,16 @@ STAGES: dict[str, Stage] = {
         "Stability of the clusterings",
         "Every clustering rerun with other seeds and on subsamples of the cells: how much the labels stay the same.",
     ),
+    "markers": Stage(
+        "What defines each cluster",
+        "Each cluster against the rest of the cells: its best marker genes (Wilcoxon rank-sum, fold change, "
+        "fraction of cells expressing inside and outside, AUROC); a cluster with no marker passing the filters is "
+        "flagged as a likely over-split.",
+    ),
+    "annotate": Stage(
+        "Cell types from marker sets",
+        "Each cluster named after the marker gene set it expresses most specifically, or unassigned.",
+    ),
     "write_outputs": Stage(
         "Cluster labels", "Every clustering of the run, one column per clustering, one row per cell."
     ),
@@ -543,6 +553,95 @@ OUTPUTS: tuple[Output, ...] = (
         "Rows: the parent's clusters (groupby); columns: the new subclusters; entries: cells in both.",
         (("(every column)", "cells in the row's parent cluster and the column's subcluster"),),
     ),
+    # markers
+    Output(
+        "markers",
+        "figure",
+        r"markers_dotplot_(?P<key>.+)",
+        "Top markers of each cluster of {key}",
+        "Dot size: fraction of the cluster's cells expressing the gene; colour: mean log-expression. Genes are each "
+        "cluster's best markers passing the filters, clusters in dendrogram order when one was made.",
+    ),
+    Output(
+        "markers",
+        "figure",
+        r"markers_heatmap_(?P<key>.+)",
+        "Clustered heatmap of the top markers of {key}",
+        "Mean log-expression per cluster (columns) of each cluster's top markers (rows), z-scored per gene; the "
+        "colour bar names the cluster a gene marks.",
+    ),
+    Output(
+        "markers",
+        "figure",
+        r"markers_umap_(?P<key>.+)",
+        "Best marker of each cluster of {key} on the UMAP",
+        "One panel per cluster's best marker (titled cluster: gene), log-normalized expression.",
+    ),
+    Output(
+        "markers",
+        "table",
+        r"markers_(?P<key>.+)_summary",
+        "What defines each cluster of {key}",
+        "Per cluster: its size, how many genes pass the marker filters and the five best of them.",
+        (
+            ("n_cells", "cells in the cluster"),
+            ("n_markers", "genes passing the filters (fraction inside, fraction outside, log2 fold change)"),
+            ("top_markers", "the five best markers passing the filters, by score"),
+            ("top_by_score", "the five highest scores, whether they pass the filters or not"),
+            ("flag_no_marker", "no gene passes the filters: a likely over-split"),
+        ),
+    ),
+    Output(
+        "markers",
+        "table",
+        r"markers_(?P<key>.+)",
+        "Marker genes of every cluster of {key}",
+        "Each cluster against the rest of the cells (or a reference cluster), its best genes by score.",
+        (
+            ("cluster", "the cluster"),
+            ("rank", "1 = highest score in the cluster"),
+            ("score", "Wilcoxon z-score (tie-corrected) or t statistic"),
+            ("logfoldchange", "log2 fold change of the mean expression (scanpy's definition)"),
+            ("pval", "two-sided p-value"),
+            ("pval_adj", "Benjamini-Hochberg adjusted p-value over all genes"),
+            ("auroc", "probability that a cell of the cluster expresses the gene more than a cell outside it"),
+            ("pct_in", "fraction of the cluster's cells expressing the gene"),
+            ("pct_out", "fraction of the other cells expressing it"),
+            ("passes", "passes the marker filters"),
+        ),
+    ),
+    # annotate
+    Output(
+        "annotate",
+        "figure",
+        r"annotation_umap_(?P<key>.+)",
+        "Cell types of the clusters of {key}",
+        "Left: each cluster's label from the marker sets (unassigned when no set wins by the margin); right: the "
+        "clusters.",
+    ),
+    Output(
+        "annotate",
+        "table",
+        r"annotation_(?P<key>.+)_scores",
+        "Marker-set scores of each cluster of {key}",
+        "Rows: clusters; columns: marker sets; entries: the set's score (scaled mean expression or mean AUROC).",
+        (("(every column)", "the cluster's score for that marker set"),),
+    ),
+    Output(
+        "annotate",
+        "table",
+        r"annotation_(?P<key>.+)",
+        "Labels of the clusters of {key} from marker sets",
+        "Per cluster: the label given, the best set and its score, the runner-up and the margin between them.",
+        (
+            ("label", "the best set, or unassigned"),
+            ("best", "the best-scoring set"),
+            ("score", "its score"),
+            ("second", "the runner-up set"),
+            ("second_score", "its score"),
+            ("margin", "score minus second_score"),
+        ),
+    ),
     # stability
     Output(
         "stability",
@@ -659,6 +758,8 @@ _FLAG_TEXT = {
     "flag_qc": "it differs in QC metrics from the rest",
     "flag_doublet_like": "its cells hold about twice the genes and counts of a typical cell (doublets, or large cells: "
     "markers of two cell types point to doublets)",
+    "flag_no_marker": "no gene passes its marker filters (expressed in most of its cells, few others, fold change "
+    "above the bound): likely an over-split; compare it with its nearest cluster or lower the resolution",
 }
 #: figures shown first, in this order: the first file whose stem starts with each prefix (and its stage)
 _OVERVIEW = {"umap": "embedding", "dotplot_": "relationships", "compare": "compare", "qc_violin_": "qc"}
@@ -770,7 +871,7 @@ def write_report(
     )
     parts.append(
         f'<section id="config"><h2>Resolved config</h2>'
-        f'<pre>{html.escape(yaml.safe_dump(cfg, sort_keys=False))}</pre></section>'
+        f"<pre>{html.escape(yaml.safe_dump(cfg, sort_keys=False))}</pre></section>"
     )
     vers = pd.DataFrame(sorted(manifest.get("versions", {}).items()), columns=["package", "version"])
     parts.append(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 _FUNCTIONS = {
     "clustered_heatmap": "_heatmap", "clustree": "_compare", "compare": "_compare", "dendrogram": "_dendrogram",
     "dotplot": "_dendrogram", "embedding": "_embedding", "graph_block": "_graph", "highly_variable_genes": "_prepare",
+    "markers": "_markers",
     "pca_variance": "_prepare", "proportions": "_composition", "qc_violin": "_qc", "stability": "_stability",
     "stability_embedding": "_stability", "stability_runs": "_stability", "subcluster_markers": "_subcluster",
     "subcluster_overview": "_subcluster",
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from ._embedding import embedding
     from ._graph import graph_block
     from ._heatmap import clustered_heatmap
+    from ._markers import markers
     from ._prepare import highly_variable_genes, pca_variance
     from ._qc import qc_violin
     from ._stability import stability, stability_embedding, stability_runs

@@ -8,6 +8,7 @@ key check and the report's sections are all derived from :data:`REGISTRY`.
 from __future__ import annotations
 
 from . import (
+    annotate,
     compare,
     composition,
     embedding,
@@ -15,6 +16,7 @@ from . import (
     heatmap,
     kmeans,
     leiden,
+    markers,
     neighbors,
     prepare,
     qc,
@@ -44,6 +46,8 @@ REGISTRY: dict[str, Stage] = {
         heatmap.STAGE,
         subcluster.STAGE,
         stability.STAGE,  # after every clustering, subclusterings included
+        markers.STAGE,  # after stability: its recommended keys
+        annotate.STAGE,
         report.STAGE,
     )
 }

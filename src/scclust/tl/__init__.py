@@ -1,5 +1,6 @@
 """Clustering and analysis tools."""
 
+from ._annotate import annotate
 from ._compare import ComparisonPlan, cluster_tree, compare, comparison_plan, contingency
 from ._composition import Composition, composition, composition_diagnostics, proportions
 from ._dendrogram import cluster_means, dendrogram
@@ -7,6 +8,7 @@ from ._hclust import hclust
 from ._heatmap import ClusteredHeatmap, HeatmapInput, cluster_heatmap, heatmap_matrix
 from ._kmeans import kmeans
 from ._leiden import leiden
+from ._markers import marker_expression, marker_table, markers, top_markers
 from ._mixing import mixing_entropy
 from ._qc import qc_summary
 from ._stability import StabilityResult, stability
@@ -20,6 +22,7 @@ __all__ = [
     "Selection",
     "StabilityResult",
     "SubclusterReport",
+    "annotate",
     "cluster_heatmap",
     "cluster_means",
     "cluster_tree",
@@ -33,10 +36,14 @@ __all__ = [
     "heatmap_matrix",
     "kmeans",
     "leiden",
+    "marker_expression",
+    "marker_table",
+    "markers",
     "mixing_entropy",
     "proportions",
     "qc_summary",
     "stability",
     "subcluster",
+    "top_markers",
     "transfer_subclusters",
 ]

@@ -88,6 +88,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys, text, args, expected
     assert not (tmp_path / "out" / "clustered.h5ad").exists()
 
 
+@pytest.mark.slow
 def test_user_error_subprocess_no_traceback(tmp_path):
     res = _run_cli("run", str(_cfg(tmp_path, BASE + "leiden_typo: 1\n")))
     assert res.returncode == 2
@@ -122,6 +123,7 @@ def test_shipped_configs_validate():
         assert main(["validate", str(path), "--config-only"]) == 0, path
 
 
+@pytest.mark.slow
 def test_import_and_validate_load_no_plotting_or_scanpy():
     """``import scclust`` and ``scclust validate`` stay light: submodules load on first use."""
     code = (
@@ -136,6 +138,7 @@ def test_import_and_validate_load_no_plotting_or_scanpy():
     assert res.returncode == 0, res.stderr
 
 
+@pytest.mark.slow
 def test_validate_checks_the_configs_own_input(tmp_path, pbmc, capsys):
     """Without --input, validate reads the config's input: a missing file, a wrong key, genes that are
     all absent are exit 2 with one line that leads with the problem; a fitting config is valid."""

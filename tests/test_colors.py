@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "scclust"
 
@@ -26,6 +27,7 @@ def _scclust_imports(path: Path) -> set[str]:
     return {m for m in found if m == "scclust" or m.startswith("scclust.")}
 
 
+@pytest.mark.slow
 def test_colours_live_in_the_bottom_floor_and_tools_do_not_import_figures():
     assert _scclust_imports(SRC / "_colors.py") == set()  # imports nothing of scclust
     for sub in ("tl", "pp"):

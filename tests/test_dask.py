@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+#: heavy (Dask clusters, 4,000-60,000-cell runs, whole runs): the full suite, not the fast lane
+pytestmark = pytest.mark.slow
+
 
 def test_unreachable_scheduler_is_one_line_error():
     from scclust._dask import dask_client

@@ -66,6 +66,7 @@ def test_truth_recoverable_by_leiden_at_lab_size(sim7332):
     assert max(aris.values()) >= 0.9, aris
 
 
+@pytest.mark.slow
 def test_harmony_removes_sample_effect(sim_flat):
     # the flat simulation: with states, part of each type's neighbourhood is its own state, which
     # lowers the sample mixing before integration less than the planted batch shifts do (0.38, not < 0.3)

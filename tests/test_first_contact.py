@@ -321,6 +321,7 @@ def test_bad_set_value_and_non_utf8_config_exit_2(tmp_path, capsys):
     assert "not a UTF-8 text file" in _one_line(capsys.readouterr().err)
 
 
+@pytest.mark.slow
 def test_schema_into_a_closed_pipe_is_not_a_bug():
     proc = subprocess.run(
         f"{sys.executable} -m scclust schema | head -c 10", shell=True, capture_output=True, text=True
@@ -377,6 +378,7 @@ def test_stale_temporary_files_are_removed(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------- notebook calls
+@pytest.mark.slow
 def test_scalars_where_lists_are_expected(pbmc):
     ad = pbmc.copy()
     scc.pp.neighbors(ad, use_rep="X_pca", n_neighbors=10)
@@ -545,6 +547,7 @@ def test_one_sample_raw_counts_init_then_run_to_the_report(tmp_path, capsys):
     sc.pl.umap(adata, color="leiden_0.6", show=False)  # scanpy's name: found
 
 
+@pytest.mark.slow
 def test_default_batch_key_absent_runs_without_harmony_explicit_one_is_an_error(tmp_path):
     """prepare.batch_key left at its default and absent: one batch (logged); named and absent: an
     error that names batch_key: null."""
@@ -557,6 +560,7 @@ def test_default_batch_key_absent_runs_without_harmony_explicit_one_is_an_error(
         scc.workflow.preflight(raw, parse_config({**base, "prepare": {"batch_key": "sample"}}))
 
 
+@pytest.mark.slow
 def test_prepare_without_batches_stores_scanpys_umap_key(tmp_path):
     raw = _one_sample_counts(tmp_path / "one.h5ad")
     out = scc.pp.prepare(raw, batch_key=None, pca={"n_comps": 20}, graph={"n_pcs": 20})
@@ -597,6 +601,7 @@ def test_every_config_key_has_a_description():
     assert seen > 200 and not missing, missing
 
 
+@pytest.mark.slow
 def test_subcluster_without_a_sample_column_draws_its_figures(tmp_path, pbmc):
     parent = pbmc.copy()
     del parent.obs["sample"]
@@ -615,6 +620,7 @@ def test_subcluster_without_a_sample_column_draws_its_figures(tmp_path, pbmc):
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 4  # no sample panels
 
 
+@pytest.mark.slow
 def test_neighbors_stage_says_it_replaces_prepares_graph(tmp_path, caplog):
     """Two n_neighbors: the neighbors stage builds the clusterings' graph with its own options and
     says that prepare's (which the UMAP was computed on) is replaced, and whether the options are the same."""
@@ -624,16 +630,33 @@ def test_neighbors_stage_says_it_replaces_prepares_graph(tmp_path, caplog):
 
     data = tmp_path / "one.h5ad"
     _one_sample_counts(data)
-    base = {"input": str(data), "stages": ["prepare", "neighbors", "leiden"],
-            "prepare": {"pca": {"n_comps": 20}, "graph": {"n_neighbors": 15, "n_pcs": 20}, "umap": None},
-            "leiden": {"resolutions": [0.8]}}
+    base = {
+        "input": str(data),
+        "stages": ["prepare", "neighbors", "leiden"],
+        "prepare": {"pca": {"n_comps": 20}, "graph": {"n_neighbors": 15, "n_pcs": 20}, "umap": None},
+        "leiden": {"resolutions": [0.8]},
+    }
     with caplog.at_level(logging.INFO, logger="scclust"):
-        run(parse_config({**base, "outdir": str(tmp_path / "a"),
-                          "neighbors": {"use_rep": "X_pca", "n_pcs": 20, "n_neighbors": 15}}))
+        run(
+            parse_config(
+                {
+                    **base,
+                    "outdir": str(tmp_path / "a"),
+                    "neighbors": {"use_rep": "X_pca", "n_pcs": 20, "n_neighbors": 15},
+                }
+            )
+        )
     assert "is rebuilt with this stage's options (the same)" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="scclust"):
-        other, _ = run(parse_config({**base, "outdir": str(tmp_path / "b"),
-                                     "neighbors": {"use_rep": "X_pca", "n_pcs": 20, "n_neighbors": 10}}))
+        other, _ = run(
+            parse_config(
+                {
+                    **base,
+                    "outdir": str(tmp_path / "b"),
+                    "neighbors": {"use_rep": "X_pca", "n_pcs": 20, "n_neighbors": 10},
+                }
+            )
+        )
     assert "n_neighbors=15" in caplog.text and "prepare.graph" in caplog.text and "(the same)" not in caplog.text
     assert other.uns["neighbors"]["params"]["n_neighbors"] == 10

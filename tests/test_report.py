@@ -16,6 +16,9 @@ from scclust import run
 from scclust.config import parse_config
 from scclust.report import DOCS_URL, write_report
 
+#: heavy (Dask clusters, 4,000-60,000-cell runs, whole runs): the full suite, not the fast lane
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory):

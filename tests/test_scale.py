@@ -18,6 +18,9 @@ from scclust._errors import ConfigError
 from scclust.datasets import simulate_integrated
 from scclust.pp import _knn
 
+#: heavy (Dask clusters, 4,000-60,000-cell runs, whole runs): the full suite, not the fast lane
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def integ():

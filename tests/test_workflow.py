@@ -28,6 +28,7 @@ def _cfg(tmp_path, name, **extra):
     return parse_config(data)
 
 
+@pytest.mark.slow
 def test_outputs_and_manifest(tmp_path):
     adata, manifest = run(_cfg(tmp_path, "a"))
     out = tmp_path / "a"
@@ -51,6 +52,7 @@ def test_outputs_and_manifest(tmp_path):
     assert not list(out.rglob("*.tmp*")), "temporary files left behind"
 
 
+@pytest.mark.slow
 def test_same_config_same_labels_and_tables(tmp_path):
     run(_cfg(tmp_path, "r1"))
     run(_cfg(tmp_path, "r2"))
@@ -60,6 +62,7 @@ def test_same_config_same_labels_and_tables(tmp_path):
         assert fig.read_bytes() == (tmp_path / "r2" / "figures" / fig.name).read_bytes(), fig.name
 
 
+@pytest.mark.slow
 def test_input_file_is_never_modified(tmp_path, pbmc):
     path = tmp_path / "input.h5ad"
     pbmc.write_h5ad(path)
@@ -80,6 +83,7 @@ def test_failure_leaves_no_half_written_result(tmp_path):
     assert not list(out.rglob("*.tmp*"))
 
 
+@pytest.mark.slow
 def test_prepare_path_on_raw_counts(tmp_path):
     from scclust.datasets import simulate_counts
 
@@ -116,6 +120,7 @@ def test_prepare_path_on_raw_counts(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_prepare_umap_runs_in_the_background_while_clustering(tmp_path, monkeypatch):
     """prepare leaves its UMAP layout in the background worker; stages that do not read it (leiden,
     kmeans) go on meanwhile, the embedding stage gets it; the coordinates, labels and tables equal
@@ -316,6 +321,7 @@ def test_input_key_check_knows_what_stages_make(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_no_tl_function_computes_the_same_result_twice(tmp_path, monkeypatch):
     """tl computes, pl draws: in a run with every output stage, each tl call (function + arguments)
     happens once; figures draw the result the stage already has."""

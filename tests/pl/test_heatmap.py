@@ -118,6 +118,7 @@ def test_options_hide_parts(levels):
     assert [t.get_text() for t in _ax(fig, "heatmap").get_xticklabels()] == list(levels.values.columns)
 
 
+@pytest.mark.slow
 def test_many_rows_hide_labels_or_label_chosen():
     rng = np.random.default_rng(0)
     big = pd.DataFrame(
@@ -141,6 +142,7 @@ def test_many_rows_hide_labels_or_label_chosen():
     assert len(_ax(fig, "heatmap").get_yticklabels()) == 2000
 
 
+@pytest.mark.slow
 def test_anndata_unchanged_end_to_end(pbmc):
     adata = pbmc.copy()
     obs, uns, X = adata.obs.copy(), set(adata.uns), adata.X.copy()

@@ -81,6 +81,7 @@ def test_ax_draws_into_the_given_axes_and_returns_its_figure(nb, name):
         plt.close(fig)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CALLS))
 def test_show_true_shows_and_returns_none(nb, name, monkeypatch):
     shown = []

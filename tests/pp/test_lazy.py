@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
+#: heavy (Dask clusters, 4,000-60,000-cell runs, whole runs): the full suite, not the fast lane
+pytestmark = pytest.mark.slow
+
 PREP = {"batch_key": "sample", "qc": {"min_genes": 200, "max_pct_mt": 20.0, "min_cells": 3}, "umap": None}
 
 

@@ -73,6 +73,7 @@ def test_errors(clustered):
         scc.tl.compare(AnnData(obs=clustered.obs[["cell_type"]].copy()))
 
 
+@pytest.mark.slow
 def test_compare_stage_writes_tables_and_figure(tmp_path):
     cfg = scc.config.parse_config(
         {

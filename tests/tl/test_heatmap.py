@@ -72,6 +72,7 @@ def test_planted_groups_are_the_three_top_row_groups(example, method):
     assert list(dict.fromkeys(first)) == ["1", "2", "3"]
 
 
+@pytest.mark.slow
 def test_seed_config_runs_and_recovers_planted_groups(tmp_path, example):
     """configs/heatmap_seed.yaml through the workflow (the pbmc68k marker heatmap left out for speed)."""
     data = yaml.safe_load((ROOT / "configs" / "heatmap_seed.yaml").read_text())

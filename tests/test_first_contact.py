@@ -40,6 +40,8 @@ def _write(tmp_path: Path, data: dict, name: str = "c.yaml") -> Path:
 # ---------------------------------------------------------------------------------- shipped configs
 def _builtin_inputs(config: Path) -> list[str]:
     cfg = yaml.safe_load(config.read_text())
+    if "input" not in cfg:
+        return []  # not a run config (a marker-set file)
     stages = cfg.get("stages", [])
     if "prepare" in stages or stages[0] == "subcluster":
         return []  # the Kang config names Kang's columns (tested below); subcluster_tnk runs on a clustered result

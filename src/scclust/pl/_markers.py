@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from anndata import AnnData
-from matplotlib.figure import Figure
 
 from .._errors import InputError
 from .._params import validated
 from .._types import PositiveInt
 from ..tl._markers import _result, markers_key, top_markers
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 @validated
@@ -21,7 +26,9 @@ def markers(
     passing: bool = True,
     use_raw: bool | None = None,
     dendrogram: bool | None = None,
-) -> Figure:
+    ax: Axes | None = None,
+    show: bool | None = None,
+) -> Figure | None:
     """Dot plot (:func:`scclust.pl.dotplot`) of the ``n_genes`` best markers of each cluster.
 
     Genes are taken from the markers stored by :func:`scclust.tl.markers` (highest score first,
@@ -46,10 +53,15 @@ def markers(
     dendrogram
         Order the clusters by the stored dendrogram (:func:`scclust.tl.dendrogram`) and draw it;
         ``None``: when one is stored for ``groupby``.
+    ax
+        Draw into this axes' grid cell (as :func:`scclust.pl.dotplot`); its figure is returned.
+    show
+        ``True``: show the figure (:func:`matplotlib.pyplot.show`) and return ``None``, as scanpy's
+        ``show=True``. ``None`` / ``False`` (default): return the figure, show nothing.
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure` of :func:`scclust.pl.dotplot`.
+    The :class:`~matplotlib.figure.Figure` of :func:`scclust.pl.dotplot`, or ``None`` with ``show=True``.
     """
     from ._dendrogram import dotplot
 
@@ -70,4 +82,4 @@ def markers(
         use_raw = res["params"]["source"] == ".raw"  # the expression the markers were found in
     if not genes:
         raise InputError(f"no cluster of {groupby!r} has a marker passing the filters; draw with passing=False")
-    return dotplot(adata, groupby=groupby, genes=genes, use_raw=use_raw, dendrogram=bool(dendrogram))
+    return dotplot(adata, groupby=groupby, genes=genes, use_raw=use_raw, dendrogram=bool(dendrogram), ax=ax, show=show)

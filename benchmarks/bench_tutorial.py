@@ -100,7 +100,7 @@ def run_logged(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **{k: str(v) for k, v in (env or {}).items() if not k.startswith("_")}}
     )
     lines = [(time.perf_counter() - t0, line.rstrip("\n")) for line in proc.stderr]
     rc = proc.wait()
@@ -233,8 +233,9 @@ def main() -> None:
     }
     if args.no_igraph:
         runs.popitem()
-    if args.before_src:
-        runs[f"tutorial.yaml, code in {args.before_src}"] = ([], {"PYTHONPATH": args.before_src})
+    if args.before_src:  # that checkout's own tutorial.yaml (its config layout)
+        before_cfg = Path(args.before_src).resolve().parent / "configs" / "tutorial.yaml"
+        runs[f"tutorial.yaml, code in {args.before_src}"] = ([], {"PYTHONPATH": args.before_src, "_config": before_cfg})
     lab_walls: list[float] = []
     lab_cpus: list[float] = []
     lab_runs: list[dict[str, float]] = []
@@ -254,7 +255,7 @@ def main() -> None:
                     "-m",
                     "scclust",
                     "run",
-                    str(ROOT / "configs" / "tutorial.yaml"),
+                    str(env.get("_config", ROOT / "configs" / "tutorial.yaml")),
                     "--input",
                     str(inp),
                     "--outdir",

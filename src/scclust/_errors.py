@@ -124,7 +124,8 @@ def format_validation_error(err: Any, root: Any = None, *, data: Any = None, arg
         else:
             msg = e["msg"].removeprefix("Value error, ")
             got = e.get("input")
-            lines.append(f"{path}: {msg}" + ("" if isinstance(got, dict) else f" (got {_short(got)})"))
+            said = isinstance(got, dict) or "got " in msg  # the message names the bad value itself
+            lines.append(f"{path}: {msg}" + ("" if said else f" (got {_short(got)})"))
     lines = list(dict.fromkeys(lines))
     return lines[0] + (f" (and {len(lines) - 1} more problem(s): {'; '.join(lines[1:])})" if len(lines) > 1 else "")
 

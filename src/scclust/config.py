@@ -304,35 +304,20 @@ def load_config(
 
 # ---------------------------------------------------------------------------------------- templates
 #: the stages a template lists, by the kind of input
-TEMPLATE_STAGES = {
-    "integrated": [
-        "neighbors",
-        "leiden",
-        "kmeans",
-        "hclust",
-        "compare",
-        "relationships",
-        "embedding",
-        "composition",
-        "qc",
-        "subcluster",
-        "report",
-    ],
-    "counts": [
-        "prepare",
-        "neighbors",
-        "leiden",
-        "kmeans",
-        "hclust",
-        "compare",
-        "relationships",
-        "embedding",
-        "composition",
-        "qc",
-        "subcluster",
-        "report",
-    ],
-}
+_INTEGRATED_STAGES = [
+    "neighbors",
+    "leiden",
+    "kmeans",
+    "hclust",
+    "compare",
+    "relationships",
+    "embedding",
+    "composition",
+    "qc",
+    "subcluster",
+    "report",
+]
+TEMPLATE_STAGES = {"integrated": _INTEGRATED_STAGES, "counts": ["prepare", *_INTEGRATED_STAGES]}
 #: batch / sample columns looked for in an input, in this order
 BATCH_COLUMNS = ("sample", "batch", "donor", "orig.ident", "library", "patient", "sample_id")
 

@@ -223,3 +223,21 @@ def test_resolutions_keep_the_series_names_and_the_runs_colours(pbmc_graph):
     largest = table.loc[children].sum(axis=1).idxmax()
     cats = list(ad.obs["leiden_1.0"].cat.categories)
     assert ad.uns["leiden_1.0_colors"][cats.index(largest)] == ad.uns["leiden_0.4_colors"][0]
+
+
+def test_auto_flavor_is_leidenalg_at_lab_size_and_igraph_above(graph, monkeypatch):
+    from scclust.tl import _leiden
+
+    auto, lab = graph.copy(), graph.copy()
+    tl.leiden(auto, resolutions=[0.6], flavor="auto", n_iterations=-1, n_jobs=1)
+    tl.leiden(lab, resolutions=[0.6], flavor="leidenalg", n_iterations=-1, n_jobs=1)
+    assert auto.obs["leiden_0.6"].equals(lab.obs["leiden_0.6"])
+    params = auto.uns["leiden"]["params"]
+    assert (params["flavor"], params["n_iterations"]) == ("leidenalg", -1) and "scanpy's default" in params["auto"]
+    monkeypatch.setattr(_leiden, "AUTO_LEIDENALG_MAX_CELLS", graph.n_obs - 1)  # the same graph, past the limit
+    big, fast = graph.copy(), graph.copy()
+    tl.leiden(big, resolutions=[0.6], flavor="auto", n_iterations=-1, n_jobs=1)
+    tl.leiden(fast, resolutions=[0.6], flavor="igraph", n_iterations=2, n_jobs=1)
+    assert big.obs["leiden_0.6"].equals(fast.obs["leiden_0.6"])
+    params = big.uns["leiden"]["params"]
+    assert (params["flavor"], params["n_iterations"]) == ("igraph", 2) and "2 iterations" in params["auto"]

@@ -665,6 +665,27 @@ def test_neighbors_stage_reuses_prepares_graph_or_says_it_replaces_it(tmp_path, 
                 }
             )
         )
-    assert "is replaced by one with this stage's options" in caplog.text and "n_neighbors=15" in caplog.text
+    assert "built by prepare is replaced by one built with this stage's options" in caplog.text
+    assert "n_neighbors=15" in caplog.text
     assert "reusing" not in caplog.text
     assert other.uns["neighbors"]["params"]["n_neighbors"] == 10
+
+
+def test_neighbors_stage_rebuilds_a_graph_read_with_the_input(tmp_path, sim, caplog):
+    """A graph in the input file with the same options and data digest may come from other code (another
+    version): the stage builds its own, equal to pp.neighbors on the same data."""
+    import logging
+
+    from scclust import run
+
+    adata = sim.copy()
+    scc.pp.neighbors(adata, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
+    fresh = adata.obsp["connectivities"].copy()
+    adata.obsp["connectivities"].data *= 0.5  # another graph under the same recorded options
+    adata.write_h5ad(tmp_path / "in.h5ad")
+    cfg = {"input": str(tmp_path / "in.h5ad"), "outdir": str(tmp_path / "out"), "stages": ["neighbors"],
+           "neighbors": {"use_rep": "X_pca_harmony", "n_pcs": 30, "n_neighbors": 20}}
+    with caplog.at_level(logging.INFO, logger="scclust"):
+        out, _ = run(parse_config(cfg))
+    assert "read with the input is replaced" in caplog.text and "reusing" not in caplog.text
+    assert abs(out.obsp["connectivities"] - fresh).max() == 0

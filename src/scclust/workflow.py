@@ -642,6 +642,10 @@ def _run(
             seconds = time.perf_counter() - t0
         if result is not None:
             adata = result
+        mk = _makes(name, label, params)
+        for k in mk.graphs + mk.intermediate_graphs:
+            if isinstance(adata.uns.get(k), dict) and "options_json" in adata.uns[k]:
+                ctx.built_graphs[k] = adata.uns[k]["options_json"]
         records.append(
             {
                 "stage": label,

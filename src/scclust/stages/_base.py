@@ -174,6 +174,9 @@ class RunContext:
     promised: dict[str, tuple[str, Any]] = field(default_factory=dict)
     #: manifest records of the background jobs resolved so far
     background: list[dict] = field(default_factory=list)
+    #: ``{graph key: options_json}`` of the graphs built by this run's stages so far (a graph read
+    #: with the input may come from other code, so only these are reused)
+    built_graphs: dict[str, str] = field(default_factory=dict)
 
     def umap(
         self, adata, *, key_added: str, params: Any, random_state: int, wait: bool = True, aliases: tuple[str, ...] = ()

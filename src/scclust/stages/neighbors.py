@@ -19,17 +19,21 @@ def run(adata, p, ctx) -> None:
     from ..pp._neighbors import options_json, rep_digest
 
     made = adata.uns.get(p.key_added, {})
-    if "options_json" in made and made["options_json"] == options_json(
-        data=rep_digest(get_rep(adata, p.use_rep, p.n_pcs)), **p.model_dump()
-    ):  # e.g. prepare's, built for its UMAP: the same graph, not built twice
+    built = ctx.built_graphs.get(p.key_added)
+    if (
+        built is not None
+        and made.get("options_json") == built
+        and built == options_json(data=rep_digest(get_rep(adata, p.use_rep, p.n_pcs)), **p.model_dump())
+    ):  # built by an earlier stage of this run (prepare's, for its UMAP): the same graph, not built twice
         logger.info("neighbors: reusing the graph %r already built on the same data with the same options", p.key_added)
     else:
         if made:
             logger.info(
-                "neighbors: the graph %r (%s) is replaced by one with this stage's options; prepare's UMAP was "
-                "computed on the earlier one (its options: prepare.graph)",
+                "neighbors: the graph %r (%s) %s is replaced by one built with this stage's options%s",
                 p.key_added,
                 ", ".join(f"{k}={v}" for k, v in made.get("params", {}).items() if k in ("n_neighbors", "use_rep")),
+                "built by prepare" if built is not None else "read with the input",
+                "; prepare's UMAP was computed on the earlier one (its options: prepare.graph)" if built else "",
             )
         pp.neighbors(adata, **p.model_dump())
     if ctx.cfg.figures.graph_block:

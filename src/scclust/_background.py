@@ -107,7 +107,7 @@ class Background:
             return self.worker.call(target, *args)
 
     def close(self) -> None:
-        """An idle worker exits when its input closes; a busy one (the run ended early) is killed."""
+        """Stop the worker (at once: an idle one has nothing left to do, a busy one means the run ended early)."""
         idle = self.lock.acquire(blocking=False)
         self.worker.close(kill=not (idle and not self.warming))
         if idle:

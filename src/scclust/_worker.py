@@ -75,8 +75,10 @@ class Worker:
         return self.result()
 
     def close(self, *, kill: bool = False) -> None:
-        """End the worker: close its input (it exits when idle), or kill it at once."""
-        if kill or self.proc.poll() is not None:
+        """End the worker: kill it at once when asked or when it is idle (every result received: nothing
+        of it is left to keep, and its interpreter's teardown, ~1 s with umap-learn loaded, is not
+        waited for); otherwise close its input, so that it exits after its queued calls."""
+        if kill or self.pending == 0 or self.proc.poll() is not None:
             self.proc.kill()
         else:
             try:

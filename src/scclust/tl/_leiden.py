@@ -197,7 +197,8 @@ def auto_flavor(n_cells: int, n_iterations: int) -> tuple[str, int, str]:
 
 
 #: Seconds per edge and resolution of each flavor (2 iterations; leidenalg to convergence), measured
-#: on simulated kNN graphs of 7,332 and 50,000 cells (k = 20) on a 2-core machine.
+#: on simulated kNN graphs of 7,332 and 50,000 cells (k = 20) on a 2-core machine: a lower bound
+#: (igraph took ~3x as long per edge at 1,000,000 cells, its graph no longer in cache).
 SECONDS_PER_EDGE = {"igraph": 1.7e-6, "louvain": 1.7e-6, "leidenalg": 1e-5, "leidenalg_converge": 2e-5}
 #: Seconds to start a worker process (a fresh interpreter importing scclust and igraph).
 WORKER_START_SECONDS = 3.0
@@ -227,7 +228,7 @@ def auto_processes(n_edges: int, n_resolutions: int, flavor: str, n_iterations: 
     if need > avail / 2:
         gb = f"{need / 2**30:.1f} GB, more than half of {avail / 2**30:.1f} GB available"
         return 1, f"{cpus - 1} worker(s) would need {gb}"
-    return cpus, f"about {share:.0f} s of work per worker, {need / 2**30:.1f} GB for the workers"
+    return cpus, f"at least ~{share:.0f} s of work per worker, {need / 2**30:.1f} GB for the workers"
 
 
 def _partitions_in_workers(adjacency: tuple, res: list[float], options: dict, n_proc: int) -> list:

@@ -1207,6 +1207,9 @@ def _measure(
         group = np.arange(k)
         for a, b in pairs:
             group[group == group[b]] = group[a]
+    if pairs and np.unique(group).size < 2:  # merging away every boundary leaves nothing to assess
+        pairs = []
+    if pairs:
         # a run's cluster joins the group of the reported cluster it shares most cells with
         run_groups = [group[np.argmax(t, axis=0)] for t in run_tables]
         part_groups = [group] + [run_groups[c] for c in seed_cols]
@@ -1314,7 +1317,11 @@ def _rank(summary: pd.DataFrame) -> dict[str, str]:
         r = summary.loc[best]
         summary.loc[best, "default"] = True
         others = list(ordered[1:])
-        note = " (its moving boundary between " + r["moving_boundary"].split("; ")[0].replace("|", " and ") + " named)"
+        note = (
+            "; the boundary between clusters "
+            + r["moving_boundary"].split("; ")[0].replace("|", " and ")
+            + " moves between runs (each cluster reproduced)"
+        )
         summary.loc[best, "choice"] = (
             f"the most detailed {group} clustering the runs reproduce: {int(r['n_clusters'])} clusters at "
             f"{what.get(r['method'], 'parameter')} {r['param']:g}"

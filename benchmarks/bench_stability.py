@@ -3,13 +3,15 @@
     python benchmarks/bench_stability.py --cells 100000 1000000
     python benchmarks/bench_stability.py --cells 100000 --designs new --max-cells-per-run 20000 10000
     python benchmarks/bench_stability.py --cells 100000 --old-src /path/to/checkout/src   # "old" design
+    python benchmarks/bench_stability.py --cells 5000 1000000 --input noise --designs new --resolutions 0.1 0.5 1 2
 
 Input per size (cached in ``--workdir``; its preparation is printed, not part of the stage):
 ``scclust.datasets.simulate_integrated(n)`` (the ``builtin:integrated`` input of
 ``configs/atlas.yaml``: 50-dim ``X_pca_harmony``, type -> state hierarchy), ``pp.neighbors``
 (k = 20 on 30 dims, backend auto), ``tl.leiden`` at 10 resolutions 0.1-2.0 (igraph, both cores),
 ``tl.kmeans`` at k = 5 / 10 / 15 (``n_init="auto"``) and ``tl.hclust`` Ward cut at 5 / 10 / 15
-(backend auto: the micro-cluster path above ~60,000 cells).
+(backend auto: the micro-cluster path above ~60,000 cells). ``--input noise``: 10-dimensional isotropic
+Gaussian noise instead (no structure), Leiden only.
 
 Each design runs the stage in a fresh Python process, ``tl.stability(adata)`` with the stage's
 defaults (``n_seeds=20``, five 80 % subsamples, ``n_jobs=-1``) on every key:
@@ -47,11 +49,22 @@ KS = [5, 10, 15]
 PREPARE = r"""
 import json, sys, time
 import scclust as scc
-n, path, res, ks = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+n, path, res, ks, kind = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), sys.argv[5]
 out = {}
-t = time.perf_counter(); a = scc.datasets.simulate_integrated(n, seed=0); out["simulate_s"] = time.perf_counter() - t
-t = time.perf_counter(); scc.pp.neighbors(a, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20); out["neighbors_s"] = time.perf_counter() - t
+t = time.perf_counter()
+if kind == "noise":  # structureless: isotropic Gaussian noise in 10 dimensions
+    import anndata as ad, numpy as np, pandas as pd
+    X = np.random.default_rng(0).normal(size=(n, 10)).astype(np.float32)
+    a = ad.AnnData(obs=pd.DataFrame(index=pd.RangeIndex(n).astype(str)), obsm={"X_pca_harmony": X})
+else:
+    a = scc.datasets.simulate_integrated(n, seed=0)
+out["simulate_s"] = time.perf_counter() - t
+t = time.perf_counter(); scc.pp.neighbors(a, use_rep="X_pca_harmony", n_pcs=30 if kind != "noise" else None, n_neighbors=20); out["neighbors_s"] = time.perf_counter() - t
 t = time.perf_counter(); scc.tl.leiden(a, resolutions=res, n_jobs=-1); out["leiden_s"] = time.perf_counter() - t
+if kind == "noise":
+    a.write_h5ad(path)
+    print(json.dumps(out))
+    sys.exit(0)
 t = time.perf_counter(); scc.tl.kmeans(a, n_clusters=ks, use_rep="X_pca_harmony", n_init="auto"); out["kmeans_s"] = time.perf_counter() - t
 t = time.perf_counter(); scc.tl.hclust(a, use_rep="X_pca_harmony", n_clusters=ks); out["hclust_s"] = time.perf_counter() - t
 out["hclust_backend"] = a.uns["hclust"]["backend"]
@@ -66,7 +79,7 @@ import numpy as np
 import scclust as scc
 path, design, kw = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 adata = ad.read_h5ad(path)
-keys = [k for g in ("leiden", "kmeans", "hclust") for k in adata.uns[g]["clusterings"]]
+keys = [k for g in ("leiden", "kmeans", "hclust") if g in adata.uns for k in adata.uns[g]["clusterings"]]
 if design == "old":
     keys = [k for k in keys if not k.startswith("hclust")]
 
@@ -127,13 +140,13 @@ print(json.dumps(out))
 """
 
 
-def prepare(n: int, workdir: Path) -> Path:
-    path = workdir / f"stab_integrated_{n}.h5ad"
+def prepare(n: int, workdir: Path, kind: str, resolutions: list[float]) -> Path:
+    path = workdir / f"stab_{kind}_{n}.h5ad"
     if path.exists():
         return path
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", PREPARE, str(n), str(path), json.dumps(RESOLUTIONS), json.dumps(KS)],
+        [sys.executable, "-c", PREPARE, str(n), str(path), json.dumps(resolutions), json.dumps(KS), kind],
         capture_output=True,
         text=True,
         check=False,
@@ -209,6 +222,13 @@ def compare(old: dict, new: dict, label: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, nargs="+", default=[100_000])
+    ap.add_argument(
+        "--input",
+        default="hierarchy",
+        choices=["hierarchy", "noise"],
+        help="hierarchy: simulate_integrated (with k-means and Ward); noise: 10-dim Gaussian noise, Leiden only",
+    )
+    ap.add_argument("--resolutions", type=float, nargs="+", default=RESOLUTIONS)
     ap.add_argument("--designs", nargs="+", default=["old", "new"], choices=["old", "new"])
     ap.add_argument("--old-max-cells", type=int, default=100_000, help="largest size the old design runs at")
     ap.add_argument("--max-cells-per-run", type=int, nargs="*", default=[], help="new design: more values to measure")
@@ -229,8 +249,9 @@ def main() -> None:
             subprocess.run(["tar", "-x", "-C", str(old_src.parent)], input=archive, check=True)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; workdir {args.workdir}", flush=True)
     for n in args.cells:
-        print(f"\n=== {n:,} cells: {len(RESOLUTIONS)} Leiden resolutions, k-means {KS}, Ward {KS} ===", flush=True)
-        path = prepare(n, args.workdir)
+        extra = f", k-means {KS}, Ward {KS}" if args.input == "hierarchy" else " (Gaussian noise)"
+        print(f"\n=== {n:,} cells: {len(args.resolutions)} Leiden resolutions{extra} ===", flush=True)
+        path = prepare(n, args.workdir, args.input, args.resolutions)
         results = {}
         if "new" in args.designs:
             results["new"] = stage(path, "new", {}, new_src)
@@ -251,7 +272,7 @@ def main() -> None:
             for label in results:
                 if label != "old":
                     compare(results["old"], results[label], label)
-        (args.workdir / f"results_{n}.json").write_text(json.dumps(results, indent=1))
+        (args.workdir / f"results_{args.input}_{n}.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

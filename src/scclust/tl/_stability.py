@@ -63,8 +63,8 @@ class StabilityResult:
     summary
         One row per clustering key (index ``key``): ``group``, ``method``, ``param`` (resolution /
         k / height), ``n_clusters`` (the reported labels), ``n_runs``, ``n_seed_runs``,
-        ``n_subsample_runs``, ``run_cells`` (cells of each seed run: all cells up to
-        ``max_cells_per_run``); ``ari_seeds`` (mean pairwise adjusted Rand index among the reported
+        ``n_subsample_runs``, ``run_cells`` (cells of each seed run, else of the largest subsample
+        run: all cells up to ``max_cells_per_run``); ``ari_seeds`` (mean pairwise adjusted Rand index among the reported
         labels and the seed runs, on the seed runs' cells), ``ari_seeds_ci`` (half-width of its 95 %
         bootstrap confidence interval), ``ari_seeds_min``, ``ecs_seeds`` (mean pairwise
         element-centric similarity), ``ic`` (scICE's inconsistency coefficient over the same
@@ -1228,7 +1228,7 @@ def _measure(
         "n_runs": int(runs.shape[1]),
         "n_seed_runs": len(seed_cols),
         "n_subsample_runs": len(sub_cols),
-        "run_cells": int(mask.sum()),
+        "run_cells": int(mask.sum()) if len(seed_cols) else int(info["n_cells"].max()) if len(info) else 0,
         "ari_seeds": ari_seeds,
         "ari_seeds_ci": ari_ci,
         "ari_seeds_min": ari_seeds_min,

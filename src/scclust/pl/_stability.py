@@ -334,8 +334,9 @@ def stability_runs(
 ) -> Figure | None:
     """Cells x runs agreement for one clustering: does each run put each cell in its cluster?
 
-    Columns are cells (at most ``max_cells``, drawn at random, sorted by their reported cluster);
-    the top row is the reported labels, then one row per run. In each run, every cluster is
+    Columns are cells (at most ``max_cells``, drawn at random from the cells of the first run: all
+    cells, or above ``max_cells_per_run`` the subsample the seed runs share; sorted by their reported
+    cluster); the top row is the reported labels, then one row per run. In each run, every cluster is
     mapped to the reported cluster it shares most cells with and drawn in that cluster's colour:
     a run that agrees shows the top row's blocks unbroken; split, merged or moved cells show as
     other colours. White: the cell was not in that subsample.
@@ -375,7 +376,11 @@ def stability_runs(
     if runs.shape[1] == 0:
         raise InputError(f"{key!r} has no runs to show")
     n = codes.size
-    pick = np.arange(n) if n <= max_cells else np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))
+    # cells of the first run (all cells, or the subsample the seed runs share above max_cells_per_run)
+    pool = np.flatnonzero(runs[:, 0] >= 0)
+    pick = (
+        pool if pool.size <= max_cells else np.sort(np.random.default_rng(seed).choice(pool, max_cells, replace=False))
+    )
     pick = pick[codes[pick] >= 0]
     pick = pick[np.argsort(codes[pick], kind="stable")]
     k = len(cats)
@@ -400,7 +405,8 @@ def stability_runs(
     starts = np.concatenate([[0], bounds + 0.5])
     ends = np.concatenate([bounds + 0.5, [pick.size]])
     ax.set_xticks((starts + ends) / 2 - 0.5, [cats[c] for c in codes[pick][starts.astype(int)]], fontsize=7)
-    ax.set_xlabel(f"cells ({pick.size} of {n}), by {key} cluster")
+    within = "" if pool.size == n else f", drawn from the {pool.size:,} of the first run"
+    ax.set_xlabel(f"cells ({pick.size:,} of {n:,}{within}), by {key} cluster")
     r = result.summary.loc[key]
     ax.set_title(
         f"{key}: each run's clusters mapped to the labels (ARI seeds {r['ari_seeds']:.3f}, subsamples "

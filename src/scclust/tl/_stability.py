@@ -160,7 +160,8 @@ def stability(
     - with seeds ``random_state + 1, + 2, ...`` (not for hierarchical clustering, which has no
       seed): four at first, then four more at a time up to ``n_seeds`` while the 95 % bootstrap
       confidence interval of the mean ARI among them is wider than ``± ci_halfwidth`` and contains
-      ``min_ari`` (``ci_halfwidth=0``: always ``n_seeds``), and
+      ``min_ari``, or that of the least stable cluster's stability (over all runs so far) is wider
+      and contains ``min_cluster_stability`` (``ci_halfwidth=0``: always ``n_seeds``), and
     - ``n_subsamples`` times on a random subset of the cells for each fraction in
       ``subsample_fractions`` and each number of cells in ``subsample_sizes`` (MultiK and chooseR
       take 80 %).
@@ -214,9 +215,9 @@ def stability(
     n_seeds
         Most runs with other seeds per key (>= 0; fewer when the agreement is known precisely).
     ci_halfwidth
-        Stop adding seed runs once the 95 % bootstrap confidence interval of the mean ARI among the
-        labels and the seed runs is at most this far on either side (or lies wholly on one side of
-        ``min_ari``); 0 runs all ``n_seeds``.
+        Stop adding seed runs once the 95 % bootstrap confidence intervals of the mean ARI among the
+        labels and the seed runs, and of the least stable cluster's stability, are each at most this
+        far on either side or lie wholly on one side of their threshold; 0 runs all ``n_seeds``.
     subsample_fractions
         Fractions (each in (0, 1)) of the cells, or of ``max_cells_per_run`` above that many, for the
         subsample runs.
@@ -335,7 +336,10 @@ def stability(
                 if len(done_seeds[key]) >= n_seeds:
                     continue
                 mean, half = plan_runs.seed_ci(key, random_state)
-                if half > ci_halfwidth and mean - half < min_ari <= mean + half:
+                jac, jac_half = plan_runs.cluster_ci(key, random_state)
+                if (half > ci_halfwidth and mean - half < min_ari <= mean + half) or (
+                    jac_half > ci_halfwidth and jac - jac_half < min_cluster_stability <= jac + jac_half
+                ):
                     still.append(key)
             open_keys = still
     finally:
@@ -633,6 +637,30 @@ class _Plan:
         parts = [codes] + [self.results[key][f"seed_{s}"][1] for s in self.seeds[key]]
         ari = _pairwise(parts)[0]
         return _bootstrap_ci(ari, random_state)
+
+    def cluster_ci(self, key: str, random_state: int) -> tuple[float, float]:
+        """Stability of the least stable cluster over the runs so far (mean best-match Jaccard), and the
+        half-width of its 95 % bootstrap interval (runs resampled)."""
+        codes = self.codes[key]
+        k = int(codes.max()) + 1
+        jac = []
+        for cells, lab in self.results[key].values():
+            ref = codes if cells is None else codes[cells]
+            t = contingency_table(np.concatenate([ref, [k - 1]]), np.concatenate([lab, [0]]))
+            t[k - 1, 0] -= 1
+            jac.append(np.where(t.sum(axis=1) > 0, best_jaccard(t), np.nan))
+        if not jac:
+            return float("nan"), float("inf")
+        J = np.array(jac).T  # clusters x runs
+        least = int(np.nanargmin(np.nanmean(J, axis=1)))
+        row = J[least][~np.isnan(J[least])]
+        if row.size < 3:
+            return float(row.mean()) if row.size else float("nan"), float("inf")
+        rng = np.random.default_rng([random_state, row.size, 29])
+        boots = rng.choice(row, (N_BOOTSTRAP, row.size)).mean(axis=1)
+        lo, hi = np.percentile(boots, [2.5, 97.5])
+        mean = float(row.mean())
+        return mean, float(max(mean - lo, hi - mean))
 
     def matrices(self) -> tuple[dict[str, np.ndarray], dict[str, pd.DataFrame]]:
         runs, info = {}, {}

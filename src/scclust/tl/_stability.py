@@ -551,7 +551,7 @@ class _Plan:
                         if m > HCLUST_EXACT_MAX_CELLS:
                             base = np.arange(n) if idx is None else idx
                             cells = base[_subsample(m, HCLUST_EXACT_MAX_CELLS, _sub_seed(m, HCLUST_EXACT_MAX_CELLS, 7))]
-                    sid = f"rows|{rep[0]}|{rep[1]}|{set_name}|{0 if cells is None else cells.size}"
+                    sid = f"rows|{rep[0]}|{rep[1]}|{set_name}|{0 if cells is None else cells.size}|{method == 'hclust'}"
                     if sid not in self.state:
                         X = reps[rep] if cells is None else reps[rep][cells]
                         self.state[sid] = X.astype(np.float64, copy=False) if method == "hclust" else X
@@ -896,8 +896,13 @@ class _Runner:
         from .._worker import WorkerError
 
         results: list = [None] * len(batches)
-        # largest batches first (more runs, more cells): all processes finish together
-        order = sorted(range(len(batches)), key=lambda i: (-_batch_cost(batches[i], self.state), i))
+        # graphs / row sets largest first, the batches of one graph together (each process builds a graph
+        # once), within it the costliest batches first: all processes finish together
+        size = {b[1]: _batch_cost(("", b[1], None, [(None, None, 0.0)]), self.state) for b in batches}
+        order = sorted(
+            range(len(batches)),
+            key=lambda i: (-size[batches[i][1]], batches[i][1], -_batch_cost(batches[i], self.state), i),
+        )
         queue = deque(order)
         busy: dict = {}
         progress = _Progress(sum(len(b[3]) for b in batches), what, self.where)

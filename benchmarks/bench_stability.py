@@ -4,6 +4,7 @@
     python benchmarks/bench_stability.py --cells 100000 --designs new --max-cells-per-run 20000 10000
     python benchmarks/bench_stability.py --cells 100000 --old-src /path/to/checkout/src   # "old" design
     python benchmarks/bench_stability.py --cells 5000 1000000 --input noise --designs new --resolutions 0.1 0.5 1 2
+    python benchmarks/bench_stability.py --cells 1000000 --designs   # the input only (then the stage via the CLI)
 
 Input per size (cached in ``--workdir``; its preparation is printed, not part of the stage):
 ``scclust.datasets.simulate_integrated(n)`` (the ``builtin:integrated`` input of
@@ -229,7 +230,7 @@ def main() -> None:
         help="hierarchy: simulate_integrated (with k-means and Ward); noise: 10-dim Gaussian noise, Leiden only",
     )
     ap.add_argument("--resolutions", type=float, nargs="+", default=RESOLUTIONS)
-    ap.add_argument("--designs", nargs="+", default=["old", "new"], choices=["old", "new"])
+    ap.add_argument("--designs", nargs="*", default=["old", "new"], choices=["old", "new"], help="none: input only")
     ap.add_argument("--old-max-cells", type=int, default=100_000, help="largest size the old design runs at")
     ap.add_argument("--max-cells-per-run", type=int, nargs="*", default=[], help="new design: more values to measure")
     ap.add_argument("--old-src", type=Path, default=None)

@@ -141,13 +141,14 @@ print(json.dumps(out))
 """
 
 
-def prepare(n: int, workdir: Path, kind: str, resolutions: list[float]) -> Path:
+def prepare(n: int, workdir: Path, kind: str, resolutions: list[float], src: Path) -> Path:
     path = workdir / f"stab_{kind}_{n}.h5ad"
     if path.exists():
         return path
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", PREPARE, str(n), str(path), json.dumps(resolutions), json.dumps(KS), kind],
+        env=dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(src)),
         capture_output=True,
         text=True,
         check=False,
@@ -252,7 +253,7 @@ def main() -> None:
     for n in args.cells:
         extra = f", k-means {KS}, Ward {KS}" if args.input == "hierarchy" else " (Gaussian noise)"
         print(f"\n=== {n:,} cells: {len(args.resolutions)} Leiden resolutions{extra} ===", flush=True)
-        path = prepare(n, args.workdir, args.input, args.resolutions)
+        path = prepare(n, args.workdir, args.input, args.resolutions, new_src)
         results = {}
         if "new" in args.designs:
             results["new"] = stage(path, "new", {}, new_src)

@@ -173,8 +173,8 @@ def stability(
     Leiden runs on a subsample use the induced subgraph of the kNN graph when the subsample holds at
     least half of the cells (the same objective: modularity's expected terms scale alike), else a
     kNN graph rebuilt on the subsample's rows of the graph's embedding with the graph's
-    parameters (exact search). k-means reruns cluster the run's rows; hierarchical clustering
-    reruns its backend on each subsample (the micro-cluster approximation with another seed, or the
+    parameters (the kNN backend ``auto`` picks at that size). k-means reruns cluster the run's
+    rows; hierarchical clustering reruns its backend on each subsample (the micro-cluster approximation with another seed, or the
     exact tree on at most :data:`HCLUST_EXACT_MAX_CELLS` cells: O(n^2) time).
 
     Per key: the mean pairwise adjusted Rand index (ARI) and element-centric similarity among the
@@ -719,7 +719,8 @@ def _run_adjacency(adata: AnnData, neighbors_key: str, cells: np.ndarray | None)
 
 
 def _rebuilt_graph(adata: AnnData, neighbors_key: str, cells: np.ndarray) -> sparse.csr_matrix | None:
-    """The kNN graph of ``cells`` rebuilt with the parameters recorded for ``neighbors_key`` (exact search)."""
+    """The kNN graph of ``cells`` rebuilt with the parameters recorded for ``neighbors_key`` (the backend
+    ``auto`` picks at that size)."""
     from .._checks import get_rep
     from .._errors import UserError
     from ..pp._neighbors import neighbors
@@ -739,13 +740,16 @@ def _rebuilt_graph(adata: AnnData, neighbors_key: str, cells: np.ndarray) -> spa
         "snn": method == "snn",
         "random_state": int(p.get("random_state", 0)),
         **({"prune": p["prune"]} if "prune" in p else {}),
+        **({"min_recall": p["min_recall"]} if "min_recall" in p else {}),
     }
     quiet = logging.getLogger("scclust.pp")
     level = quiet.level
     quiet.setLevel(max(level, logging.WARNING))
     try:
+        # the backend pp.neighbors chooses at the subsample's size (exact up to 50,000 cells, then ivf
+        # with the recall the graph was built for): what a reanalysis of these cells would get
         try:
-            neighbors(sub, backend="flat", **kw)
+            neighbors(sub, backend="auto", **kw)
         except UserError:
             neighbors(sub, backend="exact", **kw)
     finally:

@@ -174,8 +174,9 @@ def stability(
     least half of the cells (the same objective: modularity's expected terms scale alike), else a
     kNN graph rebuilt on the subsample's rows of the graph's embedding with the graph's
     parameters (the kNN backend ``auto`` picks at that size). k-means reruns cluster the run's
-    rows; hierarchical clustering reruns its backend on each subsample (the micro-cluster approximation with another seed, or the
-    exact tree on at most :data:`HCLUST_EXACT_MAX_CELLS` cells: O(n^2) time).
+    rows; hierarchical clustering reruns its backend on each subsample (the micro-cluster
+    approximation with another seed, or the exact tree on at most :data:`HCLUST_EXACT_MAX_CELLS`
+    cells: O(n^2) time).
 
     Per key: the mean pairwise adjusted Rand index (ARI) and element-centric similarity among the
     reported labels and the seed runs, scICE's inconsistency coefficient ``1 / (p' S p)`` over the

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import sys
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -859,7 +860,8 @@ class _Runner:
     def __init__(self, state: dict, *, n_jobs: int, scheduler: str) -> None:
         self.state = state
         self.client = None
-        if scheduler in ("auto", "dask"):
+        # a Dask client can only be active when distributed was imported (no import for nothing)
+        if scheduler == "dask" or (scheduler == "auto" and "distributed" in sys.modules):
             from .._dask import _client
 
             self.client = _client()

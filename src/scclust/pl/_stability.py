@@ -44,9 +44,9 @@ def stability(
     of the subsample runs with the labels (dashed), the ``min_ari`` threshold as a grey dotted line;
     with ``clusters`` every cluster's stability (best-match Jaccard) as a small dot at its key, the
     ones below ``min_cluster_stability`` (red dashed line) as red crosses labelled with the cluster.
-    Stable keys are filled circles, keys stable despite a moving boundary filled diamonds, unstable
-    keys open circles with the failed criterion written under them (``ARI 0.83``, ``c3 0.57``); a
-    star marks the default choice. ``metric="ic"`` draws scICE's inconsistency coefficient
+    Stable keys are filled circles, keys stable despite a moving boundary filled diamonds with the
+    pair of clusters under them (``0|1 moves``), unstable keys open circles with the failed criterion
+    written under them (``ARI 0.83``, ``c3 0.57``); a star marks the default choice. ``metric="ic"`` draws scICE's inconsistency coefficient
     (1 = every run agrees) instead of the ARI. Right axis: the number of clusters of the reported
     labels (squares) and its range over the runs (bar).
 
@@ -199,6 +199,18 @@ def stability(
                     va="top",
                     fontsize=6,
                     color=_UNSTABLE,
+                )
+        for xi, yi, (_key, r) in zip(x[boundary], y[boundary], d[boundary].iterrows(), strict=True):
+            if np.isfinite(yi) and r.get("moving_boundary"):
+                ax.annotate(
+                    f"{r['moving_boundary'].split('; ')[0]} moves",
+                    (xi, yi),
+                    textcoords="offset points",
+                    xytext=(0, -9),
+                    ha="center",
+                    va="top",
+                    fontsize=6,
+                    color=_STABLE,
                 )
     if "default" in d and d["default"].astype(bool).any():
         dk = d.index[d["default"].astype(bool)][0]

@@ -46,8 +46,9 @@ def stability(
     ones below ``min_cluster_stability`` (red dashed line) as red crosses labelled with the cluster.
     Stable keys are filled circles, keys stable despite a moving boundary filled diamonds with the
     pair of clusters under them (``0|1 moves``), unstable keys open circles with the failed criterion
-    written under them (``ARI 0.83``, ``c3 0.57``); a star marks the default choice. ``metric="ic"`` draws scICE's inconsistency coefficient
-    (1 = every run agrees) instead of the ARI. Right axis: the number of clusters of the reported
+    written under them (``ARI 0.83``, ``c3 0.57``); a star marks the default choice.
+    ``metric="ic"`` draws scICE's inconsistency coefficient (1 = every run agrees) instead of the
+    ARI. Right axis: the number of clusters of the reported
     labels (squares) and its range over the runs (bar).
 
     Parameters

@@ -12,7 +12,13 @@ Input per size (cached in ``--workdir``; its preparation is printed, not part of
 (k = 20 on 30 dims, backend auto), ``tl.leiden`` at 10 resolutions 0.1-2.0 (igraph, both cores),
 ``tl.kmeans`` at k = 5 / 10 / 15 (``n_init="auto"``) and ``tl.hclust`` Ward cut at 5 / 10 / 15
 (backend auto: the micro-cluster path above ~60,000 cells). ``--input noise``: 10-dimensional isotropic
-Gaussian noise instead (no structure), Leiden only.
+Gaussian noise instead (no structure), Leiden only. ``--input transfer``: the stage's cost above
+``max_cells_per_run`` without the hours a full-size graph and ten full-size Leiden runs take on a
+shared machine: the hierarchy, its Leiden labels made on a 100,000-cell subsample (its own kNN
+graph) and given to every cell by its nearest subsample cell, k-means and Ward on all cells, and an
+empty full-size graph with the subsample graph's parameters (the stage rebuilds a graph on each
+subsample above the cap and never clusters the full graph, so its cost is the same; the agreement
+numbers are not those of a real 1M-cell Leiden run).
 
 Each design runs the stage in a fresh Python process, ``tl.stability(adata)`` with the stage's
 defaults (``n_seeds=20``, five 80 % subsamples, ``n_jobs=-1``) on every key:
@@ -60,8 +66,27 @@ if kind == "noise":  # structureless: isotropic Gaussian noise in 10 dimensions
 else:
     a = scc.datasets.simulate_integrated(n, seed=0)
 out["simulate_s"] = time.perf_counter() - t
-t = time.perf_counter(); scc.pp.neighbors(a, use_rep="X_pca_harmony", n_pcs=30 if kind != "noise" else None, n_neighbors=20); out["neighbors_s"] = time.perf_counter() - t
-t = time.perf_counter(); scc.tl.leiden(a, resolutions=res, n_jobs=-1); out["leiden_s"] = time.perf_counter() - t
+if kind == "transfer":  # the stage's cost above max_cells_per_run without a full-size graph and Leiden
+    import numpy as np
+    from scipy import sparse
+    from scclust.tl._labels import store_labels
+    sub = a[np.sort(np.random.default_rng(0).choice(n, 100_000, replace=False))].copy()
+    t = time.perf_counter(); scc.pp.neighbors(sub, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
+    scc.tl.leiden(sub, resolutions=res, n_jobs=-1); out["leiden_100k_s"] = time.perf_counter() - t
+    import faiss
+    index = faiss.IndexFlatL2(30); index.add(np.ascontiguousarray(sub.obsm["X_pca_harmony"][:, :30], dtype=np.float32))
+    t = time.perf_counter(); near = index.search(np.ascontiguousarray(a.obsm["X_pca_harmony"][:, :30], dtype=np.float32), 1)[1].ravel(); out["transfer_s"] = time.perf_counter() - t
+    info = {}
+    for key, v in sub.uns["leiden"]["clusterings"].items():
+        info[key] = {**v, "n_clusters": store_labels(a, key, sub.obs[key].cat.codes.to_numpy()[near])}
+    a.uns["leiden"] = {"params": dict(sub.uns["leiden"]["params"]), "clusterings": info}
+    a.obsp["connectivities"] = sparse.csr_matrix((n, n), dtype=np.float32)  # never clustered above the cap
+    a.obsp["distances"] = sparse.csr_matrix((n, n), dtype=np.float32)
+    a.uns["neighbors"] = {**sub.uns["neighbors"], "connectivities_key": "connectivities", "distances_key": "distances"}
+    del sub
+else:
+    t = time.perf_counter(); scc.pp.neighbors(a, use_rep="X_pca_harmony", n_pcs=30 if kind != "noise" else None, n_neighbors=20); out["neighbors_s"] = time.perf_counter() - t
+    t = time.perf_counter(); scc.tl.leiden(a, resolutions=res, n_jobs=-1); out["leiden_s"] = time.perf_counter() - t
 if kind == "noise":
     a.write_h5ad(path)
     print(json.dumps(out))
@@ -227,8 +252,9 @@ def main() -> None:
     ap.add_argument(
         "--input",
         default="hierarchy",
-        choices=["hierarchy", "noise"],
-        help="hierarchy: simulate_integrated (with k-means and Ward); noise: 10-dim Gaussian noise, Leiden only",
+        choices=["hierarchy", "noise", "transfer"],
+        help="hierarchy: simulate_integrated (with k-means and Ward); noise: 10-dim Gaussian noise, Leiden only; "
+        "transfer: the hierarchy with Leiden labels of a 100,000-cell subsample transferred, no full-size graph",
     )
     ap.add_argument("--resolutions", type=float, nargs="+", default=RESOLUTIONS)
     ap.add_argument("--designs", nargs="*", default=["old", "new"], choices=["old", "new"], help="none: input only")

@@ -202,8 +202,8 @@ def stability(
     detailed clustering the data reproduces. Nothing is applied to the labels unless
     ``medoid_labels`` asks for it.
 
-    Runs are spread over ``n_jobs`` processes (this one and workers, each sent the graphs once), or
-    over the workers of an active Dask client (``scheduler``); each run's labels depend only on its
+    Runs are spread over ``n_jobs`` worker processes (each sent the graphs once; this process deals
+    out the batches), or over the workers of an active Dask client (``scheduler``); each run's labels depend only on its
     seed and cells, so the tables do not depend on ``n_jobs`` or the scheduler. A log line per batch
     group reports runs done, of the total, and the time left.
 
@@ -244,7 +244,7 @@ def stability(
     n_jobs
         Processes for the runs (-1: one per core).
     scheduler
-        ``"processes"``: this process and ``n_jobs - 1`` workers; ``"dask"``: the workers of the
+        ``"processes"``: ``n_jobs`` worker processes (one job: this process); ``"dask"``: the workers of the
         active Dask client (:func:`distributed.get_client`; a run's config connects to
         ``dask.address``); ``"auto"``: Dask when a client is active, else processes.
     random_state
@@ -853,9 +853,9 @@ def _run_graph(adjacency: sparse.csr_matrix, flavor: str):
 
 
 class _Runner:
-    """Batches run in this process and ``n_jobs - 1`` worker processes (each sent ``state`` once),
-    handed out one at a time as processes become free; or on the workers of a Dask client.
-    Results come back in batch order, whatever ran where."""
+    """Batches run in ``n_jobs`` worker processes (each sent ``state`` once), handed out one at a time
+    as workers become free, this process only dealing them out (with one job: here); or on the
+    workers of a Dask client. Results come back in batch order, whatever ran where."""
 
     def __init__(self, state: dict, *, n_jobs: int, scheduler: str) -> None:
         self.state = state
@@ -878,13 +878,13 @@ class _Runner:
             n = len(self.client.scheduler_info().get("workers", {}))
             self.where = f"{n} Dask workers"
         else:
-            self.where = f"{self.n_proc} process(es)"
+            self.where = "this process" if self.n_proc == 1 else f"{self.n_proc} worker processes"
 
     def _start(self) -> None:
         from .._worker import Worker, WorkerError
 
         self.started = True
-        for _ in range(self.n_proc - 1):
+        for _ in range(self.n_proc):
             try:
                 w = Worker()
                 w.submit(f"{__name__}:_set_state", self.state)
@@ -936,16 +936,13 @@ class _Runner:
                         queue.appendleft(i)
                         self.workers.remove(w)
                         break
-            ready = self._ready(busy, timeout=0, select=select)
-            for w in ready:
-                collect(w)
-            if queue:
+            if busy:  # this process only deals out batches: no worker waits for it
+                for w in self._ready(busy, timeout=None, select=select):
+                    collect(w)
+            elif queue:  # no worker (one process, or none could start): here
                 i = queue.popleft()
                 results[i] = _run_batch(batches[i], self.state)
                 progress.add(len(batches[i][3]))
-            elif busy:
-                for w in self._ready(busy, timeout=None, select=select):
-                    collect(w)
         return results
 
     def _ready(self, busy: dict, *, timeout, select) -> list:

@@ -198,6 +198,7 @@ def stage(path: Path, design: str, kw: dict, src: Path) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     r = json.loads(proc.stdout.strip().splitlines()[-1])
+    show(f"{design} {kw or ''}", r)
     print(
         f"  [{design} {kw or ''}] STAGE {r['stage_s']:.1f} s wall, {r['runs']} runs; CPU {r['cpu_self_s']:.0f} s here + "
         f"{r['cpu_children_s']:.0f} s workers; peak {r['peak_total_mb']:.0f} MB with workers ({r['peak_self_mb']:.0f} MB "
@@ -205,6 +206,17 @@ def stage(path: Path, design: str, kw: dict, src: Path) -> dict:
         flush=True,
     )
     return r
+
+
+def show(label: str, r: dict) -> None:
+    print(f"\n  {label}: {r['stage_s']:.1f} s, peak {r['peak_total_mb']:.0f} MB")
+    for k, v in r["summary"].items():
+        print(f"    {k:<12} {json.dumps({c: v[c] for c in v if c != 'reason'})}")
+        print(f"    {'':<12} {v['reason']}")
+    print(f"    recommended {r['recommended']}; default {r['default']}")
+    types = {k: r["summary"][k].get("ari_type") for k in r["recommended"]}
+    if any(v is not None for v in types.values()):
+        print(f"    ARI of the recommended keys with the true cell types: {types}", flush=True)
 
 
 def strict(v: dict) -> bool:
@@ -287,15 +299,6 @@ def main() -> None:
                 results[f"new, max_cells_per_run={m}"] = stage(path, "new", {"max_cells_per_run": m}, new_src)
         if "old" in args.designs and n <= args.old_max_cells:
             results["old"] = stage(path, "old", {}, old_src)
-        for label, r in results.items():
-            print(f"\n  {label}: {r['stage_s']:.1f} s, peak {r['peak_total_mb']:.0f} MB")
-            for k, v in r["summary"].items():
-                print(f"    {k:<12} {json.dumps({c: v[c] for c in v if c != 'reason'})}")
-                print(f"    {'':<12} {v['reason']}")
-            print(f"    recommended {r['recommended']}; default {r['default']}")
-            types = {k: r["summary"][k].get("ari_type") for k in r["recommended"]}
-            if any(v is not None for v in types.values()):
-                print(f"    ARI of the recommended keys with the true cell types: {types}")
         if "old" in results:
             for label in results:
                 if label != "old":

@@ -1304,7 +1304,7 @@ def _call(summary: pd.DataFrame, min_ari: float, min_cluster_stability: float) -
             for name in ("ari_seeds", "ari_subsample")
             if not np.isnan(r[name]) and not r[name] >= min_ari
         ]
-        least = f"{r['least_stable_cluster']} Jaccard {r['cluster_stability_min']:.2f}"
+        least = f"{r['least_stable_cluster']} Jaccard {_shown(r['cluster_stability_min'], min_cluster_stability, 2)}"
         if ari_ok and cl_ok:
             calls.append("stable")
             reasons.append(
@@ -1313,7 +1313,7 @@ def _call(summary: pd.DataFrame, min_ari: float, min_cluster_stability: float) -
             )
         elif boundary:
             a, b = r["moving_boundary"].split("; ")[0].split("|")
-            fails = " and ".join(f"{name} {v:.3f}" for name, v in failing)
+            fails = " and ".join(f"{name} {_shown(v, min_ari, 3)}" for name, v in failing)
             reasons.append(
                 f"{fails} < {min_ari:g} only from the moving boundary between clusters {a} and {b} "
                 f"({r['boundary_share']:.0%} of their cells change side; ARI {r['score_boundary']:.3f} with "
@@ -1322,7 +1322,7 @@ def _call(summary: pd.DataFrame, min_ari: float, min_cluster_stability: float) -
             )
             calls.append("stable (moving boundary)")
         else:
-            parts = [f"{name} {v:.3f} < {min_ari:g}" for name, v in failing]
+            parts = [f"{name} {_shown(v, min_ari, 3)} < {min_ari:g}" for name, v in failing]
             if not cl_ok and not np.isnan(r["cluster_stability_min"]):
                 more = int(r["n_unstable_clusters"]) - 1
                 parts.append(
@@ -1336,6 +1336,15 @@ def _call(summary: pd.DataFrame, min_ari: float, min_cluster_stability: float) -
     summary["call"] = calls
     summary["stable"] = summary["call"] != "unstable"
     summary["reason"] = reasons
+
+
+def _shown(value: float, threshold: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals, one more when rounding would hide which side of the threshold it is on."""
+    text = f"{value:.{digits}f}"
+    while (value < threshold) != (float(text) < threshold) and digits < 6:
+        digits += 1
+        text = f"{value:.{digits}f}"
+    return text
 
 
 def _rank(summary: pd.DataFrame) -> dict[str, str]:

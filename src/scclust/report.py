@@ -673,7 +673,9 @@ OUTPUTS: tuple[Output, ...] = (
         r"stability(?:_(?P<sub>.+?))?_(?P<group>[^_]+)",
         "Agreement under reruns: the {group} series",
         "Per resolution or k: mean ARI of the labels with reruns under other seeds and on subsamples (1 = the same "
-        "labels every time; the dashed line is stability.min_ari), and the number of clusters the reruns found.",
+        "labels every time; the dotted line is stability.min_ari), every cluster's stability (grey dots; red crosses "
+        "below stability.min_cluster_stability, labelled), the failed criterion under each unstable key, the default "
+        "choice starred, and the number of clusters the reruns found.",
     ),
     Output(
         "stability",
@@ -691,7 +693,15 @@ OUTPUTS: tuple[Output, ...] = (
             ("ari_subsample", "mean ARI between the labels and reruns on subsamples of the cells"),
             ("ic", "inconsistency coefficient of the reruns (scICE): 1 = all identical, higher = less consistent"),
             ("cluster_stability_min", "the least stable cluster's mean best-match Jaccard index"),
+            (
+                "call",
+                "stable, or stable (moving boundary): every cluster reproduced, the score short only "
+                "because the boundary between two of them moves between runs",
+            ),
+            ("rank", "order within its series, the most detailed (most clusters) first"),
+            ("default", "the default choice of its series: rank 1"),
             ("evidence", "the same in a sentence"),
+            ("choice", "for the default: why it is the one"),
         ),
     ),
     Output(
@@ -703,18 +713,40 @@ OUTPUTS: tuple[Output, ...] = (
         (
             ("key / group / method / param", "the clustering, its series, algorithm and resolution / k"),
             ("n_clusters", "clusters of the reported labels"),
-            ("n_runs / n_seed_runs / n_subsample_runs", "reruns made"),
+            ("n_runs / n_seed_runs / n_subsample_runs", "reruns made (seed runs stop once their agreement is known)"),
+            ("run_cells", "cells of each seed rerun (a subsample above stability.max_cells_per_run)"),
             ("ari_seeds / ari_seeds_min", "mean / lowest ARI among the labels and the seed reruns"),
+            ("ari_seeds_ci", "half-width of the 95 % bootstrap interval of ari_seeds"),
             ("ecs_seeds", "mean element-centric similarity among them (per-cell agreement)"),
             ("ic", "inconsistency coefficient (scICE): 1 = every rerun identical"),
             ("ari_subsample", "mean ARI of each subsample rerun with the labels on its cells"),
             ("n_clusters_median / _min / _max", "clusters found by the reruns"),
             ("n_clusters_mode_frac", "share of reruns with the most frequent number of clusters"),
             ("cluster_stability_min / _mean", "least / cell-weighted mean per-cluster best-match Jaccard index"),
+            (
+                "least_stable_cluster / n_unstable_clusters",
+                "the cluster with the lowest stability; clusters below stability.min_cluster_stability",
+            ),
             ("medoid", "the run that agrees best with all others ('label': the reported labels)"),
             ("ari_medoid", "ARI of the medoid with the reported labels"),
             ("score", "min(ari_seeds, ari_subsample)"),
-            ("stable", "score >= stability.min_ari and cluster_stability_min >= stability.min_cluster_stability"),
+            (
+                "moving_boundary / boundary_share",
+                "the two clusters that exchange the most cells between runs ('a|b') "
+                "and the share of their cells that change side",
+            ),
+            ("score_boundary", "the score with those two clusters merged in the labels and in every rerun"),
+            (
+                "call",
+                "stable; stable (moving boundary): score short of stability.min_ari, but every cluster "
+                "reproduced and score_boundary reaches it; unstable",
+            ),
+            ("stable", "call is not unstable"),
+            ("reason", "which criterion failed and by how much (or why the key passed)"),
+            (
+                "rank / default / choice",
+                "order of the stable keys within the series (most clusters first); the default choice (rank 1) and why",
+            ),
         ),
     ),
     Output(
@@ -738,6 +770,7 @@ OUTPUTS: tuple[Output, ...] = (
             ("stability_seeds / stability_subsample", "the same over seed / subsample reruns"),
             ("frac_recovered", "share of reruns where its best Jaccard is >= 0.5"),
             ("frac_dissolved", "share of reruns where it is < 0.5"),
+            ("stable", "stability >= stability.min_cluster_stability"),
         ),
     ),
     # labels
@@ -1061,8 +1094,18 @@ def _recommendations(outdir: Path, files: list[str]) -> str:
             )
         else:
             out, groups = describe(Path(f).stem, "table", "stability")
+            picks = (
+                "".join(
+                    f"<p><b>Default choice for {html.escape(str(r['group']))}: {html.escape(str(r['key']))}</b>"
+                    f" ({html.escape(str(r['choice']))}).</p>"
+                    for _, r in df[df["default"].astype(bool)].iterrows()
+                )
+                if {"default", "choice"} <= set(df.columns)
+                else ""
+            )
             body.append(
                 f"<h3>{html.escape(what)}</h3>"
+                + picks
                 + df.to_html(index=False, border=0, float_format=lambda v: f"{v:.3g}")
                 + _glossary(list(map(str, df.columns)), out, groups)
             )

@@ -25,10 +25,27 @@ def test_stability_curve(assessed):
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "resolution"
-    # one point per resolution: filled (stable) + open (unstable) markers
-    n_points = sum(len(c.get_offsets()) for c in ax.collections)
+    # one point per resolution: filled (stable, stable despite a moving boundary) + open (unstable) markers
+    n_points = sum(len(c.get_offsets()) for c in ax.collections if c.get_gid() == "key")
     assert n_points == 3
     assert "clusters" in fig.axes[1].get_ylabel()
+    # every cluster's stability drawn at its key, the same values as the clusters table
+    dots = np.concatenate([c.get_offsets() for c in ax.collections if c.get_gid() == "cluster"])
+    assert len(dots) == len(res.clusters)
+    np.testing.assert_allclose(np.sort(dots[:, 1]), np.sort(res.clusters["stability"].to_numpy()))
+    # the default choice is starred and named
+    stars = [c for c in ax.collections if c.get_gid() == "default"]
+    assert len(stars) == (1 if res.default else 0)
+    if res.default:
+        assert stars[0].get_label() == f"default: {res.default['leiden']}"
+    # an unstable key says why under its point
+    texts = [t.get_text() for t in ax.texts]
+    for key, r in res.summary[~res.summary["stable"]].iterrows():
+        if r["score"] < 0.9:
+            assert any(f"ARI {r['score']:.2f}" in t for t in texts), key
+    plain = scc.pl.stability(res, clusters=False).axes[0].collections
+    assert not [c for c in plain if c.get_gid() == "cluster"]
+    assert sum(len(c.get_offsets()) for c in plain if c.get_gid() == "key") == n_points
     f2 = Figure()
     ax2 = f2.subplots()
     assert scc.pl.stability(res, metric="ic", ax=ax2) is f2

@@ -17,10 +17,14 @@ Outputs (``ctx.save_table`` / ``ctx.save_figure`` names):
   ``stability_clustree_<group>`` (cluster tree, nodes coloured by stability; groups with two keys
   or more), ``stability_umap_<key>`` (per-cluster stability on the embedding, each recommended
   key, or the best-scoring one when none is), ``stability_runs_<key>`` (cells x runs, same keys).
+
+With ``dask.address`` set in the config (and ``scheduler`` not ``processes``) the runs go to that
+Dask cluster's workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -67,18 +71,24 @@ def run(adata, p: StabilityParams, ctx: Any) -> None:
             else:
                 keys += gkeys
         params["keys"] = keys or None
-    if params["keys"] is not None or not subsets:
-        res = tl.stability(adata, **params)
-        _outputs(adata, res, ctx, prefix="stability", basis=_basis(adata, ctx))
-    for name in subsets:
-        path = ctx.outdir / "subclusters" / f"{name}.h5ad"
-        if not path.is_file():
-            logger.warning("stability: subclustering %r has no saved subset (%s); skipped", name, path)
-            continue
-        sub = ad.read_h5ad(path)
-        res = tl.stability(sub, **{**params, "keys": list(sub.uns["subcluster"]["keys"])})
-        _outputs(sub, res, ctx, prefix=f"stability_{name}", basis=_basis(sub, ctx))
-        write_h5ad(sub, path)  # the subset keeps its stability columns
+    with contextlib.ExitStack() as stack:
+        dask_cfg = getattr(getattr(ctx, "cfg", None), "dask", None)
+        if getattr(dask_cfg, "address", None) and p.scheduler != "processes":
+            from .._dask import dask_client
+
+            stack.enter_context(dask_client(**dask_cfg.model_dump()))  # runs go to that cluster's workers
+        if params["keys"] is not None or not subsets:
+            res = tl.stability(adata, **params)
+            _outputs(adata, res, ctx, prefix="stability", basis=_basis(adata, ctx))
+        for name in subsets:
+            path = ctx.outdir / "subclusters" / f"{name}.h5ad"
+            if not path.is_file():
+                logger.warning("stability: subclustering %r has no saved subset (%s); skipped", name, path)
+                continue
+            sub = ad.read_h5ad(path)
+            res = tl.stability(sub, **{**params, "keys": list(sub.uns["subcluster"]["keys"])})
+            _outputs(sub, res, ctx, prefix=f"stability_{name}", basis=_basis(sub, ctx))
+            write_h5ad(sub, path)  # the subset keeps its stability columns
 
 
 def _basis(adata, ctx) -> str | None:
@@ -103,7 +113,9 @@ def _outputs(adata, res, ctx, *, prefix: str, basis: str | None) -> None:
         gkeys = list(s[s["group"] == group].sort_values("param").index)
         if len(gkeys) >= 2:
             ctx.save_figure(pl.clustree(adata, keys=gkeys, stability=res), f"{prefix}_clustree_{group}")
-    shown = list(res.recommendation["key"]) or [s["score"].idxmax()]
+    # the UMAP and runs figures: the recommended keys, the default first (the best-scoring key when none is)
+    rec = res.recommendation.sort_values(["default", "rank"], ascending=[False, True], kind="stable")
+    shown = list(rec["key"]) or [s["score"].idxmax()]
     for key in shown:
         if basis is not None:
             ctx.save_figure(

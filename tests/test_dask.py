@@ -230,3 +230,68 @@ def test_compute_rows_streams_blocks_and_frees_them():
     assert set(left.values()) == {0}
     with pytest.raises(ValueError, match="row chunks differ"):
         compute_rows(lognorm, da.zeros((4000, 2), chunks=(200, 2)), what="mismatched")
+
+
+# ------------------------------------------------------------------------------------------ kNN on workers
+@pytest.fixture(scope="module")
+def two_workers():
+    """A real 2-worker LocalCluster started here (as a remote scheduler would be: not one of the
+    clusters scclust starts for itself), and its address."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        yield cluster.scheduler_address
+
+
+def _clustered_points(n, d=20, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 4, (12, d))
+    return (centres[rng.integers(0, 12, n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", ["exact", "flat", "ivf", "hnsw"])
+def test_knn_on_cluster_equals_local(two_workers, backend, monkeypatch):
+    """Each backend's neighbours answered on the workers in several blocks = the local search's
+    (ids identical, distances equal); the workers really answered (blocks recorded)."""
+    from scclust._dask import dask_client
+    from scclust.pp import _knn
+
+    monkeypatch.setattr(_knn, "SEARCH_BATCH", 4096)  # 5 blocks (faiss's BLAS tiles are 4,096 queries)
+    X = _clustered_points(18_000)
+    local = _knn.knn(X, 15, backend=backend, random_state=0)
+    info = {}
+    with dask_client(address=two_workers) as client:
+        from scclust._dask import cluster_client
+
+        assert cluster_client() is client
+        remote = _knn.knn(X, 15, backend=backend, random_state=0, client=client, info=info)
+    assert info["dask"] == {"workers": 2, "blocks": 5, "block_cells": 4096}
+    assert remote[2] == local[2] == backend
+    np.testing.assert_array_equal(remote[0], local[0])
+    np.testing.assert_array_equal(remote[1], local[1])
+    if backend in ("exact", "flat"):  # and both equal an independent brute force
+        from sklearn.neighbors import NearestNeighbors
+
+        ref = NearestNeighbors(n_neighbors=15).fit(X.astype(np.float64)).kneighbors()[1]
+        assert (np.sort(remote[0][:, 1:], axis=1) == np.sort(ref[:, :14], axis=1)).mean() > 0.999
+
+
+def test_neighbors_graph_through_cluster_equals_local(two_workers):
+    """pp.neighbors inside a client connected by address: the same graph as without (ivf), the
+    search recorded as done on 2 workers."""
+    import anndata as ad
+
+    from scclust import pp
+    from scclust._dask import dask_client
+
+    X = _clustered_points(20_000, d=30, seed=1)
+    a = ad.AnnData(obsm={"X_emb": X}, obs={"i": np.arange(X.shape[0])})
+    b = a.copy()
+    pp.neighbors(a, use_rep="X_emb", n_neighbors=15, backend="ivf")
+    with dask_client(address=two_workers):
+        pp.neighbors(b, use_rep="X_emb", n_neighbors=15, backend="ivf")
+    assert a.uns["neighbors"]["knn"]["backend"] == "ivf" and "dask" not in a.uns["neighbors"]["knn"]
+    assert b.uns["neighbors"]["knn"]["dask"]["workers"] == 2
+    for key in ("distances", "connectivities"):
+        diff = a.obsp[key] != b.obsp[key]
+        assert diff.nnz == 0, key

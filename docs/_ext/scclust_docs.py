@@ -396,6 +396,7 @@ def cli_page() -> str:
 #: the functions whose Returns section says what a stage writes into the AnnData
 _STAGE_TOOLS = {
     "prepare": ("scclust.pp.prepare",),
+    "sketch": ("scclust.pp.sketch", "scclust.tl.project_labels"),
     "neighbors": ("scclust.pp.neighbors",),
     "leiden": ("scclust.tl.leiden",),
     "kmeans": ("scclust.tl.kmeans",),

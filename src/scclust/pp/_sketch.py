@@ -20,7 +20,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SKETCH_METHODS", "sketch", "sketch_indices"]
 
-SKETCH_METHODS = ("geometric", "uniform", "leverage")
+SKETCH_METHODS = ("hybrid", "geometric", "uniform", "leverage")
+#: share of a ``"hybrid"`` sketch drawn by the geometric covering (the rest uniformly)
+HYBRID_GEOMETRIC_SHARE = 0.2
 #: the grid search stops when the non-empty boxes are within this fraction of the sketch size
 _BOX_TOLERANCE = 0.1
 _MAX_ITER = 60
@@ -32,7 +34,7 @@ def sketch(
     *,
     n_cells: PositiveInt | None = None,
     fraction: Fraction = 0.05,
-    method: Literal["geometric", "uniform", "leverage"] = "geometric",
+    method: Literal["hybrid", "geometric", "uniform", "leverage"] = "hybrid",
     use_rep: str = "X_pca",
     n_pcs: PositiveInt | None = None,
     random_state: int = 0,
@@ -45,6 +47,14 @@ def sketch(
     (:func:`scclust.tl.project_labels`) takes a fraction of the time and memory of clustering every
     cell. The same data, size, method and seed give the same sketch.
 
+    - ``"hybrid"`` (the default): :data:`HYBRID_GEOMETRIC_SHARE` (a fifth) of the sketch drawn by
+      the geometric covering below from the cells not drawn uniformly for the rest. The uniform
+      part keeps the densities that Leiden's partition at a given resolution depends on; the
+      covering adds cells of every region, so a rare population keeps several times its share.
+      Measured on simulated data with a planted population (benchmarks page): the clusterings
+      projected from a hybrid sketch agree with the full path as well as a uniform sketch's do,
+      while a purely geometric sketch's agree less (its flattened densities change which clusters
+      Leiden splits), and the hybrid kept 3 times the uniform sketch's cells of the planted population.
     - ``"geometric"`` (geometric sketching, Hie et al. 2019, the ``geosketch`` package's regular-grid
       variant): the embedding (shifted to 0, scaled by its largest range) is covered by a grid of
       equal cubes whose side is bisected until about ``n_cells`` cubes hold cells; cubes are then
@@ -73,7 +83,7 @@ def sketch(
     fraction
         Share of the cells in the sketch when ``n_cells`` is not given (0.05: 500,000 of 10,000,000).
     method
-        How the sketch is drawn: ``"geometric"``, ``"uniform"`` or ``"leverage"`` (see above).
+        How the sketch is drawn: ``"hybrid"``, ``"geometric"``, ``"uniform"`` or ``"leverage"`` (see above).
     use_rep
         Key in ``.obsm`` whose geometry the sketch keeps (``"X"`` for ``.X``).
     n_pcs
@@ -89,7 +99,8 @@ def sketch(
     -------
     ``None`` (or the copy), having written ``.obs[key_added]`` (``True`` for the cells of the sketch)
     and ``.uns[key_added]``: ``params``, ``n_cells`` (the sketch's size), ``n_obs`` (of all cells)
-    and, for ``"geometric"``, ``boxes`` (non-empty cubes of the covering).
+    and, for ``"geometric"`` and ``"hybrid"``, ``boxes`` (non-empty cubes of the covering) and
+    ``box_side`` (their side, the embedding scaled to a largest range of 1).
     """
     adata = adata.copy() if copy else adata
     X = get_rep(adata, use_rep, n_pcs)
@@ -146,6 +157,12 @@ def sketch_indices(
         return _leverage(X, size, rng)
     if method == "geometric":
         return _geometric(X, size, rng, {} if info is None else info)
+    if method == "hybrid":
+        n_geo = int(round(HYBRID_GEOMETRIC_SHARE * size))
+        uni = np.sort(rng.choice(n, size - n_geo, replace=False))
+        rest = np.setdiff1d(np.arange(n), uni, assume_unique=True)
+        geo = rest[_geometric(X[rest], n_geo, rng, {} if info is None else info)]
+        return np.sort(np.concatenate([uni, geo]))
     raise InputError(f"method {method!r} is not one of {', '.join(map(repr, SKETCH_METHODS))}")
 
 

@@ -256,8 +256,8 @@ def test_knn_on_cluster_equals_local(two_workers, backend, monkeypatch):
     from scclust._dask import dask_client
     from scclust.pp import _knn
 
-    monkeypatch.setattr(_knn, "SEARCH_BATCH", 4096)  # 5 blocks (faiss's BLAS tiles are 4,096 queries)
-    X = _clustered_points(18_000)
+    monkeypatch.setattr(_knn, "SEARCH_BATCH", 4096)  # 3 blocks (faiss's BLAS tiles are 4,096 queries)
+    X = _clustered_points(10_000)
     local = _knn.knn(X, 15, backend=backend, random_state=0)
     info = {}
     with dask_client(address=two_workers) as client:
@@ -265,7 +265,7 @@ def test_knn_on_cluster_equals_local(two_workers, backend, monkeypatch):
 
         assert cluster_client() is client
         remote = _knn.knn(X, 15, backend=backend, random_state=0, client=client, info=info)
-    assert info["dask"] == {"workers": 2, "blocks": 5, "block_cells": 4096}
+    assert info["dask"] == {"workers": 2, "blocks": 3, "block_cells": 4096}
     assert remote[2] == local[2] == backend
     np.testing.assert_array_equal(remote[0], local[0])
     np.testing.assert_array_equal(remote[1], local[1])
@@ -295,3 +295,37 @@ def test_neighbors_graph_through_cluster_equals_local(two_workers):
     for key in ("distances", "connectivities"):
         diff = a.obsp[key] != b.obsp[key]
         assert diff.nnz == 0, key
+
+
+def test_sketch_run_through_cluster_equals_local(two_workers, tmp_path, monkeypatch):
+    """A run with the sketch stage and dask.address: the kNN search of the sketch and the label
+    projection (several blocks) run on the workers (recorded), and every label and confidence equals
+    the local run's."""
+    from scclust import run
+    from scclust.config import parse_config
+    from scclust.tl import _project
+
+    monkeypatch.setattr(_project, "PROJECT_BATCH", 2048)  # 4 blocks
+
+    def cfg(name, **extra):
+        return parse_config({
+            "input": "builtin:integrated?n_cells=8000",
+            "outdir": str(tmp_path / name),
+            "stages": ["sketch", "neighbors", "leiden", "kmeans"],
+            "sketch": {"fraction": 0.2, "use_rep": "X_pca_harmony", "n_pcs": 20},
+            "neighbors": {"use_rep": "X_pca_harmony", "n_pcs": 20, "n_neighbors": 15},
+            "leiden": {"resolutions": [0.5, 1.0]},
+            "kmeans": {"use_rep": "X_pca_harmony", "n_clusters": [6]},
+            "background_umap": False,
+            **extra,
+        })
+
+    local, man_l = run(cfg("local"))
+    remote, man_r = run(cfg("remote", dask={"address": two_workers}))
+    recs = {r["stage"]: r for r in man_r["stages"]}
+    assert recs["neighbors"]["knn"]["dask"]["workers"] == 2
+    assert recs["sketch (projection)"]["dask"] == {"workers": 2, "blocks": 4}
+    assert "dask" not in {r["stage"]: r for r in man_l["stages"]}["sketch (projection)"]
+    for key in ("leiden_0.5", "leiden_1.0", "kmeans6"):
+        assert (remote.obs[key] == local.obs[key]).all(), key
+        np.testing.assert_array_equal(remote.obs[f"{key}_confidence"], local.obs[f"{key}_confidence"])

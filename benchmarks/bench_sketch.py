@@ -117,7 +117,9 @@ def make_input(n: int, rare: float, workdir: Path) -> Path:
 
         t = time.perf_counter()
         plant_rare(simulate_integrated(n), max(1, round(rare * n))).write_h5ad(path)
-        print(f"input: simulate_integrated({n}) + {rare:g} planted, written in {time.perf_counter() - t:.1f} s -> {path}")
+        print(
+            f"input: simulate_integrated({n}) + {rare:g} planted, written in {time.perf_counter() - t:.1f} s -> {path}"
+        )
     return path
 
 
@@ -125,7 +127,9 @@ def run(code: str, args: list[str], log: Path) -> dict:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     t0 = time.perf_counter()
     with open(log, "w") as err:
-        proc = subprocess.run([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=err, text=True, env=env
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark process failed (status {proc.returncode}); see {log}")
     return {"wall": round(time.perf_counter() - t0, 1), **json.loads(proc.stdout.strip().splitlines()[-1])}
@@ -165,7 +169,9 @@ def main() -> None:
         labels = {}
         for m in args.methods:
             out = args.workdir / f"sketch_{m}_{n}.npz"
-            paths[f"sketch {m}"] = run(SKETCH, [str(path), str(out), m, str(args.fraction)], args.workdir / f"sketch_{m}_{n}.log")
+            paths[f"sketch {m}"] = run(
+                SKETCH, [str(path), str(out), m, str(args.fraction)], args.workdir / f"sketch_{m}_{n}.log"
+            )
             labels[m] = np.load(out)
         names = list(paths)
         steps = list(dict.fromkeys(s["stage"] for p in paths.values() for s in p["steps"]))
@@ -184,26 +190,40 @@ def main() -> None:
         print(f"  {'clustering (no read)':<22}" + "".join(f"{clustering[name]:>24.1f} s" for name in names))
         for m in args.methods:
             info = paths[f"sketch {m}"]["info"]
-            print(f"  sketch {m}: {info['n_sketch']:,} cells, {info['rare_in_sketch']} of the planted population; "
-                  f"projection index {info['projected']['index']} (recall {info['projected'].get('recall', 1.0):.3f})")
+            print(
+                f"  sketch {m}: {info['n_sketch']:,} cells, {info['rare_in_sketch']} of the planted population; "
+                f"projection index {info['projected']['index']} (recall {info['projected'].get('recall', 1.0):.3f})"
+            )
         print("  ARI with the full path's labels (full path, seed 1 vs seed 0: the bar)")
         for r in RES:
             key = f"leiden_{r}"
             seeds = ari(F[key], F[f"seed1_{r}"])
             row = "".join(f"   {m} {ari(F[key], labels[m][key]):.4f}" for m in args.methods)
             ok = " ".join("ok" if ari(F[key], labels[m][key]) >= seeds else "below" for m in args.methods)
-            print(f"    {key:<12} seed {seeds:.4f}{row}   ({ok})  clusters full {F[key].max() + 1}, "
-                  + ", ".join(f"{m} {labels[m][key].max() + 1}" for m in args.methods))
+            print(
+                f"    {key:<12} seed {seeds:.4f}{row}   ({ok})  clusters full {F[key].max() + 1}, "
+                + ", ".join(f"{m} {labels[m][key].max() + 1}" for m in args.methods)
+            )
         for k in KS:
             key = f"kmeans{k}"
-            print(f"    {key:<12}           " + "".join(f"   {m} {ari(F[key], labels[m][key]):.4f}" for m in args.methods))
+            print(
+                f"    {key:<12}           " + "".join(f"   {m} {ari(F[key], labels[m][key]):.4f}" for m in args.methods)
+            )
         print("  planted population: (purity of the cluster holding most of it, share of it in that cluster)")
         for r in RES:
             key = f"leiden_{r}"
             conf = {m: float(labels[m][f"{key}_confidence"][rare].mean()) for m in args.methods}
-            print(f"    {key:<12} full {found(F[key], rare)}" + "".join(
-                f"   {m} {tuple(round(v, 3) for v in found(labels[m][key], rare))} conf {conf[m]:.3f}" for m in args.methods))
-        print(f"  load average now {os.getloadavg()[0]:.1f} (2 cores shared with other jobs: read times as upper bounds)", flush=True)
+            print(
+                f"    {key:<12} full {found(F[key], rare)}"
+                + "".join(
+                    f"   {m} {tuple(round(v, 3) for v in found(labels[m][key], rare))} conf {conf[m]:.3f}"
+                    for m in args.methods
+                )
+            )
+        print(
+            f"  load average now {os.getloadavg()[0]:.1f} (2 cores shared with other jobs: read times as upper bounds)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

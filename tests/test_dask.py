@@ -308,17 +308,19 @@ def test_sketch_run_through_cluster_equals_local(two_workers, tmp_path, monkeypa
     monkeypatch.setattr(_project, "PROJECT_BATCH", 2048)  # 4 blocks
 
     def cfg(name, **extra):
-        return parse_config({
-            "input": "builtin:integrated?n_cells=8000",
-            "outdir": str(tmp_path / name),
-            "stages": ["sketch", "neighbors", "leiden", "kmeans"],
-            "sketch": {"fraction": 0.2, "use_rep": "X_pca_harmony", "n_pcs": 20},
-            "neighbors": {"use_rep": "X_pca_harmony", "n_pcs": 20, "n_neighbors": 15},
-            "leiden": {"resolutions": [0.5, 1.0]},
-            "kmeans": {"use_rep": "X_pca_harmony", "n_clusters": [6]},
-            "background_umap": False,
-            **extra,
-        })
+        return parse_config(
+            {
+                "input": "builtin:integrated?n_cells=8000",
+                "outdir": str(tmp_path / name),
+                "stages": ["sketch", "neighbors", "leiden", "kmeans"],
+                "sketch": {"fraction": 0.2, "use_rep": "X_pca_harmony", "n_pcs": 20},
+                "neighbors": {"use_rep": "X_pca_harmony", "n_pcs": 20, "n_neighbors": 15},
+                "leiden": {"resolutions": [0.5, 1.0]},
+                "kmeans": {"use_rep": "X_pca_harmony", "n_clusters": [6]},
+                "background_umap": False,
+                **extra,
+            }
+        )
 
     local, man_l = run(cfg("local"))
     remote, man_r = run(cfg("remote", dask={"address": two_workers}))

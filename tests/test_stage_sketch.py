@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,16 +16,13 @@ from sklearn.metrics import adjusted_rand_score as ari
 from scclust import run
 from scclust.config import parse_config
 
-sys.path.insert(0, str(Path(__file__).parent / "pp"))
-from test_sketch import plant_rare  # noqa: E402
-
 pytestmark = pytest.mark.slow  # whole runs on 12,000 cells
 
 RES = [0.4, 1.0]
 
 
 @pytest.fixture(scope="module")
-def planted(tmp_path_factory):
+def planted(tmp_path_factory, plant_rare):
     """12,000 simulated integrated cells with a planted population of 60 cells (0.5 %: with k = 20 about
     the smallest a full-path Leiden at 0.4 resolves at this size; 0.05 % of 1,000,000 is measured on the
     benchmarks page)."""
@@ -99,7 +95,7 @@ def test_sketch_path_against_the_full_path(planted, tmp_path):
     # the per-cluster table, later stages on all cells, the report section
     table = pd.read_csv(out / "tables" / "sketch_clusters.csv")
     assert set(table["key"]) == {"leiden_0.4", "leiden_1.0", "kmeans8"}
-    for key, t in table.groupby("key"):
+    for _, t in table.groupby("key"):
         assert t["n_cells"].sum() == 12_000 and t["n_sketch"].sum() == 1200
     planted_cluster = ours.obs["leiden_0.4"][rare].value_counts().index[0]
     row = table[(table["key"] == "leiden_0.4") & (table["cluster"].astype(str) == planted_cluster)].iloc[0]
@@ -150,11 +146,15 @@ def test_bad_sketch_size_is_one_line_exit_2(planted, tmp_path):
         f"input: {planted}\noutdir: {tmp_path / 'o'}\nstages: [sketch, neighbors, leiden]\n"
         "sketch: {n_cells: 50000, use_rep: X_pca_harmony}\nneighbors: {use_rep: X_pca_harmony}\n"
     )
-    res = subprocess.run([sys.executable, "-m", "scclust", "run", str(cfg)], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "scclust", "run", str(cfg)], capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 2, res.stderr[-2000:]
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("scclust: error: ") and "not smaller than the data (12000 cells)" in last
     bad = tmp_path / "b.yaml"
     bad.write_text(cfg.read_text().replace("n_cells: 50000", "method: random"))
-    res = subprocess.run([sys.executable, "-m", "scclust", "run", str(bad)], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "scclust", "run", str(bad)], capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 2 and "'hybrid'" in res.stderr and "'geometric'" in res.stderr, res.stderr[-2000:]

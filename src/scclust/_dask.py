@@ -331,5 +331,4 @@ def map_blocks(
                     submit()
         finally:
             client.cancel([shared_f])
-            del shared_f
     return out

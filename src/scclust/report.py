@@ -208,7 +208,7 @@ OUTPUTS: tuple[Output, ...] = (
             ("cluster", "the cluster"),
             ("n_sketch", "its cells in the sketch"),
             ("n_cells", "its cells among all cells, after projection"),
-            ("share_sketch", "n_sketch / cells in the sketch (a geometric sketch gives rare populations a larger share)"),
+            ("share_sketch", "n_sketch / cells in the sketch (its geometric part gives rare populations more)"),
             ("share_cells", "n_cells / all cells"),
             ("mean_confidence", "mean over its cells of the share of the nearest sketch cells' vote its label got"),
             ("low_confidence", "share of its cells whose confidence is below 0.5"),

@@ -676,8 +676,10 @@ def _run(
                 projected = ctx.sketch.project(adata, ctx)
             if projected is not None:
                 records.append({**projected, "peak_rss_mb": round(mem.peak / 2**20, 1)})
-                say(f"[{i}/{n}] labels of {len(projected['keys'])} clustering(s) projected from the sketch to "
-                    f"{adata.n_obs} cells in {projected['seconds']:.1f}s")
+                say(
+                    f"[{i}/{n}] labels of {len(projected['keys'])} clustering(s) projected from the sketch to "
+                    f"{adata.n_obs} cells in {projected['seconds']:.1f}s"
+                )
         since_checkpoint += seconds
         # checkpoint when the work since the last one (what a rerun would redo) is at least
         # CHECKPOINT_RATIO times the cost of writing it: where the stages that make keys (graphs,

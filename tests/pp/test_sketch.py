@@ -12,26 +12,8 @@ from scclust.datasets import simulate_integrated
 from scclust.pp._sketch import sketch_indices
 
 
-def plant_rare(adata, n_rare: int, *, distance: float = 8.0, seed: int = 0, rep: str = "X_pca_harmony"):
-    """Move ``n_rare`` random cells to a new population ``distance`` away from the centre of one
-    cell type (each keeps its own noise around its state): ``.obs["rare"]`` marks them."""
-    rng = np.random.default_rng([seed, 7])
-    X = adata.obsm[rep]
-    rare = np.sort(rng.choice(adata.n_obs, n_rare, replace=False))
-    state = adata.obs["cell_state"].cat.codes.to_numpy()
-    typ = adata.obs["cell_type"].cat.codes.to_numpy()
-    dim = np.arange(X.shape[1])
-    step = rng.normal(size=X.shape[1]) * np.exp(-dim / 8)
-    target = X[typ == typ[rare[0]]].mean(0) + step * distance / np.linalg.norm(step)
-    for s in np.unique(state[rare]):
-        moved = rare[state[rare] == s]
-        X[moved] += target - X[state == s].mean(0)
-    adata.obs["rare"] = np.isin(np.arange(adata.n_obs), rare)
-    return adata
-
-
 @pytest.fixture(scope="module")
-def data():
+def data(plant_rare):
     return plant_rare(simulate_integrated(20_000, seed=2), 40)  # 0.2 %
 
 

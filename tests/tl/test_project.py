@@ -64,9 +64,7 @@ def test_weighted_vote_equals_brute_force(data):
     votes = np.zeros((len(rows), 4))
     np.add.at(votes, (np.arange(len(rows))[:, None], codes[nn]), w)
     np.testing.assert_array_equal(a.obs["lab"].cat.codes.to_numpy()[rows], votes.argmax(1))
-    np.testing.assert_allclose(
-        a.obs["lab_confidence"].to_numpy()[rows], votes.max(1) / votes.sum(1), rtol=1e-4
-    )
+    np.testing.assert_allclose(a.obs["lab_confidence"].to_numpy()[rows], votes.max(1) / votes.sum(1), rtol=1e-4)
 
 
 def test_truth_projected_from_a_sketch_is_the_truth(data):

@@ -105,14 +105,16 @@ def sketch(
     adata = adata.copy() if copy else adata
     X = get_rep(adata, use_rep, n_pcs)
     n = X.shape[0]
-    size = n_cells if n_cells is not None else int(round(fraction * n))
+    size = n_cells if n_cells is not None else round(fraction * n)
     if size >= n:
         raise InputError(
             f"a sketch of {size} cells is not smaller than the data ({n} cells); give a smaller n_cells or "
             "fraction, or leave the sketch stage out"
         )
     if size < 10:
-        raise InputError(f"a sketch of {size} cells is too small to cluster (need at least 10); raise n_cells or fraction")
+        raise InputError(
+            f"a sketch of {size} cells is too small to cluster (need at least 10); raise n_cells or fraction"
+        )
     t0 = time.perf_counter()
     info: dict = {}
     idx = sketch_indices(X, size, method=method, random_state=random_state, info=info)
@@ -158,7 +160,7 @@ def sketch_indices(
     if method == "geometric":
         return _geometric(X, size, rng, {} if info is None else info)
     if method == "hybrid":
-        n_geo = int(round(HYBRID_GEOMETRIC_SHARE * size))
+        n_geo = round(HYBRID_GEOMETRIC_SHARE * size)
         uni = np.sort(rng.choice(n, size - n_geo, replace=False))
         rest = np.setdiff1d(np.arange(n), uni, assume_unique=True)
         geo = rest[_geometric(X[rest], n_geo, rng, {} if info is None else info)]

@@ -109,8 +109,10 @@ def project_labels(
     pos = adata.obs_names.get_indexer(sketch.obs_names)
     if (pos < 0).any():
         first = sketch.obs_names[pos < 0][0]
-        raise InputError(f"{int((pos < 0).sum())} sketch cell(s) are not in adata (first: {first!r}); "
-                         "the sketch must be a subset of the cells")
+        raise InputError(
+            f"{int((pos < 0).sum())} sketch cell(s) are not in adata (first: {first!r}); "
+            "the sketch must be a subset of the cells"
+        )
     X = get_rep(adata, use_rep, n_pcs)
     n, n_s = X.shape[0], sketch.n_obs
     k = min(n_neighbors, n_s)
@@ -189,16 +191,18 @@ def project_labels(
         conf_sum = np.bincount(labels[:, j], weights=conf[:, j], minlength=n_cats[j])
         low = np.bincount(labels[:, j], weights=conf[:, j] < LOW_CONFIDENCE, minlength=n_cats[j])
         for c, name in enumerate(cats[j]):
-            rows.append({
-                "key": key,
-                "cluster": str(name),
-                "n_sketch": int(n_sk[c]),
-                "n_cells": int(n_all[c]),
-                "share_sketch": n_sk[c] / n_s,
-                "share_cells": n_all[c] / n,
-                "mean_confidence": conf_sum[c] / max(n_all[c], 1),
-                "low_confidence": low[c] / max(n_all[c], 1),
-            })
+            rows.append(
+                {
+                    "key": key,
+                    "cluster": str(name),
+                    "n_sketch": int(n_sk[c]),
+                    "n_cells": int(n_all[c]),
+                    "share_sketch": n_sk[c] / n_s,
+                    "share_cells": n_all[c] / n,
+                    "mean_confidence": conf_sum[c] / max(n_all[c], 1),
+                    "low_confidence": low[c] / max(n_all[c], 1),
+                }
+            )
         logger.info(
             "%s: projected from %d sketch cells to %d cells (mean confidence %.3f; %.2f %% of cells below %.1f)",
             key,
@@ -209,12 +213,23 @@ def project_labels(
             LOW_CONFIDENCE,
         )
     for name, value in sketch.uns.items():  # the entries that record the keys (params, summaries)
-        if isinstance(value, dict) and isinstance(value.get("clusterings"), dict):
-            if any(key in value["clusterings"] for key in keys):
-                adata.uns[name] = {**value, "projected": projected}
+        recorded = value.get("clusterings") if isinstance(value, dict) else None
+        if isinstance(recorded, dict) and any(key in recorded for key in keys):
+            adata.uns[name] = {**value, "projected": projected}
     logger.info("labels of %d clustering(s) projected in %.1f s (%s index of the sketch)", len(keys), seconds, kind)
-    table = pd.DataFrame(rows, columns=["key", "cluster", "n_sketch", "n_cells", "share_sketch", "share_cells",
-                                        "mean_confidence", "low_confidence"])
+    table = pd.DataFrame(
+        rows,
+        columns=[
+            "key",
+            "cluster",
+            "n_sketch",
+            "n_cells",
+            "share_sketch",
+            "share_cells",
+            "mean_confidence",
+            "low_confidence",
+        ],
+    )
     table.attrs["projected"] = projected
     return table
 

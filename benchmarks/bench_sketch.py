@@ -2,6 +2,7 @@
 
     python benchmarks/bench_sketch.py --cells 1000000 [--fraction 0.05] [--methods hybrid uniform geometric leverage]
     python benchmarks/bench_sketch.py --cells 20000 --rare 0.005        # CI size
+    python benchmarks/bench_sketch.py --cells 1000000 --dask-only       # the kNN search through a LocalCluster
 
 Input: ``scclust.datasets.simulate_integrated(n)`` with a planted population of ``--rare`` of the
 cells (default 0.05 %): random cells moved, each with its own noise, to a new centre 8 units from
@@ -16,6 +17,10 @@ on 30 of the 50 dimensions:
   path is held to), ``tl.kmeans`` at 5 / 10 / 15;
 * sketch (one process per ``--methods`` entry): ``pp.sketch`` (``--fraction`` of the cells), the same
   stages on the sketch, ``tl.project_labels`` of every clustering to all cells (k = 15, weighted vote).
+
+With ``--dask`` (or ``--dask-only``), a further process builds the full path's graph twice, in this
+process and through a 2-worker ``distributed.LocalCluster`` (1 thread each) reached by its address
+(as ``dask.address`` does), and prints both times and whether the neighbour ids are identical.
 
 Printed: each step's seconds and the process's peak RSS so far (``ru_maxrss``), the process wall
 time, and per resolution the ARI of the sketch path's labels with the full path's next to the
@@ -91,6 +96,28 @@ print(json.dumps({"steps": steps, "info": info}))
 )
 
 
+DASK_KNN = r"""
+import json, sys, time
+import numpy as np
+import anndata as ad
+from distributed import LocalCluster
+import scclust as scc
+from scclust._dask import dask_client
+adata = ad.read_h5ad(sys.argv[1])
+X = adata.obsm["X_pca_harmony"]
+b = ad.AnnData(obsm={"X_pca_harmony": X}); a = b.copy()
+t = time.perf_counter(); scc.pp.neighbors(a, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20); t_local = time.perf_counter() - t
+with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+    t = time.perf_counter()
+    with dask_client(address=cluster.scheduler_address):
+        scc.pp.neighbors(b, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
+    t_dask = time.perf_counter() - t
+same = all((a.obsp[k] != b.obsp[k]).nnz == 0 for k in ("distances", "connectivities"))
+print(json.dumps({"local_s": round(t_local, 1), "dask_s": round(t_dask, 1), "identical": same,
+                  "knn_local": a.uns["neighbors"]["knn"], "knn_dask": b.uns["neighbors"]["knn"]}))
+"""
+
+
 def plant_rare(adata, n_rare: int, *, distance: float = 8.0, seed: int = 0):
     """The planted population of ``tests/pp/test_sketch.py`` (``.obs["rare"]``)."""
     import numpy as np
@@ -154,6 +181,8 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=0.05)
     ap.add_argument("--rare", type=float, default=0.0005, help="share of the cells in the planted population")
     ap.add_argument("--methods", nargs="+", default=["hybrid"], choices=["hybrid", "geometric", "uniform", "leverage"])
+    ap.add_argument("--dask", action="store_true", help="also the full graph through a 2-worker LocalCluster")
+    ap.add_argument("--dask-only", action="store_true", help="only the graph through a 2-worker LocalCluster")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scclust_sketch")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -161,6 +190,28 @@ def main() -> None:
     for n in args.cells:
         path = make_input(n, args.rare, args.workdir)
         rare = ad.read_h5ad(path, backed="r").obs["rare"].to_numpy()
+        if args.dask or args.dask_only:
+            t0 = time.perf_counter()
+            env = dict(os.environ, PYTHONWARNINGS="ignore")
+            with open(args.workdir / f"dask_knn_{n}.log", "w") as err:
+                proc = subprocess.run(
+                    [sys.executable, "-c", DASK_KNN, str(path)],
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    text=True,
+                    env=env,
+                    check=True,
+                )
+            d = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"\n=== {n:,} cells: kNN graph (k = 20, 30 dims) here vs through a 2-worker LocalCluster ===")
+            print(
+                f"  here {d['local_s']} s ({d['knn_local']['backend']}, recall {d['knn_local']['recall']:.4f}); "
+                f"on the workers {d['dask_s']} s ({d['knn_dask'].get('dask')}); graphs identical: {d['identical']}; "
+                f"process wall {time.perf_counter() - t0:.1f} s",
+                flush=True,
+            )
+            if args.dask_only:
+                continue
         print(f"\n=== {n:,} cells, planted population {rare.sum():,} cells ({100 * args.rare:g} %) ===", flush=True)
         full_out = args.workdir / f"full_{n}.npz"
         full = run(FULL, [str(path), str(full_out)], args.workdir / f"full_{n}.log")

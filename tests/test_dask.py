@@ -326,8 +326,8 @@ def test_sketch_run_through_cluster_equals_local(two_workers, tmp_path, monkeypa
     remote, man_r = run(cfg("remote", dask={"address": two_workers}))
     recs = {r["stage"]: r for r in man_r["stages"]}
     assert recs["neighbors"]["knn"]["dask"]["workers"] == 2
-    assert recs["sketch (projection)"]["dask"] == {"workers": 2, "blocks": 4}
-    assert "dask" not in {r["stage"]: r for r in man_l["stages"]}["sketch (projection)"]
+    assert recs["sketch projection"]["dask"] == {"workers": 2, "blocks": 4}
+    assert "dask" not in {r["stage"]: r for r in man_l["stages"]}["sketch projection"]
     for key in ("leiden_0.5", "leiden_1.0", "kmeans6"):
         assert (remote.obs[key] == local.obs[key]).all(), key
         np.testing.assert_array_equal(remote.obs[f"{key}_confidence"], local.obs[f"{key}_confidence"])

@@ -90,7 +90,7 @@ def test_sketch_path_against_the_full_path(planted, tmp_path):
     recs = {r["stage"]: r for r in man["stages"]}
     assert recs["neighbors"]["on_sketch"] == 1200 and recs["leiden"]["on_sketch"] == 1200
     assert recs["sketch"]["n_cells"] == 1200 and "on_sketch" not in recs["compare"]
-    assert recs["sketch (projection)"]["keys"] == ["leiden_0.4", "leiden_1.0", "kmeans8"]
+    assert recs["sketch projection"]["keys"] == ["leiden_0.4", "leiden_1.0", "kmeans8"]
     assert ours.uns["leiden"]["projected"]["n_sketch"] == 1200
     # the per-cluster table, later stages on all cells, the report section
     table = pd.read_csv(out / "tables" / "sketch_clusters.csv")

@@ -209,19 +209,19 @@ def _geometric(X: np.ndarray, size: int, rng: np.random.Generator, info: dict) -
     if top > 0:
         Z /= top
     lo, hi = 0.0, 1.0 + 1e-6  # side of a cube: hi gives one cube
-    unit, n_boxes, ids = hi, 1, None
     for _ in range(_MAX_ITER):
-        mid = (lo + hi) / 2
-        h = _box_ids(Z, mid)
-        uniq, inv = np.unique(h, return_inverse=True)
-        unit, n_boxes, ids = mid, uniq.size, inv.ravel()
+        unit = (lo + hi) / 2
+        h = _box_ids(Z, unit)
+        n_boxes = np.unique(h).size
         if abs(n_boxes - size) <= _BOX_TOLERANCE * size:
             break
         if n_boxes > size:
-            lo = mid
+            lo = unit
         else:
-            hi = mid
+            hi = unit
     del Z
+    ids = np.unique(h, return_inverse=True)[1].ravel()
+    del h
     info.update(boxes=int(n_boxes), box_side=float(unit))
     # rounds: each cube gives its r-th cell (a seeded random order within the cube) in round r;
     # within a round, cubes come in a seeded random order

@@ -91,7 +91,7 @@ class SketchRun:
                 row.mean_confidence,
             )
         return {
-            "stage": "sketch (projection)",
+            "stage": "sketch projection",
             "seconds": round(time.perf_counter() - t0, 3),
             "keys": keys,
             "n_sketch": self.adata.n_obs,

@@ -114,11 +114,11 @@ def test_validate_and_schema(tmp_path, capsys):
 
 
 def test_shipped_configs_validate():
-    from scclust.tl._annotate import load_marker_sets
+    from scclust import read_marker_sets
 
     for path in sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "benchmarks").glob("*.yaml")):
         if path.name.startswith("markers_"):  # marker sets of the annotate stage, not run configs
-            assert load_marker_sets(path), path
+            assert read_marker_sets(path), path
             continue
         assert main(["validate", str(path), "--config-only"]) == 0, path
 

@@ -623,9 +623,9 @@ def test_subcluster_without_a_sample_column_draws_its_figures(tmp_path, pbmc):
 
 
 @pytest.mark.slow
-def test_neighbors_stage_says_it_replaces_prepares_graph(tmp_path, caplog):
-    """Two n_neighbors: the neighbors stage builds the clusterings' graph with its own options and
-    says that prepare's (which the UMAP was computed on) is replaced, and whether the options are the same."""
+def test_neighbors_stage_reuses_prepares_graph_or_says_it_replaces_it(tmp_path, caplog):
+    """One graph is not built twice: the neighbors stage with prepare's options on the same data
+    reuses its graph (the labels of building it again); with other options it says that it replaces it."""
     import logging
 
     from scclust import run
@@ -639,7 +639,7 @@ def test_neighbors_stage_says_it_replaces_prepares_graph(tmp_path, caplog):
         "leiden": {"resolutions": [0.8]},
     }
     with caplog.at_level(logging.INFO, logger="scclust"):
-        run(
+        same, _ = run(
             parse_config(
                 {
                     **base,
@@ -648,7 +648,12 @@ def test_neighbors_stage_says_it_replaces_prepares_graph(tmp_path, caplog):
                 }
             )
         )
-    assert "is rebuilt with this stage's options (the same)" in caplog.text
+    assert "reusing the graph 'neighbors'" in caplog.text
+    rebuilt = same.copy()
+    scc.pp.neighbors(rebuilt, use_rep="X_pca", n_pcs=20, n_neighbors=15)
+    assert (rebuilt.obsp["connectivities"] != same.obsp["connectivities"]).nnz == 0
+    scc.tl.leiden(rebuilt, resolutions=[0.8])
+    assert (rebuilt.obs["leiden_0.8"] == same.obs["leiden_0.8"]).all()
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="scclust"):
         other, _ = run(
@@ -660,5 +665,6 @@ def test_neighbors_stage_says_it_replaces_prepares_graph(tmp_path, caplog):
                 }
             )
         )
-    assert "n_neighbors=15" in caplog.text and "prepare.graph" in caplog.text and "(the same)" not in caplog.text
+    assert "is replaced by one with this stage's options" in caplog.text and "n_neighbors=15" in caplog.text
+    assert "reusing" not in caplog.text
     assert other.uns["neighbors"]["params"]["n_neighbors"] == 10

@@ -4,7 +4,7 @@
   (every section and key, nested step groups included, with type, default, constraint and
   description);
 - ``generated/api.md``: the API reference, one autosummary entry per name of the ``__all__`` of
-  ``scclust.pp``, ``scclust.tl``, ``scclust.pl`` and ``scclust.datasets``, plus ``run`` / ``load_config``;
+  ``scclust.pp``, ``scclust.tl``, ``scclust.pl`` and ``scclust.datasets``, plus ``run`` / ``load_config`` / ``read_marker_sets``;
 - ``generated/cli.md``: every command's ``--help``;
 - ``generated/outputs_stages.inc``: per stage, every file it writes (from the report's
   :data:`scclust.report.OUTPUTS`: name, what it shows, its columns) and what it writes into the
@@ -305,7 +305,8 @@ def api_page() -> str:
         "## Run API",
         "",
         "`scc.load_config(path)` validates a YAML config; `scc.run(cfg)` runs it and returns the AnnData and the "
-        "manifest, as `scclust run` does.",
+        "manifest, as `scclust run` does. `scc.read_marker_sets(path)` reads marker sets "
+        "(`{cell type: [gene, ...]}`) from a YAML file for `scc.tl.annotate`.",
         "",
         "```{eval-rst}",
         ".. currentmodule:: scclust",
@@ -316,6 +317,7 @@ def api_page() -> str:
         "",
         "   run",
         "   load_config",
+        "   read_marker_sets",
         "```",
         "",
     ]
@@ -478,7 +480,7 @@ def _remove_stale_stubs() -> None:
     """Autosummary stubs of names no longer public (it writes new stubs but never removes old ones)."""
     import importlib
 
-    names = {"scclust.run", "scclust.load_config"}
+    names = {"scclust.run", "scclust.load_config", "scclust.read_marker_sets"}
     for mod, _, _ in _API:
         names |= {f"scclust.{mod}.{n}" for n in importlib.import_module(f"scclust.{mod}").__all__}
     for stub in (DOCS / "generated" / "api").glob("*.rst"):

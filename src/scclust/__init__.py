@@ -17,12 +17,13 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 _SUBMODULES = ("cli", "config", "datasets", "pl", "pp", "report", "tl", "workflow")
-_FUNCTIONS = {"load_config": "config", "run": "workflow"}
+_FUNCTIONS = {"load_config": "config", "run": "workflow", "read_marker_sets": "_io"}
 
-__all__ = ["__version__", "datasets", "load_config", "pl", "pp", "run", "tl"]
+__all__ = ["__version__", "datasets", "load_config", "pl", "pp", "read_marker_sets", "run", "tl"]
 
 if TYPE_CHECKING:
     from . import datasets, pl, pp, tl
+    from ._io import read_marker_sets
     from .config import load_config
     from .workflow import run
 

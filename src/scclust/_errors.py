@@ -158,27 +158,29 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 5] + " ...'"
 
 
-def _valid_keys(root: Any, loc: tuple) -> list[str]:
-    """The field names of the model that holds the key at ``loc`` below ``root``."""
+def model_in(ann: Any) -> Any:
+    """The pydantic model a field's annotation holds (``Group | None``, ``dict[str, Group]``), or None."""
     import typing
 
     from pydantic import BaseModel
 
-    def find(ann: Any) -> Any:
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            return ann
-        for arg in typing.get_args(ann):
-            found = find(arg)
-            if found is not None:
-                return found
-        return None
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        found = model_in(arg)
+        if found is not None:
+            return found
+    return None
 
+
+def _valid_keys(root: Any, loc: tuple) -> list[str]:
+    """The field names of the model that holds the key at ``loc`` below ``root``."""
     model = root
     for part in loc:
         if isinstance(part, int):
             continue
         field = model.model_fields.get(part)
-        sub = find(field.annotation) if field is not None else None
+        sub = model_in(field.annotation) if field is not None else None
         if sub is None:
             break
         model = sub

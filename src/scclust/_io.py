@@ -145,6 +145,31 @@ def read_pickle(path: str | Path) -> object:
         return pickle.load(fh)
 
 
+def read_marker_sets(path: str | Path) -> dict[str, list[str]]:
+    """Marker sets ``{cell type: [gene, ...]}`` from a YAML file: a mapping of names to gene lists,
+    at the top level or under ``sets:`` (``configs/markers_pbmc.yaml``), for
+    :func:`scclust.tl.annotate`'s ``sets``."""
+    import yaml
+
+    from ._errors import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(
+            f"marker set file not found: {str(path)!r} (a YAML mapping of cell types to gene "
+            "lists, e.g. configs/markers_pbmc.yaml)"
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if isinstance(data, dict) and isinstance(data.get("sets"), dict):
+        data = data["sets"]
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise ConfigError(f"{path}: expected a mapping of cell types to gene lists (CD4 T: [CD3E, CD4, IL7R])")
+    return {str(k): [str(g) for g in v] for k, v in data.items()}
+
+
 def resolve_input(spec: str | InputSpec) -> InputSpec:
     """``data:NAME`` -> the spec of a registered real dataset's file, fetched into the cache and
     verified (:func:`scclust.datasets.fetch`); any other spec is returned parsed."""

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
-from ._errors import ConfigError, MissingFileError, format_validation_error
+from ._errors import ConfigError, MissingFileError, format_validation_error, model_in
 from .stages import REGISTRY, Params, Stage
 from .stages.compare import CompareParams
 from .stages.composition import CompositionParams
@@ -420,7 +420,7 @@ def _model_lines(model: Any, given: dict[str, Any], indent: int) -> list[str]:
         desc = field.description or ""
         out += [f"{pad}# {line}" for line in textwrap.wrap(desc, 100 - indent - 2)]
         value = given.get(key, field.get_default(call_default_factory=True))
-        sub = _find_group(field.annotation)
+        sub = model_in(field.annotation)
         if sub is not None and (isinstance(value, BaseModel | dict)):
             out.append(f"{pad}{key}:")
             values = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
@@ -431,17 +431,3 @@ def _model_lines(model: Any, given: dict[str, Any], indent: int) -> list[str]:
         text = yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip()
         out.append(f"{pad}{key}: {text.removesuffix(chr(10) + '...').removesuffix('...').strip()}")
     return out
-
-
-def _find_group(ann: Any) -> Any:
-    import typing
-
-    from pydantic import BaseModel
-
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    for arg in typing.get_args(ann):
-        found = _find_group(arg)
-        if found is not None:
-            return found
-    return None

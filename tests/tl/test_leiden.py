@@ -93,13 +93,39 @@ def test_missing_graph(sim):
 def test_parallel_resolutions_give_the_sequential_labels(graph, flavor):
     seq, par = graph.copy(), graph.copy()
     kw = {"resolutions": [0.4, 0.8, 1.0, 1.4], "flavor": flavor, "n_iterations": -1, "random_state": 3}
-    tl.leiden(seq, **kw)
+    tl.leiden(seq, **kw, n_jobs=1)
     tl.leiden(par, **kw, n_jobs=2)
+    assert (seq.uns["leiden"]["n_processes"], par.uns["leiden"]["n_processes"]) == (1, 2)
     for key, info in seq.uns["leiden"]["clusterings"].items():
         assert seq.obs[key].equals(par.obs[key]), key
         assert par.uns["leiden"]["clusterings"][key] == info
     with pytest.raises(ConfigError, match="n_jobs"):
         tl.leiden(graph.copy(), resolutions=[1.0], n_jobs=0)
+
+
+def test_auto_processes_weigh_work_against_start_and_memory(monkeypatch):
+    from scclust.tl import _leiden
+
+    monkeypatch.setattr(_leiden, "available_cpus", lambda: 2)  # the machine's size, not the decision
+    auto = _leiden.auto_processes
+    assert auto(30_000_000, 4, "igraph", 2)[0] == 2  # a 1,000,000-cell graph: ~50 s per resolution
+    assert auto(220_000, 4, "leidenalg", -1)[0] == 2  # the lab's leidenalg to convergence
+    n, why = auto(60_000, 4, "igraph", 2)  # a demo-sized graph: starting a worker costs more
+    assert n == 1 and "less than starting one" in why
+    n, why = auto(10**11, 4, "igraph", 2)  # workers that would not fit in memory
+    assert n == 1 and "GB available" in why
+    assert auto(30_000_000, 1, "igraph", 2) == (1, "one resolution")
+    monkeypatch.setattr(_leiden, "available_cpus", lambda: 1)
+    assert auto(30_000_000, 4, "igraph", 2) == (1, "one core")
+
+
+def test_auto_is_logged_and_recorded(graph, caplog):
+    ad = graph.copy()
+    with caplog.at_level(logging.INFO, logger="scclust"):
+        tl.leiden(ad, resolutions=[0.4, 1.0])
+    n = ad.uns["leiden"]["n_processes"]
+    assert n in (1, 2)
+    assert re.search(rf"leiden: {n} process(es)? \(n_jobs auto: ", caplog.text)
 
 
 @pytest.mark.slow
@@ -110,7 +136,7 @@ def test_parallel_survives_a_missing_worker_and_long_sweeps(pbmc, monkeypatch):
     pp.neighbors(ad, use_rep="X_pca", n_neighbors=10)
     res = [round(0.2 + 0.001 * i, 3) for i in range(1200)]  # one call per worker: no pipe can fill up
     seq, par = ad.copy(), ad.copy()
-    tl.leiden(seq, resolutions=res[::100])
+    tl.leiden(seq, resolutions=res[::100], n_jobs=1)
     tl.leiden(par, resolutions=res, n_jobs=2)
     for key in seq.uns["leiden"]["clusterings"]:
         assert seq.obs[key].equals(par.obs[key]), key
@@ -197,3 +223,21 @@ def test_resolutions_keep_the_series_names_and_the_runs_colours(pbmc_graph):
     largest = table.loc[children].sum(axis=1).idxmax()
     cats = list(ad.obs["leiden_1.0"].cat.categories)
     assert ad.uns["leiden_1.0_colors"][cats.index(largest)] == ad.uns["leiden_0.4_colors"][0]
+
+
+def test_auto_flavor_is_leidenalg_at_lab_size_and_igraph_above(graph, monkeypatch):
+    from scclust.tl import _leiden
+
+    auto, lab = graph.copy(), graph.copy()
+    tl.leiden(auto, resolutions=[0.6], flavor="auto", n_iterations=-1, n_jobs=1)
+    tl.leiden(lab, resolutions=[0.6], flavor="leidenalg", n_iterations=-1, n_jobs=1)
+    assert auto.obs["leiden_0.6"].equals(lab.obs["leiden_0.6"])
+    params = auto.uns["leiden"]["params"]
+    assert (params["flavor"], params["n_iterations"]) == ("leidenalg", -1) and "scanpy's default" in params["auto"]
+    monkeypatch.setattr(_leiden, "AUTO_LEIDENALG_MAX_CELLS", graph.n_obs - 1)  # the same graph, past the limit
+    big, fast = graph.copy(), graph.copy()
+    tl.leiden(big, resolutions=[0.6], flavor="auto", n_iterations=-1, n_jobs=1)
+    tl.leiden(fast, resolutions=[0.6], flavor="igraph", n_iterations=2, n_jobs=1)
+    assert big.obs["leiden_0.6"].equals(fast.obs["leiden_0.6"])
+    params = big.uns["leiden"]["params"]
+    assert (params["flavor"], params["n_iterations"]) == ("igraph", 2) and "2 iterations" in params["auto"]

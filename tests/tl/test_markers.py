@@ -12,7 +12,7 @@ import pytest
 import scanpy as sc
 from scipy import sparse
 
-from scclust import pp, tl
+from scclust import pp, read_marker_sets, tl
 from scclust._errors import ConfigError, InputError, MissingKeyError, ScclustWarning
 from scclust.datasets import CELL_TYPES
 
@@ -205,9 +205,9 @@ def test_annotate_simulated_types(sim):
     adata = sim.copy()
     tl.markers(adata, groupby="cell_state")
     with pytest.warns(ScclustWarning, match="KLRF1"):  # markers the simulation does not have: left out
-        tl.annotate(adata, groupby="cell_state", sets=PBMC_SETS)
+        tl.annotate(adata, groupby="cell_state", sets=read_marker_sets(PBMC_SETS))
     res = adata.uns["cell_state_annotation"]
-    assert list(res["scores"].columns) == list(tl._annotate.load_marker_sets(PBMC_SETS))
+    assert list(res["scores"].columns) == list(read_marker_sets(PBMC_SETS))
     truth = adata.obs["cell_type"].astype(str)
     agree = (adata.obs["cell_state_annotation"].astype(str) == truth).mean()
     assert agree >= 0.9, res["assignment"]
@@ -234,7 +234,12 @@ def test_annotate_errors(pbmc, tmp_path):
     with pytest.raises(MissingKeyError, match="run scclust.tl.markers"):
         tl.annotate(adata, groupby="louvain", sets={"B": ["MS4A1"]})
     with pytest.raises(FileNotFoundError, match="marker set file not found"):
-        tl.annotate(adata, groupby="bulk_labels", sets=str(tmp_path / "none.yaml"))
+        read_marker_sets(tmp_path / "none.yaml")
+    (tmp_path / "bad.yaml").write_text("- CD3E\n- CD4\n")
+    with pytest.raises(ConfigError, match="expected a mapping of cell types"):
+        read_marker_sets(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="sets"):  # a tool takes no file path
+        tl.annotate(adata, groupby="bulk_labels", sets="configs/markers_pbmc.yaml")
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -292,7 +297,7 @@ def test_kang_annotation_agrees_with_known_types(kang):
     adata = kang.copy()
     tl.markers(adata, groupby="leiden_1.4")
     with pytest.warns(ScclustWarning, match="CD1C"):  # not in this 9,015-gene subset: left out
-        tl.annotate(adata, groupby="leiden_1.4", sets=PBMC_SETS)
+        tl.annotate(adata, groupby="leiden_1.4", sets=read_marker_sets(PBMC_SETS))
     known = adata.obs["celltype_from_muscat"].dropna().astype(str).map(KANG_TYPES)
     ours = adata.obs.loc[known.index, "leiden_1.4_annotation"].astype(str)
     agree = float((ours == known).mean())

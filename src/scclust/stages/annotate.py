@@ -21,6 +21,14 @@ AnnotateParams = params_model(
     name="AnnotateParams",
     exclude=("groupby", "key", "key_added"),
     fields={
+        "sets": (
+            dict[str, list[str]] | str | None,
+            Field(
+                None,
+                description="marker sets {cell type: [gene, ...]}, or the path of a YAML file of them "
+                "(configs/markers_pbmc.yaml: the eight PBMC types); required",
+            ),
+        ),
         "groupby": (KeyList | None, Field(None, description="clusterings; null: those the markers stage ran on")),
         "basis": (
             str | None,
@@ -32,6 +40,7 @@ AnnotateParams = params_model(
 
 def run(adata, p: Any, ctx: Any) -> None:
     from .. import pl
+    from .._io import read_marker_sets
     from .markers import basis_of
 
     keys = (
@@ -48,8 +57,9 @@ def run(adata, p: Any, ctx: Any) -> None:
             "annotate: no markers in .uns; add the markers stage before annotate (stages: [..., markers, annotate])"
         )
     basis = basis_of(adata, p.basis)
+    sets = read_marker_sets(p.sets) if isinstance(p.sets, str) else p.sets
     for key in keys:
-        tl.annotate(adata, groupby=key, **p.model_dump(exclude={"groupby", "basis"}))
+        tl.annotate(adata, groupby=key, sets=sets, **p.model_dump(exclude={"groupby", "basis", "sets"}))
         res = adata.uns[f"{key}_annotation"]
         ctx.save_table(res["assignment"], f"annotation_{key}")
         ctx.save_table(res["scores"], f"annotation_{key}_scores")

@@ -30,15 +30,20 @@ def run(adata, p, ctx) -> None:
     from ..pp._neighbors import options_json, rep_digest
 
     made = adata.uns.get(p.key_added, {})
-    if made:  # e.g. prepare's, which its UMAP was computed on
-        same = "options_json" in made and made["options_json"] == options_json(
-            data=rep_digest(get_rep(adata, p.use_rep, p.n_pcs)), **p.model_dump())
-        logger.info("neighbors: the graph %r (%s) is rebuilt with this stage's options%s; prepare's UMAP was computed "
-                    "on the earlier one (its options: prepare.graph)", p.key_added,
-                    ", ".join(f"{k}={v}" for k, v in made.get("params", {}).items() if k in ("n_neighbors", "use_rep")),
-                    " (the same)" if same else "")
-    with cluster(ctx):  # dask.address: the search's query blocks answered on that cluster's workers
-        pp.neighbors(adata, **p.model_dump())
+    if "options_json" in made and made["options_json"] == options_json(
+        data=rep_digest(get_rep(adata, p.use_rep, p.n_pcs)), **p.model_dump()
+    ):  # e.g. prepare's, built for its UMAP: the same graph, not built twice
+        logger.info("neighbors: reusing the graph %r already built on the same data with the same options", p.key_added)
+    else:
+        if made:
+            logger.info(
+                "neighbors: the graph %r (%s) is replaced by one with this stage's options; prepare's UMAP was "
+                "computed on the earlier one (its options: prepare.graph)",
+                p.key_added,
+                ", ".join(f"{k}={v}" for k, v in made.get("params", {}).items() if k in ("n_neighbors", "use_rep")),
+            )
+        with cluster(ctx):  # dask.address: the search's query blocks answered on that cluster's workers
+            pp.neighbors(adata, **p.model_dump())
     if ctx.cfg.figures.graph_block:
         ctx.save_figure(
             pl.graph_block(adata, neighbors_keys=[p.key_added], n_cells=ctx.cfg.figures.graph_block),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
@@ -12,37 +11,26 @@ import pandas as pd
 from anndata import AnnData
 from pydantic import Field
 
-from .._errors import ConfigError, MissingFileError, MissingKeyError, choices, did_you_mean, warn
+from .._errors import ConfigError, MissingKeyError, choices, did_you_mean, warn
 from .._params import validated
 from ._markers import _result, markers_key
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["annotate", "load_marker_sets"]
+__all__ = ["annotate", "check_marker_sets"]
 
 #: the label of a cluster that no set wins
 UNASSIGNED = "unassigned"
 
 
-def load_marker_sets(sets: Mapping[str, list[str]] | str | Path) -> dict[str, list[str]]:
-    """Marker sets ``{cell type: [gene, ...]}``: the mapping itself, or read from a YAML file
-    (a mapping of names to gene lists, at the top level or under ``sets:``)."""
-    import yaml
-
-    if isinstance(sets, str | Path):
-        path = Path(sets)
-        if not path.is_file():
-            raise MissingFileError(
-                f"marker set file not found: {str(path)!r} (a YAML mapping of cell types to gene "
-                "lists, e.g. configs/markers_pbmc.yaml)"
-            )
-        data = yaml.safe_load(path.read_text())
-        if isinstance(data, dict) and isinstance(data.get("sets"), dict):
-            data = data["sets"]
-        if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-            raise ConfigError(f"{path}: expected a mapping of cell types to gene lists (CD4 T: [CD3E, CD4, IL7R])")
-        sets = data
-    out = {str(k): [str(g) for g in v] for k, v in dict(sets).items()}
+def check_marker_sets(sets: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """Marker sets ``{cell type: [gene, ...]}`` as a dict of string lists; an error when there is
+    none or one lists no gene."""
+    if not isinstance(sets, Mapping) or not all(isinstance(v, list | tuple) for v in sets.values()):
+        raise ConfigError(
+            f"sets: expected a mapping of cell types to gene lists (CD4 T: [CD3E, CD4, IL7R]); got {sets!r:.80}"
+        )
+    out = {str(k): [str(g) for g in v] for k, v in sets.items()}
     if not out:
         raise ConfigError("no marker set given (sets: {CD4 T: [CD3E, CD4, IL7R], B: [MS4A1, CD79A], ...})")
     empty = [k for k, v in out.items() if not v]
@@ -56,7 +44,7 @@ def annotate(
     adata: AnnData,
     *,
     groupby: str,
-    sets: dict[str, list[str]] | Path | str | None = None,
+    sets: dict[str, list[str]] | None = None,
     key: str | None = None,
     score: Literal["scaled_mean", "auroc"] = "scaled_mean",
     min_score: Annotated[float, Field(ge=0, le=1)] | None = None,
@@ -84,8 +72,9 @@ def annotate(
     groupby
         The clustering.
     sets
-        ``{cell type: [gene, ...]}``, or the path of a YAML file holding that mapping
-        (``configs/markers_pbmc.yaml``: the eight PBMC types); required.
+        ``{cell type: [gene, ...]}``; required. A YAML file of them (``configs/markers_pbmc.yaml``:
+        the eight PBMC types) is read with :func:`scclust.read_marker_sets` (a config's
+        ``annotate.sets`` may name the file).
     key
         ``.uns`` key of the markers; default ``markers_{groupby}``.
     score
@@ -106,9 +95,9 @@ def annotate(
     if sets is None:
         raise ConfigError(
             "annotate: no marker sets; give sets: a mapping of cell types to genes ({B: [MS4A1, "
-            "CD79A], ...}) or a YAML file of them (configs/markers_pbmc.yaml)"
+            "CD79A], ...}); scclust.read_marker_sets reads them from a YAML file (configs/markers_pbmc.yaml)"
         )
-    sets = load_marker_sets(sets)
+    sets = check_marker_sets(sets)
     key = key or markers_key(groupby)
     res = _result(adata, key)
     if res["params"].get("groupby") != groupby:

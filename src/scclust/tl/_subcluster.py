@@ -112,13 +112,14 @@ class Selection(Group):
 
 #: the subset's graph: the lab's 10 neighbours on 30 dimensions
 SubclusterGraph = Graph.with_defaults("SubclusterGraph", n_neighbors=10, n_pcs=30)
-#: the subset's Leiden: leidenalg to convergence (``sc.tl.leiden``'s default); labels ``{key_added}_{r}``
+#: the subset's Leiden: ``flavor="auto"``: leidenalg to convergence (``sc.tl.leiden``'s default) up to 50,000
+#: cells, igraph (2 iterations) above; labels ``{key_added}_{r}``
 #: with ``key_added`` the subclustering's name unless given
 SubclusterLeiden = params_model(
     tl_leiden, name="SubclusterLeiden", base=Group, include=("resolutions", "flavor", "n_iterations", "key_added")
 )
 SubclusterLeiden = SubclusterLeiden.with_defaults(
-    "SubclusterLeiden", resolutions=[0.6], flavor="leidenalg", n_iterations=-1, key_added=None
+    "SubclusterLeiden", resolutions=[0.6], flavor="auto", n_iterations=-1, key_added=None
 )
 
 

@@ -33,8 +33,16 @@ def planted(tmp_path_factory, plant_rare):
     return path
 
 
-def _cfg(path, outdir, sketch=True, **extra):
-    stages = ["neighbors", "leiden", "kmeans", "compare", "composition", "report"]
+def _cfg(path, outdir, sketch=True, stability=False, **extra):
+    stages = [
+        "neighbors",
+        "leiden",
+        "kmeans",
+        "compare",
+        "composition",
+        *(["stability"] if stability else []),
+        "report",
+    ]
     data = {
         "input": str(path),
         "outdir": str(outdir),
@@ -45,6 +53,7 @@ def _cfg(path, outdir, sketch=True, **extra):
         "kmeans": {"use_rep": "X_pca_harmony", "n_clusters": [8]},
         "compare": {"reference": "cell_type"},
         "composition": {"groupby": ["leiden_0.4"], "by": ["sample"]},
+        "stability": {"n_seeds": 2, "n_subsamples": 1},
         "background_umap": False,
     }
     data.update(extra)
@@ -60,7 +69,7 @@ def _found(labels: pd.Series, rare: np.ndarray) -> tuple[float, float]:
 
 def test_sketch_path_against_the_full_path(planted, tmp_path):
     full, _ = run(_cfg(planted, tmp_path / "full", sketch=False))
-    ours, man = run(_cfg(planted, tmp_path / "sk"))
+    ours, man = run(_cfg(planted, tmp_path / "sk", stability=True))
     out = tmp_path / "sk"
     # every cell labelled, under the usual keys, with a confidence; the sketch marked
     assert ours.obs["sketch"].sum() == 1200
@@ -104,6 +113,11 @@ def test_sketch_path_against_the_full_path(planted, tmp_path):
     assert comp["count"].sum() == 12_000  # every cell, by its projected label
     ari_table = pd.read_csv(out / "tables" / "ari.csv", index_col=0)
     assert {"leiden_0.4", "kmeans8", "cell_type"} <= set(ari_table.index)
+    # stability reran the clusterings on the sketch; its per-cluster results reach every cell
+    assert recs["stability"]["on_sketch"] == 1200
+    per_cluster = ours.uns["stability"]["clusters"]["leiden_1.0"]
+    expected = ours.obs["leiden_1.0"].astype(str).map(per_cluster).astype(float)
+    np.testing.assert_allclose(ours.obs["leiden_1.0_stability"].to_numpy(), expected.to_numpy())
     html = (out / "report.html").read_text()
     assert "Clustering a sketch of the cells" in html and "Clusters of the sketch, projected to every cell" in html
     # reproducible: the same config gives the same labels

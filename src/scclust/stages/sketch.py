@@ -54,13 +54,15 @@ class SketchRun:
         return [k for k in ctx.all_clusterings() if k in self.adata.obs.columns and k not in self.projected]
 
     def project(self, adata: Any, ctx: Any) -> dict | None:
-        """Project the pending clusterings to every cell of ``adata``; the manifest record, or None."""
+        """Project the pending clusterings to every cell of ``adata``, and carry over what the
+        stages made on the sketch besides (:meth:`carry_over`); the manifest record, or None."""
         import pandas as pd
 
         from .neighbors import cluster
 
         keys = self.pending(ctx)
         if not keys:
+            self.carry_over(adata)
             return None
         p = self.params
         t0 = time.perf_counter()
@@ -75,6 +77,7 @@ class SketchRun:
                 **{k: p[k] for k in _PROJECT},
             )
         self.projected += keys
+        self.carry_over(adata)
         projected = table.attrs.get("projected", {})
         self.table = table if self.table is None else pd.concat([self.table, table], ignore_index=True)
         path = ctx.save_table(self.table, "sketch_clusters", index=False)
@@ -98,6 +101,31 @@ class SketchRun:
             **{k: v for k, v in projected.items() if k in ("index", "recall", "dask")},
             "outputs": [str(path.relative_to(ctx.outdir))],
         }
+
+    def carry_over(self, adata: Any) -> None:
+        """What the ``on_sketch`` stages wrote besides labels, where it holds for all cells: ``.uns``
+        entries that are not graphs (e.g. ``.uns["stability"]``: per key and cluster) and per-cluster
+        ``.obs`` columns of a projected clustering (``leiden_0.6_stability``: the same value for every
+        cell of a cluster), given to every cell by its projected cluster. Per-cell values of the sketch's
+        cells alone (none of the stages writes one) are left in the sketch."""
+        import pandas as pd
+
+        sk = self.adata
+        for name, value in sk.uns.items():
+            if name in adata.uns or (isinstance(value, dict) and "connectivities_key" in value):
+                continue
+            adata.uns[name] = value
+        for col in sk.obs.columns:
+            if col in adata.obs.columns or not pd.api.types.is_numeric_dtype(sk.obs[col]):
+                continue
+            key = next((k for k in self.projected if col.startswith(f"{k}_")), None)
+            if key is None:
+                continue
+            per = sk.obs.groupby(key, observed=True)[col]
+            if (per.nunique(dropna=False) > 1).any():
+                logger.info("sketch: .obs[%r] varies within clusters of %s; left in the sketch", col, key)
+                continue
+            adata.obs[col] = adata.obs[key].map(per.first()).astype(sk.obs[col].dtype)
 
     def summary(self) -> dict:
         """What ``manifest.json`` records under ``sketch``."""

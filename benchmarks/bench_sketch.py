@@ -12,7 +12,7 @@ once per size to ``--workdir``.
 Each path runs in its own cold Python process (import and read included), with the atlas stages
 on 30 of the 50 dimensions:
 
-* full: ``pp.neighbors`` (k = 20, ``backend="auto"``), ``tl.leiden`` at 0.4 / 0.6 / 1.0 / 1.4
+* full: ``pp.neighbors`` (k = 20, ``backend="auto"``, ``min_recall`` from ``--min-recall``), ``tl.leiden`` at 0.4 / 0.6 / 1.0 / 1.4
   (``n_jobs=-1``) and again with seed 1 (the full path's agreement with itself: the bar the sketch
   path is held to), ``tl.kmeans`` at 5 / 10 / 15;
 * sketch (one process per ``--methods`` entry): ``pp.sketch`` (``--fraction`` of the cells), the same
@@ -63,7 +63,9 @@ t = time.perf_counter(); adata = ad.read_h5ad(path); mark("read", t)
 FULL = (
     COMMON
     + r"""
-t = time.perf_counter(); scc.pp.neighbors(adata, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20); mark("neighbors", t)
+min_recall = float(sys.argv[3])
+t = time.perf_counter()
+scc.pp.neighbors(adata, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20, min_recall=min_recall); mark("neighbors", t)
 t = time.perf_counter(); scc.tl.leiden(adata, resolutions=RES, n_jobs=-1); mark("leiden x4", t)
 t = time.perf_counter(); scc.tl.kmeans(adata, use_rep="X_pca_harmony", n_clusters=KS, n_init="auto"); mark("kmeans x3", t)
 t = time.perf_counter()
@@ -77,11 +79,12 @@ print(json.dumps({"steps": steps, "info": {"knn": adata.uns["neighbors"]["knn"]}
 SKETCH = (
     COMMON
     + r"""
-method, fraction = sys.argv[3], float(sys.argv[4])
+method, fraction, min_recall = sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
 t = time.perf_counter()
 scc.pp.sketch(adata, fraction=fraction, method=method, use_rep="X_pca_harmony", n_pcs=30)
 sk = adata[adata.obs["sketch"].to_numpy()].copy(); mark("sketch", t)
-t = time.perf_counter(); scc.pp.neighbors(sk, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20); mark("neighbors", t)
+t = time.perf_counter()
+scc.pp.neighbors(sk, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20, min_recall=min_recall); mark("neighbors", t)
 t = time.perf_counter(); scc.tl.leiden(sk, resolutions=RES, n_jobs=-1); mark("leiden x4", t)
 t = time.perf_counter(); scc.tl.kmeans(sk, use_rep="X_pca_harmony", n_clusters=KS, n_init="auto"); mark("kmeans x3", t)
 t = time.perf_counter()
@@ -181,6 +184,12 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=0.05)
     ap.add_argument("--rare", type=float, default=0.0005, help="share of the cells in the planted population")
     ap.add_argument("--methods", nargs="+", default=["hybrid"], choices=["hybrid", "geometric", "uniform", "leverage"])
+    ap.add_argument(
+        "--min-recall",
+        type=float,
+        default=0.995,
+        help="neighbors.min_recall of both paths (the simulator at 1M: ivf levels off near 0.993)",
+    )
     ap.add_argument("--dask", action="store_true", help="also the full graph through a 2-worker LocalCluster")
     ap.add_argument("--dask-only", action="store_true", help="only the graph through a 2-worker LocalCluster")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scclust_sketch")
@@ -214,14 +223,16 @@ def main() -> None:
                 continue
         print(f"\n=== {n:,} cells, planted population {rare.sum():,} cells ({100 * args.rare:g} %) ===", flush=True)
         full_out = args.workdir / f"full_{n}.npz"
-        full = run(FULL, [str(path), str(full_out)], args.workdir / f"full_{n}.log")
+        full = run(FULL, [str(path), str(full_out), str(args.min_recall)], args.workdir / f"full_{n}.log")
         F = np.load(full_out)
         paths = {"full": full}
         labels = {}
         for m in args.methods:
             out = args.workdir / f"sketch_{m}_{n}.npz"
             paths[f"sketch {m}"] = run(
-                SKETCH, [str(path), str(out), m, str(args.fraction)], args.workdir / f"sketch_{m}_{n}.log"
+                SKETCH,
+                [str(path), str(out), m, str(args.fraction), str(args.min_recall)],
+                args.workdir / f"sketch_{m}_{n}.log",
             )
             labels[m] = np.load(out)
         names = list(paths)

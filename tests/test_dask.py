@@ -230,3 +230,104 @@ def test_compute_rows_streams_blocks_and_frees_them():
     assert set(left.values()) == {0}
     with pytest.raises(ValueError, match="row chunks differ"):
         compute_rows(lognorm, da.zeros((4000, 2), chunks=(200, 2)), what="mismatched")
+
+
+# ------------------------------------------------------------------------------------------ kNN on workers
+@pytest.fixture(scope="module")
+def two_workers():
+    """A real 2-worker LocalCluster started here (as a remote scheduler would be: not one of the
+    clusters scclust starts for itself), and its address."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        yield cluster.scheduler_address
+
+
+def _clustered_points(n, d=20, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 4, (12, d))
+    return (centres[rng.integers(0, 12, n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", ["exact", "flat", "ivf", "hnsw"])
+def test_knn_on_cluster_equals_local(two_workers, backend, monkeypatch):
+    """Each backend's neighbours answered on the workers in several blocks = the local search's
+    (ids identical, distances equal); the workers really answered (blocks recorded)."""
+    from scclust._dask import dask_client
+    from scclust.pp import _knn
+
+    monkeypatch.setattr(_knn, "SEARCH_BATCH", 4096)  # 3 blocks (faiss's BLAS tiles are 4,096 queries)
+    X = _clustered_points(10_000)
+    local = _knn.knn(X, 15, backend=backend, random_state=0)
+    info = {}
+    with dask_client(address=two_workers) as client:
+        from scclust._dask import cluster_client
+
+        assert cluster_client() is client
+        remote = _knn.knn(X, 15, backend=backend, random_state=0, client=client, info=info)
+    assert info["dask"] == {"workers": 2, "blocks": 3, "block_cells": 4096}
+    assert remote[2] == local[2] == backend
+    np.testing.assert_array_equal(remote[0], local[0])
+    np.testing.assert_array_equal(remote[1], local[1])
+    if backend in ("exact", "flat"):  # and both equal an independent brute force
+        from sklearn.neighbors import NearestNeighbors
+
+        ref = NearestNeighbors(n_neighbors=15).fit(X.astype(np.float64)).kneighbors()[1]
+        assert (np.sort(remote[0][:, 1:], axis=1) == np.sort(ref[:, :14], axis=1)).mean() > 0.999
+
+
+def test_neighbors_graph_through_cluster_equals_local(two_workers):
+    """pp.neighbors inside a client connected by address: the same graph as without (ivf), the
+    search recorded as done on 2 workers."""
+    import anndata as ad
+
+    from scclust import pp
+    from scclust._dask import dask_client
+
+    X = _clustered_points(20_000, d=30, seed=1)
+    a = ad.AnnData(obsm={"X_emb": X}, obs={"i": np.arange(X.shape[0])})
+    b = a.copy()
+    pp.neighbors(a, use_rep="X_emb", n_neighbors=15, backend="ivf")
+    with dask_client(address=two_workers):
+        pp.neighbors(b, use_rep="X_emb", n_neighbors=15, backend="ivf")
+    assert a.uns["neighbors"]["knn"]["backend"] == "ivf" and "dask" not in a.uns["neighbors"]["knn"]
+    assert b.uns["neighbors"]["knn"]["dask"]["workers"] == 2
+    for key in ("distances", "connectivities"):
+        diff = a.obsp[key] != b.obsp[key]
+        assert diff.nnz == 0, key
+
+
+def test_sketch_run_through_cluster_equals_local(two_workers, tmp_path, monkeypatch):
+    """A run with the sketch stage and dask.address: the kNN search of the sketch and the label
+    projection (several blocks) run on the workers (recorded), and every label and confidence equals
+    the local run's."""
+    from scclust import run
+    from scclust.config import parse_config
+    from scclust.tl import _project
+
+    monkeypatch.setattr(_project, "PROJECT_BATCH", 2048)  # 4 blocks
+
+    def cfg(name, **extra):
+        return parse_config(
+            {
+                "input": "builtin:integrated?n_cells=8000",
+                "outdir": str(tmp_path / name),
+                "stages": ["sketch", "neighbors", "leiden", "kmeans"],
+                "sketch": {"fraction": 0.2, "use_rep": "X_pca_harmony", "n_pcs": 20},
+                "neighbors": {"use_rep": "X_pca_harmony", "n_pcs": 20, "n_neighbors": 15},
+                "leiden": {"resolutions": [0.5, 1.0]},
+                "kmeans": {"use_rep": "X_pca_harmony", "n_clusters": [6]},
+                "background_umap": False,
+                **extra,
+            }
+        )
+
+    local, man_l = run(cfg("local"))
+    remote, man_r = run(cfg("remote", dask={"address": two_workers}))
+    recs = {r["stage"]: r for r in man_r["stages"]}
+    assert recs["neighbors"]["knn"]["dask"]["workers"] == 2
+    assert recs["sketch projection"]["dask"] == {"workers": 2, "blocks": 4}
+    assert "dask" not in {r["stage"]: r for r in man_l["stages"]}["sketch projection"]
+    for key in ("leiden_0.5", "leiden_1.0", "kmeans6"):
+        assert (remote.obs[key] == local.obs[key]).all(), key
+        np.testing.assert_array_equal(remote.obs[f"{key}_confidence"], local.obs[f"{key}_confidence"])

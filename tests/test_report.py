@@ -181,6 +181,7 @@ def test_every_output_of_the_shipped_configs_is_described():
             ("stability", "stability_summary"),
             ("stability", "stability_clusters"),
             ("stability", "stability_n_clusters"),
+            ("sketch", "sketch_clusters"),
             ("stability", "stability_recommendation"),
             ("write_outputs", "cluster_labels"),
         ],

@@ -23,7 +23,16 @@ from ._errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ComputeError", "compute", "compute_rows", "dask_client", "persist", "worker_memory_limit"]
+__all__ = [
+    "ComputeError",
+    "cluster_client",
+    "compute",
+    "compute_rows",
+    "dask_client",
+    "map_blocks",
+    "persist",
+    "worker_memory_limit",
+]
 
 #: Variables distributed's nanny writes into *this* process's ``os.environ`` before it spawns a
 #: worker (``distributed.nanny.pre-spawn-environ``: ``OMP_NUM_THREADS=1`` and friends, meant for
@@ -32,6 +41,8 @@ __all__ = ["ComputeError", "compute", "compute_rows", "dask_client", "persist", 
 #: search after the Dask steps ran on 1 of 2 cores. They are restored after the cluster starts,
 #: after each computation (a restarted worker writes them again) and on exit.
 _saved_environ: dict[str, str | None] = {}
+#: scheduler addresses of the local clusters :func:`dask_client` started (see :func:`cluster_client`)
+_own_local: set[str] = set()
 
 
 def _restore_environ() -> None:
@@ -104,6 +115,7 @@ def dask_client(
     )
     client = Client(cluster)
     _restore_environ()
+    _own_local.add(cluster.scheduler_address)
     try:
         mem = cluster.scheduler_info["workers"]
         per = next(iter(mem.values()))["memory_limit"] / 2**30 if mem else float("nan")
@@ -112,6 +124,7 @@ def dask_client(
         )
         yield client
     finally:
+        _own_local.discard(cluster.scheduler_address)
         client.close()
         cluster.close()
         _restore_environ()
@@ -255,3 +268,67 @@ def persist(array: Any, *, nbytes: float, what: str) -> Any:
     finally:
         _restore_environ()
     return kept
+
+
+def cluster_client() -> Any:
+    """The active ``distributed`` client when its workers should answer in-memory searches (kNN
+    query blocks, label projection), else ``None``.
+
+    That is any client (a run's ``dask.address``, a ``distributed.Client`` opened in a session)
+    except one of the local clusters :func:`dask_client` starts for the out-of-core steps: its
+    workers share this machine's cores with this process, so shipping them an index would only
+    copy it (faiss already searches on every core here)."""
+    client = _client()
+    if client is None or client.scheduler is None or client.scheduler.address in _own_local:
+        return None
+    return client
+
+
+def map_blocks(
+    func: Any, shared: Any, block_args: Any, n_blocks: int, *, what: str, window: int | None = None
+) -> list[Any]:
+    """``[func(shared, *block_args(i)) for i in range(n_blocks)]`` computed on the workers of the
+    active client (:func:`cluster_client`), results in block order.
+
+    ``shared`` (an index, the data searched) is sent to every worker once (``scatter(broadcast=True)``)
+    and released after; block ``i``'s arguments (its query rows) are made only when its task is
+    submitted and travel with it. At most ``window`` tasks (default: twice the workers' threads)
+    are in flight, so neither the workers nor this process hold more than a few blocks besides the
+    results. Tasks are independent: a worker that dies has its blocks rerun elsewhere (Dask's
+    retries), with the same answers. Failures are one line (:class:`ComputeError`).
+    """
+    from distributed import as_completed
+
+    client = _client()
+    if client is None:
+        raise RuntimeError("map_blocks needs an active distributed client")
+    threads = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()) or 1
+    window = window or 2 * threads
+    out: list[Any] = [None] * n_blocks
+    logger.info("Dask: %s (%d blocks on %d worker threads)", what, n_blocks, threads)
+    with _reporting(what), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sending large graph")
+        warnings.filterwarnings("ignore", message="Large object of size")
+        shared_f = client.scatter(shared, broadcast=True, hash=False)
+        try:
+            pending = as_completed(with_results=True)
+            where: dict[str, int] = {}
+            nxt = 0
+
+            def submit() -> None:
+                nonlocal nxt
+                fut = client.submit(func, shared_f, *block_args(nxt), pure=False)
+                where[fut.key] = nxt
+                pending.add(fut)
+                nxt += 1
+
+            while nxt < min(window, n_blocks):
+                submit()
+            for fut, value in pending:
+                out[where.pop(fut.key)] = value
+                del fut, value
+                if nxt < n_blocks:
+                    submit()
+        finally:
+            client.cancel([shared_f])
+    return out

@@ -30,6 +30,7 @@ from .stages.prepare import PrepareParams
 from .stages.qc import QCParams
 from .stages.relationships import RelationshipsParams
 from .stages.report import ReportParams
+from .stages.sketch import SketchParams
 from .stages.subcluster import SubclusterParams
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "QCParams",
     "RelationshipsParams",
     "ReportParams",
+    "SketchParams",
     "SubclusterParams",
     "WorkflowConfig",
     "apply_overrides",

@@ -94,6 +94,11 @@ STAGES: dict[str, Stage] = {
         "Preparing the raw counts",
         "QC filters, normalization, highly variable genes, PCA, Harmony and the UMAP made from raw counts.",
     ),
+    "sketch": Stage(
+        "Clustering a sketch of the cells",
+        "The clusterings were made on a sketch of the cells and projected to every cell by its nearest sketch "
+        "cells: how much of each cluster the sketch held, and how confidently its cells were projected.",
+    ),
     "neighbors": Stage("Neighbour graphs", "The kNN (or SNN) graphs the graph-based clusterings run on."),
     "leiden": Stage(
         "Leiden clusterings", "One clustering per resolution: higher resolutions give more, smaller clusters."
@@ -188,6 +193,25 @@ OUTPUTS: tuple[Output, ...] = (
             ("means", "mean log-normalized expression"),
             ("dispersions_norm", "dispersion (variance / mean) normalised within bins of mean expression"),
             ("highly_variable", "selected for PCA"),
+        ),
+    ),
+    # sketch
+    Output(
+        "sketch",
+        "table",
+        r"sketch_clusters",
+        "Clusters of the sketch, projected to every cell",
+        "One row per clustering and cluster. A small population survives the sketch when its share of the "
+        "cells is close to its share of the sketch and its mean confidence is high.",
+        (
+            ("key", "the clustering (.obs column)"),
+            ("cluster", "the cluster"),
+            ("n_sketch", "its cells in the sketch"),
+            ("n_cells", "its cells among all cells, after projection"),
+            ("share_sketch", "n_sketch / cells in the sketch (its geometric part gives rare populations more)"),
+            ("share_cells", "n_cells / all cells"),
+            ("mean_confidence", "mean over its cells of the share of the nearest sketch cells' vote its label got"),
+            ("low_confidence", "share of its cells whose confidence is below 0.5"),
         ),
     ),
     # neighbors

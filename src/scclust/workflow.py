@@ -513,6 +513,8 @@ def _load_checkpoint(outdir: Path, keys: list[str]) -> tuple[int, dict, AnnData]
             return None
         if any(not (outdir / f).is_file() for f in info["files"]):
             return None
+        if info.get("sketch") and not (outdir / CHECKPOINT_DIR / info["sketch"]).is_file():
+            return None
         data = outdir / CHECKPOINT_DIR / info.get("data", "state.h5ad")
         if data.suffix == ".pkl":
             adata = read_pickle(data)
@@ -576,6 +578,10 @@ def _save_checkpoint(outdir: Path, adata: AnnData, done: int, key: str, ctx: Run
     for old in ("state.pkl", "state.h5ad"):
         if old != data.name:
             (ck / old).unlink(missing_ok=True)
+    if ctx.sketch is not None:  # the sketch's AnnData (its graph, its labels) and what was projected
+        write_pickle(ctx.sketch, ck / "sketch.pkl")
+    else:
+        (ck / "sketch.pkl").unlink(missing_ok=True)
     write_text(
         ck / "state.json",
         json.dumps(
@@ -583,6 +589,7 @@ def _save_checkpoint(outdir: Path, adata: AnnData, done: int, key: str, ctx: Run
                 "done": done,
                 "key": key,
                 "data": data.name,
+                "sketch": "sketch.pkl" if ctx.sketch is not None else None,
                 "clusterings": ctx.clusterings,
                 "files": ctx.files,
                 "records": records,
@@ -623,6 +630,10 @@ def _run(
     if found is not None:
         start, info, adata = found
         ctx.clusterings, ctx.files = info["clusterings"], info["files"]
+        if info.get("sketch"):
+            from ._io import read_pickle
+
+            ctx.sketch = read_pickle(outdir / CHECKPOINT_DIR / info["sketch"])
         records += [{**r, "reused": True} for r in info["records"] if r.get("stage") != "read"]
         say(f"reusing {', '.join(dict.fromkeys(label for _, label, _, _ in entries[:start]))} from checkpoint")
     elif (outdir / CHECKPOINT_DIR).exists():
@@ -636,26 +647,43 @@ def _run(
         if ctx.promised:
             ctx.resolve(adata, None if REGISTRY[name].obsm_reads == "any" else _embedding_refs(name, params))
         n_files = len(ctx.files)
+        # with a sketch, the stages that cluster run on the sketch's AnnData
+        on_sketch = ctx.sketch is not None and REGISTRY[name].on_sketch
+        target = ctx.sketch.adata if on_sketch else adata
         with _PeakRSS() as mem:
             t0 = time.perf_counter()
-            result = REGISTRY[name].run(adata, params, ctx)
+            result = REGISTRY[name].run(target, params, ctx)
             seconds = time.perf_counter() - t0
         if result is not None:
-            adata = result
+            if on_sketch:
+                ctx.sketch.adata = target = result
+            else:
+                adata = target = result
         mk = _makes(name, label, params)
         for k in mk.graphs + mk.intermediate_graphs:
-            if isinstance(adata.uns.get(k), dict) and "options_json" in adata.uns[k]:
-                ctx.built_graphs[k] = adata.uns[k]["options_json"]
+            if isinstance(target.uns.get(k), dict) and "options_json" in target.uns[k]:
+                ctx.built_graphs[k] = target.uns[k]["options_json"]
         records.append(
             {
                 "stage": label,
                 "seconds": round(seconds, 3),
                 "peak_rss_mb": round(mem.peak / 2**20, 1),
-                **(REGISTRY[name].record(adata, params) if REGISTRY[name].record else {}),
+                **({"on_sketch": ctx.sketch.adata.n_obs} if on_sketch else {}),
+                **(REGISTRY[name].record(target, params) if REGISTRY[name].record else {}),
                 "outputs": ctx.files[n_files:],
             }
         )
         say(f"[{i}/{n}] {label} done in {seconds:.1f}s")
+        if on_sketch and (i == n or not REGISTRY[entries[i][0]].on_sketch):
+            # every clustering made on the sketch, projected to all cells before a stage reads them
+            with _PeakRSS() as mem:
+                projected = ctx.sketch.project(adata, ctx)
+            if projected is not None:
+                records.append({**projected, "peak_rss_mb": round(mem.peak / 2**20, 1)})
+                say(
+                    f"[{i}/{n}] labels of {len(projected['keys'])} clustering(s) projected from the sketch to "
+                    f"{adata.n_obs} cells in {projected['seconds']:.1f}s"
+                )
         since_checkpoint += seconds
         # checkpoint when the work since the last one (what a rerun would redo) is at least
         # CHECKPOINT_RATIO times the cost of writing it: where the stages that make keys (graphs,
@@ -689,6 +717,7 @@ def _run(
         "n_vars": adata.n_vars,
         "n_genes": adata.raw.n_vars if adata.raw is not None else adata.n_vars,
         "clusterings": ctx.clusterings,
+        **({"sketch": ctx.sketch.summary()} if ctx.sketch is not None else {}),
         "stages": records,
     }
     adata.uns["scclust"] = {

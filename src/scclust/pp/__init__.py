@@ -18,6 +18,7 @@ from ._prepare import (
     reprocess,
     scale_pca,
 )
+from ._sketch import sketch
 from ._umap import umap
 
 __all__ = [
@@ -40,5 +41,6 @@ __all__ = [
     "read_counts_lazy",
     "reprocess",
     "scale_pca",
+    "sketch",
     "umap",
 ]

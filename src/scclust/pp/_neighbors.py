@@ -69,6 +69,12 @@ def neighbors(
     neighbours, so Leiden on this graph matches scanpy's. The fuzzy set is computed with
     vectorised NumPy (no numba compilation on a cold process).
 
+    On a Dask cluster (a run's ``dask.address``, or a ``distributed.Client`` active in the
+    session), the index is built here once, sent to every worker once, and the cells' queries are
+    answered on the workers in blocks: the same neighbours as here (each query is answered on its
+    own from the same index), recorded in ``.uns[key_added]["knn"]["dask"]``. The connectivities
+    are then computed here.
+
     Parameters
     ----------
     adata
@@ -118,8 +124,8 @@ def neighbors(
     - ``.obsp[distances_key]``: distances to the ``n_neighbors - 1`` nearest other cells;
     - ``.uns[key_added]``: ``connectivities_key``, ``distances_key``, ``params`` (``backend`` is the
       backend used, ``"auto"`` resolved) and ``knn``: ``backend``, ``recall`` (fraction of the
-      exact neighbours found, measured on ``recall_sample`` cells; 1.0 for exact), and for ivf
-      ``nlist`` and ``nprobe``.
+      exact neighbours found, measured on ``recall_sample`` cells; 1.0 for exact), for ivf
+      ``nlist`` and ``nprobe``, and on a Dask cluster ``dask`` (workers, blocks).
     """
     adata = adata.copy() if copy else adata
     X = get_rep(adata, use_rep, n_pcs)
@@ -132,10 +138,19 @@ def neighbors(
 
     import time
 
+    from .._dask import cluster_client
+
     t0 = time.perf_counter()
     info: dict = {}
     idx, dist, used = knn(
-        X, n_neighbors, metric=metric, backend=backend, random_state=random_state, min_recall=min_recall, info=info
+        X,
+        n_neighbors,
+        metric=metric,
+        backend=backend,
+        random_state=random_state,
+        min_recall=min_recall,
+        info=info,
+        client=cluster_client(),
     )
     t_knn = time.perf_counter() - t0
     distances = _distance_matrix(idx, dist, n)
@@ -185,6 +200,8 @@ def neighbors(
     }
     n_comp = sparse.csgraph.connected_components(conn, directed=False)[0]
     extra = f", nlist {info['nlist']}, nprobe {info['nprobe']}" if used == "ivf" else ""
+    if "dask" in info:
+        extra += f", searched on {info['dask']['workers']} Dask workers"
     logger.info(
         "graph %r: %d cells, k=%d, %s backend (%s), recall %.4f on %d cells%s, kNN %.1f s, %d connected component(s)",
         key_added,

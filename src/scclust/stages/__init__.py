@@ -22,6 +22,7 @@ from . import (
     qc,
     relationships,
     report,
+    sketch,
     stability,
     subcluster,
 )
@@ -34,6 +35,7 @@ REGISTRY: dict[str, Stage] = {
     s.name: s
     for s in (
         prepare.STAGE,
+        sketch.STAGE,  # the on_sketch stages that follow run on the sketch; their labels projected after
         neighbors.STAGE,
         leiden.STAGE,
         kmeans.STAGE,

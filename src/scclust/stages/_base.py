@@ -112,6 +112,11 @@ class Stage:
     lazy_input
         ``lazy_input(params, input_spec) -> str | None``: a reason when the stage reads the run's input
         out of core (the runner then reads it lazily: ``.X`` a Dask array, nothing loaded), else None.
+    on_sketch
+        The stage clusters (or reruns clusterings on) the cells it is given: when a run draws a
+        sketch (the ``sketch`` stage), it runs on the sketch's AnnData (:attr:`RunContext.sketch`),
+        and after the last such stage in a row the clusterings it made are projected to every cell
+        (:meth:`scclust.stages.sketch.SketchRun.project`).
     obsm_reads
         ``"any"`` (the safe default): before the stage runs, the runner resolves every key still
         being computed in the background (:meth:`RunContext.promise`). ``"declared"``: the stage
@@ -131,6 +136,7 @@ class Stage:
     default: bool = False
     record: Callable[[Any, Any], dict] | None = None
     lazy_input: Callable[[Any, str], str | None] | None = None
+    on_sketch: bool = False
     obsm_reads: Literal["any", "declared"] = "any"
     description: str = ""
 
@@ -177,6 +183,9 @@ class RunContext:
     #: ``{graph key: options_json}`` of the graphs built by this run's stages so far (a graph read
     #: with the input may come from other code, so only these are reused)
     built_graphs: dict[str, str] = field(default_factory=dict)
+    #: the sketch the ``on_sketch`` stages run on, when the run draws one
+    #: (:class:`scclust.stages.sketch.SketchRun`: its AnnData, what was projected)
+    sketch: Any = None
 
     def umap(
         self, adata, *, key_added: str, params: Any, random_state: int, wait: bool = True, aliases: tuple[str, ...] = ()

@@ -19,6 +19,7 @@ STAGE = Stage(
     reads=(Ref("use_rep", "rep"),),
     makes=lambda p: Makes(obs=hclust_keys(p.key_added, p.n_clusters, p.heights)),
     record=lambda adata, p: {k: adata.uns[p.key_added].get(k) for k in ("backend", "estimated_exact_seconds")},
+    on_sketch=True,
     description="hierarchical clustering (every scipy linkage), one tree cut at several k",
     obsm_reads="declared",
 )

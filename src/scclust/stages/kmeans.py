@@ -18,6 +18,7 @@ STAGE = Stage(
     repeat="list",
     reads=(Ref("use_rep", "rep"),),
     makes=lambda p: Makes(obs=kmeans_keys(p.key_added, p.n_clusters)),
+    on_sketch=True,
     description="k-means at several k, several starts",
     obsm_reads="declared",
 )

@@ -21,6 +21,7 @@ STAGE = Stage(
     reads=(Ref("neighbors_key", "graph"),),
     makes=lambda p: Makes(obs=leiden_keys(p.key_added, p.resolutions)),
     record=lambda adata, p: {"edges": adata.uns[p.key_added].get("edges")},
+    on_sketch=True,
     description="Leiden / Louvain at several resolutions",
     obsm_reads="declared",
 )

@@ -13,6 +13,17 @@ logger = logging.getLogger(__name__)
 NeighborsParams = params_model(pp.neighbors, name="NeighborsParams")
 
 
+def cluster(ctx):
+    """A client of the cluster at ``dask.address`` while the block runs (its workers then answer
+    the in-memory searches: :func:`scclust._dask.cluster_client`); without an address nothing."""
+    import contextlib
+
+    from .._dask import dask_client
+
+    address = ctx.cfg.dask.address
+    return dask_client(address=address) if address else contextlib.nullcontext()
+
+
 def run(adata, p, ctx) -> None:
     from .. import pl
     from .._checks import get_rep
@@ -35,7 +46,8 @@ def run(adata, p, ctx) -> None:
                 "built by prepare" if built is not None else "read with the input",
                 "; prepare's UMAP was computed on the earlier one (its options: prepare.graph)" if built else "",
             )
-        pp.neighbors(adata, **p.model_dump())
+        with cluster(ctx):  # dask.address: the search's query blocks answered on that cluster's workers
+            pp.neighbors(adata, **p.model_dump())
     if ctx.cfg.figures.graph_block:
         ctx.save_figure(
             pl.graph_block(adata, neighbors_keys=[p.key_added], n_cells=ctx.cfg.figures.graph_block),
@@ -52,6 +64,7 @@ STAGE = Stage(
     reads=(Ref("use_rep", "rep"),),
     makes=lambda p: Makes(graphs=[p.key_added]),
     record=lambda adata, p: {"knn": adata.uns[p.key_added].get("knn")},  # backend chosen, measured recall
+    on_sketch=True,
     description="kNN / SNN graph on an embedding",
     obsm_reads="declared",
 )

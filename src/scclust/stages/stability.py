@@ -130,5 +130,6 @@ STAGE = Stage(
     params=StabilityParams,
     run=run,
     reads=(Ref("keys", "obs"),),
+    on_sketch=True,
     description="stability of every clustering under other seeds and subsamples; stable resolutions / k recommended",
 )

@@ -10,6 +10,7 @@ from ._kmeans import kmeans
 from ._leiden import leiden
 from ._markers import marker_expression, marker_table, markers, top_markers
 from ._mixing import mixing_entropy
+from ._project import project_labels
 from ._qc import qc_summary
 from ._stability import StabilityResult, stability
 from ._subcluster import Selection, SubclusterReport, subcluster, transfer_subclusters
@@ -40,6 +41,7 @@ __all__ = [
     "marker_table",
     "markers",
     "mixing_entropy",
+    "project_labels",
     "proportions",
     "qc_summary",
     "stability",

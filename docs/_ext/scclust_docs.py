@@ -4,7 +4,8 @@
   (every section and key, nested step groups included, with type, default, constraint and
   description);
 - ``generated/api.md``: the API reference, one autosummary entry per name of the ``__all__`` of
-  ``scclust.pp``, ``scclust.tl``, ``scclust.pl`` and ``scclust.datasets``, plus ``run`` / ``load_config`` / ``read_marker_sets``;
+  ``scclust.pp``, ``scclust.tl``, ``scclust.pl`` and ``scclust.datasets``, plus ``run`` /
+  ``load_config`` / ``read_marker_sets``;
 - ``generated/cli.md``: every command's ``--help``;
 - ``generated/outputs_stages.inc``: per stage, every file it writes (from the report's
   :data:`scclust.report.OUTPUTS`: name, what it shows, its columns) and what it writes into the

@@ -4,6 +4,7 @@
     python benchmarks/bench_stability.py --cells 100000 --designs new --max-cells-per-run 20000 10000
     python benchmarks/bench_stability.py --cells 100000 --old-src /path/to/checkout/src   # "old" design
     python benchmarks/bench_stability.py --cells 5000 1000000 --input noise --designs new --resolutions 0.1 0.5 1 2
+    python benchmarks/bench_stability.py --cells 1000000 --designs new --min-recall 0.98
     python benchmarks/bench_stability.py --cells 1000000 --designs   # the input only (then the stage via the CLI)
 
 Input per size (cached in ``--workdir``; its preparation is printed, not part of the stage):
@@ -57,6 +58,7 @@ PREPARE = r"""
 import json, sys, time
 import scclust as scc
 n, path, res, ks, kind = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), sys.argv[5]
+knn = json.loads(sys.argv[6])  # pp.neighbors options (min_recall)
 out = {}
 t = time.perf_counter()
 if kind == "noise":  # structureless: isotropic Gaussian noise in 10 dimensions
@@ -71,7 +73,7 @@ if kind == "transfer":  # the stage's cost above max_cells_per_run without a ful
     from scipy import sparse
     from scclust.tl._labels import store_labels
     sub = a[np.sort(np.random.default_rng(0).choice(n, 100_000, replace=False))].copy()
-    t = time.perf_counter(); scc.pp.neighbors(sub, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
+    t = time.perf_counter(); scc.pp.neighbors(sub, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20, **knn)
     scc.tl.leiden(sub, resolutions=res, n_jobs=-1); out["leiden_100k_s"] = time.perf_counter() - t
     import faiss
     index = faiss.IndexFlatL2(30); index.add(np.ascontiguousarray(sub.obsm["X_pca_harmony"][:, :30], dtype=np.float32))
@@ -85,7 +87,7 @@ if kind == "transfer":  # the stage's cost above max_cells_per_run without a ful
     a.uns["neighbors"] = {**sub.uns["neighbors"], "connectivities_key": "connectivities", "distances_key": "distances"}
     del sub
 else:
-    t = time.perf_counter(); scc.pp.neighbors(a, use_rep="X_pca_harmony", n_pcs=30 if kind != "noise" else None, n_neighbors=20); out["neighbors_s"] = time.perf_counter() - t
+    t = time.perf_counter(); scc.pp.neighbors(a, use_rep="X_pca_harmony", n_pcs=30 if kind != "noise" else None, n_neighbors=20, **knn); out["neighbors_s"] = time.perf_counter() - t
     t = time.perf_counter(); scc.tl.leiden(a, resolutions=res, n_jobs=-1); out["leiden_s"] = time.perf_counter() - t
 if kind == "noise":
     a.write_h5ad(path)
@@ -166,13 +168,23 @@ print(json.dumps(out))
 """
 
 
-def prepare(n: int, workdir: Path, kind: str, resolutions: list[float], src: Path) -> Path:
-    path = workdir / f"stab_{kind}_{n}.h5ad"
+def prepare(n: int, workdir: Path, kind: str, resolutions: list[float], src: Path, knn: dict) -> Path:
+    path = workdir / (f"stab_{kind}_{n}" + "".join(f"_{k}{v}" for k, v in knn.items()) + ".h5ad")
     if path.exists():
         return path
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", PREPARE, str(n), str(path), json.dumps(resolutions), json.dumps(KS), kind],
+        [
+            sys.executable,
+            "-c",
+            PREPARE,
+            str(n),
+            str(path),
+            json.dumps(resolutions),
+            json.dumps(KS),
+            kind,
+            json.dumps(knn),
+        ],
         env=dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(src)),
         capture_output=True,
         text=True,
@@ -274,6 +286,13 @@ def main() -> None:
     ap.add_argument("--max-cells-per-run", type=int, nargs="*", default=[], help="new design: more values to measure")
     ap.add_argument("--old-src", type=Path, default=None)
     ap.add_argument("--old-rev", default="528a8bb", help="git revision of the old design (with --old-src unset)")
+    ap.add_argument(
+        "--min-recall",
+        type=float,
+        default=None,
+        help="min_recall of the input's kNN graph (recorded with it: the stage's subsample graphs use it too); "
+        "default: pp.neighbors' own",
+    )
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scclust_bench_stability")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -291,7 +310,8 @@ def main() -> None:
     for n in args.cells:
         extra = f", k-means {KS}, Ward {KS}" if args.input == "hierarchy" else " (Gaussian noise)"
         print(f"\n=== {n:,} cells: {len(args.resolutions)} Leiden resolutions{extra} ===", flush=True)
-        path = prepare(n, args.workdir, args.input, args.resolutions, new_src)
+        knn = {} if args.min_recall is None else {"min_recall": args.min_recall}
+        path = prepare(n, args.workdir, args.input, args.resolutions, new_src, knn)
         results = {}
         if "new" in args.designs:
             results["new"] = stage(path, "new", {}, new_src)

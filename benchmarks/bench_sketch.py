@@ -121,29 +121,10 @@ print(json.dumps({"local_s": round(t_local, 1), "dask_s": round(t_dask, 1), "ide
 """
 
 
-def plant_rare(adata, n_rare: int, *, distance: float = 8.0, seed: int = 0):
-    """The planted population of ``tests/pp/test_sketch.py`` (``.obs["rare"]``)."""
-    import numpy as np
-
-    rng = np.random.default_rng([seed, 7])
-    X = adata.obsm["X_pca_harmony"]
-    rare = np.sort(rng.choice(adata.n_obs, n_rare, replace=False))
-    state = adata.obs["cell_state"].cat.codes.to_numpy()
-    typ = adata.obs["cell_type"].cat.codes.to_numpy()
-    dim = np.arange(X.shape[1])
-    step = rng.normal(size=X.shape[1]) * np.exp(-dim / 8)
-    target = X[typ == typ[rare[0]]].mean(0) + step * distance / np.linalg.norm(step)
-    for s in np.unique(state[rare]):
-        moved = rare[state[rare] == s]
-        X[moved] += target - X[state == s].mean(0)
-    adata.obs["rare"] = np.isin(np.arange(adata.n_obs), rare)
-    return adata
-
-
 def make_input(n: int, rare: float, workdir: Path) -> Path:
     path = workdir / f"planted_{n}_{rare:g}.h5ad"
     if not path.exists():
-        from scclust.datasets import simulate_integrated
+        from scclust.datasets import plant_rare, simulate_integrated
 
         t = time.perf_counter()
         plant_rare(simulate_integrated(n), max(1, round(rare * n))).write_h5ad(path)

@@ -59,33 +59,6 @@ def kang_path():
     return KANG
 
 
-@pytest.fixture(scope="session")
-def plant_rare():
-    """``plant_rare(adata, n_rare, distance=8.0, seed=0)``: a planted population in a simulated
-    integrated AnnData (ground truth for the sketch tests)."""
-    return _plant_rare
-
-
-def _plant_rare(adata, n_rare: int, *, distance: float = 8.0, seed: int = 0, rep: str = "X_pca_harmony"):
-    """Move ``n_rare`` random cells to a new population ``distance`` away from the centre of one
-    cell type (each keeps its own noise around its state): ``.obs["rare"]`` marks them."""
-    import numpy as np
-
-    rng = np.random.default_rng([seed, 7])
-    X = adata.obsm[rep]
-    rare = np.sort(rng.choice(adata.n_obs, n_rare, replace=False))
-    state = adata.obs["cell_state"].cat.codes.to_numpy()
-    typ = adata.obs["cell_type"].cat.codes.to_numpy()
-    dim = np.arange(X.shape[1])
-    step = rng.normal(size=X.shape[1]) * np.exp(-dim / 8)
-    target = X[typ == typ[rare[0]]].mean(0) + step * distance / np.linalg.norm(step)
-    for s in np.unique(state[rare]):
-        moved = rare[state[rare] == s]
-        X[moved] += target - X[state == s].mean(0)
-    adata.obs["rare"] = np.isin(np.arange(adata.n_obs), rare)
-    return adata
-
-
 #: fixtures that run the whole simulation chain (Harmony, UMAP) or read the real data: their tests
 #: belong to the full suite, not to the fast lane (`pytest -m "not slow"`)
 SLOW_FIXTURES = {"sim", "sim7332", "kang_path"}

@@ -312,3 +312,24 @@ def test_registry_entries_are_complete():
         assert entry.urls or (entry.origin and entry.how), f"{name}: no download and no documented way to make it"
         assert all(url.startswith("https://") and len(sha) == 64 for url, sha, _ in entry.origin), name
         assert entry.citation and entry.description, name
+
+
+def test_plant_rare_moves_the_chosen_cells_only_and_is_seeded():
+    """The planted cells form their own population: nearer each other than any unplanted cell is to
+    their centre; the others are untouched; the same seed plants the same cells the same way."""
+    from scclust.datasets import plant_rare, simulate_integrated
+
+    base = simulate_integrated(2000, seed=1)
+    a = plant_rare(base.copy(), 20, distance=8.0, seed=3)
+    b = plant_rare(base.copy(), 20, distance=8.0, seed=3)
+    rare = a.obs["rare"].to_numpy()
+    assert rare.sum() == 20 and (b.obs["rare"].to_numpy() == rare).all()
+    np.testing.assert_array_equal(a.obsm["X_pca_harmony"], b.obsm["X_pca_harmony"])
+    np.testing.assert_array_equal(a.obsm["X_pca_harmony"][~rare], base.obsm["X_pca_harmony"][~rare])
+    X = a.obsm["X_pca_harmony"]
+    centre = X[rare].mean(0)
+    d_in = np.linalg.norm(X[rare] - centre, axis=1).max()
+    d_out = np.linalg.norm(X[~rare] - centre, axis=1).min()
+    assert d_out > d_in, (d_in, d_out)
+    with pytest.raises(ConfigError, match="n_cells must be between 1 and 2000"):
+        plant_rare(base.copy(), 0)

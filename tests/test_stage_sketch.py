@@ -22,11 +22,11 @@ RES = [0.4, 1.0]
 
 
 @pytest.fixture(scope="module")
-def planted(tmp_path_factory, plant_rare):
+def planted(tmp_path_factory):
     """12,000 simulated integrated cells with a planted population of 60 cells (0.5 %: with k = 20 about
     the smallest a full-path Leiden at 0.4 resolves at this size; 0.05 % of 1,000,000 is measured on the
     benchmarks page)."""
-    from scclust.datasets import simulate_integrated
+    from scclust.datasets import plant_rare, simulate_integrated
 
     path = tmp_path_factory.mktemp("in") / "planted.h5ad"
     plant_rare(simulate_integrated(12_000, seed=5), 60).write_h5ad(path)

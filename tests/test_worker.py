@@ -31,3 +31,26 @@ def test_calls_in_order_errors_and_death(tmp_path, monkeypatch):
     finally:
         w.close(kill=True)
     assert w.proc.poll() is not None
+
+
+def test_raise_priority_gives_the_worker_threads_the_callers_niceness():
+    """A low-priority warm-up that a call waits for is raised back to the caller's priority (else the
+    call waits on work the caller's own processes starve)."""
+    import os
+
+    from scclust._worker import priority_restorable
+
+    if not (hasattr(os, "setpriority") and os.path.isdir("/proc/self/task")):
+        pytest.skip("per-thread priorities are a Linux feature")
+    w = Worker()
+    try:
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        assert w.call("os:nice", 7) == min(base + 7, 19)  # the worker's main thread lowers itself
+        w.raise_priority()
+        now = w.call("os:nice", 0)
+        if priority_restorable():
+            assert now == base
+        else:  # the OS refuses; _warm_up then never lowers its priority in the first place
+            assert now == min(base + 7, 19)
+    finally:
+        w.close()

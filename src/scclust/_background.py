@@ -98,6 +98,7 @@ class Background:
         with self.lock:
             if self.warming:
                 self.warming = False
+                self.worker.raise_priority()  # the warm-up now holds up this job: no longer the lowest priority
                 try:
                     self.worker.result()  # the end of the warm-up
                 except WorkerError as err:

@@ -74,6 +74,19 @@ class Worker:
         self.submit(target, *args)
         return self.result()
 
+    def raise_priority(self) -> None:
+        """Give every thread of the worker this process' scheduling priority (a low-priority warm-up
+        that a call now waits for must not be starved by the caller's own work). Linux only; where the
+        OS refuses (an unprivileged user may not lower a niceness), the threads keep theirs."""
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        try:
+            tids = os.listdir(f"/proc/{self.proc.pid}/task")
+        except OSError:
+            return
+        for tid in tids:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, int(tid), base)
+
     def close(self, *, kill: bool = False) -> None:
         """End the worker: kill it at once when asked or when it is idle (every result received: nothing
         of it is left to keep, and its interpreter's teardown, ~1 s with umap-learn loaded, is not
@@ -90,6 +103,20 @@ class Worker:
         for f in (self.proc.stdin, self.proc.stdout):
             with contextlib.suppress(OSError):
                 f.close()
+
+
+def priority_restorable() -> bool:
+    """Whether this process may set a thread's niceness back to its own after raising it (root, or an
+    ``RLIMIT_NICE`` that allows it): only then is work started at a low priority that a later call may
+    have to wait for."""
+    if not hasattr(os, "setpriority"):
+        return False
+    if os.geteuid() == 0:
+        return True
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NICE)[0]
+    return soft == resource.RLIM_INFINITY or 20 - soft <= os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def available_cpus() -> int:

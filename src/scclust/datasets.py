@@ -33,6 +33,7 @@ __all__ = [
     "heatmap_example",
     "load_builtin",
     "pbmc68k",
+    "plant_rare",
     "simulate",
     "simulate_counts",
     "simulate_counts_store",
@@ -627,6 +628,59 @@ def simulate_integrated(
     if path is not None:
         adata.write_h5ad(path)
         return None
+    return adata
+
+
+def plant_rare(
+    adata: AnnData, n_cells: int, *, distance: float = 8.0, seed: int = 0, rep: str = "X_pca_harmony"
+) -> AnnData:
+    """Plant a rare population in a :func:`simulate_integrated` (or :func:`simulate`) AnnData, in place.
+
+    ``n_cells`` random cells move to a new population ``distance`` away from the centre of one cell
+    type, each keeping its own noise around its state, along a direction whose weights decay with
+    the dimension as the embedding's variances do. ``.obs["rare"]`` (bool) marks them: the ground
+    truth for "is a population of 0.05 % of the cells found" (sketching, projection, clustering at
+    scale). The same ``seed`` moves the same cells the same way.
+
+    Parameters
+    ----------
+    adata
+        A simulated AnnData with ``.obs["cell_type"]``, ``.obs["cell_state"]`` and ``.obsm[rep]``.
+    n_cells
+        Cells to move (1 to the number of cells).
+    distance
+        Distance of the new population's centre from its cell type's centre (> 0; the types of
+        :func:`simulate_integrated` are about 8 apart).
+    seed
+        Seed of the choice of cells and of the direction.
+    rep
+        The embedding moved.
+
+    Returns
+    -------
+    ``adata``, with ``.obsm[rep]`` changed for the planted cells and ``.obs["rare"]``.
+    """
+    for col in ("cell_type", "cell_state"):
+        if col not in adata.obs:
+            raise InputError(f"plant_rare needs the simulated truth .obs[{col!r}] (from simulate_integrated)")
+    if rep not in adata.obsm:
+        raise InputError(f"plant_rare: no .obsm[{rep!r}]; embeddings: {choices(adata.obsm)}")
+    if not 1 <= int(n_cells) <= adata.n_obs:
+        raise ConfigError(f"plant_rare: n_cells must be between 1 and {adata.n_obs} (the cells); got {n_cells}")
+    if not distance > 0:
+        raise ConfigError(f"plant_rare: distance must be > 0; got {distance}")
+    rng = np.random.default_rng([seed, 7])
+    X = adata.obsm[rep]
+    rare = np.sort(rng.choice(adata.n_obs, int(n_cells), replace=False))
+    state = adata.obs["cell_state"].cat.codes.to_numpy()
+    typ = adata.obs["cell_type"].cat.codes.to_numpy()
+    dim = np.arange(X.shape[1])
+    step = rng.normal(size=X.shape[1]) * np.exp(-dim / 8)
+    target = X[typ == typ[rare[0]]].mean(0) + step * distance / np.linalg.norm(step)
+    for s in np.unique(state[rare]):
+        moved = rare[state[rare] == s]
+        X[moved] += target - X[state == s].mean(0)
+    adata.obs["rare"] = np.isin(np.arange(adata.n_obs), rare)
     return adata
 
 

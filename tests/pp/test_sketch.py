@@ -8,12 +8,12 @@ import pytest
 
 from scclust import pp
 from scclust._errors import ConfigError, InputError
-from scclust.datasets import simulate_integrated
+from scclust.datasets import plant_rare, simulate_integrated
 from scclust.pp._sketch import sketch_indices
 
 
 @pytest.fixture(scope="module")
-def data(plant_rare):
+def data():
     return plant_rare(simulate_integrated(20_000, seed=2), 40)  # 0.2 %
 
 

@@ -179,14 +179,20 @@ def _warm_up() -> None:
     """Import umap-learn and compile its layout optimiser on a 60-cell graph (11 s of CPU), in a
     thread of the lowest priority: on Linux, where priority is per thread, it takes only CPU time
     that the run's own work (e.g. Leiden on every core) leaves idle; the layout itself then runs at
-    normal priority in this process' main thread."""
+    normal priority in this process' main thread. The run raises the warm-up back to normal priority
+    as soon as a layout waits for it (:meth:`scclust._worker.Worker.raise_priority`), so it is lowered
+    only where that is allowed (:func:`scclust._worker.priority_restorable`): a layout never waits
+    on a starved compilation."""
     import threading
 
+    from .._worker import priority_restorable
+
     failed: list[BaseException] = []
+    lower = sys.platform == "linux" and priority_restorable()
 
     def compile_() -> None:
         try:
-            if sys.platform == "linux":
+            if lower:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
             _compile_umap()
         except BaseException as err:  # re-raised in the caller

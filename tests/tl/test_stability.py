@@ -187,9 +187,9 @@ STAB_RES = [0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 2.0]
 
 
 @pytest.fixture(scope="module")
-def hierarchy():
+def hierarchy(sim7332):
     """The hierarchical simulation at the lab's size, Leiden at ten resolutions, stability assessed."""
-    a = scc.datasets.simulate(7332, seed=0, states=True)
+    a = sim7332.copy()
     scc.pp.neighbors(a, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
     scc.tl.leiden(a, resolutions=STAB_RES)
     res = scc.tl.stability(a, n_seeds=20, n_subsamples=5)

@@ -191,28 +191,10 @@ def stability(
             if np.isfinite(r["cluster_stability_min"]) and r["cluster_stability_min"] < min_cs:
                 why.append(f"c{r.get('least_stable_cluster', '?')} {r['cluster_stability_min']:.2f}")
             if why and np.isfinite(yi):
-                ax.annotate(
-                    "\n".join(why),
-                    (xi, yi),
-                    textcoords="offset points",
-                    xytext=(0, -9),
-                    ha="center",
-                    va="top",
-                    fontsize=6,
-                    color=_UNSTABLE,
-                )
+                _note_below(ax, xi, yi, "\n".join(why), _UNSTABLE)
         for xi, yi, (_key, r) in zip(x[boundary], y[boundary], d[boundary].iterrows(), strict=True):
             if np.isfinite(yi) and r.get("moving_boundary"):
-                ax.annotate(
-                    f"{r['moving_boundary'].split('; ')[0]} moves",
-                    (xi, yi),
-                    textcoords="offset points",
-                    xytext=(0, -9),
-                    ha="center",
-                    va="top",
-                    fontsize=6,
-                    color=_STABLE,
-                )
+                _note_below(ax, xi, yi, f"{r['moving_boundary'].split('; ')[0]} moves", _STABLE)
     if "default" in d and d["default"].astype(bool).any():
         dk = d.index[d["default"].astype(bool)][0]
         i = list(d.index).index(dk)
@@ -427,3 +409,10 @@ def stability_runs(
         fontsize=9,
     )
     return finish_figure(fig, show)
+
+
+def _note_below(ax, x: float, y: float, text: str, color: str) -> None:
+    """A small note under a point (why a key failed, which boundary moves)."""
+    ax.annotate(
+        text, (x, y), textcoords="offset points", xytext=(0, -9), ha="center", va="top", fontsize=6, color=color
+    )

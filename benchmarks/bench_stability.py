@@ -4,7 +4,7 @@
     python benchmarks/bench_stability.py --cells 100000 --designs new --max-cells-per-run 20000 10000
     python benchmarks/bench_stability.py --cells 100000 --old-src /path/to/checkout/src   # "old" design
     python benchmarks/bench_stability.py --cells 5000 1000000 --input noise --designs new --resolutions 0.1 0.5 1 2
-    python benchmarks/bench_stability.py --cells 1000000 --designs new --min-recall 0.98
+    python benchmarks/bench_stability.py --cells 1000000 --designs new --min-recall 0.98 --figures stability_figures
     python benchmarks/bench_stability.py --cells 1000000 --designs   # the input only (then the stage via the CLI)
 
 Input per size (cached in ``--workdir``; its preparation is printed, not part of the stage):
@@ -105,7 +105,7 @@ import json, os, resource, sys, threading, time
 import anndata as ad
 import numpy as np
 import scclust as scc
-path, design, kw = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+path, design, kw, figdir = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 adata = ad.read_h5ad(path)
 keys = [k for g in ("leiden", "kmeans", "hclust") if g in adata.uns for k in adata.uns[g]["clusterings"]]
 if design == "old":
@@ -160,6 +160,20 @@ out = {
     "recommended": list(r.recommendation["key"]),
     "default": dict(getattr(r, "default", {}) or {}),
 }
+if figdir:  # the stage's figures at this size (not part of the stage's time)
+    import matplotlib; matplotlib.use("agg")
+    t = time.perf_counter()
+    os.makedirs(figdir, exist_ok=True)
+    for group in dict.fromkeys(s["group"]):
+        scc.pl.stability(r, group=group).savefig(f"{figdir}/stability_{group}.png", dpi=150, bbox_inches="tight")
+        gkeys = list(s[s["group"] == group].sort_values("param").index)
+        if len(gkeys) >= 2:
+            scc.pl.clustree(adata, keys=gkeys, stability=r).savefig(f"{figdir}/clustree_{group}.png", dpi=150, bbox_inches="tight")
+    basis = next((k for k in adata.obsm if "umap" in k.lower()), None)
+    for key in list((r.default or {}).values())[:2]:
+        if basis is not None:
+            scc.pl.stability_embedding(adata, key=key, basis=basis).savefig(f"{figdir}/umap_{key}.png", dpi=150, bbox_inches="tight")
+    out["figures_s"] = time.perf_counter() - t
 if "cell_type" in adata.obs:
     from sklearn.metrics import adjusted_rand_score
     for k in s.index:
@@ -197,11 +211,11 @@ def prepare(n: int, workdir: Path, kind: str, resolutions: list[float], src: Pat
     return path
 
 
-def stage(path: Path, design: str, kw: dict, src: Path) -> dict:
+def stage(path: Path, design: str, kw: dict, src: Path, figdir: str = "") -> dict:
     env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(src))
     print(f"  [{design} {kw or ''}] load {os.getloadavg()[0]:.2f} before the stage", flush=True)
     proc = subprocess.run(
-        [sys.executable, "-c", STAGE, str(path), design, json.dumps(kw)],
+        [sys.executable, "-c", STAGE, str(path), design, json.dumps(kw), figdir],
         capture_output=True,
         text=True,
         env=env,
@@ -214,7 +228,8 @@ def stage(path: Path, design: str, kw: dict, src: Path) -> dict:
     print(
         f"  [{design} {kw or ''}] STAGE {r['stage_s']:.1f} s wall, {r['runs']} runs; CPU {r['cpu_self_s']:.0f} s here + "
         f"{r['cpu_children_s']:.0f} s workers; peak {r['peak_total_mb']:.0f} MB with workers ({r['peak_self_mb']:.0f} MB "
-        f"this process; {r['rss_before_mb']:.0f} MB before the stage)",
+        f"this process; {r['rss_before_mb']:.0f} MB before the stage)"
+        + (f"; figures drawn in {r['figures_s']:.1f} s" if "figures_s" in r else ""),
         flush=True,
     )
     return r
@@ -293,6 +308,7 @@ def main() -> None:
         help="min_recall of the input's kNN graph (recorded with it: the stage's subsample graphs use it too); "
         "default: pp.neighbors' own",
     )
+    ap.add_argument("--figures", type=Path, default=None, help="new design: write the stage's figures here")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scclust_bench_stability")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -314,7 +330,8 @@ def main() -> None:
         path = prepare(n, args.workdir, args.input, args.resolutions, new_src, knn)
         results = {}
         if "new" in args.designs:
-            results["new"] = stage(path, "new", {}, new_src)
+            figdir = str(args.figures / f"{args.input}_{n}") if args.figures else ""
+            results["new"] = stage(path, "new", {}, new_src, figdir)
             for m in args.max_cells_per_run:
                 results[f"new, max_cells_per_run={m}"] = stage(path, "new", {"max_cells_per_run": m}, new_src)
         if "old" in args.designs and n <= args.old_max_cells:

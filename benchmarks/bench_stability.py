@@ -3,6 +3,7 @@
     python benchmarks/bench_stability.py --cells 100000 1000000
     python benchmarks/bench_stability.py --cells 100000 --designs new --max-cells-per-run 20000 10000
     python benchmarks/bench_stability.py --cells 100000 --old-src /path/to/checkout/src   # "old" design
+    python benchmarks/bench_stability.py --cells 100000 --designs new --reuse-old          # against the saved old run
     python benchmarks/bench_stability.py --cells 5000 1000000 --input noise --designs new --resolutions 0.1 0.5 1 2
     python benchmarks/bench_stability.py --cells 1000000 --designs new --min-recall 0.98 --figures stability_figures
     python benchmarks/bench_stability.py --cells 1000000 --designs   # the input only (then the stage via the CLI)
@@ -300,6 +301,11 @@ def main() -> None:
     ap.add_argument("--old-max-cells", type=int, default=100_000, help="largest size the old design runs at")
     ap.add_argument("--max-cells-per-run", type=int, nargs="*", default=[], help="new design: more values to measure")
     ap.add_argument("--old-src", type=Path, default=None)
+    ap.add_argument(
+        "--reuse-old",
+        action="store_true",
+        help="compare with the old design's results saved by an earlier run (same input)",
+    )
     ap.add_argument("--old-rev", default="528a8bb", help="git revision of the old design (with --old-src unset)")
     ap.add_argument(
         "--min-recall",
@@ -334,8 +340,14 @@ def main() -> None:
             results["new"] = stage(path, "new", {}, new_src, figdir)
             for m in args.max_cells_per_run:
                 results[f"new, max_cells_per_run={m}"] = stage(path, "new", {"max_cells_per_run": m}, new_src)
+        saved = args.workdir / f"results_{args.input}_{n}.json"
         if "old" in args.designs and n <= args.old_max_cells:
             results["old"] = stage(path, "old", {}, old_src)
+        elif args.reuse_old and saved.exists() and "old" in json.loads(saved.read_text()):
+            results["old"] = json.loads(saved.read_text())["old"]  # the same input, the same old design
+            print(
+                f"  [old ] from {saved}: {results['old']['stage_s']:.1f} s, {results['old']['runs']} runs", flush=True
+            )
         if "old" in results:
             for label in results:
                 if label != "old":

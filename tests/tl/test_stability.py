@@ -387,8 +387,10 @@ def test_seed_runs_stop_when_the_agreement_is_known(integrated):
     assert s.loc["leiden_0.2", "n_seed_runs"] == 4  # identical runs: the first batch settles it
     for key, r in s.iterrows():
         lo, hi = r["ari_seeds"] - r["ari_seeds_ci"], r["ari_seeds"] + r["ari_seeds_ci"]
-        # stopped because the interval is narrow, lies on one side of min_ari, or no seed is left
-        assert r["ari_seeds_ci"] <= 0.02 or not lo < 0.9 <= hi or r["n_seed_runs"] == 12, key
+        # stopped because the interval is narrow, or lies on one side of min_ari and is at most twice
+        # as wide (the reported mean known to +- 0.04), or no seed is left
+        assert r["ari_seeds_ci"] <= 0.02 or (not lo < 0.9 <= hi and r["ari_seeds_ci"] <= 0.04) or r["n_seed_runs"] == 12
+        assert r["ari_seeds_ci"] <= 0.04 or r["n_seed_runs"] == 12, key
         # the seeds used are the first ones of the full design: the same runs, fewer of them
         n = int(r["n_seed_runs"])
         np.testing.assert_array_equal(res.runs[key][:, :n], full.runs[key][:, :n])

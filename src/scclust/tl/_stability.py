@@ -161,8 +161,10 @@ def stability(
     - with seeds ``random_state + 1, + 2, ...`` (not for hierarchical clustering, which has no
       seed): four at first, then four more at a time up to ``n_seeds`` while the 95 % bootstrap
       confidence interval of the mean ARI among them is wider than ``± ci_halfwidth`` and contains
-      ``min_ari``, or that of the least stable cluster's stability (over all runs so far) is wider
-      and contains ``min_cluster_stability`` (``ci_halfwidth=0``: always ``n_seeds``), and
+      ``min_ari``, or is wider than ``± 2 ci_halfwidth`` (so that the reported mean is known to
+      that precision even when the call is settled), or that of the least stable cluster's
+      stability (over all runs so far) is wider and contains ``min_cluster_stability``
+      (``ci_halfwidth=0``: always ``n_seeds``), and
     - ``n_subsamples`` times on a random subset of the cells for each fraction in
       ``subsample_fractions`` and each number of cells in ``subsample_sizes`` (MultiK and chooseR
       take 80 %).
@@ -219,7 +221,8 @@ def stability(
     ci_halfwidth
         Stop adding seed runs once the 95 % bootstrap confidence intervals of the mean ARI among the
         labels and the seed runs, and of the least stable cluster's stability, are each at most this
-        far on either side or lie wholly on one side of their threshold; 0 runs all ``n_seeds``.
+        far on either side or lie wholly on one side of their threshold (the ARI's then at most twice
+        this far); 0 runs all ``n_seeds``.
     subsample_fractions
         Fractions (each in (0, 1)) of the cells, or of ``max_cells_per_run`` above that many, for the
         subsample runs.
@@ -339,7 +342,8 @@ def stability(
                     continue
                 mean, half = plan_runs.seed_ci(key, random_state)
                 jac, jac_half = plan_runs.cluster_ci(key, random_state)
-                if (half > ci_halfwidth and mean - half < min_ari <= mean + half) or (
+                # the call is not settled yet, or the reported mean is not known to +- 2 ci_halfwidth
+                if (half > ci_halfwidth and mean - half < min_ari <= mean + half) or half > 2 * ci_halfwidth or (
                     jac_half > ci_halfwidth and jac - jac_half < min_cluster_stability <= jac + jac_half
                 ):
                     still.append(key)

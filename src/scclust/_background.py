@@ -24,6 +24,7 @@ the same result.
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -94,6 +95,17 @@ class Background:
         """True while a submitted job is queued or running."""
         return self.last is not None and not self.last.done()
 
+    def ready(self) -> bool:
+        """True when a job submitted now starts at once: none queued or running, the warm-up over."""
+        if self.busy():
+            return False
+        if not self.warming:
+            return True
+        try:  # the warm-up's reply is waiting on the pipe (or the worker died: the job then runs here)
+            return bool(select.select([self.worker.proc.stdout], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
     def _run(self, target: str, args: tuple) -> Any:
         with self.lock:
             if self.warming:
@@ -124,6 +136,9 @@ class InProcess:
 
     def busy(self) -> bool:
         return False
+
+    def ready(self) -> bool:
+        return True
 
     def close(self) -> None:
         pass

@@ -1,6 +1,7 @@
 """pp.umap and the run's background process: the same coordinates as sc.tl.umap in this process."""
 
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -35,6 +36,17 @@ def test_background_process_equals_scanpy_in_process(graph, caplog):
     with background(True, warm_up="scclust.pp._umap:_warm_up") as executor:
         assert isinstance(executor, Background) and executor.worker.proc.poll() is None
         ctx = _Ctx(executor)
+        # a waiting call while the process still compiles umap-learn: computed here, not queued behind it
+        assert not executor.ready()  # the warm-up takes seconds; this is asked at once
+        early = graph.copy()
+        with caplog.at_level(logging.INFO, logger="scclust"):
+            ctx.umap(early, key_added="X_ref", params=params, random_state=3)
+        assert "busy (compiling umap-learn)" in caplog.text and executor.warming
+        np.testing.assert_array_equal(early.obsm["X_ref"], ref.obsm["X_ref"])
+        deadline = time.monotonic() + 300
+        while not executor.ready() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert executor.ready()
         ours = graph.copy()
         ctx.umap(ours, key_added="X_ref", params=params, random_state=3)  # waits
         assert not executor.warming  # the result came from the process, after its warm-up

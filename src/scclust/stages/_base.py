@@ -194,18 +194,20 @@ class RunContext:
         in the run's background process: written into ``adata`` now (``wait``), or promised for
         ``key_added`` (the runner writes it in before a later stage that reads it); ``aliases`` are
         further ``.obsm`` keys given the same coordinates. A waiting call while that process is busy
-        with a promised layout is computed here (same coordinates)."""
+        (with a promised layout, or still compiling umap-learn) is computed here: same coordinates,
+        never later than the compilation in this process (~5 s) would make it."""
         from ..pp._umap import graph_only, umap_kwargs
 
         kwargs = umap_kwargs(
             adata, neighbors_key="neighbors", key_added=key_added, random_state=random_state, **params.model_dump()
         )
-        if wait and self.executor.busy():
+        if wait and not self.executor.ready():
             import logging
 
             logging.getLogger(__name__).info(
-                "UMAP of %d cells computed in this process: the background process is busy with another layout",
+                "UMAP of %d cells computed in this process: the background process is busy (%s)",
                 adata.n_obs,
+                "another layout" if self.executor.busy() else "compiling umap-learn",
             )
             from ..pp._umap import umap_job, write_umap
 

@@ -13,8 +13,8 @@ KMeansParams = params_model(tl.kmeans, name="KMeansParams")
 
 def memory(p, sizes):
     """Peak: ``50 MB + 2 x n x dims x 4 + 8 x n`` (scikit-learn's copy of the rows and its centred
-    copy, the labels; starts run one after the other). Measured: 20,000 cells, 50 dims: 3 MB added
-    (estimate 58 MB; scikit-learn was imported by the kNN search)."""
+    copy, the labels; starts run one after the other). Measured: 50,000 cells, 50 dims: 4 MiB added
+    (estimate 67 MiB: scikit-learn had been imported by the kNN search)."""
     from .._memory import Estimate, cells
 
     n, d = sizes.n_obs, sizes.dim(p.use_rep, p.n_pcs)

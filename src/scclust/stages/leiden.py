@@ -13,11 +13,12 @@ LeidenParams = params_model(tl.leiden, name="LeidenParams", exclude=("resolution
 
 
 def memory(p, sizes):
-    """Peak: ``100 MB + 80 x E`` in this process (``E`` edges: the graph's stored entries, half of
+    """Peak: ``50 MB + 80 x E`` in this process (``E`` edges: the graph's stored entries, half of
     them with ``edges: once``; the flat arrays, the igraph graph and its weights), plus ``300 MB + 80 x E``
     per further worker process (:data:`scclust.tl._leiden.WORKER_BYTES_PER_EDGE`; with ``n_jobs: auto``
     the workers that :func:`~scclust.tl._leiden.auto_processes` would start, only when they fit in half
-    of the memory available). Measured: 20,000 cells, k = 20: 64 MB added (estimate 150 MB)."""
+    of the memory available). ``E`` is at most ``2 n (k - 1)``. Measured in this process (k = 20, one
+    process): 20,000 cells 64 MiB added (estimate 106 MiB), 50,000 cells 103 MiB (193 MiB)."""
     from .._memory import Estimate, cells
     from .._worker import available_cpus
     from ..tl._leiden import (
@@ -40,7 +41,7 @@ def memory(p, sizes):
         n_proc = min(n_res, available_cpus() if p.n_jobs == -1 else p.n_jobs)
     per_graph = WORKER_BYTES_PER_EDGE * float(edges)
     parts = [
-        ("igraph / leidenalg", 100e6),
+        ("igraph / leidenalg", 50e6),
         (f"graph of {cells(n)} cells, {cells(edges)} edges x {WORKER_BYTES_PER_EDGE} B", per_graph),
     ]
     if n_proc > 1:

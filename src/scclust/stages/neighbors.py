@@ -68,8 +68,9 @@ def memory(p, sizes):
 
     ``base``: :data:`SEARCH_BASE_BYTES` (exact up to :data:`scclust.pp._knn.EXACT_MAX_CELLS` cells with
     ``backend: auto``, else the approximate search). Kept after the stage: the graph, ``24 x n x k``
-    (connectivities ``2 n k`` and distances ``n k`` entries of float32 + int32). Measured: 1,000,000
-    cells, k = 20, 30 dims, ivf: 1.49 GB added (estimate 1.95 GB); 100,000 cells: 0.78 GB (0.87 GB).
+    (connectivities ``2 n k`` and distances ``n k`` entries of float32 + int32). Measured (k = 20, 30
+    dims): exact, 20,000 cells 102 MiB added (estimate 166 MiB), 50,000 cells 138 MiB (200 MiB); ivf,
+    100,000 cells 778 MiB (829 MiB), 1,000,000 cells 1,492 MiB (1,860 MiB).
     """
     from .._memory import Estimate, cells
     from ..pp._knn import EXACT_MAX_CELLS

@@ -129,9 +129,11 @@ def memory(p, sizes):
     """Peak of the largest run, on ``m = min(n, max_cells_per_run)`` cells with ``k`` neighbours
     (from the largest graph): its kNN graph rebuilt for a subsample (as :mod:`~scclust.stages.neighbors`
     estimates it), Leiden on it (``80 B`` per edge), and, with worker processes (``n_jobs``,
-    ``scheduler: processes``), ``300 MB`` plus the graphs sent (``24 x m x k``) each."""
+    ``scheduler: processes``), ``300 MB`` plus the graphs sent (``24 x m x k``) each. Not yet
+    calibrated on a measured run: an upper bound from the parts."""
     from .._memory import Estimate, cells
     from .._worker import available_cpus
+    from ..pp._knn import EXACT_MAX_CELLS
     from .neighbors import BYTES_PER_NEIGHBOUR, SEARCH_BASE_BYTES
 
     n = sizes.n_obs
@@ -140,7 +142,7 @@ def memory(p, sizes):
     d = max(sizes.dims.values(), default=50)
     workers = 0 if p.scheduler == "dask" else (available_cpus() if p.n_jobs == -1 else p.n_jobs)
     parts = [
-        ("libraries and search buffers", SEARCH_BASE_BYTES["approximate"]),
+        ("libraries and search buffers", SEARCH_BASE_BYTES["exact" if m <= EXACT_MAX_CELLS else "approximate"]),
         (f"a run's kNN graph of {cells(m)} cells x {k}", 2 * m * d * 4.0 + BYTES_PER_NEIGHBOUR * m * k),
         ("Leiden on it", 80.0 * 2 * m * k),
     ]

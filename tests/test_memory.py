@@ -61,9 +61,7 @@ def test_shipped_configs_fit_by_default_on_small_data():
 
 
 def test_a_stage_that_cannot_fit_is_refused_with_the_estimate_and_options():
-    cfg = parse_config(
-        {**load_config(ROOT / "configs" / "atlas.yaml").model_dump(mode="json"), "memory_limit": "8GB"}
-    )
+    cfg = parse_config({**load_config(ROOT / "configs" / "atlas.yaml").model_dump(mode="json"), "memory_limit": "8GB"})
     with pytest.raises(ResourceError) as err:
         _check_memory(_fake(20_000_000, {"X_pca_harmony": 50}), cfg, _entries(cfg))
     msg = str(err.value)

@@ -19,6 +19,7 @@ from .._params import Params
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .._memory import Estimate, Sizes
     from ..config import WorkflowConfig
 
 __all__ = ["Makes", "Params", "Ref", "RunContext", "Stage", "moved_keys"]
@@ -145,7 +146,7 @@ class Stage:
     lazy_input: Callable[[Any, str], str | None] | None = None
     on_sketch: bool = False
     obsm_reads: Literal["any", "declared"] = "any"
-    memory: Callable[[Any, Any], Any] | None = None
+    memory: Callable[[Any, Sizes], Estimate] | None = None
     description: str = ""
 
     def umap_needed(self, section: Any) -> bool:

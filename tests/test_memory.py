@@ -153,3 +153,12 @@ def test_estimates_bound_the_measured_peaks(tmp_path):
         assert estimate >= added, (stage, estimate, added)
         assert estimate <= max(10 * added, added + 250), (stage, estimate, added)
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["stages"][1]["memory_estimate"]["breakdown"]
+
+
+def test_prepare_in_memory_counts_its_copies_and_points_out_of_core():
+    p = REGISTRY["prepare"].params()
+    big = Sizes(n_obs=1_000_000, n_all=1_000_000, n_vars=20_000, nnz=1_000_000_000)
+    in_memory = REGISTRY["prepare"].memory(p, big)
+    out_of_core = REGISTRY["prepare"].memory(p, Sizes(n_obs=1_000_000, n_all=1_000_000, n_vars=20_000))
+    assert in_memory.total > 24e9 > out_of_core.total  # 3 copies of 1e9 values: 24 GB alone
+    assert "backend: dask" in in_memory.options and "backend: dask" not in out_of_core.options

@@ -152,6 +152,11 @@ class Sizes:
     graphs
         Stored entries of each graph's connectivities (``{key: entries}``): the input's, and those
         earlier entries make.
+    n_vars
+        Genes of the input's ``.X``.
+    nnz
+        Stored values of the input's ``.X`` in memory (all of them when dense); ``None`` when the
+        input is read out of core (the counts stay on disk).
     """
 
     n_obs: int
@@ -159,6 +164,8 @@ class Sizes:
     dims: Mapping[str, int] = field(default_factory=dict)
     n_clusterings: int = 0
     graphs: Mapping[str, int] = field(default_factory=dict)
+    n_vars: int = 0
+    nnz: int | None = None
 
     def graph_entries(self, key: str) -> int:
         """Stored entries of graph ``key``; one of 15 neighbours (scanpy's default) when unknown."""

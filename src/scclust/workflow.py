@@ -378,6 +378,10 @@ def _check_memory(adata: AnnData, cfg: WorkflowConfig, entries: list[tuple[str, 
         if conn is not None and hasattr(conn, "nnz"):
             graphs[key] = int(conn.nnz)
     n_clusterings = sum(len(_makes(name, label, p).obs) for name, label, p in entries if REGISTRY[name].on_sketch)
+    X = getattr(adata, "X", None)
+    in_memory = X is not None and type(X).__module__.partition(".")[0] != "dask"
+    nnz = (int(X.nnz) if hasattr(X, "nnz") else int(X.size)) if in_memory else None
+    n_vars = int(getattr(adata, "n_vars", 0))
     kept, out, worst = 0.0, {}, None
     for i, (name, label, p) in enumerate(entries):
         stage = REGISTRY[name]
@@ -389,6 +393,8 @@ def _check_memory(adata: AnnData, cfg: WorkflowConfig, entries: list[tuple[str, 
             dims=dims,
             n_clusterings=n_clusterings,
             graphs=dict(graphs),
+            n_vars=n_vars,
+            nnz=nnz,
         )
         est = stage.memory(p, sizes)
         out[label] = est

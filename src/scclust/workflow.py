@@ -3,7 +3,8 @@
 The runner knows no stage by name: it reads each stage's declaration from
 :data:`scclust.stages.REGISTRY` (parameters, run function, keys read and made). Before any stage
 runs, :func:`preflight` checks every key and gene the config names against the input and the keys
-earlier stages will make, and that no two stage entries make the same key. Finished stages are
+earlier stages will make, and that no two stage entries make the same key; then each stage's
+estimated peak memory against ``memory_limit`` (:func:`_check_memory`). Finished stages are
 checkpointed in the output directory, so a failed or interrupted run resumes where it stopped.
 Every file is written atomically; the input is only read. ``manifest.json`` records the resolved
 config, package versions, the input fingerprint, wall time and peak memory per stage and every file.

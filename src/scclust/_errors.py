@@ -22,6 +22,7 @@ __all__ = [
     "MissingFileError",
     "MissingKeyError",
     "OutputError",
+    "ResourceError",
     "ScclustWarning",
     "UserError",
     "choices",
@@ -60,6 +61,11 @@ class OutputError(UserError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class ResourceError(UserError, MemoryError):
+    """A stage would not fit in the memory the run may use (``memory_limit``); raised before it starts,
+    with the estimate and the options that lower it."""
 
 
 class ScclustWarning(UserWarning):

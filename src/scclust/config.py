@@ -136,6 +136,13 @@ class _WorkflowBase(Params):
         "compile umap-learn in a spare process from the start of the run (saves ~10 s of numba compilation on a "
         "cold start; identical coordinates); false computes it in this process",
     )
+    memory_limit: str | int = Field(
+        "auto",
+        description="memory the run may use: before any stage runs, each stage's peak is estimated from the "
+        "sizes and a stage that would not fit stops the run (exit 2, with the estimate and the options); 'auto': "
+        "the memory available to this process (the machine's, or its cgroup's limit), or a size such as '16GB', "
+        "'500MB', '8GiB', or bytes",
+    )
     figures: FiguresParams = Field(FiguresParams(), description="how figures are written")
     dask: DaskParams = Field(
         DaskParams(),
@@ -151,6 +158,14 @@ class _WorkflowBase(Params):
                 if stage.repeat == "list" and isinstance(data.get(name), dict):
                     data[name] = [data[name]]
         return data
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _memory_limit(cls, v: Any) -> Any:
+        from ._memory import parse_memory_limit
+
+        parse_memory_limit(v)  # raises, naming the valid forms
+        return v
 
     @field_validator("stages", mode="before")
     @classmethod

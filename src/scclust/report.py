@@ -935,7 +935,14 @@ def write_report(
         f'<section id="versions"><h2>Versions</h2>{vers.to_html(index=False, border=0)}'
         f'<p class="note">input sha256: {html.escape(str(inp.get("sha256", "?")))}</p></section>'
     )
-    timing = pd.DataFrame([{k: v for k, v in r.items() if k != "outputs"} for r in stages])
+    # the memory estimate as one column next to the measured peak (its breakdown is in manifest.json)
+    timing = pd.DataFrame(
+        [
+            {k: v for k, v in r.items() if k not in ("outputs", "memory_estimate")}
+            | ({"estimated_added_mb": r["memory_estimate"]["added_mb"]} if "memory_estimate" in r else {})
+            for r in stages
+        ]
+    )
     wall = manifest.get("wall_seconds")
     note = (
         f"<p class='note'>total wall time {wall:.1f} s</p>"

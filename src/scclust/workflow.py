@@ -3,7 +3,8 @@
 The runner knows no stage by name: it reads each stage's declaration from
 :data:`scclust.stages.REGISTRY` (parameters, run function, keys read and made). Before any stage
 runs, :func:`preflight` checks every key and gene the config names against the input and the keys
-earlier stages will make, and that no two stage entries make the same key. Finished stages are
+earlier stages will make, and that no two stage entries make the same key; then each stage's
+estimated peak memory against ``memory_limit`` (:func:`_check_memory`). Finished stages are
 checkpointed in the output directory, so a failed or interrupted run resumes where it stopped.
 Every file is written atomically; the input is only read. ``manifest.json`` records the resolved
 config, package versions, the input fingerprint, wall time and peak memory per stage and every file.
@@ -29,7 +30,7 @@ import anndata
 import pandas as pd
 from anndata import AnnData
 
-from ._errors import ConfigError, InputError, MissingKeyError, OutputError, choices
+from ._errors import ConfigError, InputError, MissingKeyError, OutputError, ResourceError, choices
 from ._input import parse_input
 from ._io import output_errors, package_versions, read_input, write_h5ad, write_text
 from .config import WorkflowConfig
@@ -352,6 +353,83 @@ def check_names(adata: AnnData) -> AnnData:
     return adata
 
 
+def _check_memory(adata: AnnData, cfg: WorkflowConfig, entries: list[tuple[str, str, Any]], done: int = 0) -> dict:
+    """Each stage entry's estimated peak (its ``memory`` declaration) against ``cfg.memory_limit``,
+    before any stage runs: what this process holds now, plus what earlier stages keep (a graph),
+    plus the entry's peak. Entries of a ``sketch`` run's ``on_sketch`` stages are estimated on the
+    sketch's cells; the first ``done`` entries (reused from a checkpoint) are not checked.
+
+    Returns ``{label: Estimate}``; raises :class:`~scclust._errors.ResourceError` (one line: the
+    stage, its estimate and breakdown, the limit, the options) for the first entry that would not fit.
+    """
+    from ._memory import Sizes, available_memory, fmt_bytes, parse_memory_limit, process_rss
+
+    limit = parse_memory_limit(cfg.memory_limit)
+    if limit is None:
+        limit, what = available_memory()
+        what = f"memory_limit auto: {what}"
+    else:
+        what = f"memory_limit {cfg.memory_limit}"
+    held = process_rss()
+    dims = {k: int(v.shape[1]) for k, v in adata.obsm.items() if len(getattr(v, "shape", ())) == 2}
+    n_all = n = adata.n_obs
+    graphs = {}
+    for key in _graphs(adata):
+        conn = adata.obsp.get(adata.uns[key]["connectivities_key"])
+        if conn is not None and hasattr(conn, "nnz"):
+            graphs[key] = int(conn.nnz)
+    n_clusterings = sum(len(_makes(name, label, p).obs) for name, label, p in entries if REGISTRY[name].on_sketch)
+    X = getattr(adata, "X", None)
+    in_memory = X is not None and type(X).__module__.partition(".")[0] != "dask"
+    nnz = (int(X.nnz) if hasattr(X, "nnz") else int(X.size)) if in_memory else None
+    n_vars = int(getattr(adata, "n_vars", 0))
+    kept, out, worst = 0.0, {}, None
+    for i, (name, label, p) in enumerate(entries):
+        stage = REGISTRY[name]
+        if stage.memory is None:
+            continue
+        sizes = Sizes(
+            n_obs=n if stage.on_sketch else n_all,
+            n_all=n_all,
+            dims=dims,
+            n_clusterings=n_clusterings,
+            graphs=dict(graphs),
+            n_vars=n_vars,
+            nnz=nnz,
+        )
+        est = stage.memory(p, sizes)
+        out[label] = est
+        need = held + kept + est.total
+        if i >= done and need > limit:
+            more = (
+                "or run on a machine with more memory"
+                if cfg.memory_limit == "auto"
+                else f"or raise memory_limit (e.g. --set memory_limit={-(-need * 1.2 // 1e9):.0f}GB)"
+            )
+            raise ResourceError(
+                f"{label} would not fit in memory: about {fmt_bytes(est.total)} at its peak ({est.breakdown()}) "
+                f"on top of {fmt_bytes(held + kept)} the run holds = {fmt_bytes(need)}, over the limit of "
+                f"{fmt_bytes(limit)} ({what}); options: {est.options + ', ' if est.options else ''}{more}"
+            )
+        if i >= done and (worst is None or need > worst[1]):
+            worst = (label, need)
+        kept += est.kept
+        graphs.update(est.graphs)
+        if est.sketch_cells is not None:
+            n = est.sketch_cells
+        if stage.rebuilds_data:
+            dims, graphs = {}, {}
+    if worst is not None:
+        logger.info(
+            "memory: the largest estimated peak is %s's, %s of the %s limit (%s)",
+            worst[0],
+            fmt_bytes(worst[1]),
+            fmt_bytes(limit),
+            what,
+        )
+    return out
+
+
 # ------------------------------------------------------------------------------------------ runner
 class _PeakRSS:
     """Peak resident memory of this process while the block runs (sampled every 20 ms)."""
@@ -360,11 +438,11 @@ class _PeakRSS:
         import psutil
 
         self._proc = psutil.Process()
-        self.peak = 0
+        self.peak = self.start = 0
         self._stop = threading.Event()
 
     def __enter__(self) -> Self:
-        self.peak = self._proc.memory_info().rss
+        self.peak = self.start = self._proc.memory_info().rss
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -639,6 +717,7 @@ def _run(
     elif (outdir / CHECKPOINT_DIR).exists():
         shutil.rmtree(outdir / CHECKPOINT_DIR, ignore_errors=True)
 
+    estimates = _check_memory(adata, cfg, [(name, label, p) for name, label, p, _ in entries], start)
     n = len(entries)
     since_checkpoint, last_write = 0.0, None
     for i, (name, label, params, key) in enumerate(entries[start:], start + 1):
@@ -668,6 +747,8 @@ def _run(
                 "stage": label,
                 "seconds": round(seconds, 3),
                 "peak_rss_mb": round(mem.peak / 2**20, 1),
+                "start_rss_mb": round(mem.start / 2**20, 1),
+                **({"memory_estimate": estimates[label].record()} if label in estimates else {}),
                 **({"on_sketch": ctx.sketch.adata.n_obs} if on_sketch else {}),
                 **(REGISTRY[name].record(target, params) if REGISTRY[name].record else {}),
                 "outputs": ctx.files[n_files:],

@@ -19,6 +19,7 @@ from .._params import Params
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .._memory import Estimate, Sizes
     from ..config import WorkflowConfig
 
 __all__ = ["Makes", "Params", "Ref", "RunContext", "Stage", "moved_keys"]
@@ -122,6 +123,13 @@ class Stage:
         being computed in the background (:meth:`RunContext.promise`). ``"declared"``: the stage
         reads no ``.obsm`` key besides those its ``rep`` / ``basis`` refs name (the runner resolves
         those only) and those it resolves itself (:meth:`RunContext.resolve`).
+    memory
+        ``memory(params, sizes) -> Estimate`` (:class:`scclust._memory.Sizes`,
+        :class:`scclust._memory.Estimate`): the memory the entry's peak adds on top of what the run
+        holds, from the sizes alone, with its breakdown and the options that lower it. Checked
+        against ``memory_limit`` before any stage runs; a stage without it is assumed small.
+    description
+        One line for the stage list (``scclust stages``) and the docs.
     """
 
     name: str
@@ -138,6 +146,7 @@ class Stage:
     lazy_input: Callable[[Any, str], str | None] | None = None
     on_sketch: bool = False
     obsm_reads: Literal["any", "declared"] = "any"
+    memory: Callable[[Any, Sizes], Estimate] | None = None
     description: str = ""
 
     def umap_needed(self, section: Any) -> bool:

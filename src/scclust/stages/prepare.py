@@ -105,6 +105,50 @@ def _makes(p) -> Makes:
     return Makes(obs_other=list(QC_COLUMNS), obsm=obsm, intermediate_graphs=["neighbors"])
 
 
+#: HVGs assumed when ``hvg.n_top_genes`` is not set (the cutoffs choose them from the data)
+HVG_ASSUMED = 3000
+#: share of the HVG matrix's values stored out of core (log-normalized counts are sparse)
+HVG_DENSITY = 0.1
+
+
+def memory(p, sizes):
+    """Peak on ``n`` cells, ``h`` HVGs (``hvg.n_top_genes``, else :data:`HVG_ASSUMED`), ``c`` = ``pca.n_comps``:
+    0.9 GB (libraries: scanpy alone takes 0.27 GB; buffers) + the embeddings (``8 x n x c x 4``: PCA,
+    Harmony's copies) + the graph (as :mod:`~scclust.stages.neighbors`: ``2 n d 4 + 48 n k``), and
+
+    - in memory: the copies of the counts (``3 x nnz x 8``: the filtered copy, the log-normalized
+      ``.raw``, the HVG subset) and the scaled HVG matrix, dense, twice (``2 x n x h x 4``);
+    - out of core: the HVG matrix kept in ``.X`` (``n x h x 8`` at :data:`HVG_DENSITY`); the counts
+      stay on disk and the Dask workers have their own limit (``dask.memory_limit``).
+
+    Measured in memory at 20,000 cells x 2,000 genes (13 million values, 210 HVGs chosen): 857 MiB
+    added (estimate 1,521 MiB); out of core, the run's own process holds 3-6 GB per million cells
+    (estimate 6.1 GB with 3,000 HVGs assumed).
+    """
+    from .._memory import Estimate, cells
+    from .neighbors import BYTES_PER_NEIGHBOUR
+
+    n = sizes.n_obs
+    h = min(p.hvg.n_top_genes or HVG_ASSUMED, sizes.n_vars or HVG_ASSUMED)
+    c, k = p.pca.n_comps, p.graph.n_neighbors
+    d = min(p.graph.n_pcs or c, c)
+    parts = [
+        ("libraries (scanpy, Harmony, the kNN search) and buffers", 900e6),
+        (f"embeddings {cells(n)} x {c} float32, 8 copies", 8 * n * c * 4.0),
+        (f"kNN graph {cells(n)} x {k}", 2 * n * d * 4.0 + BYTES_PER_NEIGHBOUR * n * k),
+    ]
+    if sizes.nnz is not None:
+        parts += [
+            (f"counts {sizes.nnz:,} values, 3 copies", 3 * sizes.nnz * 8.0),
+            (f"scaled HVG matrix {cells(n)} x {h} float32, twice", 2 * n * h * 4.0),
+        ]
+        options = "fewer HVGs (hvg.n_top_genes), or backend: dask (the counts read from disk in chunks)"
+    else:
+        parts.append((f"HVG matrix {cells(n)} x {h} (sparse)", n * h * 8.0 * HVG_DENSITY))
+        options = "fewer HVGs (hvg.n_top_genes)"
+    return Estimate(parts=tuple(parts), options=options)
+
+
 STAGE = Stage(
     name="prepare",
     params=PrepareParams,
@@ -115,5 +159,6 @@ STAGE = Stage(
     lazy_input=_lazy_input,
     computes_umap=lambda p: p.umap is not None,
     rebuilds_data=True,
+    memory=memory,
     description="QC filters and metrics, normalize, HVG, PCA, Harmony, UMAP",
 )

@@ -149,6 +149,32 @@ def run(adata, p, ctx) -> None:
     ctx.sketch = SketchRun(adata=sub, params=p.model_dump(), n_obs=adata.n_obs, seconds=time.perf_counter() - t0)
 
 
+def memory(p, sizes):
+    """Peak of the larger of its two steps, on ``n`` cells and ``d`` dims:
+
+    - the selection: two float32 copies of the rows, ``2 x n x d x 4``;
+    - the projection (after the last ``on_sketch`` stage): the rows ``n x d x 4``, the sketch's
+      index (``2 x s x d x 4``, ``s`` sketch cells) and, per clustering projected, an int32 label
+      and a float32 confidence per cell (``8 x n``).
+
+    The ``on_sketch`` stages after it are estimated on the sketch's ``s`` cells.
+    """
+    from .._memory import Estimate, cells
+
+    n, d = sizes.n_all, sizes.dim(p.use_rep, p.n_pcs)
+    s = p.n_cells if p.n_cells is not None else round(p.fraction * n)
+    s = min(s, n)
+    selection = (("libraries", 50e6), (f"selection: rows {cells(n)} x {d} float32, twice", 2 * n * d * 4.0))
+    projection = (
+        ("libraries", 50e6),
+        (f"projection: rows {cells(n)} x {d} float32", n * d * 4.0),
+        (f"the sketch's index ({cells(s)} cells)", 2 * s * d * 4.0),
+        (f"labels + confidences of {sizes.n_clusterings} clustering(s)", 8.0 * n * sizes.n_clusterings),
+    )
+    parts = max(selection, projection, key=lambda ps: sum(b for _, b in ps))
+    return Estimate(parts=parts, options="fewer dims (n_pcs)", sketch_cells=s)
+
+
 STAGE = Stage(
     name="sketch",
     params=SketchParams,
@@ -158,6 +184,7 @@ STAGE = Stage(
     record=lambda adata, p: {
         k: adata.uns[p.key_added].get(k) for k in ("n_cells", "n_obs", "boxes") if k in adata.uns[p.key_added]
     },
+    memory=memory,
     description="cluster a sketch of the cells (10M-100M cells), project every clustering to all cells",
     obsm_reads="declared",
 )

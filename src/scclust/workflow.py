@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-import anndata
 import pandas as pd
 from anndata import AnnData
 
@@ -541,6 +540,7 @@ def _entry_keys(cfg: WorkflowConfig, fingerprint: dict[str, Any]) -> list[tuple[
     version, the versions of the packages whose objects a checkpoint pickles, the settings that
     shape outputs and the config of this entry and all before it."""
     import sys
+    from importlib.metadata import version
 
     import numpy as np
     import scipy
@@ -552,7 +552,7 @@ def _entry_keys(cfg: WorkflowConfig, fingerprint: dict[str, Any]) -> list[tuple[
             {
                 "input": fingerprint.get("sha256"),
                 "scclust": __version__,
-                "pickled": [sys.version, np.__version__, scipy.__version__, pd.__version__, anndata.__version__],
+                "pickled": [sys.version, np.__version__, scipy.__version__, pd.__version__, version("anndata")],
                 "figures": cfg.figures.model_dump(mode="json"),
             },
             sort_keys=True,

@@ -137,6 +137,80 @@ def test_load_builtin_integrated(tmp_path):
     assert back.n_obs == 300 and back.raw is not None
 
 
+def _assert_same_adata(a, b):
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(a.obs, b.obs, check_exact=True)  # every column, categories, names
+    for col in ("sample", "batch", "type", "cell_type", "cell_state"):
+        assert isinstance(b.obs[col].dtype, pd.CategoricalDtype)
+    pd.testing.assert_frame_equal(a.var, b.var)
+    pd.testing.assert_frame_equal(a.raw.var, b.raw.var)
+    assert set(a.obsm) == set(b.obsm) == {"X_pca_harmony", "X_pca", "X_umap_harmony"}
+    for key in a.obsm:
+        assert a.obsm[key].dtype == b.obsm[key].dtype == np.float32
+        np.testing.assert_array_equal(a.obsm[key], b.obsm[key])
+    for x, y in ((a.X, b.X), (a.raw.X, b.raw.X)):
+        assert x.format == y.format == "csr" and x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(x.indptr, y.indptr)
+        np.testing.assert_array_equal(x.indices, y.indices)
+        np.testing.assert_array_equal(x.data, y.data)
+    assert a.uns["scclust_dataset"] == b.uns["scclust_dataset"]
+
+
+def test_simulate_integrated_written_in_blocks_equals_in_memory(tmp_path, monkeypatch):
+    """The ``path`` form (appended block by block) reads back equal to the returned AnnData, over
+    several blocks and a partial last one; nothing but the result is left in the directory."""
+    import anndata as ad
+
+    monkeypatch.setattr(datasets, "_BLOCK", 1_000)
+    kw = {"n_dims": 12, "n_samples": 5, "n_states": 2, "seed": 2}
+    mem = datasets.simulate_integrated(3_500, **kw)
+    assert datasets.simulate_integrated(3_500, **kw, path=str(tmp_path / "sim.h5ad")) is None
+    assert [p.name for p in tmp_path.iterdir()] == ["sim.h5ad"]
+    back = ad.read_h5ad(tmp_path / "sim.h5ad")
+    _assert_same_adata(mem, back)
+    assert back.n_obs == 3_500 and back.X.nnz > 3_500
+
+
+def test_simulate_integrated_written_with_default_blocks(tmp_path):
+    import anndata as ad
+
+    path = tmp_path / "sim.h5ad"
+    datasets.simulate_integrated(150_000, n_dims=10, seed=7, path=str(path))
+    _assert_same_adata(datasets.simulate_integrated(150_000, n_dims=10, seed=7), ad.read_h5ad(path))
+
+
+def test_simulate_integrated_write_failure_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "_BLOCK", 1_000)
+    block = datasets._integrated_block
+
+    def failing(p, b, start):
+        if b == 2:
+            raise RuntimeError("stop")
+        return block(p, b, start)
+
+    monkeypatch.setattr(datasets, "_integrated_block", failing)
+    with pytest.raises(RuntimeError, match="stop"):
+        datasets.simulate_integrated(5_000, path=str(tmp_path / "sim.h5ad"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_simulate_integrated_written_memory_does_not_grow_with_cells(tmp_path, monkeypatch):
+    """Peak traced allocations of the ``path`` form at 8x the cells stay those of one block."""
+    import tracemalloc
+
+    monkeypatch.setattr(datasets, "_BLOCK", 2_000)
+    peaks = {}
+    for n in (5_000, 40_000):
+        datasets.simulate_integrated(n, path=str(tmp_path / f"warm{n}.h5ad"))  # imports, caches
+        tracemalloc.start()
+        datasets.simulate_integrated(n, path=str(tmp_path / f"sim{n}.h5ad"))
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    # in memory, 40,000 cells x 50 dims would be 16 MB of obsm alone
+    assert peaks[40_000] < 1.3 * peaks[5_000] + 1e6, peaks
+
+
 # ---------------------------------------------------------------------------------- fetch (real data)
 @pytest.fixture
 def kang_cache(tmp_path, kang_path):

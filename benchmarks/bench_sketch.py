@@ -39,17 +39,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_scale import COMMON as _SCALE_COMMON  # the same step marks and peak memory as bench_scale
+
 RES = [0.4, 0.6, 1.0, 1.4]
 KS = [5, 10, 15]
 
-COMMON = r"""
-import json, resource, sys, time
-T0 = time.perf_counter()
-steps = []
-def mark(name, t):
-    steps.append({"stage": name, "seconds": round(time.perf_counter() - t, 2),
-                  "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)})
-    print(json.dumps(steps[-1]), file=sys.stderr, flush=True)
+COMMON = (
+    _SCALE_COMMON
+    + r"""
 import logging
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
 import anndata as ad
@@ -59,6 +56,7 @@ mark("import", T0)
 path, out = sys.argv[1], sys.argv[2]
 t = time.perf_counter(); adata = ad.read_h5ad(path); mark("read", t)
 """
+)
 
 FULL = (
     COMMON

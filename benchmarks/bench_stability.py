@@ -183,48 +183,28 @@ print(json.dumps(out))
 """
 
 
+def _run(code: str, args: list[str], src: Path) -> dict:
+    """``code`` in a fresh Python process importing scclust from ``src``; the JSON of its last output line."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(src))
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def prepare(n: int, workdir: Path, kind: str, resolutions: list[float], src: Path, knn: dict) -> Path:
     path = workdir / (f"stab_{kind}_{n}" + "".join(f"_{k}{v}" for k, v in knn.items()) + ".h5ad")
     if path.exists():
         return path
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            PREPARE,
-            str(n),
-            str(path),
-            json.dumps(resolutions),
-            json.dumps(KS),
-            kind,
-            json.dumps(knn),
-        ],
-        env=dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(src)),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r = _run(PREPARE, [str(n), str(path), json.dumps(resolutions), json.dumps(KS), kind, json.dumps(knn)], src)
     print(f"  input of {n:,} cells in {time.perf_counter() - t0:.0f} s (not the stage): {json.dumps(r)}", flush=True)
     return path
 
 
 def stage(path: Path, design: str, kw: dict, src: Path, figdir: str = "") -> dict:
-    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(src))
     print(f"  [{design} {kw or ''}] load {os.getloadavg()[0]:.2f} before the stage", flush=True)
-    proc = subprocess.run(
-        [sys.executable, "-c", STAGE, str(path), design, json.dumps(kw), figdir],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r = _run(STAGE, [str(path), design, json.dumps(kw), figdir], src)
     show(f"{design} {kw or ''}", r)
     print(
         f"  [{design} {kw or ''}] STAGE {r['stage_s']:.1f} s wall, {r['runs']} runs; CPU {r['cpu_self_s']:.0f} s here + "

@@ -116,7 +116,7 @@ def test_killed_worker_recovers_or_exits_cleanly(tmp_path):
     Dask reruns its tasks) or exits 2 with one line; never hangs (timeout), never a partial output."""
     from scclust.datasets import simulate_counts_store
 
-    store = simulate_counts_store(20_000, tmp_path / "big.h5ad", n_genes=3000, chunk_cells=2000)
+    store = simulate_counts_store(10_000, tmp_path / "big.h5ad", n_genes=2000, chunk_cells=1000)
     cfg = _config(tmp_path, store)
     proc = subprocess.Popen([sys.executable, "-m", "scclust", "run", str(cfg)], stderr=subprocess.PIPE, text=True)
     lines, killed = [], []

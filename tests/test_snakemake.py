@@ -87,12 +87,13 @@ def test_real_local_run(tmp_path):
             "set": {"subcluster.tnk.groupby": "leiden_0.6", "subcluster.tnk.min_cells": 30},
         }
     }
-    # one dataset: the fan-out over datasets x parameter sets is test_dry_run_lists_every_job's; this one
-    # runs every rule for real (clustering, subclustering from its output, logs)
-    res = _snakemake(
-        tmp_path,
-        _fanout(tmp_path, datasets={"simA": "builtin:simulate?n_cells=600&n_samples=4&seed=1"}, subclusterings=subs),
-    )
+    # one dataset, an integrated .h5ad as users bring (the built-in inputs are test_dry_run_lists_every_job's,
+    # with the fan-out over datasets x parameter sets); this one runs every rule for real (clustering,
+    # subclustering from its output, logs)
+    from scclust.datasets import simulate
+
+    simulate(600, n_samples=4, seed=1).write_h5ad(tmp_path / "simA.h5ad")
+    res = _snakemake(tmp_path, _fanout(tmp_path, datasets={"simA": str(tmp_path / "simA.h5ad")}, subclusterings=subs))
     assert res.returncode == 0, res.stderr[-3000:]
     for ds in ("simA",):
         run_dir = tmp_path / "out" / ds / "k15"

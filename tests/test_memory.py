@@ -161,3 +161,33 @@ def test_prepare_in_memory_counts_its_copies_and_points_out_of_core():
     out_of_core = REGISTRY["prepare"].memory(p, Sizes(n_obs=1_000_000, n_all=1_000_000, n_vars=20_000))
     assert in_memory.total > 24e9 > out_of_core.total  # 3 copies of 1e9 values: 24 GB alone
     assert "backend: dask" in in_memory.options and "backend: dask" not in out_of_core.options
+
+
+def test_the_runs_limit_bounds_the_auto_choices(tmp_path, monkeypatch):
+    """Within a run, the memory that auto choices weigh (Leiden's worker processes) is the run's
+    memory_limit when it is lower than the machine's; outside a run, the machine's again."""
+    from scclust import _memory
+    from scclust.tl import _leiden
+    from scclust.workflow import run
+
+    seen = []
+    real = _leiden.auto_processes
+
+    def spy(*args, **kw):
+        seen.append(_memory.available_memory())
+        return real(*args, **kw)
+
+    monkeypatch.setattr(_leiden, "auto_processes", spy)
+    cfg = parse_config(
+        {
+            "input": "builtin:pbmc68k",
+            "outdir": str(tmp_path / "out"),
+            "stages": ["neighbors", "leiden"],
+            "neighbors": {"use_rep": "X_pca_harmony"},
+            "leiden": {"resolutions": [0.4, 1.0]},
+            "memory_limit": "3GB",
+        }
+    )
+    run(cfg)
+    assert seen and set(seen) == {(3 * 10**9, "memory_limit 3.00 GB")}
+    assert _memory.available_memory()[1] != "memory_limit 3.00 GB"

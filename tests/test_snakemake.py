@@ -80,7 +80,7 @@ def test_config_that_does_not_fit_a_dataset_fails_the_dry_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_local_run(tmp_path):
+def test_real_local_run(sim, tmp_path):
     subs = {
         "tnk": {
             "config": str(ROOT / "configs" / "subcluster_tnk.yaml"),
@@ -90,9 +90,10 @@ def test_real_local_run(tmp_path):
     # one dataset, an integrated .h5ad as users bring (the built-in inputs are test_dry_run_lists_every_job's,
     # with the fan-out over datasets x parameter sets); this one runs every rule for real (clustering,
     # subclustering from its output, logs)
-    from scclust.datasets import simulate
+    import numpy as np
 
-    simulate(600, n_samples=4, seed=1).write_h5ad(tmp_path / "simA.h5ad")
+    cells = np.sort(np.random.default_rng(1).choice(sim.n_obs, 600, replace=False))
+    sim[cells].copy().write_h5ad(tmp_path / "simA.h5ad")  # 600 of the session's simulated, integrated cells
     res = _snakemake(tmp_path, _fanout(tmp_path, datasets={"simA": str(tmp_path / "simA.h5ad")}, subclusterings=subs))
     assert res.returncode == 0, res.stderr[-3000:]
     for ds in ("simA",):

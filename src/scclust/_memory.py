@@ -11,12 +11,22 @@ formulas are upper bounds calibrated on measured peaks (:doc:`/guide/large-data`
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Estimate", "Sizes", "available_memory", "fmt_bytes", "parse_memory_limit", "process_rss"]
+__all__ = [
+    "Estimate",
+    "Sizes",
+    "available_memory",
+    "fmt_bytes",
+    "free_memory",
+    "memory_limit",
+    "parse_memory_limit",
+    "process_rss",
+]
 
 _UNITS = {
     "": 1,
@@ -78,10 +88,35 @@ def _read_int(path: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+#: the run's ``memory_limit`` in bytes while a run sets one (:func:`memory_limit`), else None
+_LIMIT: int | None = None
+
+
+@contextmanager
+def memory_limit(limit: int | None) -> Iterator[None]:
+    """Within the block, :func:`available_memory` is at most ``limit`` bytes (``None``: no limit
+    beyond the machine's): the run sets its ``memory_limit`` so that every ``auto`` choice that
+    weighs memory (Leiden's worker processes) keeps to it."""
+    global _LIMIT
+    before, _LIMIT = _LIMIT, limit
+    try:
+        yield
+    finally:
+        _LIMIT = before
+
+
+def free_memory() -> tuple[int, str]:
+    """``(bytes, what)``: what this process may still allocate, :func:`available_memory` minus what
+    it holds now (with its worker processes, the memory a run of ``memory_limit`` may add)."""
+    total, what = available_memory()
+    return max(0, total - process_rss()), what
+
+
 def available_memory() -> tuple[int, str]:
     """``(bytes, what)``: the memory this process may use, ``memory_limit: auto``: the machine's
     available memory (MemAvailable) plus what this process holds already, or less when a cgroup
-    (a container, a batch job) sets a lower limit (its limit minus its other processes' use)."""
+    (a container, a batch job) sets a lower limit (its limit minus its other processes' use), or
+    when a run's ``memory_limit`` is lower (:func:`memory_limit`)."""
     import psutil
 
     rss = process_rss()
@@ -96,6 +131,8 @@ def available_memory() -> tuple[int, str]:
             if room < best:
                 best, what = room, f"the cgroup's limit of {fmt_bytes(limit)}"
             break
+    if _LIMIT is not None and best > _LIMIT:
+        best, what = _LIMIT, f"memory_limit {fmt_bytes(_LIMIT)}"
     return best, what
 
 

@@ -502,6 +502,7 @@ def run(cfg: WorkflowConfig, *, progress: Callable[[str], None] | None = None) -
     Returns the clustered AnnData and the manifest (also written to ``manifest.json``).
     """
     from ._background import background
+    from ._memory import memory_limit, parse_memory_limit
 
     say = progress or logger.info
     t_start = time.perf_counter()
@@ -510,7 +511,10 @@ def run(cfg: WorkflowConfig, *, progress: Callable[[str], None] | None = None) -
         # process has not imported it already (a notebook, a test session)
         computes_umap = any(REGISTRY[s].umap_needed(getattr(cfg, s)) for s in cfg.stages)
         warm = cfg.background_umap and computes_umap and not _umap_imported()
-        with background(warm, warm_up="scclust.pp._umap:_warm_up") as executor:
+        with (
+            background(warm, warm_up="scclust.pp._umap:_warm_up") as executor,
+            memory_limit(parse_memory_limit(cfg.memory_limit)),  # auto choices keep to it too
+        ):
             ctx = RunContext(cfg=cfg, outdir=outdir, executor=executor)
             return _run(cfg, ctx, say, t_start)
 

@@ -39,6 +39,41 @@ def test_matrices_equal_sklearn(clustered):
     pd.testing.assert_frame_equal(clustered.obs, before)  # pure
 
 
+def _obs(**columns) -> AnnData:
+    obs = pd.DataFrame({k: pd.Categorical(v) for k, v in columns.items()})
+    obs.index = obs.index.astype(str)
+    return AnnData(obs=obs)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["random", "one_cluster_one_side", "one_cluster_both", "identical", "permuted", "unused_categories", "two_cells"],
+)
+def test_scores_from_the_contingency_table_equal_sklearns_on_edge_cases(case):
+    """The scores are computed from one contingency table per pair; each equals scikit-learn's on
+    the labels (to rounding), including its special cases (a single cluster, full agreement)."""
+    rng = np.random.default_rng(7)
+    n = 2 if case == "two_cells" else 5000
+    a = rng.integers(0, 9, n)
+    b = {
+        "random": rng.integers(0, 5, n),
+        "one_cluster_one_side": np.zeros(n, int),
+        "one_cluster_both": np.zeros(n, int),
+        "identical": a,
+        "permuted": (a * 7 + 3) % 9,
+        "unused_categories": a // 2,
+        "two_cells": np.array([0, 1]),
+    }[case]
+    if case == "one_cluster_both":
+        a = np.zeros(n, int)
+    la, lb = pd.Categorical(a), pd.Categorical(b)
+    if case == "unused_categories":
+        la = la.add_categories([99, 100])  # categories no cell has
+    res = scc.tl.compare(_obs(a=la, b=lb), keys=["a", "b"])
+    assert res["ari"].loc["a", "b"] == pytest.approx(adjusted_rand_score(a, b), abs=1e-12)
+    assert res["nmi"].loc["a", "b"] == pytest.approx(normalized_mutual_info_score(a, b), abs=1e-12)
+
+
 def test_missing_labels_are_left_out(clustered):
     adata = clustered.copy()
     sub = adata.obs["kmeans8"].astype(object)

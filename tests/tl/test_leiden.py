@@ -113,7 +113,14 @@ def test_auto_processes_weigh_work_against_start_and_memory(monkeypatch):
     n, why = auto(60_000, 4, "igraph", 2)  # a demo-sized graph: starting a worker costs more
     assert n == 1 and "less than starting one" in why
     n, why = auto(10**11, 4, "igraph", 2)  # workers that would not fit in memory
-    assert n == 1 and "GB available" in why
+    assert n == 1 and "free (the memory available" in why
+    # a run's memory_limit is what counts: a 1,000,000-cell graph's worker (~2.7 GB) does not fit in half of 4 GB
+    from scclust._memory import memory_limit, process_rss
+
+    with memory_limit(process_rss() + 4 * 10**9):
+        n, why = auto(30_000_000, 4, "igraph", 2)
+    assert n == 1 and "free (memory_limit" in why, why
+    assert auto(30_000_000, 4, "igraph", 2)[0] == 2  # the limit ends with the block
     assert auto(30_000_000, 1, "igraph", 2) == (1, "one resolution")
     monkeypatch.setattr(_leiden, "available_cpus", lambda: 1)
     assert auto(30_000_000, 4, "igraph", 2) == (1, "one core")

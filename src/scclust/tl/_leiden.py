@@ -81,7 +81,8 @@ def leiden(
         resolutions a worker would take are estimated to run longer than starting it (about 3 s
         for a fresh interpreter; the estimate is the graph's edges times a per-flavor rate
         measured on simulated kNN graphs) and the workers' memory (about 300 MB plus 80 bytes per
-        edge each) fits in half of the memory available; otherwise one after the other. The
+        edge each) fits in half of the memory this process may still use (in a run: within its
+        ``memory_limit``); otherwise one after the other. The
         choice and its reason are logged and recorded as ``n_processes`` in ``.uns[key_added]``.
     edges
         How the undirected igraph graph is built: ``"both"`` is scanpy's (one edge per stored
@@ -209,8 +210,9 @@ WORKER_BASE_BYTES, WORKER_BYTES_PER_EDGE = 300e6, 80
 def auto_processes(n_edges: int, n_resolutions: int, flavor: str, n_iterations: int) -> tuple[int, str]:
     """Processes for ``n_jobs="auto"``, and the reason: as many as cores and resolutions allow
     when a worker's share of the work outlasts its start and the workers fit in half of the
-    available memory, else 1."""
-    import psutil
+    memory this process may still allocate (:func:`scclust._memory.free_memory`: the machine's,
+    or within a run its ``memory_limit``), else 1."""
+    from .._memory import fmt_bytes, free_memory
 
     cpus = min(available_cpus(), n_resolutions)
     if cpus < 2:
@@ -224,11 +226,11 @@ def auto_processes(n_edges: int, n_resolutions: int, flavor: str, n_iterations: 
     if share < WORKER_START_SECONDS:
         return 1, f"about {share:.1f} s of work per worker, less than starting one"
     need = (cpus - 1) * (WORKER_BASE_BYTES + WORKER_BYTES_PER_EDGE * n_edges)
-    avail = psutil.virtual_memory().available
-    if need > avail / 2:
-        gb = f"{need / 2**30:.1f} GB, more than half of {avail / 2**30:.1f} GB available"
-        return 1, f"{cpus - 1} worker(s) would need {gb}"
-    return cpus, f"at least ~{share:.0f} s of work per worker, {need / 2**30:.1f} GB for the workers"
+    room, what = free_memory()
+    if need > room / 2:
+        half = f"more than half of {fmt_bytes(room)} free ({what})"
+        return 1, f"{cpus - 1} worker(s) would need {fmt_bytes(need)}, {half}"
+    return cpus, f"at least ~{share:.0f} s of work per worker, {fmt_bytes(need)} for the workers"
 
 
 def _partitions_in_workers(adjacency: tuple, res: list[float], options: dict, n_proc: int) -> list:

@@ -361,7 +361,7 @@ def _check_memory(adata: AnnData, cfg: WorkflowConfig, entries: list[tuple[str, 
     Returns ``{label: Estimate}``; raises :class:`~scclust._errors.ResourceError` (one line: the
     stage, its estimate and breakdown, the limit, the options) for the first entry that would not fit.
     """
-    from ._memory import Sizes, available_memory, fmt_bytes, parse_memory_limit, process_rss
+    from ._memory import Sizes, available_memory, fmt_bytes, memory_limit, parse_memory_limit, process_rss
 
     limit = parse_memory_limit(cfg.memory_limit)
     if limit is None:
@@ -396,7 +396,8 @@ def _check_memory(adata: AnnData, cfg: WorkflowConfig, entries: list[tuple[str, 
             n_vars=n_vars,
             nnz=nnz,
         )
-        est = stage.memory(p, sizes)
+        with memory_limit(parse_memory_limit(cfg.memory_limit)):  # auto choices keep to it, as in the run
+            est = stage.memory(p, sizes)
         out[label] = est
         need = held + kept + est.total
         if i >= done and need > limit:
@@ -431,7 +432,10 @@ def _check_memory(adata: AnnData, cfg: WorkflowConfig, entries: list[tuple[str, 
 
 # ------------------------------------------------------------------------------------------ runner
 class _PeakRSS:
-    """Peak resident memory of this process while the block runs (sampled every 20 ms)."""
+    """Peak resident memory of this process while the block runs: on Linux the kernel's high-water
+    mark (``VmHWM``, reset when the block starts), which also sees what a sampling thread cannot,
+    e.g. memory taken and freed while a C extension holds the GIL (building an igraph graph);
+    elsewhere, or where the reset is not allowed, sampled every 20 ms."""
 
     def __init__(self) -> None:
         import psutil
@@ -439,9 +443,15 @@ class _PeakRSS:
         self._proc = psutil.Process()
         self.peak = self.start = 0
         self._stop = threading.Event()
+        self._hwm = False
 
     def __enter__(self) -> Self:
         self.peak = self.start = self._proc.memory_info().rss
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+            self._hwm = True
+        except OSError:
+            self._hwm = False
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -454,6 +464,19 @@ class _PeakRSS:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._proc.memory_info().rss)
+        if self._hwm:
+            self.peak = max(self.peak, _high_water_mark())
+
+
+def _high_water_mark() -> int:
+    """This process's peak resident memory since the last reset (``VmHWM``; Linux), bytes; 0 if unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 @contextlib.contextmanager

@@ -13,12 +13,13 @@ LeidenParams = params_model(tl.leiden, name="LeidenParams", exclude=("resolution
 
 
 def memory(p, sizes):
-    """Peak: ``50 MB + 80 x E`` in this process (``E`` edges: the graph's stored entries, half of
-    them with ``edges: once``; the flat arrays, the igraph graph and its weights), plus ``300 MB + 80 x E``
-    per further worker process (:data:`scclust.tl._leiden.WORKER_BYTES_PER_EDGE`; with ``n_jobs: auto``
-    the workers that :func:`~scclust.tl._leiden.auto_processes` would start, only when they fit in half
-    of the memory available). ``E`` is at most ``2 n (k - 1)``. Measured in this process (k = 20, one
-    process): 20,000 cells 64 MiB added (estimate 106 MiB), 50,000 cells 103 MiB (193 MiB)."""
+    """Peak: ``50 MB + 200 x E`` in this process (``E`` edges: the graph's stored entries, half of
+    them with ``edges: once``; building the igraph graph: the flat arrays, the Python pairs
+    python-igraph takes, the graph and its weights), plus ``300 MB + 200 x E`` per further worker
+    process (:data:`scclust.tl._leiden.WORKER_BYTES_PER_EDGE`; with ``n_jobs: auto`` the workers that
+    :func:`~scclust.tl._leiden.auto_processes` would start, only when they fit in half of the memory
+    available). ``E`` is at most ``2 n (k - 1)``. Measured with the kernel's high-water mark (the
+    build holds the GIL, so a sampling thread misses it): +194 B per edge at 15,700,000 edges."""
     from .._memory import Estimate, cells
     from .._worker import available_cpus
     from ..tl._leiden import (

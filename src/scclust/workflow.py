@@ -432,10 +432,10 @@ def _check_memory(adata: AnnData, cfg: WorkflowConfig, entries: list[tuple[str, 
 
 # ------------------------------------------------------------------------------------------ runner
 class _PeakRSS:
-    """Peak resident memory of this process while the block runs: on Linux the kernel's high-water
-    mark (``VmHWM``, reset when the block starts), which also sees what a sampling thread cannot,
-    e.g. memory taken and freed while a C extension holds the GIL (building an igraph graph);
-    elsewhere, or where the reset is not allowed, sampled every 20 ms."""
+    """Peak resident memory of this process while the block runs, sampled every 20 ms; on Linux,
+    when the block raises the process's high-water mark (``VmHWM``, the peak the run's own
+    ``getrusage`` / ``/usr/bin/time`` report), that mark: it also counts memory taken and freed while
+    a C extension holds the GIL (building an igraph graph), which no sampling thread sees."""
 
     def __init__(self) -> None:
         import psutil
@@ -443,15 +443,11 @@ class _PeakRSS:
         self._proc = psutil.Process()
         self.peak = self.start = 0
         self._stop = threading.Event()
-        self._hwm = False
+        self._hwm = 0
 
     def __enter__(self) -> Self:
         self.peak = self.start = self._proc.memory_info().rss
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-            self._hwm = True
-        except OSError:
-            self._hwm = False
+        self._hwm = _high_water_mark()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -464,8 +460,8 @@ class _PeakRSS:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._proc.memory_info().rss)
-        if self._hwm:
-            self.peak = max(self.peak, _high_water_mark())
+        if (hwm := _high_water_mark()) > self._hwm:  # a new peak of the process, set within the block
+            self.peak = max(self.peak, hwm)
 
 
 def _high_water_mark() -> int:

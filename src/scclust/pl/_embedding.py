@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
+from matplotlib.colors import to_rgba_array
 from matplotlib.figure import Figure
 
 from .._errors import InputError
@@ -145,7 +146,7 @@ def _scatter_categories(ax, xy: np.ndarray, vals: pd.Series, s: float, *, colors
     codes = vals.cat.codes.to_numpy()
     # draw in a fixed pseudo-random order so no group hides another systematically
     order = np.random.default_rng(0).permutation(len(codes))
-    lut = np.array([*cols, "#BBBBBB"])
+    lut = to_rgba_array([*cols, "#BBBBBB"])  # RGBA rows: matplotlib parses no colour string per point
     scatter_cells(ax, xy, order, c=lut[codes], s=s)
     handles = [ax.scatter([], [], c=c, s=30, label=str(cat)) for cat, c in zip(cats, cols, strict=True)]
     if (codes < 0).any():

@@ -61,7 +61,7 @@ def scatter_cells(ax, xy: np.ndarray, order: np.ndarray, *, c, s: float, **kw):
     ``xy``, or one colour); above :data:`ON_TOP_MIN_POINTS` points only those :func:`on_top` (the
     colour scale of numeric ``c`` is still set from every point)."""
     per_point = isinstance(c, np.ndarray) and c.shape[:1] == xy.shape[:1]
-    if per_point and np.issubdtype(c.dtype, np.number):
+    if per_point and c.ndim == 1 and np.issubdtype(c.dtype, np.number):  # values, not RGBA rows
         finite = c[np.isfinite(c)]
         if finite.size:
             kw.setdefault("vmin", float(finite.min()))

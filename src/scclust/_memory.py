@@ -23,6 +23,7 @@ __all__ = [
     "available_memory",
     "fmt_bytes",
     "free_memory",
+    "high_water_mark",
     "memory_limit",
     "parse_memory_limit",
     "process_rss",
@@ -78,6 +79,17 @@ def process_rss() -> int:
     import psutil
 
     return int(psutil.Process().memory_info().rss)
+
+
+def high_water_mark() -> int:
+    """This process's peak resident memory so far (``VmHWM``, Linux), bytes; 0 where unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _read_int(path: str) -> int | None:

@@ -32,6 +32,7 @@ from anndata import AnnData
 from ._errors import ConfigError, InputError, MissingKeyError, OutputError, ResourceError, choices
 from ._input import parse_input
 from ._io import output_errors, package_versions, read_input, write_h5ad, write_text
+from ._memory import high_water_mark
 from .config import WorkflowConfig
 from .stages import REGISTRY, Makes, RunContext
 
@@ -363,7 +364,7 @@ def _check_memory(adata: AnnData, cfg: WorkflowConfig, entries: list[tuple[str, 
     """
     from ._memory import Sizes, available_memory, fmt_bytes, memory_limit, parse_memory_limit, process_rss
 
-    limit = parse_memory_limit(cfg.memory_limit)
+    limit = configured = parse_memory_limit(cfg.memory_limit)
     if limit is None:
         limit, what = available_memory()
         what = f"memory_limit auto: {what}"
@@ -396,7 +397,7 @@ def _check_memory(adata: AnnData, cfg: WorkflowConfig, entries: list[tuple[str, 
             n_vars=n_vars,
             nnz=nnz,
         )
-        with memory_limit(parse_memory_limit(cfg.memory_limit)):  # auto choices keep to it, as in the run
+        with memory_limit(configured):  # the auto choices an estimate predicts keep to it, as in the run
             est = stage.memory(p, sizes)
         out[label] = est
         need = held + kept + est.total
@@ -447,7 +448,7 @@ class _PeakRSS:
 
     def __enter__(self) -> Self:
         self.peak = self.start = self._proc.memory_info().rss
-        self._hwm = _high_water_mark()
+        self._hwm = high_water_mark()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -460,19 +461,8 @@ class _PeakRSS:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._proc.memory_info().rss)
-        if (hwm := _high_water_mark()) > self._hwm:  # a new peak of the process, set within the block
+        if (hwm := high_water_mark()) > self._hwm:  # a new peak of the process, set within the block
             self.peak = max(self.peak, hwm)
-
-
-def _high_water_mark() -> int:
-    """This process's peak resident memory since the last reset (``VmHWM``; Linux), bytes; 0 if unknown."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 @contextlib.contextmanager

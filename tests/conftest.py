@@ -15,7 +15,6 @@ import pytest
 matplotlib.use("agg")
 os.environ.setdefault("MPLBACKEND", "agg")
 
-
 def _built_once(factory, name: str, make):
     """``make()``, built by the first process of this session that asks and read by the others: under
     pytest-xdist every worker would otherwise build its own copy of the same simulation (tens of

@@ -86,39 +86,7 @@ def kang_path():
 SLOW_FIXTURES = {"sim", "sim7332", "kang_path"}
 
 
-#: measured seconds per test file (setup + call + teardown): the files are handed to the pytest-xdist
-#: workers longest first (``--no-loadscope-reorder``; xdist's own order is by number of tests), so the
-#: long single-test files do not start last and the workers finish together. Refresh after adding or
-#: changing slow tests: ``SCCLUST_WRITE_DURATIONS=1 pytest``.
-DURATIONS = Path(__file__).with_name("durations.json")
-
-
-def _file(nodeid: str) -> str:
-    return nodeid.split("::", 1)[0]
-
-
 def pytest_collection_modifyitems(config, items):
-    import json
-
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
-    unknown = sum(seconds.values()) / len(seconds) if seconds else 0.0  # a new file: an average one
-    items.sort(key=lambda item: -seconds.get(_file(item.nodeid), unknown))  # stable: a file stays in order
-
-
-_measured: dict[str, float] = {}
-
-
-def pytest_runtest_logreport(report):
-    if os.environ.get("SCCLUST_WRITE_DURATIONS"):
-        _measured[_file(report.nodeid)] = _measured.get(_file(report.nodeid), 0.0) + report.duration
-
-
-def pytest_sessionfinish(session):
-    import json
-
-    if _measured and not hasattr(session.config, "workerinput"):  # the controller (or a run without xdist)
-        ranked = dict(sorted(((f, round(s, 1)) for f, s in _measured.items()), key=lambda fs: -fs[1]))
-        DURATIONS.write_text(json.dumps(ranked, indent=1) + "\n")

@@ -248,3 +248,75 @@ def test_auto_flavor_is_leidenalg_at_lab_size_and_igraph_above(graph, monkeypatc
     assert big.obs["leiden_0.6"].equals(fast.obs["leiden_0.6"])
     params = big.uns["leiden"]["params"]
     assert (params["flavor"], params["n_iterations"]) == ("igraph", 2) and "2 iterations" in params["auto"]
+
+
+def _old_edges(adjacency, *, once):
+    """The graph's edges as scipy builds them: every stored entry, or the upper triangle (self-loops halved)."""
+    from scipy import sparse
+
+    a = sparse.csr_matrix(adjacency, copy=True)
+    a.eliminate_zeros()
+    a.sort_indices()
+    if once:
+        a = sparse.csr_matrix(sparse.triu(a, k=1) + sparse.diags(a.diagonal() / 2))
+        a.eliminate_zeros()
+        a.sort_indices()
+    coo = a.tocoo()
+    return coo.row, coo.col, coo.data.astype(np.float64)
+
+
+def test_edges_equal_scipys_and_leave_the_matrix_unchanged(graph):
+    from scipy import sparse
+
+    from scclust.tl._leiden import _edges
+
+    A = sparse.csr_matrix(graph.obsp["connectivities"], copy=True)
+    A.setdiag(0.5)  # self-loops: halved when each pair is kept once
+    rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+    pick = (rows < A.indices) & (np.arange(A.nnz) % 97 == 0)
+    key, n = rows * A.shape[0] + A.indices, A.shape[0]
+    zeroed = np.isin(key, np.r_[key[pick], A.indices[pick] * n + rows[pick]])
+    A.data[zeroed] = 0  # explicit zeros of both entries of some pairs: dropped, still symmetric
+    A.has_sorted_indices = False  # as if unsorted: the function must not sort the caller's arrays
+    before = (A.indptr.copy(), A.indices.copy(), A.data.copy())
+    for once in (False, True):
+        n, rows, cols, w = _edges(A, directed=False, once=once)
+        ref = _old_edges(A, once=once)
+        assert n == A.shape[0]
+        for got, want in zip((rows, cols, w), ref, strict=True):
+            np.testing.assert_array_equal(got, want)
+    assert all(np.array_equal(x, y) for x, y in zip((A.indptr, A.indices, A.data), before, strict=True))
+    # not symmetric (one weight changed): every stored entry, as scanpy's graph
+    B = sparse.csr_matrix(graph.obsp["connectivities"], copy=True)
+    B.data[0] *= 2
+    assert _edges(B, directed=False, once=True)[1].size == B.nnz
+
+
+def test_edge_list_file_builds_the_same_graph_and_labels(graph, tmp_path, monkeypatch):
+    """Large graphs reach igraph through a text edge list: the same edges in the same order as the
+    Python pairs (ids 0 and the last ids, several digit counts, isolated vertices at the end), so
+    the same labels."""
+    import igraph as ig
+
+    from scclust.tl import _leiden
+
+    n = 1_005
+    rows = np.array([0, 0, 3, 9, 10, 99, 100, 999], dtype=np.int32)
+    cols = np.array([1, 999, 4, 10, 100, 100, 999, 999], dtype=np.int32)
+    files = _leiden.spill((n, rows, cols, np.linspace(0.1, 1, rows.size)), tmp_path)
+    g, w = _leiden._to_igraph(files, directed=False)
+    assert g.vcount() == n and g.get_edgelist() == list(zip(rows.tolist(), cols.tolist(), strict=True))
+    np.testing.assert_array_equal(w, np.linspace(0.1, 1, rows.size))
+    small = tmp_path / "block.txt"
+    _leiden.write_edgelist(small, rows, cols, block=3)  # block boundaries inside the list
+    assert ig.Graph.Read_Edgelist(str(small), directed=False).get_edgelist() == g.get_edgelist()
+
+    pairs, spilled = graph.copy(), graph.copy()
+    kw = {"resolutions": [0.4, 1.0], "flavor": "igraph", "edges": "once"}
+    tl.leiden(pairs, **kw, n_jobs=1)
+    monkeypatch.setattr(_leiden, "EDGE_FILE_MIN_EDGES", 0)
+    tl.leiden(spilled, **kw, n_jobs=2)  # the worker process reads the same file
+    assert spilled.uns["leiden"]["n_processes"] == 2
+    for key, info in pairs.uns["leiden"]["clusterings"].items():
+        assert pairs.obs[key].equals(spilled.obs[key]), key
+        assert spilled.uns["leiden"]["clusterings"][key] == info

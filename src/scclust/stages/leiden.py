@@ -13,21 +13,22 @@ LeidenParams = params_model(tl.leiden, name="LeidenParams", exclude=("resolution
 
 
 def memory(p, sizes):
-    """Peak: ``50 MB + 200 x E`` in this process (``E`` edges: the graph's stored entries, half of
-    them with ``edges: once``; building the igraph graph: the flat arrays, the Python pairs
-    python-igraph takes, the graph and its weights), plus ``300 MB + 200 x E`` per further worker
-    process (:data:`scclust.tl._leiden.WORKER_BYTES_PER_EDGE`; with ``n_jobs: auto`` the workers that
-    :func:`~scclust.tl._leiden.auto_processes` would start, only when they fit in half of the memory
-    available). ``E`` is at most ``2 n (k - 1)``. Measured with the kernel's high-water mark (the
-    build holds the GIL, so a sampling thread misses it): +194 B per edge at 15,700,000 edges."""
+    """Peak: ``50 MB + b x E`` in this process (``E`` edges: the graph's stored entries, half of
+    them with ``edges: once``; ``b`` = 200 B while python-igraph builds the graph from Python pairs,
+    110 B from 40,000,000 edges, where igraph reads an edge-list file and the Leiden run itself is the
+    peak: :func:`scclust.tl._leiden.bytes_per_edge`), plus ``300 MB + b x E`` per further worker
+    process (with ``n_jobs: auto`` the workers that :func:`~scclust.tl._leiden.auto_processes` would
+    start, only when they fit in half of the memory available). ``E`` is at most ``2 n (k - 1)``.
+    Measured with the kernel's high-water mark (the build holds the GIL, so a sampling thread misses
+    it) at 15,700,000 edges: +194 B per edge from the pairs, +108 B from the file."""
     from .._memory import Estimate, cells
     from .._worker import available_cpus
     from ..tl._leiden import (
         EDGES_BOTH_MAX_CELLS,
         WORKER_BASE_BYTES,
-        WORKER_BYTES_PER_EDGE,
         auto_flavor,
         auto_processes,
+        bytes_per_edge,
     )
 
     n = sizes.n_obs
@@ -40,10 +41,11 @@ def memory(p, sizes):
         n_proc = auto_processes(edges, n_res, flavor, n_iter)[0]
     else:
         n_proc = min(n_res, available_cpus() if p.n_jobs == -1 else p.n_jobs)
-    per_graph = WORKER_BYTES_PER_EDGE * float(edges)
+    b = bytes_per_edge(edges, flavor)
+    per_graph = b * float(edges)
     parts = [
         ("igraph / leidenalg", 50e6),
-        (f"graph of {cells(n)} cells, {cells(edges)} edges x {WORKER_BYTES_PER_EDGE} B", per_graph),
+        (f"graph of {cells(n)} cells, {cells(edges)} edges x {b} B", per_graph),
     ]
     if n_proc > 1:
         parts.append(

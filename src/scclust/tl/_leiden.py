@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import random
+import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -78,11 +80,14 @@ def leiden(
         Each resolution uses the same seed in any process, so the labels do not depend on ``n_jobs``.
         Each worker receives the graph's edges once as three flat arrays (12 bytes per edge:
         190 MB for a 1,000,000-cell k = 20 graph) and builds its own igraph graph (34 bytes per
-        edge, ~200 while it is built); nothing dense is copied. ``"auto"``: one process per core when the
+        edge, ~200 while it is built); nothing dense is copied. From 40,000,000 edges (above ~2.5
+        million cells at k = 20) the edges are written once to a temporary text file that igraph
+        reads in C, here and in every worker (~110 bytes per edge at the peak instead of ~200;
+        the same graph, so the same labels). ``"auto"``: one process per core when the
         resolutions a worker would take are estimated to run longer than starting it (about 3 s
         for a fresh interpreter; the estimate is the graph's edges times a per-flavor rate
         measured on simulated kNN graphs) and the workers' memory (about 300 MB plus 200 bytes per
-        edge each, the peak of building the graph) fits in half of the memory this process may
+        edge each, or 110 from the file) fits in half of the memory this process may
         still use (in a run: within its ``memory_limit``); otherwise one after the other. The
         choice and its reason are logged and recorded as ``n_processes`` in ``.uns[key_added]``.
     edges
@@ -133,8 +138,9 @@ def leiden(
         logger.info("leiden: flavor %s, n_iterations %d (flavor auto: %s)", flavor, n_iterations, auto)
     edges_used = edges if edges != "auto" else ("both" if adjacency.shape[0] <= EDGES_BOTH_MAX_CELLS else "once")
     graph = _edges(adjacency, directed=flavor == "leidenalg", once=edges_used == "once")
+    n_edges = graph[1].size
     if n_jobs == "auto":
-        n_proc, why = auto_processes(graph[1].size, len(res), flavor, n_iterations)
+        n_proc, why = auto_processes(n_edges, len(res), flavor, n_iterations)
         logger.info("leiden: %d process%s (n_jobs auto: %s)", n_proc, "" if n_proc == 1 else "es", why)
     else:
         n_proc = min(len(res), available_cpus() if n_jobs == -1 else n_jobs)
@@ -148,7 +154,13 @@ def leiden(
         "fast_rng": edges_used == "once",
     }
     del adjacency
-    results = _partitions_in_workers(graph, res, options, n_proc) if n_proc > 1 else _partitions(graph, res, options)
+    with tempfile.TemporaryDirectory(prefix="scclust-leiden-") as tmp:
+        if n_edges >= EDGE_FILE_MIN_EDGES and flavor != "leidenalg":
+            graph = spill(graph, tmp)  # the arrays go: igraph reads the file, here and in the workers
+            logger.info("leiden: %s edges handed to igraph as an edge-list file (%s)", f"{n_edges:,}", tmp)
+        parallel = n_proc > 1
+        results = _partitions_in_workers(graph, res, options, n_proc) if parallel else _partitions(graph, res, options)
+        del graph
     summary = {}
     keys = [key_added] if single else leiden_keys(key_added, res)
     for r, key, (membership, modularity, seconds) in zip(res, keys, results, strict=True):
@@ -204,11 +216,18 @@ def auto_flavor(n_cells: int, n_iterations: int) -> tuple[str, int, str]:
 SECONDS_PER_EDGE = {"igraph": 1.7e-6, "louvain": 1.7e-6, "leidenalg": 1e-5, "leidenalg_converge": 2e-5}
 #: Seconds to start a worker process (a fresh interpreter importing scclust and igraph).
 WORKER_START_SECONDS = 3.0
-#: Memory of a worker: the interpreter, and per edge the peak of building its igraph graph (also in
-#: this process): python-igraph takes the edges as Python objects (~120-160 B per edge, freed once
-#: built) beside the arrays received (12 B) and the graph (34 B). Measured with the kernel's
-#: high-water mark at 15,700,000 edges: +185 B per edge (int64 buffer) / +194 B (list of pairs).
-WORKER_BASE_BYTES, WORKER_BYTES_PER_EDGE = 300e6, 200
+#: Memory of a worker process: the interpreter, and per edge the peak of one process running Leiden
+#: (the same in this process), measured with the kernel's high-water mark at 15,700,000 edges:
+#: building the graph from python-igraph's Python pairs +194 B per edge (the pairs, the arrays
+#: received: 12 B, the graph: 34 B); from the edge-list file (:data:`EDGE_FILE_MIN_EDGES`) the
+#: Leiden run itself is the peak, +108 B per edge (the graph, its weights: 8 B, igraph's working
+#: copies during the run).
+WORKER_BASE_BYTES, PAIRS_BYTES_PER_EDGE, FILE_BYTES_PER_EDGE = 300e6, 200, 110
+
+
+def bytes_per_edge(n_edges: int, flavor: str) -> int:
+    """Peak memory per edge of a process running Leiden on ``n_edges`` edges with ``flavor``."""
+    return FILE_BYTES_PER_EDGE if n_edges >= EDGE_FILE_MIN_EDGES and flavor != "leidenalg" else PAIRS_BYTES_PER_EDGE
 
 
 def auto_processes(n_edges: int, n_resolutions: int, flavor: str, n_iterations: int) -> tuple[int, str]:
@@ -229,7 +248,7 @@ def auto_processes(n_edges: int, n_resolutions: int, flavor: str, n_iterations: 
     share = rate * n_edges * (n_resolutions // cpus)  # estimated seconds of one worker's resolutions
     if share < WORKER_START_SECONDS:
         return 1, f"about {share:.1f} s of work per worker, less than starting one"
-    need = (cpus - 1) * (WORKER_BASE_BYTES + WORKER_BYTES_PER_EDGE * n_edges)
+    need = (cpus - 1) * (WORKER_BASE_BYTES + bytes_per_edge(n_edges, flavor) * n_edges)
     room, what = free_memory()
     if need > room / 2:
         half = f"more than half of {fmt_bytes(room)} free ({what})"
@@ -237,7 +256,7 @@ def auto_processes(n_edges: int, n_resolutions: int, flavor: str, n_iterations: 
     return cpus, f"at least ~{share:.0f} s of work per worker, {fmt_bytes(need)} for the workers"
 
 
-def _partitions_in_workers(adjacency: tuple, res: list[float], options: dict, n_proc: int) -> list:
+def _partitions_in_workers(adjacency: tuple | EdgeFiles, res: list[float], options: dict, n_proc: int) -> list:
     """:func:`_partitions` for every resolution, shared between this process and ``n_proc - 1`` worker
     processes (highest, slowest resolutions dealt first, round robin; one call per worker, so no pipe
     can fill up). A worker that fails or cannot start: its resolutions are computed here."""
@@ -282,14 +301,18 @@ EDGES_BOTH_MAX_CELLS = 50_000
 
 
 def _edges(adjacency: sparse.csr_matrix, *, directed: bool, once: bool) -> tuple:
-    """``(n, rows, cols, weights)`` of the igraph graph to build, as flat NumPy arrays.
+    """``(n, rows, cols, weights)`` of the igraph graph to build, as flat NumPy arrays (int32, int32,
+    float64); ``adjacency`` itself is not changed.
 
-    Every stored entry, row-major (scanpy's graph), unless ``once`` and the graph is undirected
-    and symmetric: then each pair once (``row < col``).
+    Every stored non-zero entry, row-major (scanpy's graph), unless ``once`` and the graph is
+    undirected and symmetric: then each pair once (``row < col``; a self-loop, counted twice by
+    igraph, with half its weight).
     """
-    adjacency = sparse.csr_matrix(adjacency)
-    adjacency.eliminate_zeros()
-    adjacency.sort_indices()
+    adjacency = sparse.csr_matrix(adjacency)  # shares the arrays of a CSR input
+    if not adjacency.has_sorted_indices or (adjacency.data == 0).any():
+        adjacency = adjacency.copy()  # sorted and without zeros here, the caller's matrix as it was
+        adjacency.eliminate_zeros()
+        adjacency.sort_indices()
     n = adjacency.shape[0]
     if once and not directed and (adjacency != adjacency.T).nnz == 0:
         up = sparse.triu(adjacency, k=1, format="csr")
@@ -302,10 +325,63 @@ def _edges(adjacency: sparse.csr_matrix, *, directed: bool, once: bool) -> tuple
     return n, rows, adjacency.indices.astype(np.int32, copy=False), adjacency.data.astype(np.float64)
 
 
-def _partitions(graph: tuple, res: list[float], options: dict) -> list[tuple[np.ndarray, float, float]]:
+#: Edges from which the igraph graph is read from a text edge list (written in blocks by
+#: :func:`write_edgelist`, read by igraph's C reader) instead of python-igraph's Python pairs: at
+#: 15,700,000 edges (1,000,000 cells, k = 20) the pairs peak at +3.0 GB and take ~9 s, the file +0.8 GB
+#: (written in ~5 s, 0.22 GB, read in ~18 s); the labels are identical. At 10,000,000 cells (157
+#: million edges) the pairs would need ~30 GB.
+EDGE_FILE_MIN_EDGES = 40_000_000
+
+
+@dataclass(frozen=True)
+class EdgeFiles:
+    """A graph of :func:`_edges` written to disk for igraph: its ``n`` vertices, the edge list (text,
+    one ``row col`` line per edge, in order) and the weights (``.npy``, float64). A worker process
+    receives these paths instead of the arrays."""
+
+    n: int
+    n_edges: int
+    edgelist: str
+    weights: str
+
+
+def write_edgelist(path, rows: np.ndarray, cols: np.ndarray, *, block: int = 1 << 22) -> None:
+    """Write ``rows[i] cols[i]`` lines for igraph's :meth:`~igraph.Graph.Read_Edgelist`: fixed-width
+    decimal fields made with array arithmetic, ``block`` edges at a time (memory: ~30 B per edge
+    of one block; ~0.1 s per million edges)."""
+    top = int(max(rows.max(initial=0), cols.max(initial=0)))
+    width = len(str(top))
+    powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)  # place value of each digit
+    with open(path, "wb") as f:
+        for start in range(0, rows.size, block):
+            r, c = rows[start : start + block], cols[start : start + block]
+            line = np.empty((r.size, 2 * width + 2), dtype=np.uint8)
+            for offset, values in ((0, r), (width + 1, c)):
+                v = values.astype(np.int64)[:, None]
+                digits = (v // powers) % 10
+                # leading zeros become spaces (igraph skips whitespace); a value 0 keeps its last digit
+                lead = (v < powers) & (powers > 1)
+                line[:, offset : offset + width] = np.where(lead, 32, 48 + digits)
+            line[:, width] = 32
+            line[:, -1] = 10
+            f.write(line.tobytes())
+
+
+def spill(graph: tuple, directory) -> EdgeFiles:
+    """:class:`EdgeFiles` of ``graph`` (``(n, rows, cols, weights)``) in ``directory``."""
+    from pathlib import Path
+
+    n, rows, cols, w = graph
+    edgelist, weights = Path(directory) / "edges.txt", Path(directory) / "weights.npy"
+    write_edgelist(edgelist, rows, cols)
+    np.save(weights, w)
+    return EdgeFiles(n=n, n_edges=int(rows.size), edgelist=str(edgelist), weights=str(weights))
+
+
+def _partitions(graph: tuple | EdgeFiles, res: list[float], options: dict) -> list[tuple[np.ndarray, float, float]]:
     """(membership, modularity, seconds) at each resolution; the igraph graph is built once (in any process).
 
-    Memory: the igraph graph (about 50 bytes per edge) and, with weights, their float64 array.
+    Memory: the igraph graph (34 bytes per edge) and, with weights, their float64 array.
     """
     import time
 
@@ -371,17 +447,24 @@ def get_graph(adata: AnnData, neighbors_key: str) -> sparse.csr_matrix:
     return sparse.csr_matrix(adata.obsp[key])
 
 
-def _to_igraph(graph: tuple, *, directed: bool):
-    """igraph graph and its weights from :func:`_edges`, the edges in their order.
+def _to_igraph(graph: tuple | EdgeFiles, *, directed: bool):
+    """igraph graph and its weights from :func:`_edges` (or its :class:`EdgeFiles`), the edges in
+    their order.
 
     python-igraph's wheels (limited C API) take no array without Python objects: a 2-D int64
     ``memoryview`` is turned into a list of lists by ``tolist()`` first. One list of tuples is the
     fastest input measured: 15,700,000 edges (a 1,000,000-cell k = 20 graph) in 8.8 s instead of
-    16.2 s, transient Python objects ~120 bytes per edge (freed once igraph holds the graph; adding
-    them in chunks costs ~2.5 s per call, each re-indexing the graph).
+    16.2 s, transient Python objects ~160 bytes per edge (freed once igraph holds the graph; adding
+    them in chunks costs ~2.5 s per call, each re-indexing the graph). :class:`EdgeFiles` are read
+    by igraph's C reader (no Python object per edge).
     """
     import igraph as ig
 
+    if isinstance(graph, EdgeFiles):
+        g = ig.Graph.Read_Edgelist(graph.edgelist, directed=directed)
+        if g.vcount() < graph.n:  # the reader stops at the largest vertex with an edge
+            g.add_vertices(graph.n - g.vcount())
+        return g, np.load(graph.weights)
     n, rows, cols, w = graph
     g = ig.Graph(n=n, edges=_pairs(rows, cols), directed=directed)
     return g, w

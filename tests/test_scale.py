@@ -68,6 +68,24 @@ def test_ivf_widens_until_min_recall(integ):
     assert lo["nprobe"] < hi["nprobe"] and lo["recall"] < hi["recall"] and hi["recall"] >= 0.999
 
 
+def test_ivf_reranks_more_where_more_probes_stop_raising_the_recall(monkeypatch):
+    """Three tight clusters of 2,000 cells: 4-bit codes cannot rank a cluster's cells, so scanning
+    more lists does not bring the recall to 0.99 with 16 x k candidates re-ranked; with the factor
+    doubled where the recall levels off, it does."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(size=(2000, 30)) * 0.05 + 10 * rng.normal(size=30) for _ in range(3)])
+    X = X.astype(np.float32)
+    grown: dict = {}
+    idx, _, used = _knn.knn(X, 15, backend="ivf", min_recall=0.99, info=grown)
+    assert used == "ivf" and grown["recall"] >= 0.99 and grown["refine_k_factor"] > _knn.REFINE_K_FACTOR, grown
+    ref = NearestNeighbors(n_neighbors=15, algorithm="brute").fit(X).kneighbors(X)[1]
+    assert np.mean([len(set(a) & set(b)) / 15 for a, b in zip(idx, ref, strict=True)]) >= 0.98
+    monkeypatch.setattr(_knn, "MAX_REFINE_K_FACTOR", _knn.REFINE_K_FACTOR)
+    fixed: dict = {}
+    _knn.knn(X, 15, backend="ivf", min_recall=0.99, info=fixed)
+    assert fixed["refine_k_factor"] == _knn.REFINE_K_FACTOR and fixed["recall"] < 0.99, fixed
+
+
 def test_auto_leaves_ivf_for_flat_where_ivf_would_scan_most_lists(integ, monkeypatch, caplog):
     """Above the exact limit (lowered here by parameter), ``auto`` keeps ivf on a clustered embedding
     and takes faiss's brute force where the calibration needs more than 1/2 of the lists (isotropic

@@ -480,8 +480,8 @@ def simulate_integrated(
     1,000,000 cells and 50 dims) plus one block being generated. Written (``path``), each block is
     appended to the file as it is generated and memory does not depend on ``n_cells``: measured at
     50 dims, 1,000,000 cells in 4 to 5 s with a peak of 0.27 GB resident (0.13 GB of it the imports),
-    3,000,000 cells in 13 s with the same peak (about 530 MB of file per million cells), where
-    building it in memory first took 0.84 GB at 1,000,000 cells.
+    3,000,000 cells in 13 s and 10,000,000 in 39 s with the same peak (about 530 MB of file per
+    million cells), where building it in memory first took 0.84 GB at 1,000,000 cells.
 
     Parameters
     ----------

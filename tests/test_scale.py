@@ -221,3 +221,13 @@ def test_leiden_edges_once_same_objective_as_scanpys_graph(integ):
     assert a.uns["both"]["clusterings"]["both_0.6"]["modularity"] == pytest.approx(q_both, rel=1e-9)
     with pytest.raises(ConfigError, match=r"edges: Input should be 'auto', 'both' or 'once' \(got 'half'\)"):
         scc.tl.leiden(a, resolutions=[0.6], edges="half")
+
+
+def test_ivf_queries_in_list_order_read_from_the_index(integ):
+    """The query order taken from the index's lists is the order of each cell's nearest centroid."""
+    from scclust.pp._knn import _ivf_calibrate, _list_order, _prepared
+
+    Y = _prepared(np.ascontiguousarray(integ.obsm["X_pca_harmony"][:, :30]), "euclidean")
+    index, quantizer = _ivf_calibrate(Y, 15, 0, 0.9, {})
+    order = _list_order(index)
+    np.testing.assert_array_equal(order, np.argsort(quantizer.search(Y, 1)[1].ravel(), kind="stable"))

@@ -88,7 +88,7 @@ def knn(
         info.update(recall=1.0, recall_sample=n)
     elif backend == "ivf":
         Y = _prepared(X, metric)
-        index, quantizer = _ivf_calibrate(
+        index, _ = _ivf_calibrate(
             Y, k, random_state, min_recall, info, max_probe_fraction=IVF_MAX_PROBE_FRACTION if auto else 1.0
         )
         if index is None:
@@ -106,7 +106,7 @@ def knn(
             idx, dist = _flat(Y, k, metric, client=client, info=info)
             info.update(recall=1.0, recall_sample=n)
         else:
-            idx, dist = _ivf_search(Y, k, metric, index, quantizer, client=client, info=info)
+            idx, dist = _ivf_search(Y, k, metric, index, client=client, info=info)
     elif backend == "flat":
         idx, dist = _flat(_prepared(X, metric), k, metric, client=client, info=info)
         info.update(recall=1.0, recall_sample=n)
@@ -259,7 +259,7 @@ def _ivf_calibrate(
 
 
 def _ivf_search(
-    Y: np.ndarray, k: int, metric: str, index, quantizer, *, client=None, info: dict | None = None
+    Y: np.ndarray, k: int, metric: str, index, *, client=None, info: dict | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every cell's ``k`` nearest in the calibrated ivf index.
 
@@ -277,7 +277,7 @@ def _ivf_search(
     k = min(k, n)
     # Queries in the order of their nearest list: consecutive queries probe nearly the same lists,
     # which stay in cache (2.5x faster at 1,000,000 cells); each answer is unchanged (per-query search).
-    order = np.argsort(quantizer.search(Y, 1)[1].ravel(), kind="stable")
+    order = _list_order(index)
     if client is not None:
         idx, dist = _dask_search("faiss", index, Y, k, client, info, order=order)
         return _finish(idx, dist, metric)
@@ -287,6 +287,18 @@ def _ivf_search(
         rows = order[s : s + batch]
         dist[rows], idx[rows] = index.search(Y[rows], k)
     return _finish(idx, dist, metric)
+
+
+def _list_order(index) -> np.ndarray:
+    """The cells of the ivf ``index`` (an ``IndexRefineFlat`` around the ivf) list by list, each list
+    in the order its cells were added: the order of their nearest centroid, read from the index
+    instead of assigning every cell again (at 10,000,000 cells and 20,000 lists ~10^13 flops)."""
+    import faiss
+
+    ivf = faiss.downcast_index(index.base_index)
+    lists = ivf.invlists
+    ids = [faiss.rev_swig_ptr(lists.get_ids(i), size).copy() for i in range(ivf.nlist) if (size := lists.list_size(i))]
+    return np.concatenate(ids).astype(np.int64, copy=False)
 
 
 def _flat(

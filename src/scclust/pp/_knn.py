@@ -282,11 +282,18 @@ def _ivf_search(
         idx, dist = _dask_search("faiss", index, Y, k, client, info, order=order)
         return _finish(idx, dist, metric)
     dist, idx = np.empty((n, k), np.float32), np.empty((n, k), np.int64)
-    batch = max(1024, SEARCH_BATCH * REFINE_K_FACTOR // int(index.k_factor))  # the same candidates' memory
+    batch = _search_batch(index)
     for s in range(0, n, batch):
         rows = order[s : s + batch]
         dist[rows], idx[rows] = index.search(Y[rows], k)
     return _finish(idx, dist, metric)
+
+
+def _search_batch(index) -> int:
+    """Queries per search call: :data:`SEARCH_BATCH`, fewer in proportion when the calibration raised
+    an ivf index's re-ranking factor (the same memory of candidates per call)."""
+    k_factor = int(getattr(index, "k_factor", REFINE_K_FACTOR))
+    return max(1024, SEARCH_BATCH * REFINE_K_FACTOR // max(k_factor, REFINE_K_FACTOR))
 
 
 def _list_order(index) -> np.ndarray:
@@ -499,7 +506,7 @@ def _search_block(shared: tuple[str, str, object], Q: np.ndarray, k: int) -> tup
 def _dask_search(
     kind: str, index, Y: np.ndarray, k: int, client, info: dict | None, *, order: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Every row of ``Y`` queried on the workers of ``client`` in blocks of :data:`SEARCH_BATCH`
+    """Every row of ``Y`` queried on the workers of ``client`` in blocks of :func:`_search_batch`
     rows (in ``order`` when given: ivf's order of nearest lists), assembled in cell order.
 
     The same neighbours as the local search: every backend answers each query on its own from the
@@ -513,7 +520,8 @@ def _dask_search(
     n = Y.shape[0]
     k = min(k, n)
     rows = np.arange(n) if order is None else order
-    blocks = [rows[s : s + SEARCH_BATCH] for s in range(0, n, SEARCH_BATCH)]
+    batch = _search_batch(index)
+    blocks = [rows[s : s + batch] for s in range(0, n, batch)]
     shared = _serialized(kind, index)
     results = map_blocks(
         _search_block,
@@ -528,5 +536,5 @@ def _dask_search(
         idx[b], dist[b] = bi, bd
     if info is not None:
         workers = client.scheduler_info().get("workers", {})
-        info["dask"] = {"workers": len(workers), "blocks": len(blocks), "block_cells": SEARCH_BATCH}
+        info["dask"] = {"workers": len(workers), "blocks": len(blocks), "block_cells": batch}
     return idx, dist

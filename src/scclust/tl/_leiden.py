@@ -155,11 +155,13 @@ def leiden(
     }
     del adjacency
     with tempfile.TemporaryDirectory(prefix="scclust-leiden-") as tmp:
-        if n_edges >= EDGE_FILE_MIN_EDGES and flavor != "leidenalg":
+        if uses_edge_file(n_edges, flavor):
             graph = spill(graph, tmp)  # the arrays go: igraph reads the file, here and in the workers
             logger.info("leiden: %s edges handed to igraph as an edge-list file (%s)", f"{n_edges:,}", tmp)
-        parallel = n_proc > 1
-        results = _partitions_in_workers(graph, res, options, n_proc) if parallel else _partitions(graph, res, options)
+        if n_proc > 1:
+            results = _partitions_in_workers(graph, res, options, n_proc)
+        else:
+            results = _partitions(graph, res, options)
         del graph
     summary = {}
     keys = [key_added] if single else leiden_keys(key_added, res)
@@ -225,9 +227,15 @@ WORKER_START_SECONDS = 3.0
 WORKER_BASE_BYTES, PAIRS_BYTES_PER_EDGE, FILE_BYTES_PER_EDGE = 300e6, 200, 110
 
 
+def uses_edge_file(n_edges: int, flavor: str) -> bool:
+    """Whether igraph reads the graph from an edge-list file (:data:`EDGE_FILE_MIN_EDGES`; leidenalg's
+    directed graph always goes as Python pairs)."""
+    return n_edges >= EDGE_FILE_MIN_EDGES and flavor != "leidenalg"
+
+
 def bytes_per_edge(n_edges: int, flavor: str) -> int:
     """Peak memory per edge of a process running Leiden on ``n_edges`` edges with ``flavor``."""
-    return FILE_BYTES_PER_EDGE if n_edges >= EDGE_FILE_MIN_EDGES and flavor != "leidenalg" else PAIRS_BYTES_PER_EDGE
+    return FILE_BYTES_PER_EDGE if uses_edge_file(n_edges, flavor) else PAIRS_BYTES_PER_EDGE
 
 
 def auto_processes(n_edges: int, n_resolutions: int, flavor: str, n_iterations: int) -> tuple[int, str]:
@@ -340,7 +348,6 @@ class EdgeFiles:
     receives these paths instead of the arrays."""
 
     n: int
-    n_edges: int
     edgelist: str
     weights: str
 
@@ -375,7 +382,7 @@ def spill(graph: tuple, directory) -> EdgeFiles:
     edgelist, weights = Path(directory) / "edges.txt", Path(directory) / "weights.npy"
     write_edgelist(edgelist, rows, cols)
     np.save(weights, w)
-    return EdgeFiles(n=n, n_edges=int(rows.size), edgelist=str(edgelist), weights=str(weights))
+    return EdgeFiles(n=n, edgelist=str(edgelist), weights=str(weights))
 
 
 def _partitions(graph: tuple | EdgeFiles, res: list[float], options: dict) -> list[tuple[np.ndarray, float, float]]:

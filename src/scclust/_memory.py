@@ -21,6 +21,7 @@ __all__ = [
     "Estimate",
     "Sizes",
     "available_memory",
+    "check_fits",
     "fmt_bytes",
     "free_memory",
     "high_water_mark",
@@ -122,6 +123,23 @@ def free_memory() -> tuple[int, str]:
     it holds now (with its worker processes, the memory a run of ``memory_limit`` may add)."""
     total, what = available_memory()
     return max(0, total - process_rss()), what
+
+
+def check_fits(what: str, estimate: Estimate) -> None:
+    """Raise :class:`~scclust._errors.ResourceError` (one line: the estimate, its breakdown, the memory
+    free, the options) when ``estimate`` exceeds what this process may still allocate
+    (:func:`free_memory`: within a run, its ``memory_limit``). For a step whose size is known only
+    when it starts (a subclustering's selected cells); the stages' sizes known before a run starts
+    are checked by the run's pre-flight."""
+    from ._errors import ResourceError
+
+    room, where = free_memory()
+    if estimate.total > room:
+        more = "or raise memory_limit" if _LIMIT is not None else "or run on a machine with more memory"
+        raise ResourceError(
+            f"{what} would not fit in memory: about {fmt_bytes(estimate.total)} at its peak ({estimate.breakdown()}), "
+            f"{fmt_bytes(room)} free ({where}); options: {estimate.options + ', ' if estimate.options else ''}{more}"
+        )
 
 
 def available_memory() -> tuple[int, str]:

@@ -10,8 +10,10 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import scclust as scc
-from scclust._errors import ConfigError, InputError, MissingKeyError, ScclustWarning
-from scclust.tl._subcluster import NOT_IN_SUBSET
+from scclust._errors import ConfigError, InputError, MissingKeyError, ResourceError, ScclustWarning
+from scclust._memory import memory_limit, process_rss
+from scclust.pp._prepare import HVG, PCA
+from scclust.tl._subcluster import NOT_IN_SUBSET, SubclusterGraph, memory_estimate
 
 TNK = ["CD4 T", "CD8 T", "NK"]
 #: the lab's T/NK subclustering (configs/tutorial.yaml)
@@ -207,6 +209,23 @@ def test_guards(small):
     c.raw = None
     with pytest.raises(InputError, match=r"\.raw"):
         scc.tl.subcluster(c, **LAB)
+
+
+def test_a_subset_that_cannot_fit_is_refused_before_it_is_copied(small):
+    a = small.copy()
+    rows = np.flatnonzero(a.obs["cell_type"].isin(TNK).to_numpy())
+    est = memory_estimate(a.raw.X, rows, HVG(), PCA(), SubclusterGraph())
+    # the expression term counts the selected rows' stored values
+    assert est.parts[0][1] == 30 * a.raw.X[rows].nnz
+    columns = list(a.obs.columns)
+    with memory_limit(int(process_rss() + est.total / 2)), pytest.raises(ResourceError) as err:
+        scc.tl.subcluster(a, select={"obs_query": "cell_type in ['CD4 T', 'CD8 T', 'NK']"})
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"subcluster 'subset' ({rows.size:,} cells) would not fit in memory: about ")
+    assert "expression" in msg and "scaled HVG matrix" in msg and "free (memory_limit" in msg
+    assert "options: a narrower selection" in msg and "raise memory_limit" in msg
+    assert list(a.obs.columns) == columns  # nothing written into the parent
 
 
 @pytest.mark.shared

@@ -20,6 +20,31 @@ from ._knn import knn
 logger = logging.getLogger(__name__)
 
 
+#: Memory of the kNN search besides its arrays (libraries, faiss's search buffers, the recall
+#: calibration's blocks): measured 0.1 GB for the exact search at 20,000 cells, 0.7 GB for ivf at 100,000
+SEARCH_BASE_BYTES = {"exact": 150e6, "approximate": 750e6}
+#: Bytes per cell and neighbour at the peak: the kNN ids and distances (int64 + float32), the fuzzy
+#: union's COO entries, its transpose and sum, the CSR connectivities and distances
+BYTES_PER_NEIGHBOUR = 48
+
+
+def graph_memory(n: int, d: int, k: int, backend: str = "auto") -> tuple[tuple[str, float], ...]:
+    """The parts of the peak memory :func:`neighbors` adds on ``n`` cells x ``d`` dimensions with ``k``
+    neighbours: ``base + 2 x n x d x 4`` (the rows read and the index's copy) ``+ 48 x n x k``, where
+    ``base`` is :data:`SEARCH_BASE_BYTES` of the exact search (``backend`` exact, or auto up to
+    :data:`scclust.pp._knn.EXACT_MAX_CELLS` cells) or of the approximate one (calibration on the
+    benchmarks page, "Memory")."""
+    from ._knn import EXACT_MAX_CELLS
+
+    exact = backend == "exact" or (backend == "auto" and n <= EXACT_MAX_CELLS)
+    base = SEARCH_BASE_BYTES["exact" if exact else "approximate"]
+    return (
+        ("libraries and search buffers" + ("" if exact else " (approximate index)"), base),
+        (f"rows {n:,} x {d} float32 and the index's copy", 2 * n * d * 4.0),
+        (f"kNN {n:,} x {k} ids + distances and the graphs built from them", BYTES_PER_NEIGHBOUR * n * k),
+    )
+
+
 def rep_digest(X: np.ndarray) -> str:
     """A digest of the representation a graph is built on (0.4 s per 250 MB)."""
     import hashlib

@@ -55,35 +55,18 @@ def run(adata, p, ctx) -> None:
         )
 
 
-#: Memory of the kNN search besides its arrays (libraries, faiss's search buffers, the recall
-#: calibration's blocks): measured 0.1 GB for the exact search at 20,000 cells, 0.7 GB for ivf at 100,000
-SEARCH_BASE_BYTES = {"exact": 150e6, "approximate": 750e6}
-#: Bytes per cell and neighbour at the peak: the kNN ids and distances (int64 + float32), the fuzzy
-#: union's COO entries, its transpose and sum, the CSR connectivities and distances
-BYTES_PER_NEIGHBOUR = 48
-
-
 def memory(p, sizes):
-    """Peak of one graph: ``base + 2 x n x dims x 4`` (the rows read and the index's copy) ``+ 48 x n x k``.
-
-    ``base``: :data:`SEARCH_BASE_BYTES` (exact up to :data:`scclust.pp._knn.EXACT_MAX_CELLS` cells with
-    ``backend: auto``, else the approximate search). Kept after the stage: the graph, ``24 x n x k``
+    """Peak of one graph: :func:`scclust.pp._neighbors.graph_memory`. Kept after the stage: the graph, ``24 x n x k``
     (connectivities ``2 n k`` and distances ``n k`` entries of float32 + int32). Measured (k = 20, 30
     dims): exact, 20,000 cells 102 MiB added (estimate 166 MiB), 50,000 cells 138 MiB (200 MiB); ivf,
     100,000 cells 778 MiB (829 MiB), 1,000,000 cells 1,492 MiB (1,860 MiB).
     """
-    from .._memory import Estimate, cells
-    from ..pp._knn import EXACT_MAX_CELLS
+    from .._memory import Estimate
+    from ..pp._neighbors import graph_memory
 
     n, k, d = sizes.n_obs, p.n_neighbors, sizes.dim(p.use_rep, p.n_pcs)
-    exact = p.backend == "exact" or (p.backend == "auto" and n <= EXACT_MAX_CELLS)
-    base = SEARCH_BASE_BYTES["exact" if exact else "approximate"]
     return Estimate(
-        parts=(
-            ("libraries and search buffers" + ("" if exact else " (approximate index)"), base),
-            (f"rows {cells(n)} x {d} float32 and the index's copy", 2 * n * d * 4.0),
-            (f"kNN {cells(n)} x {k} ids + distances and the graphs built from them", BYTES_PER_NEIGHBOUR * n * k),
-        ),
+        parts=graph_memory(n, d, k, p.backend),
         options="fewer n_neighbors or n_pcs, or cluster a sketch (add the sketch stage)",
         kept=24.0 * n * k,
         graphs={p.key_added: 2 * n * (k - 1)},

@@ -126,7 +126,7 @@ def memory(p, sizes):
     (estimate 6.1 GB with 3,000 HVGs assumed).
     """
     from .._memory import Estimate, cells
-    from .neighbors import BYTES_PER_NEIGHBOUR
+    from ..pp._neighbors import BYTES_PER_NEIGHBOUR
 
     n = sizes.n_obs
     h = min(p.hvg.n_top_genes or HVG_ASSUMED, sizes.n_vars or HVG_ASSUMED)

@@ -135,7 +135,7 @@ def memory(p, sizes):
     from .._memory import Estimate, cells
     from .._worker import available_cpus
     from ..pp._knn import EXACT_MAX_CELLS
-    from .neighbors import BYTES_PER_NEIGHBOUR, SEARCH_BASE_BYTES
+    from ..pp._neighbors import BYTES_PER_NEIGHBOUR, SEARCH_BASE_BYTES
 
     n = sizes.n_obs
     m = min(n, p.max_cells_per_run)

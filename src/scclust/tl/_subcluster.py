@@ -468,11 +468,12 @@ def memory_estimate(raw_x, rows: np.ndarray, hvg: HVG, pca: PCA, graph: Graph) -
     :data:`BYTES_PER_VALUE` per stored value of those rows, the scaled HVG matrix twice
     (``2 x n x h x 4``, ``h`` = ``hvg.n_top_genes`` or :data:`HVG_ASSUMED`), the embeddings
     (``8 x n x n_comps x 4``: PCA, Harmony's copies) and the graph
-    (:func:`scclust.pp._neighbors.graph_memory`). Measured (``tl.subcluster``, the lab's T/NK rule
-    with regress_out, kernel high-water mark over the parent's memory) on :func:`scclust.datasets.simulate`
-    data: 11,406 / 16,843 / 35,707 selected cells, 11.4 / 23.2 / 36.2 million values, 601 / 1,382 / 498
-    HVGs: 0.56 / 1.01 / 1.46 GB added; this formula with the HVGs chosen: 0.57 / 1.07 / 1.46 GB
-    (with 3,000 assumed: 0.79 / 1.29 / 2.18 GB)."""
+    (:func:`scclust.pp._neighbors.graph_memory`). Measured with ``benchmarks/subcluster_memory.py``
+    (the lab's T/NK rule with regress_out on :func:`scclust.datasets.simulate` data, kernel high-water
+    mark over the parent's memory): 11,406 / 16,749 / 35,707 selected cells, 11.4 / 15.4 / 36.2
+    million values: 0.42 / 0.56 / 1.19 GB added, estimated 0.57 / 0.73 / 1.46 GB with the HVGs
+    chosen (0.79 / 1.05 / 2.18 GB with :data:`HVG_ASSUMED`); 23.2 million values, 1,382 HVGs:
+    1.01 GB added, estimated 1.07 GB."""
     from ..pp._neighbors import graph_memory
 
     n = len(rows)

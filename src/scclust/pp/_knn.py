@@ -150,22 +150,15 @@ def _prepared(X: np.ndarray, metric: str) -> np.ndarray:
     return np.ascontiguousarray(Y / norm, dtype=np.float32)
 
 
-def _exact_rows(Y: np.ndarray, rows: np.ndarray, k: int, block: int = 16_384) -> np.ndarray:
-    """Exact k nearest rows of ``Y`` for ``Y[rows]`` (float64 brute force in blocks; ~130 MB at 1,000 rows)."""
-    Q = Y[rows].astype(np.float64)
-    qn = (Q**2).sum(axis=1)[:, None]
-    best_d = np.full((len(rows), k), np.inf)
-    best_i = np.zeros((len(rows), k), np.int64)
-    for s in range(0, Y.shape[0], block):
-        B = Y[s : s + block].astype(np.float64)
-        D = qn - 2 * (Q @ B.T) + (B**2).sum(axis=1)[None, :]
-        kk = min(k, D.shape[1])
-        part = np.argpartition(D, kk - 1, axis=1)[:, :kk]
-        cand_d = np.hstack([best_d, np.take_along_axis(D, part, axis=1)])
-        cand_i = np.hstack([best_i, part + s])
-        order = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
-        best_d, best_i = np.take_along_axis(cand_d, order, axis=1), np.take_along_axis(cand_i, order, axis=1)
-    return best_i
+def _exact_rows(Y: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Exact k nearest rows of ``Y`` for ``Y[rows]``: faiss's brute force, re-ranked in float64
+    (:func:`_flat_block`). At 1,000,000 cells x 30 dims and 1,000 rows 9.5 s (a float64 brute force
+    in NumPy blocks: 17.0 s; the same neighbours in the same order)."""
+    import faiss
+
+    index = faiss.IndexFlatL2(Y.shape[1])
+    index.add(Y)
+    return _flat_block(index, Y[rows], k)[0]
 
 
 def ivf_nlist(n: int) -> int:
@@ -185,7 +178,7 @@ def _ivf_calibrate(
     lists whose centroids are nearest to it. faiss answers queries independently (in parallel over
     queries), so a cell's neighbours do not depend on the number of threads. ``nprobe`` starts at
     ``nlist / 64`` and grows by half until the recall on :data:`RECALL_SAMPLE` seeded cells
-    (against float64 brute force) reaches ``min_recall``, then is bisected down to within 5 % of
+    (against brute force, :func:`_exact_rows`) reaches ``min_recall``, then is bisected down to within 5 % of
     the fewest probes that reach it; ``(None, None)`` is returned as soon as it would exceed
     ``max_probe_fraction`` of the lists (``info`` then holds where it stopped).
 
@@ -200,6 +193,9 @@ def _ivf_calibrate(
 
     n, d = Y.shape
     k = min(k, n)
+    # the recall's reference first: its brute-force index (a copy of the data) is freed before the ivf's
+    q = _recall_sample(n, random_state)
+    ref = _exact_rows(Y, q, k)
     nlist = min(ivf_nlist(n), max(1, n // 8))  # small inputs (tests): at least 8 cells per list
     rng = np.random.default_rng([random_state, 3])
     n_train = min(n, 64 * nlist)
@@ -219,8 +215,6 @@ def _ivf_calibrate(
     index.k_factor = REFINE_K_FACTOR
     index.add(Y)  # (faiss's wrappers keep the inner indexes alive with the outer ones)
     info.update(codes=f"PQ{d}x4 fast-scan", refine_k_factor=REFINE_K_FACTOR)
-    q = _recall_sample(n, random_state)
-    ref = _exact_rows(Y, q, k)
 
     def sample_recall(nprobe: int) -> float:
         ivf.nprobe = nprobe

@@ -74,6 +74,13 @@ def test_background_process_equals_scanpy_in_process(graph, caplog):
         ctx2.resolve(other)
         assert not np.array_equal(other.obsm["X_ref"], ref.obsm["X_ref"])  # its own seed, not a stale result
         assert not executor.busy()
+        # the parallel optimiser in the background process: the coordinates of the call in this process
+        par, here = graph.copy(), graph.copy()
+        ctx.umap(par, key_added="X_par", params=pp.Umap(method="parallel", init="pca", n_epochs=20), random_state=3)
+        assert ctx.background[-1]["stage"] == "test (background X_par)"
+        pp.umap(here, key_added="X_par", method="parallel", init="pca", n_epochs=20, random_state=3)
+        np.testing.assert_array_equal(par.obsm["X_par"], here.obsm["X_par"])
+        assert par.uns["X_par"]["method"] == "parallel" and par.uns["X_par"]["threads"] >= 1
         ctx.umap(graph.copy(), key_added="X_ref", params=params, random_state=3, wait=False)
         with pytest.raises(ValueError, match="other cells"):
             ctx.resolve(graph[:50].copy())
@@ -103,7 +110,8 @@ def test_pca_start_above_the_spectral_limit(graph, monkeypatch):
     auto = graph.copy()
     pp.umap(auto, random_state=0)
     np.testing.assert_array_equal(auto.obsm["X_umap"], ref.obsm["X_umap"])
-    assert auto.uns["X_umap"]["init"] == "spectral"
+    assert auto.uns["X_umap"]["init"] == "spectral" and auto.uns["X_umap"]["method"] == "umap-learn"
+    assert auto.uns["X_umap"]["threads"] == 1
     monkeypatch.setattr(_umap, "SPECTRAL_MAX_CELLS", 100)
     big = graph.copy()
     pp.umap(big, random_state=0)
@@ -128,3 +136,81 @@ def test_background_in_process_when_disabled(graph):
         ctx.resolve(ours)
         pp.umap(ref, random_state=0)
         np.testing.assert_array_equal(ours.obsm["X_umap"], ref.obsm["X_umap"])
+
+
+@pytest.mark.parametrize("init", ["spectral", "pca"])
+def test_parallel_optimises_what_umap_learn_optimises(graph, monkeypatch, init):
+    """``method="parallel"`` starts from umap-learn's start (scaled, with its noise) and samples the
+    same edges with the same ``a``, ``b`` and epochs per sample as ``sc.tl.umap`` does."""
+    import umap.umap_
+
+    from scclust.pp import _layout
+
+    seen = {}
+
+    def capture_umap(embedding, tail_embedding, head, tail, n_epochs, n_vertices, epochs_per_sample, a, b, *_, **kw):
+        assert kw["move_other"] and tail_embedding is embedding
+        seen["umap"] = (embedding.copy(), dict(zip(zip(head.tolist(), tail.tolist()), epochs_per_sample)), a, b)
+        return embedding
+
+    def capture_ours(embedding, graph_, *, n_epochs, a, b, seed):
+        indptr, indices, eps, tail = _layout.edge_schedule(graph_, n_epochs)
+        rows = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+        seen["ours"] = (embedding.copy(), dict(zip(zip(rows.tolist(), indices.tolist()), eps)), a, b, tail)
+        return embedding
+
+    monkeypatch.setattr(umap.umap_, "optimize_layout_euclidean", capture_umap)
+    monkeypatch.setattr(_layout, "optimize", capture_ours)
+    for method in ("umap-learn", "parallel"):
+        pp.umap(graph.copy(), method=method, init=init, n_epochs=50, min_dist=0.3, random_state=2)
+    (start_u, edges_u, a_u, b_u), (start_o, edges_o, a_o, b_o, tail) = seen["umap"], seen["ours"]
+    np.testing.assert_array_equal(start_o, start_u)
+    assert (a_o, b_o) == (a_u, b_u) and tail is None  # the graph is symmetric: j -> i sampled with i -> j
+    assert edges_o == edges_u and len(edges_u) > 10 * graph.n_obs
+
+
+def _bench_quality():
+    """``quality()`` of ``benchmarks/bench_layout.py``: the measure the benchmarks page reports."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_layout.py"
+    spec = importlib.util.spec_from_file_location("bench_layout", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.quality
+
+
+@pytest.mark.slow  # umap-learn compiles its numba code in a fresh process (~15 s)
+def test_parallel_layout_as_good_as_umap_learn():
+    """On 3,000 simulated cells of 8 known types (the benchmark's graph: k = 20 on 30 Harmony
+    dimensions, 200 epochs from the same start), the parallel layout keeps the cells' graph
+    neighbours among their 20 nearest cells in 2-D within 0.02 of umap-learn's share (the
+    acceptance target at 200,000 cells; umap-learn's own share varies by 0.002 between seeds here)
+    and separates the true types within 0.05 of umap-learn's silhouette (umap-learn's own spans
+    0.752 to 0.783 over seeds 0 to 3 here, so one seed cannot be held to 0.02); both far above the
+    start's (0.12 and 0.09: the optimisation is what the measure sees)."""
+    import numba
+    from scipy import sparse
+
+    from scclust.datasets import simulate_integrated
+
+    quality = _bench_quality()
+    adata = simulate_integrated(3000)
+    pp.neighbors(adata, use_rep="X_pca_harmony", n_pcs=30, n_neighbors=20)
+    knn, types = sparse.csr_matrix(adata.obsp["distances"]), adata.obs["cell_type"].to_numpy()
+    cells = np.arange(adata.n_obs)
+    got = {}
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)  # the same coordinates on any number (test_layout.py), without a busy machine's waits
+    try:
+        for method in ("umap-learn", "parallel"):
+            out = adata.copy()
+            pp.umap(out, method=method, init="pca", n_epochs=200, random_state=0)
+            got[method] = quality(out.obsm["X_umap"], knn, types, cells)
+    finally:
+        numba.set_num_threads(threads)
+    start = quality(np.asarray(adata.obsm["X_pca_harmony"][:, :2]), knn, types, cells)
+    for measure, tolerance in (("knn_kept", 0.02), ("silhouette_types", 0.05)):
+        assert abs(got["parallel"][measure] - got["umap-learn"][measure]) <= tolerance, (measure, got)
+        assert got["parallel"][measure] >= start[measure] + 0.1, (measure, got, start)

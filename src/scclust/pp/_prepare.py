@@ -380,7 +380,7 @@ Graph = params_model(
     neighbors, name="Graph", base=Group, include=("n_neighbors", "n_pcs", "metric", "backend", "min_recall")
 )
 #: the UMAP layout (:func:`scclust.pp.umap`)
-Umap = params_model(umap, name="Umap", base=Group, include=("min_dist", "n_epochs", "init"))
+Umap = params_model(umap, name="Umap", base=Group, include=("min_dist", "n_epochs", "init", "method"))
 #: prepare's graph: 20 neighbours on 30 Harmony dimensions (the lab's)
 PrepareGraph = Graph.with_defaults("PrepareGraph", n_neighbors=20, n_pcs=30)
 

@@ -1,4 +1,5 @@
-"""UMAP of an existing graph (``sc.tl.umap``), and the pieces a background process needs.
+"""UMAP of an existing graph (``sc.tl.umap``, or the parallel optimiser of :mod:`scclust.pp._layout`),
+and the pieces a background process needs.
 
 umap-learn's first use in a process is slow: pynndescent 0.6 compiles its distance functions with
 numba when imported and umap compiles its layout optimiser on the first call, and neither is cached
@@ -34,6 +35,13 @@ logger = logging.getLogger(__name__)
 #: eigensolver does not finish in reasonable time at 1,000,000 cells; see the benchmarks page).
 SPECTRAL_MAX_CELLS = 200_000
 
+#: ``method="auto"`` runs umap-learn (``sc.tl.umap``) up to this many cells and the parallel
+#: optimiser (:mod:`scclust.pp._layout`) above: the same boundary as ``init="auto"``'s, so a layout
+#: changes character at one size only; below it the layout is scanpy's and costs under a minute
+#: (100 epochs at 200,000 cells: 52 s on 2 cores), above it umap-learn's single thread is the
+#: critical path of a run (390 s at 1,000,000 cells). See the benchmarks page.
+UMAP_LEARN_MAX_CELLS = 200_000
+
 
 @validated
 def umap(
@@ -45,8 +53,18 @@ def umap(
     random_state: int = 0,
     n_epochs: PositiveInt | None = None,
     init: Literal["auto", "spectral", "pca"] = "auto",
+    method: Literal["auto", "umap-learn", "parallel"] = "auto",
 ) -> None:
-    """``sc.tl.umap`` on an existing graph, stored under ``.obsm[key_added]``.
+    """The UMAP layout of an existing graph (``sc.tl.umap``, or the same optimisation on every core),
+    stored under ``.obsm[key_added]``.
+
+    Both methods give the same coordinates for the same graph, options and seed, on every rerun.
+    ``umap-learn`` is ``sc.tl.umap`` itself: umap-learn's seeded optimisation, on one thread.
+    ``parallel`` optimises the same objective with umap-learn's constants, edge schedule and start
+    (``a``, ``b``, learning rate, negative sampling, epochs) on every core (numba threads), in
+    sweeps where every cell's new position is computed from positions no thread is writing; its
+    coordinates are the same with any number of threads, but they are not umap-learn's (how the
+    two compare: :mod:`scclust.pp._layout` and the benchmarks page).
 
     Parameters
     ----------
@@ -67,11 +85,18 @@ def umap(
         Start of the layout: ``spectral`` (scanpy's default, the lab's layout), ``pca`` (the first
         two dimensions of the representation the graph was built on) or ``auto``: spectral up to
         :data:`SPECTRAL_MAX_CELLS` cells, pca above.
+    method
+        Optimiser: ``umap-learn`` (``sc.tl.umap``, seeded, one thread: the lab's layout),
+        ``parallel`` (the same objective optimised on every core; the same coordinates with any
+        number of threads) or ``auto``: umap-learn up to
+        :data:`UMAP_LEARN_MAX_CELLS` cells, parallel above. The choice depends on the number of
+        cells only, never on the machine, so a config gives the same layout everywhere.
 
     Returns
     -------
-    ``None``, having written ``.obsm[key_added]`` and ``.uns[key_added]`` (scanpy's parameters and
-    ``init``, the start used).
+    ``None``, having written ``.obsm[key_added]`` and ``.uns[key_added]``: scanpy's ``params``
+    (``a``, ``b``; ``sc.pl.umap`` reads them), ``init`` (the start used), ``method`` (the optimiser
+    used), ``method_reason`` (why) and ``threads`` (the threads its epochs ran on).
     """
     obsm, uns, caught = umap_job(
         graph_only(adata, neighbors_key),
@@ -83,6 +108,7 @@ def umap(
             random_state=random_state,
             n_epochs=n_epochs,
             init=init,
+            method=method,
         ),
     )
     write_umap(adata, obsm, uns, caught)
@@ -97,8 +123,10 @@ def umap_kwargs(
     random_state: int,
     n_epochs: int | None,
     init: str,
+    method: str,
 ) -> dict[str, Any]:
-    """``sc.tl.umap``'s arguments for :func:`umap`'s options (``init`` resolved, its start array made)."""
+    """``sc.tl.umap``'s arguments for :func:`umap`'s options (``init`` and ``method`` resolved, the
+    start array made); the choices travel as ``_init``, ``_method`` and ``_method_reason``."""
     if neighbors_key not in adata.uns or "connectivities_key" not in adata.uns[neighbors_key]:
         raise MissingKeyError(f"graph {neighbors_key!r} not found in .uns; run the neighbors stage first")
     kwargs: dict[str, Any] = {
@@ -127,7 +155,17 @@ def umap_kwargs(
             SPECTRAL_MAX_CELLS,
         )
     kwargs["_init"] = init
+    kwargs["_method"], kwargs["_method_reason"] = choose_method(adata.n_obs, method)
     return kwargs
+
+
+def choose_method(n_cells: int, method: str) -> tuple[str, str]:
+    """``(method, reason)`` for :func:`umap`'s ``method``."""
+    if method != "auto":
+        return method, f"method {method!r} given"
+    if n_cells <= UMAP_LEARN_MAX_CELLS:
+        return "umap-learn", f"method auto: {n_cells:,} cells <= {UMAP_LEARN_MAX_CELLS:,}, scanpy's own layout"
+    return "parallel", f"method auto: {n_cells:,} cells > {UMAP_LEARN_MAX_CELLS:,}, the epochs on every core"
 
 
 def write_umap(adata: AnnData, obsm: dict, uns: dict, caught: list) -> None:
@@ -137,9 +175,18 @@ def write_umap(adata: AnnData, obsm: dict, uns: dict, caught: list) -> None:
     for message, category in caught:
         warn(message, category)
     adata.obsm.update(dict(obsm.items()))
-    adata.uns.update({k: v for k, v in uns.items() if k != "_init"})
+    adata.uns.update({k: v for k, v in uns.items() if not k.startswith("_")})
     key = next(iter(obsm))
-    adata.uns.setdefault(key, {})["init"] = uns["_init"]
+    adata.uns.setdefault(key, {}).update({k[1:]: v for k, v in uns.items() if k.startswith("_")})
+    logger.info(
+        "UMAP %s of %d cells: %s optimiser on %d thread%s (%s)",
+        key,
+        adata.n_obs,
+        uns["_method"],
+        uns["_threads"],
+        "" if uns["_threads"] == 1 else "s",
+        uns["_method_reason"],
+    )
 
 
 def graph_only(adata: AnnData, neighbors_key: str) -> AnnData:
@@ -159,19 +206,29 @@ def graph_only(adata: AnnData, neighbors_key: str) -> AnnData:
 
 
 def umap_job(mini: AnnData, kwargs: dict[str, Any]) -> tuple[dict, dict, list]:
-    """``sc.tl.umap`` on a :func:`graph_only` AnnData: ``(obsm, new uns entries, warnings caught)``."""
-    import scanpy as sc
-
+    """``sc.tl.umap`` (or :func:`scclust.pp._layout.umap_parallel`, as ``_method`` says) on a
+    :func:`graph_only` AnnData: ``(obsm, new uns entries, warnings caught)``; the entries named
+    ``_name`` go into ``.uns[key_added][name]``."""
     kwargs = dict(kwargs)
-    init = kwargs.pop("_init", "spectral")
+    meta = {k: kwargs.pop(k) for k in [k for k in kwargs if k.startswith("_")]}
+    meta.setdefault("_init", "spectral")
+    meta.setdefault("_method", "umap-learn")
 
     before = set(mini.uns)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        sc.tl.umap(mini, **kwargs)
+        if meta["_method"] == "parallel":
+            from ._layout import umap_parallel
+
+            meta["_threads"] = umap_parallel(mini, **kwargs)
+        else:
+            import scanpy as sc
+
+            sc.tl.umap(mini, **kwargs)
+            meta["_threads"] = 1  # seeded umap-learn runs its epochs on one thread
     key = kwargs["key_added"]
     new_uns = {k: mini.uns[k] for k in set(mini.uns) - before}
-    new_uns["_init"] = init
+    new_uns.update(meta)
     return {key: mini.obsm[key]}, new_uns, [(str(w.message), w.category) for w in caught]
 
 

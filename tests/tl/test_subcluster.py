@@ -211,6 +211,17 @@ def test_guards(small):
         scc.tl.subcluster(c, **LAB)
 
 
+def test_memory_estimate_counts_the_selected_rows_in_any_format():
+    from scipy import sparse
+
+    X = sparse.random(500, 300, density=0.1, format="csr", random_state=0)
+    rows = np.arange(0, 500, 3)
+    for m in (X, X.tocsc(), X.tocoo(), X.toarray()):
+        est = memory_estimate(m, rows, HVG(), PCA(), SubclusterGraph())
+        expected = rows.size * 300 if isinstance(m, np.ndarray) else X[rows].nnz
+        assert est.parts[0][1] == 30 * expected, type(m)
+
+
 def test_a_subset_that_cannot_fit_is_refused_before_it_is_copied(small):
     a = small.copy()
     rows = np.flatnonzero(a.obs["cell_type"].isin(TNK).to_numpy())

@@ -105,14 +105,13 @@ def _makes(p) -> Makes:
     return Makes(obs_other=list(QC_COLUMNS), obsm=obsm, intermediate_graphs=["neighbors"])
 
 
-#: HVGs assumed when ``hvg.n_top_genes`` is not set (the cutoffs choose them from the data)
-HVG_ASSUMED = 3000
 #: share of the HVG matrix's values stored out of core (log-normalized counts are sparse)
 HVG_DENSITY = 0.1
 
 
 def memory(p, sizes):
-    """Peak on ``n`` cells, ``h`` HVGs (``hvg.n_top_genes``, else :data:`HVG_ASSUMED`), ``c`` = ``pca.n_comps``:
+    """Peak on ``n`` cells, ``h`` HVGs (``hvg.n_top_genes``, else
+    :data:`scclust.pp._prepare.HVG_ASSUMED`), ``c`` = ``pca.n_comps``:
     0.9 GB (libraries: scanpy alone takes 0.27 GB; buffers) + the embeddings (``8 x n x c x 4``: PCA,
     Harmony's copies) + the graph (as :mod:`~scclust.stages.neighbors`: ``2 n d 4 + 48 n k``), and
 
@@ -127,6 +126,7 @@ def memory(p, sizes):
     """
     from .._memory import Estimate, cells
     from ..pp._neighbors import BYTES_PER_NEIGHBOUR
+    from ..pp._prepare import HVG_ASSUMED
 
     n = sizes.n_obs
     h = min(p.hvg.n_top_genes or HVG_ASSUMED, sizes.n_vars or HVG_ASSUMED)

@@ -26,7 +26,7 @@ from .._errors import ConfigError, InputError, MissingKeyError, choices, warn
 from .._memory import Estimate, check_fits, fmt_bytes
 from .._params import Group, params_model, validated
 from .._types import GeneList, PositiveInt, as_list
-from ..pp._prepare import HVG, PCA, Graph, Umap, _embed, _reduce
+from ..pp._prepare import HVG, HVG_ASSUMED, PCA, Graph, Umap, _embed, _reduce
 from ._leiden import leiden as tl_leiden
 
 logger = logging.getLogger(__name__)
@@ -458,30 +458,30 @@ def _select_subset(
 
 
 #: Peak bytes the in-memory re-processing adds per stored value of the subset's ``.raw`` rows
-#: (the subset's copy, its HVG columns, the working copies of regress_out and scale), and the HVGs
-#: assumed when ``hvg.n_top_genes`` is not set (the cutoffs choose them from the data).
-BYTES_PER_VALUE, HVG_ASSUMED = 30, 3000
+#: (the subset's copy, its HVG columns, the working copies of regress_out and scale)
+BYTES_PER_VALUE = 30
 
 
 def memory_estimate(raw_x, rows: np.ndarray, hvg: HVG, pca: PCA, graph: Graph) -> Estimate:
     """Peak memory :func:`subcluster` adds to re-process ``rows`` of the parent's ``.raw.X`` in memory:
     :data:`BYTES_PER_VALUE` per stored value of those rows, the scaled HVG matrix twice
-    (``2 x n x h x 4``, ``h`` = ``hvg.n_top_genes`` or :data:`HVG_ASSUMED`), the embeddings
+    (``2 x n x h x 4``, ``h`` = ``hvg.n_top_genes`` or :data:`scclust.pp._prepare.HVG_ASSUMED`), the embeddings
     (``8 x n x n_comps x 4``: PCA, Harmony's copies) and the graph
     (:func:`scclust.pp._neighbors.graph_memory`). Measured with ``benchmarks/subcluster_memory.py``
     (the lab's T/NK rule with regress_out on :func:`scclust.datasets.simulate` data, kernel high-water
     mark over the parent's memory): 11,406 / 16,749 / 35,707 selected cells, 11.4 / 15.4 / 36.2
     million values: 0.42 / 0.56 / 1.19 GB added, estimated 0.57 / 0.73 / 1.46 GB with the HVGs
-    chosen (0.79 / 1.05 / 2.18 GB with :data:`HVG_ASSUMED`); 23.2 million values, 1,382 HVGs:
+    chosen (0.79 / 1.05 / 2.18 GB with :data:`scclust.pp._prepare.HVG_ASSUMED`); 23.2 million values, 1,382 HVGs:
     1.01 GB added, estimated 1.07 GB."""
     from ..pp._neighbors import graph_memory
 
     n = len(rows)
-    nnz = (
-        int(np.diff(raw_x.indptr)[rows].sum())
-        if sparse.issparse(raw_x) and hasattr(raw_x, "indptr")
-        else n * raw_x.shape[1]
-    )
+    if not sparse.issparse(raw_x):
+        nnz = n * raw_x.shape[1]
+    elif raw_x.format == "csr":
+        nnz = int(np.diff(raw_x.indptr)[rows].sum())
+    else:  # other sparse formats: count the selected rows' entries
+        nnz = int(np.isin(sparse.coo_matrix(raw_x).row, rows).sum())
     h = min(hvg.n_top_genes or HVG_ASSUMED, raw_x.shape[1])
     c = min(pca.n_comps, n - 1, h - 1)
     d = min(graph.n_pcs or c, c)

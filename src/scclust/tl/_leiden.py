@@ -97,7 +97,10 @@ def leiden(
         upper triangle of a symmetric graph): half of igraph's building time and memory (at
         1,000,000 cells and k = 20: 15.7 instead of 31.4 million edges), the same modularity for
         every partition (doubling every weight cancels in it), but Leiden's floating-point sums,
-        hence occasionally its moves, differ (ARI 0.99 with scanpy's on 3,000 cells).
+        hence occasionally its moves, differ (ARI 0.99 with scanpy's on 3,000 cells). With
+        ``"once"`` igraph also gets the vertices numbered so that neighbours are close in memory
+        (:func:`locality_order`; 1.4x faster at 1,000,000 cells), which changes the labels as
+        another seed would; they are mapped back to the cells.
         ``"auto"``: ``"both"`` up to 50,000 cells (where the kNN graph itself is scanpy's),
         ``"once"`` above. leidenalg always gets scanpy's directed graph.
     copy
@@ -137,6 +140,10 @@ def leiden(
         flavor, n_iterations, auto = auto_flavor(adjacency.shape[0], n_iterations)
         logger.info("leiden: flavor %s, n_iterations %d (flavor auto: %s)", flavor, n_iterations, auto)
     edges_used = edges if edges != "auto" else ("both" if adjacency.shape[0] <= EDGES_BOTH_MAX_CELLS else "once")
+    order = None
+    if edges_used == "once" and flavor != "leidenalg":
+        order = locality_order(adjacency)  # the same graph, its vertices renumbered: faster, other labels
+        adjacency = permuted(adjacency, order)
     graph = _edges(adjacency, directed=flavor == "leidenalg", once=edges_used == "once")
     n_edges = graph[1].size
     if n_jobs == "auto":
@@ -166,6 +173,8 @@ def leiden(
     summary = {}
     keys = [key_added] if single else leiden_keys(key_added, res)
     for r, key, (membership, modularity, seconds) in zip(res, keys, results, strict=True):
+        if order is not None:  # vertex i of igraph's graph is cell order[i]
+            membership = membership[np.argsort(order)]
         n_clusters = store_labels(adata, key, membership)
         summary[key] = {"resolution": r, "n_clusters": n_clusters, "modularity": modularity}
         logger.info("%s: %d clusters (modularity %.3f) in %.1f s", key, n_clusters, modularity, seconds)
@@ -306,6 +315,32 @@ def _partitions_in_workers(adjacency: tuple | EdgeFiles, res: list[float], optio
 
 #: Largest graph for which ``edges="auto"`` builds scanpy's graph (each pair of neighbours twice).
 EDGES_BOTH_MAX_CELLS = 50_000
+
+
+def locality_order(adjacency: sparse.csr_matrix) -> np.ndarray:
+    """A numbering of the vertices that puts neighbours close together: the reverse Cuthill-McKee
+    order (:func:`scipy.sparse.csgraph.reverse_cuthill_mckee`; deterministic, ~1.4 s at 1,000,000
+    cells and k = 20). ``order[i]`` is the cell that becomes vertex ``i``.
+
+    Leiden reads each vertex's neighbours' memberships and edges in a random vertex order; with the
+    cells' own order (unrelated to the graph in most inputs) nearly every read leaves the cache. In
+    this order igraph builds the graph and runs Leiden ~1.4x faster at 1,000,000 cells (65 s -> 44 s
+    per resolution, 2 iterations). The graph is the same, but Leiden visits the vertices in another
+    order, so the labels differ as they would with another seed."""
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    return reverse_cuthill_mckee(sparse.csr_matrix(adjacency), symmetric_mode=True).astype(np.int64)
+
+
+def permuted(adjacency: sparse.csr_matrix, order: np.ndarray) -> sparse.csr_matrix:
+    """``adjacency[order][:, order]`` (a new matrix; rows and columns both renumbered), sorted indices."""
+    out = sparse.csr_matrix(adjacency)[order]
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    out.indices = inverse[out.indices].astype(out.indices.dtype, copy=False)
+    out.has_sorted_indices = False
+    out.sort_indices()
+    return out
 
 
 def _edges(adjacency: sparse.csr_matrix, *, directed: bool, once: bool) -> tuple:

@@ -371,10 +371,9 @@ def filter_cells_genes(
 # ------------------------------------------------------------------------------------------ step groups
 #: QC filters (:func:`filter_cells_genes`; the removed-cells table is broken down by prepare's batch_key)
 QC = params_model(filter_cells_genes, name="QC", base=Group, exclude=("batch_key",))
-#: highly variable genes (:func:`highly_variable_genes`)
 #: HVGs a memory estimate assumes when ``hvg.n_top_genes`` is not set (the cutoffs choose them from the data)
 HVG_ASSUMED = 3000
-
+#: highly variable genes (:func:`highly_variable_genes`)
 HVG = params_model(highly_variable_genes, name="HVG", base=Group)
 #: regress out, scale and PCA (:func:`scale_pca`; the seed is the caller's ``random_state``)
 PCA = params_model(scale_pca, name="PCA", base=Group, exclude=("random_state",))

@@ -173,8 +173,8 @@ def leiden(
     summary = {}
     keys = [key_added] if single else leiden_keys(key_added, res)
     for r, key, (membership, modularity, seconds) in zip(res, keys, results, strict=True):
-        if order is not None:  # vertex i of igraph's graph is cell order[i]
-            membership = membership[np.argsort(order)]
+        if order is not None:  # vertex i of igraph's graph is cell order[i]: scatter back
+            membership = _scattered(membership, order)
         n_clusters = store_labels(adata, key, membership)
         summary[key] = {"resolution": r, "n_clusters": n_clusters, "modularity": modularity}
         logger.info("%s: %d clusters (modularity %.3f) in %.1f s", key, n_clusters, modularity, seconds)
@@ -330,6 +330,13 @@ def locality_order(adjacency: sparse.csr_matrix) -> np.ndarray:
     from scipy.sparse.csgraph import reverse_cuthill_mckee
 
     return reverse_cuthill_mckee(sparse.csr_matrix(adjacency), symmetric_mode=True).astype(np.int64)
+
+
+def _scattered(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``out[order[i]] = values[i]``: per-vertex values of a :func:`permuted` graph back to the cells."""
+    out = np.empty_like(values)
+    out[order] = values
+    return out
 
 
 def permuted(adjacency: sparse.csr_matrix, order: np.ndarray) -> sparse.csr_matrix:

@@ -480,8 +480,11 @@ def memory_estimate(raw_x, rows: np.ndarray, hvg: HVG, pca: PCA, graph: Graph) -
         nnz = n * raw_x.shape[1]
     elif raw_x.format == "csr":
         nnz = int(np.diff(raw_x.indptr)[rows].sum())
-    else:  # other sparse formats: count the selected rows' entries
-        nnz = int(np.isin(sparse.coo_matrix(raw_x).row, rows).sum())
+    else:  # the selected rows' entries counted from the row of each entry, no copy of the matrix
+        selected = np.zeros(raw_x.shape[0], dtype=bool)
+        selected[rows] = True
+        entry_rows = raw_x.indices if raw_x.format == "csc" else sparse.coo_matrix(raw_x).row
+        nnz = int(np.count_nonzero(selected[entry_rows]))
     h = min(hvg.n_top_genes or HVG_ASSUMED, raw_x.shape[1])
     c = min(pca.n_comps, n - 1, h - 1)
     d = min(graph.n_pcs or c, c)
